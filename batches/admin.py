@@ -1,0 +1,41 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from batches.models import Batch, Filesystem, Tool
+from batches.services import delete_batches
+
+
+@admin.register(Tool)
+class ToolAdmin(admin.ModelAdmin):
+    list_display = ["name", "description", "enabled", "timeout_seconds"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "description"]
+
+
+@admin.register(Filesystem)
+class FilesystemAdmin(admin.ModelAdmin):
+    list_display = ["name", "path", "read_only", "public"]
+    list_filter = ["public", "read_only"]
+    search_fields = ["name", "path"]
+    filter_horizontal = ["users", "groups"]
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "owner", "tool", "n_jobs", "cpu", "memory", "create_time"]
+    list_filter = ["tool"]
+    search_fields = ["id", "name", "owner__username"]
+    list_select_related = ["owner", "tool"]
+    readonly_fields = ["id", "owner", "tool", "n_jobs", "cpu", "memory", "filesystems", "max_attempts", "timeout_seconds", "create_time"]
+    date_hierarchy = "create_time"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # batches are submitted through the API
+
+    def delete_model(self, request: HttpRequest, obj: Batch) -> None:
+        delete_batches(batches=Batch.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        deleted = delete_batches(batches=queryset)
+        self.message_user(request, f"Deleted {deleted} batch(es) and their jobs.", messages.SUCCESS)

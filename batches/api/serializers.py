@@ -1,0 +1,108 @@
+"""Shapes of tools, filesystems and batches, as the seed names them."""
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from batches.models import Batch
+from jobs.states import Status
+
+
+class ToolRefSerializer(serializers.Serializer):
+    tool_id = serializers.UUIDField(source="id")
+    tool_name = serializers.CharField(source="name")
+    tool_description = serializers.CharField(source="description")
+
+
+class ParameterSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["string", "integer", "number", "boolean", "choice", "path"])
+    required = serializers.BooleanField()
+    default = serializers.JSONField(required=False)
+    choices = serializers.ListField(child=serializers.CharField(), required=False)
+    description = serializers.CharField(required=False)
+
+
+class ToolSerializer(ToolRefSerializer):
+    """A tool a user can run: the seed's tool reference plus how to call it."""
+
+    command = serializers.ListField(
+        child=serializers.CharField(), help_text="argv template; `{name}` is replaced by the argument, never run by a shell."
+    )
+    parameters = serializers.DictField(child=ParameterSerializer())
+    timeout_seconds = serializers.IntegerField(allow_null=True, help_text="Default wall-clock limit per attempt.")
+
+
+class FilesystemRefSerializer(serializers.Serializer):
+    filesystem_id = serializers.UUIDField(source="id")
+    filesystem_name = serializers.CharField(source="name")
+
+
+class FilesystemSerializer(FilesystemRefSerializer):
+    description = serializers.CharField()
+    path = serializers.CharField()
+    read_only = serializers.BooleanField()
+
+
+class BatchHardwareSerializer(serializers.Serializer):
+    filesystem_list = serializers.SerializerMethodField()
+    cpu = serializers.IntegerField()
+    memory = serializers.IntegerField(help_text="MiB per job.")
+
+    @extend_schema_field(FilesystemRefSerializer(many=True))
+    def get_filesystem_list(self, batch: Batch) -> list[dict[str, Any]]:
+        # .all() reads the prefetch cache, so a page of batches stays at two queries.
+        return FilesystemRefSerializer(batch.filesystems.all(), many=True).data
+
+
+class BatchSerializer(serializers.ModelSerializer):
+    batch_id = serializers.UUIDField(source="id")
+    batch_tool = ToolRefSerializer(source="tool")
+    n_jobs = serializers.IntegerField()
+    hardware = BatchHardwareSerializer(source="*")
+
+    class Meta:
+        model = Batch
+        fields = ["batch_id", "batch_tool", "n_jobs", "hardware", "name", "max_attempts", "timeout_seconds", "create_time"]
+
+
+class BatchStatusSerializer(serializers.Serializer):
+    """Jobs of the batch per status."""
+
+    submitted = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    runnable = serializers.IntegerField()
+    starting = serializers.IntegerField()
+    running = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+
+
+assert {f.upper() for f in BatchStatusSerializer._declared_fields} == set(Status.values)  # noqa: S101
+
+
+class HardwareInSerializer(serializers.Serializer):
+    cpu = serializers.IntegerField(help_text="Whole cores per job, at least 1.")
+    memory = serializers.IntegerField(help_text="MiB per job, at least 1.")
+    filesystem_list = serializers.ListField(
+        child=serializers.UUIDField(), default=list, help_text="Ids of filesystems to expose to each job."
+    )
+
+
+class JobInSerializer(serializers.Serializer):
+    args = serializers.DictField(
+        child=serializers.JSONField(), default=dict, help_text="Argument name -> value, checked against the tool's parameters."
+    )
+
+
+class BatchSubmissionSerializer(serializers.Serializer):
+    tool_id = serializers.UUIDField()
+    hardware = HardwareInSerializer()
+    jobs = serializers.ListField(child=JobInSerializer(), allow_empty=False)
+    name = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+    max_attempts = serializers.IntegerField(
+        required=False, default=1, help_text="Attempts per job, 1 to 10; a failed attempt with attempts left is retried."
+    )
+    timeout_seconds = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="Wall-clock limit per attempt; default: the tool's."
+    )

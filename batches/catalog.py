@@ -1,0 +1,181 @@
+"""The catalog file: tools and filesystems declared in YAML or JSON (DESIGN.md).
+
+`sync_catalog()` checks the whole file first and then creates or updates every entry by
+name in one transaction, so a bad file changes nothing and running it twice changes
+nothing the second time. Entries missing from the file are left alone.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.utils.text import slugify
+
+from batches.models import Filesystem, Tool
+from batches.parameters import check_command, check_spec
+
+TOOL_KEYS = {"name", "description", "command", "parameters", "timeout_seconds", "enabled"}
+FS_KEYS = {"name", "description", "path", "read_only", "public", "users", "groups"}
+
+
+class CatalogError(ValueError):
+    """The file is wrong; the message names the entry and the problem."""
+
+
+@dataclass
+class SyncReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{len(self.created)} created, {len(self.updated)} updated, {len(self.unchanged)} unchanged"
+
+
+def load_catalog_file(path: Path) -> dict[str, Any]:
+    """Parse a .yaml/.yml or .json file into a mapping."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise CatalogError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise CatalogError(f"{path}: the top level must be a mapping with tools and filesystems")
+    return data
+
+
+def _clean_tool(index: int, entry: Any) -> dict[str, Any]:
+    where = f"tools[{index}]"
+    if not isinstance(entry, dict):
+        raise CatalogError(f"{where}: must be a mapping")
+    unknown = set(entry) - TOOL_KEYS
+    if unknown:
+        raise CatalogError(f"{where}: unknown keys {sorted(unknown)}")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name or slugify(name) != name:
+        raise CatalogError(f"{where}: name must be a slug (letters, digits, - and _), not {name!r}")
+    where = f"tool {name}"
+    params = entry.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise CatalogError(f"{where}: parameters must be a mapping")
+    try:
+        parameters = {pname: check_spec(pname, spec) for pname, spec in params.items()}
+        command = check_command(entry.get("command"), parameters)
+    except ValueError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
+    timeout = entry.get("timeout_seconds")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1):
+        raise CatalogError(f"{where}: timeout_seconds must be a positive integer")
+    return {
+        "name": name,
+        "description": str(entry.get("description", "")),
+        "command": command,
+        "parameters": parameters,
+        "timeout_seconds": timeout,
+        "enabled": bool(entry.get("enabled", True)),
+    }
+
+
+def _clean_filesystem(index: int, entry: Any) -> dict[str, Any]:
+    where = f"filesystems[{index}]"
+    if not isinstance(entry, dict):
+        raise CatalogError(f"{where}: must be a mapping")
+    unknown = set(entry) - FS_KEYS
+    if unknown:
+        raise CatalogError(f"{where}: unknown keys {sorted(unknown)}")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name or slugify(name) != name:
+        raise CatalogError(f"{where}: name must be a slug (letters, digits, - and _), not {name!r}")
+    where = f"filesystem {name}"
+    path = entry.get("path")
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise CatalogError(f"{where}: path must be an absolute path")
+    users = entry.get("users") or []
+    groups = entry.get("groups") or []
+    if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+        raise CatalogError(f"{where}: users must be a list of user names")
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise CatalogError(f"{where}: groups must be a list of group names")
+    return {
+        "name": name,
+        "description": str(entry.get("description", "")),
+        "path": os.path.normpath(path),
+        "read_only": bool(entry.get("read_only", False)),
+        "public": bool(entry.get("public", False)),
+        "users": users,
+        "groups": groups,
+    }
+
+
+def _upsert(model: type, values: dict[str, Any]) -> tuple[Any, bool, bool]:
+    """Create or update the row named values["name"]: (row, created, changed)."""
+    obj = model.objects.filter(name=values["name"]).first()
+    if obj is None:
+        return model.objects.create(**values), True, False
+    changed = [key for key, value in values.items() if getattr(obj, key) != value]
+    for key in changed:
+        setattr(obj, key, values[key])
+    if changed:
+        obj.save(update_fields=changed)
+    return obj, False, bool(changed)
+
+
+def _set_grants(fs: Filesystem, users: list[Any], groups: list[Group]) -> bool:
+    """Replace the filesystem's grants; True if they changed."""
+    before = (set(fs.users.values_list("pk", flat=True)), set(fs.groups.values_list("pk", flat=True)))
+    after = ({u.pk for u in users}, {g.pk for g in groups})
+    if before == after:
+        return False
+    fs.users.set(users)
+    fs.groups.set(groups)
+    return True
+
+
+def sync_catalog(*, data: dict[str, Any], create_dirs: bool = True) -> SyncReport:
+    """Create or update the tools and filesystems of `data` (see module docstring).
+
+    Filesystem grants are replaced by the file's `users` and `groups` lists; groups are
+    created when missing, users must exist. With `create_dirs`, a filesystem's path is
+    created when it does not exist yet.
+    """
+    unknown = set(data) - {"tools", "filesystems"}
+    if unknown:
+        raise CatalogError(f"unknown top-level keys {sorted(unknown)}; expected tools and filesystems")
+    tools = [_clean_tool(i, entry) for i, entry in enumerate(data.get("tools") or [])]
+    filesystems = [_clean_filesystem(i, entry) for i, entry in enumerate(data.get("filesystems") or [])]
+    for kind, entries in (("tool", tools), ("filesystem", filesystems)):
+        names = [entry["name"] for entry in entries]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise CatalogError(f"{kind} names appear twice: {', '.join(dupes)}")
+    user_model = get_user_model()
+    wanted_users = {u for fs in filesystems for u in fs["users"]}
+    found = {u.get_username(): u for u in user_model.objects.filter(**{f"{user_model.USERNAME_FIELD}__in": wanted_users})}
+    missing = sorted(wanted_users - set(found))
+    if missing:
+        raise CatalogError(f"no such users: {', '.join(missing)} (create them first, e.g. issue_token --create-user)")
+
+    report = SyncReport()
+
+    def record(label: str, created: bool, changed: bool) -> None:
+        (report.created if created else report.updated if changed else report.unchanged).append(label)
+
+    with transaction.atomic():
+        for values in tools:
+            _, created, changed = _upsert(Tool, values)
+            record(f"tool {values['name']}", created, changed)
+        for values in filesystems:
+            users = [found[u] for u in values.pop("users")]
+            groups = [Group.objects.get_or_create(name=g)[0] for g in values.pop("groups")]
+            fs, created, changed = _upsert(Filesystem, values)
+            granted = _set_grants(fs, users, groups)
+            record(f"filesystem {values['name']}", created, changed or (granted and not created))
+            if create_dirs:
+                Path(values["path"]).mkdir(parents=True, exist_ok=True)
+    return report

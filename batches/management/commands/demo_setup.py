@@ -1,0 +1,40 @@
+"""python manage.py demo_setup: a demo user, a token, and ready-to-paste curl lines.
+
+Used by `make run`; safe to run again (each run issues a fresh token)."""
+
+import shlex
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts.services import issue_token
+from batches.selectors import granted_filesystems, visible_tools
+
+
+class Command(BaseCommand):
+    help = "Create the demo user if needed, issue a token and print curl lines that use it."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--user", default="demo")
+        parser.add_argument("--url", default="http://127.0.0.1:8000")
+
+    def handle(self, *args, **options) -> None:
+        user, _ = get_user_model().objects.get_or_create(username=options["user"])
+        tool = visible_tools().filter(name="echo").first()
+        if tool is None:
+            raise CommandError("no echo tool: run `python manage.py sync_catalog catalog/demo.yaml` first")
+        filesystems = [str(fs.pk) for fs in granted_filesystems(user=user).filter(name="scratch")]
+        _, token = issue_token(user=user, name="make run")
+        url = options["url"].rstrip("/")
+        body = (
+            f'{{"tool_id": "{tool.pk}", "hardware": {{"cpu": 1, "memory": 256, "filesystem_list": {filesystems!r}}}, '
+            '"jobs": [{"args": {"message": "hello"}}, {"args": {"message": "world"}}]}'
+        ).replace("'", '"')
+        auth = shlex.quote(f"Authorization: Bearer {token}")
+        self.stdout.write(f"\nAPI token for user {user.username} (shown once):\n  {token}\n")
+        self.stdout.write("Submit a batch of two echo jobs:")
+        self.stdout.write(f"  curl -s -H {auth} -H 'Content-Type: application/json' -d {shlex.quote(body)} {url}/batches\n")
+        self.stdout.write("Then, with the batch_id it prints:")
+        self.stdout.write(f"  curl -s -H {auth} {url}/batches/BATCH_ID")
+        self.stdout.write(f"  curl -s -H {auth} {url}/batches/BATCH_ID/jobs")
+        self.stdout.write(f"API docs: {url}/api/docs/   Admin: {url}/admin/ (createsuperuser first)\n")

@@ -1,0 +1,70 @@
+"""Tools, filesystems and batches.
+
+A Tool is an argv template (never a shell string) with declared parameters; a
+Filesystem is a path that batches may mount; a Batch is one user's submission of many
+jobs with one tool and one hardware configuration. Rules live in `batches.services`.
+"""
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.utils import timezone
+
+from batchsite.ids import uuid7
+
+
+class Filesystem(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    name = models.SlugField(max_length=64, unique=True, help_text="Exposed to jobs as BATCH_FS_<NAME>.")
+    description = models.CharField(max_length=300, blank=True)
+    path = models.CharField(max_length=1000, help_text="Absolute path on the machines that run jobs.")
+    read_only = models.BooleanField(default=False)
+    public = models.BooleanField(default=False, help_text="Every user may mount it.")
+    users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="granted_filesystems")
+    groups = models.ManyToManyField(Group, blank=True, related_name="granted_filesystems")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Tool(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=500, blank=True)
+    command = models.JSONField(help_text='argv template, e.g. ["/bin/echo", "{message}"]; never run by a shell.')
+    parameters = models.JSONField(default=dict, blank=True, help_text="name -> {type, required, default, choices, description}")
+    timeout_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Wall-clock limit per attempt; empty: the service default."
+    )
+    enabled = models.BooleanField(default=True, help_text="Disabled tools are hidden and refuse new batches.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Batch(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
+    name = models.CharField(max_length=200, blank=True)
+    tool = models.ForeignKey(Tool, on_delete=models.PROTECT, related_name="batches")
+    cpu = models.PositiveIntegerField()
+    memory = models.PositiveIntegerField(help_text="MiB per job.")
+    filesystems = models.ManyToManyField(Filesystem, blank=True, related_name="batches")
+    n_jobs = models.PositiveIntegerField()
+    max_attempts = models.PositiveSmallIntegerField(default=1)
+    timeout_seconds = models.PositiveIntegerField(help_text="Wall-clock limit per attempt.")
+    create_time = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name_plural = "batches"
+        ordering = ["id"]
+        indexes = [models.Index(fields=["owner", "id"], name="batch_owner_id")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})" if self.name else str(self.id)

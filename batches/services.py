@@ -1,0 +1,134 @@
+"""Submitting and deleting batches."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import QuerySet
+
+from batches.models import Batch, Filesystem, Tool
+from batches.parameters import ArgumentsInvalid, resolve_arguments
+from batches.selectors import granted_filesystems, visible_tools
+from jobs.models import Job, JobEvent
+from jobs.services import cancel_jobs
+from jobs.states import LIVE
+
+# Jobs are inserted in slices of this many rows: one INSERT per slice, not per job.
+_INSERT_SLICE = 2000
+# A submission lists at most this many argument errors; past that, more are noise.
+_MAX_REPORTED_ERRORS = 50
+
+
+def submit_batch(
+    *,
+    user: AbstractBaseUser,
+    tool_id: Any,
+    cpu: int,
+    memory: int,
+    filesystem_ids: Sequence[Any],
+    jobs: Sequence[dict[str, Any]],
+    name: str = "",
+    max_attempts: int = 1,
+    timeout_seconds: int | None = None,
+) -> Batch:
+    """Create a batch and its jobs (all SUBMITTED) for `user`.
+
+    Checks, in this order, and writes nothing unless all pass:
+    - the tool exists and is enabled (400 on `tool_id`);
+    - cpu, memory, attempts and timeout are within the configured maxima (400);
+    - each filesystem exists (400) and is granted to the user (PermissionDenied, 403);
+    - each job's `args` match the tool's parameters (400 naming `jobs[i].args.name`).
+    Jobs are bulk-inserted; a batch of 10,000 jobs is a handful of INSERTs.
+    """
+    tool = visible_tools().filter(pk=tool_id).first()
+    if tool is None:
+        raise ValidationError({"tool_id": [f"no tool with id {tool_id}"]})
+    _check_limits(tool=tool, cpu=cpu, memory=memory, n_jobs=len(jobs), max_attempts=max_attempts, timeout_seconds=timeout_seconds)
+    filesystems = _check_filesystems(user=user, filesystem_ids=filesystem_ids)
+    roots = [fs.path for fs in filesystems]
+    resolved = _check_arguments(tool=tool, jobs=jobs, roots=roots)
+
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            owner=user,
+            name=name,
+            tool=tool,
+            cpu=cpu,
+            memory=memory,
+            n_jobs=len(resolved),
+            max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds or tool.timeout_seconds or settings.BATCHES_DEFAULT_TIMEOUT_SECONDS,
+        )
+        batch.filesystems.set(filesystems)
+        Job.objects.bulk_create(
+            (Job(batch=batch, index=index, args=args, create_time=batch.create_time) for index, args in enumerate(resolved)),
+            batch_size=_INSERT_SLICE,
+        )
+    return batch
+
+
+def _check_limits(*, tool: Tool, cpu: int, memory: int, n_jobs: int, max_attempts: int, timeout_seconds: int | None) -> None:
+    errors: dict[str, list[str]] = {}
+    if not 1 <= cpu <= settings.BATCHES_MAX_CPU:
+        errors["hardware.cpu"] = [f"must be between 1 and {settings.BATCHES_MAX_CPU} cores, not {cpu}"]
+    if not 1 <= memory <= settings.BATCHES_MAX_MEMORY_MIB:
+        errors["hardware.memory"] = [f"must be between 1 and {settings.BATCHES_MAX_MEMORY_MIB} MiB, not {memory}"]
+    if not 1 <= n_jobs <= settings.BATCHES_MAX_JOBS_PER_BATCH:
+        errors["jobs"] = [f"must list between 1 and {settings.BATCHES_MAX_JOBS_PER_BATCH} jobs, not {n_jobs}"]
+    if not 1 <= max_attempts <= settings.BATCHES_MAX_ATTEMPTS:
+        errors["max_attempts"] = [f"must be between 1 and {settings.BATCHES_MAX_ATTEMPTS}, not {max_attempts}"]
+    if timeout_seconds is not None and not 1 <= timeout_seconds <= settings.BATCHES_MAX_TIMEOUT_SECONDS:
+        errors["timeout_seconds"] = [f"must be between 1 and {settings.BATCHES_MAX_TIMEOUT_SECONDS} seconds, not {timeout_seconds}"]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _check_filesystems(*, user: AbstractBaseUser, filesystem_ids: Sequence[Any]) -> list[Filesystem]:
+    wanted = list(dict.fromkeys(str(fs_id) for fs_id in filesystem_ids))
+    known = {str(fs.pk): fs for fs in Filesystem.objects.filter(pk__in=wanted)}
+    missing = [(i, fs_id) for i, fs_id in enumerate(wanted) if fs_id not in known]
+    if missing:
+        raise ValidationError({f"hardware.filesystem_list[{i}]": [f"no filesystem with id {fs_id}"] for i, fs_id in missing})
+    granted = {str(pk) for pk in granted_filesystems(user=user).filter(pk__in=wanted).values_list("pk", flat=True)}
+    refused = [known[fs_id].name for fs_id in wanted if fs_id not in granted]
+    if refused:
+        raise PermissionDenied(f"hardware.filesystem_list: you are not granted the filesystem(s) {', '.join(refused)}")
+    return [known[fs_id] for fs_id in wanted]
+
+
+def _check_arguments(*, tool: Tool, jobs: Sequence[dict[str, Any]], roots: list[str]) -> list[dict[str, str]]:
+    resolved: list[dict[str, str]] = []
+    errors: dict[str, list[str]] = {}
+    for index, job in enumerate(jobs):
+        try:
+            resolved.append(resolve_arguments(job.get("args", {}), tool.parameters, filesystem_roots=roots))
+        except ArgumentsInvalid as exc:
+            for name, message in exc.errors.items():
+                field = f"jobs[{index}].args" if name == "args" else f"jobs[{index}].args.{name}"
+                errors[field] = [message]
+            if len(errors) >= _MAX_REPORTED_ERRORS:
+                break
+    if errors:
+        raise ValidationError(errors)
+    return resolved
+
+
+def delete_batches(*, batches: QuerySet[Batch]) -> int:
+    """Cancel the live jobs of `batches`, then delete the batches, their jobs and events.
+
+    Queued jobs are deleted without a transition (nothing is running to stop). Callers
+    scope `batches` to a user; this function never widens it. Returns batches deleted.
+    """
+    with transaction.atomic():
+        batch_ids = list(batches.values_list("pk", flat=True))
+        if not batch_ids:
+            return 0
+        cancel_jobs(jobs=Job.objects.filter(batch_id__in=batch_ids, status__in=LIVE))
+        # Events first (JobEvent.job is DO_NOTHING); then Django fast-deletes the jobs
+        # with one DELETE ... WHERE batch_id IN (...) instead of loading them.
+        JobEvent.objects.filter(job__batch_id__in=batch_ids).delete()
+        Batch.objects.filter(pk__in=batch_ids).delete()
+    return len(batch_ids)

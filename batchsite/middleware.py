@@ -1,0 +1,83 @@
+"""Middleware that keeps every answer JSON, even when Django itself fails."""
+
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+
+from batchsite.problems import problem_response
+
+logger = logging.getLogger(__name__)
+
+
+_DETAILS = {
+    400: "The request could not be understood.",
+    403: "You may not do this.",
+    404: "No route or resource at this address.",
+    405: "This method is not allowed here.",
+    500: "The server failed to answer; the error has been logged.",
+}
+
+
+class ProblemMiddleware:
+    """Refuses oversized bodies early and turns a database outage into 503 JSON.
+
+    DRF views already answer their own errors as problems; this catches what happens
+    outside them (sessions, the admin, health checks) so no route ever shows an HTML
+    error page or a traceback.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        limit = settings.BATCHES_MAX_REQUEST_BYTES
+        if length.isdigit() and int(length) > limit:
+            return problem_response(413, f"The request body is larger than {limit} bytes.")
+        try:
+            response = self.get_response(request)
+        except DatabaseError:
+            # Raised by middleware below us (sessions, auth) rather than by a view.
+            logger.exception("database error while serving %s", request.path)
+            return _unavailable()
+        if (
+            response.status_code >= 400
+            and response.get("Content-Type", "").startswith("text/html")
+            and not request.path.startswith("/admin/")
+        ):
+            # Django's own pages (the DEBUG 404 and 500 pages above all) become problems;
+            # the admin keeps its HTML.
+            return problem_response(response.status_code, _DETAILS.get(response.status_code, "The request failed."))
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, DatabaseError):
+            logger.exception("database error while serving %s", request.path)
+            return _unavailable()
+        return None
+
+
+def _unavailable() -> HttpResponse:
+    response = problem_response(503, "The database is unavailable; try again shortly.")
+    response["Retry-After"] = "5"
+    return response
+
+
+class TrailingSlashMiddleware:
+    """Serve the API's routes with or without a trailing slash, without a redirect
+    (a redirected DELETE or POST would lose its method or body). The admin and the
+    schema keep Django's slashed URLs."""
+
+    _KEEP = ("/admin/", "/api/", "/static/")
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info
+        if len(path) > 1 and path.endswith("/") and not path.startswith(self._KEEP):
+            request.path_info = path.rstrip("/") or "/"
+        return self.get_response(request)

@@ -1,0 +1,37 @@
+"""Request parsing with a hard size cap.
+
+DRF reads the body from the request stream, which bypasses Django's
+DATA_UPLOAD_MAX_MEMORY_SIZE check; this parser reads at most the configured number of
+bytes (even for chunked bodies with no Content-Length) and answers 413 past it.
+"""
+
+import json
+from typing import Any
+
+from django.conf import settings
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+from batchsite.problems import PayloadTooLarge
+
+
+class BoundedJSONParser(JSONParser):
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict | None = None) -> Any:
+        limit = settings.BATCHES_MAX_REQUEST_BYTES
+        if stream is None:
+            raise ParseError("The request body is empty; send a JSON object.")
+        raw = stream.read(limit + 1)
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        if not raw.strip():
+            raise ParseError("The request body is empty; send a JSON object.")
+        try:
+            return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        except UnicodeDecodeError:
+            raise ParseError("The request body is not UTF-8.") from None
+        except (ValueError, RecursionError) as exc:
+            raise ParseError(f"The request body is not valid JSON: {exc}") from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")

@@ -1,0 +1,179 @@
+"""Settings for the batches service. Everything deployment-specific comes from the
+environment; the README lists every variable."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from batchsite.env import envbool, envint, envlist, envstr
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(envstr("BATCHES_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = envbool("DEBUG", False)
+SECRET_KEY = envstr("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY is required unless DEBUG is true")
+    SECRET_KEY = "insecure-development-key-do-not-deploy"  # noqa: S105 (DEBUG only)
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "accounts",
+    "batches",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "batchsite.middleware.ProblemMiddleware",
+    "batchsite.middleware.TrailingSlashMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "batchsite.urls"
+CSRF_FAILURE_VIEW = "batchsite.errors.forbidden"
+WSGI_APPLICATION = "batchsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# The seed's routes have no trailing slash; we serve both forms ourselves, so
+# CommonMiddleware must not redirect (a redirect would turn a DELETE into a GET).
+APPEND_SLASH = False
+
+_default_sqlite = f"sqlite:///{DATA_DIR / 'batches.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(envstr("DATABASE_URL", _default_sqlite), conn_max_age=60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server read while a worker writes; IMMEDIATE takes the write
+    # lock at BEGIN so two writers queue on the busy timeout instead of failing with
+    # "database is locked" when a read transaction tries to upgrade.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-batches.sqlite3")}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve the admin's and Swagger UI's assets from the installed apps without
+# collectstatic, so `make run` needs no extra step.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# A submission of 100,000 jobs with short arguments is a few MiB; anything past this is
+# refused with 413 before it is parsed.
+BATCHES_MAX_REQUEST_BYTES = envint("BATCHES_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = BATCHES_MAX_REQUEST_BYTES
+
+# Limits on what one batch may ask for.
+BATCHES_MAX_JOBS_PER_BATCH = envint("BATCHES_MAX_JOBS_PER_BATCH", 100_000, minimum=1)
+BATCHES_MAX_CPU = envint("BATCHES_MAX_CPU", os.cpu_count() or 1, minimum=1)
+_total_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+BATCHES_MAX_MEMORY_MIB = envint("BATCHES_MAX_MEMORY_MIB", _total_mib, minimum=1)
+BATCHES_MAX_ATTEMPTS = 10
+BATCHES_DEFAULT_TIMEOUT_SECONDS = envint("BATCHES_DEFAULT_TIMEOUT_SECONDS", 3600, minimum=1)
+BATCHES_MAX_TIMEOUT_SECONDS = envint("BATCHES_MAX_TIMEOUT_SECONDS", 7 * 24 * 3600, minimum=1)
+
+BATCHES_EXECUTOR = envstr("BATCHES_EXECUTOR", "local")
+if BATCHES_EXECUTOR not in {"local", "slurm"}:
+    raise ImproperlyConfigured(f"BATCHES_EXECUTOR must be local or slurm, not {BATCHES_EXECUTOR!r}")
+BATCHES_LOG_DIR = Path(envstr("BATCHES_LOG_DIR", str(DATA_DIR / "logs"))).resolve()
+BATCHES_WORK_DIR = Path(envstr("BATCHES_WORK_DIR", str(DATA_DIR / "work"))).resolve()
+
+# How long a token lives when issue_token is not told (0: no expiry).
+BATCHES_TOKEN_DEFAULT_DAYS = envint("BATCHES_TOKEN_DEFAULT_DAYS", 0)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["batchsite.parsers.BoundedJSONParser"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "batchsite.problems.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"user": envstr("BATCHES_THROTTLE_RATE", "6000/min")},
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%SZ",
+    "UNICODE_JSON": True,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Batches API",
+    "DESCRIPTION": (
+        "Submit batches of compute jobs (one tool, one hardware configuration, many "
+        "argument sets), follow their status and read their logs. Lists are bare JSON "
+        'arrays paginated with `?limit=` and a `Link: <...>; rel="next"` header.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"JobStatus": "jobs.states.Status"},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

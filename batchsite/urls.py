@@ -1,0 +1,35 @@
+"""Routes. The seed's paths have no trailing slash; TrailingSlashMiddleware makes the
+slashed form answer too (see batchsite.middleware)."""
+
+from django.contrib import admin
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from batches.api import views as batch_views
+from batchsite.health import healthz, readyz
+from jobs.api import views as job_views
+
+urlpatterns = [
+    path("batches", batch_views.BatchListView.as_view(), name="batch-list"),
+    path("batches/<uuid:batch_id>", batch_views.BatchDetailView.as_view(), name="batch-detail"),
+    path("batches/<uuid:batch_id>/cancel", job_views.BatchCancelView.as_view(), name="batch-cancel"),
+    path("batches/<uuid:batch_id>/retry", job_views.BatchRetryView.as_view(), name="batch-retry"),
+    path("batches/<uuid:batch_id>/jobs", job_views.JobListView.as_view(), name="job-list"),
+    path("batches/<uuid:batch_id>/jobs/<uuid:job_id>", job_views.JobDetailView.as_view(), name="job-detail"),
+    path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/cancel", job_views.JobCancelView.as_view(), name="job-cancel"),
+    path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/events", job_views.JobEventListView.as_view(), name="job-events"),
+    path("logs/<uuid:log_id>", job_views.LogView.as_view(), name="log"),
+    path("tools", batch_views.ToolListView.as_view(), name="tool-list"),
+    path("tools/<uuid:tool_id>", batch_views.ToolDetailView.as_view(), name="tool-detail"),
+    path("filesystems", batch_views.FilesystemListView.as_view(), name="filesystem-list"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "batchsite.errors.bad_request"
+handler403 = "batchsite.errors.forbidden"
+handler404 = "batchsite.errors.not_found"
+handler500 = "batchsite.errors.server_error"

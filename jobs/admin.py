@@ -1,0 +1,57 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from jobs.models import Job, JobEvent
+from jobs.services import cancel_jobs, retry_failed_jobs
+
+
+class JobEventInline(admin.TabularInline):
+    model = JobEvent
+    extra = 0
+    can_delete = False
+    fields = ["time", "from_status", "to_status", "reason", "attempt"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return False
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["id", "batch", "index", "status", "reason", "attempts", "create_time", "start_time", "stop_time"]
+    list_filter = ["status"]
+    search_fields = ["=id", "=batch__id", "=log_id"]
+    list_select_related = ["batch"]
+    raw_id_fields = ["batch"]
+    readonly_fields = [
+        "id",
+        "batch",
+        "index",
+        "args",
+        "log_id",
+        "status",
+        "reason",
+        "attempts",
+        "exit_code",
+        "create_time",
+        "start_time",
+        "stop_time",
+    ]
+    inlines = [JobEventInline]
+    actions = ["cancel", "retry"]
+    show_full_result_count = False  # COUNT(*) over millions of jobs on every page is slow
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return False  # jobs go with their batch
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self.message_user(request, f"Cancelled {cancel_jobs(jobs=queryset)} job(s).", messages.SUCCESS)
+
+    @admin.action(description="Retry selected FAILED jobs")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self.message_user(request, f"Retried {retry_failed_jobs(jobs=queryset)} job(s).", messages.SUCCESS)

@@ -1,0 +1,75 @@
+"""Shapes of jobs, as the seed names them."""
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from jobs.models import Job, JobEvent
+from jobs.states import Status
+
+
+class ArgumentSerializer(serializers.Serializer):
+    argument_key = serializers.CharField()
+    argument_value = serializers.CharField()
+
+
+class JobToolSerializer(serializers.Serializer):
+    tool_id = serializers.UUIDField()
+    tool_name = serializers.CharField()
+    tool_description = serializers.CharField()
+
+
+class JobSerializer(serializers.Serializer):
+    """A job in a list. `job_tool` is the batch's tool, which the view reads once and
+    passes in the context (every job of a batch runs the same tool)."""
+
+    job_id = serializers.UUIDField(source="id")
+    job_tool = serializers.SerializerMethodField()
+    job_log_id = serializers.UUIDField(source="log_id")
+    job_argument_list = serializers.SerializerMethodField()
+    status = serializers.ChoiceField(choices=Status.choices)
+
+    @extend_schema_field(JobToolSerializer)
+    def get_job_tool(self, job: Job) -> dict[str, Any]:
+        return self.context["job_tool"]
+
+    @extend_schema_field(ArgumentSerializer(many=True))
+    def get_job_argument_list(self, job: Job) -> list[dict[str, str]]:
+        return [{"argument_key": key, "argument_value": value} for key, value in job.args.items()]
+
+
+class JobHardwareSerializer(serializers.Serializer):
+    filesystems = serializers.ListField(child=serializers.UUIDField(), help_text="Filesystem ids.")
+    memory = serializers.IntegerField(help_text="MiB.")
+    cpu = serializers.IntegerField()
+
+
+class JobDetailSerializer(serializers.Serializer):
+    job_id = serializers.UUIDField(source="id")
+    log_id = serializers.UUIDField()
+    hardware = serializers.SerializerMethodField()
+    args = serializers.DictField(child=serializers.CharField(), help_text="Argument values as the program receives them.")
+    status = serializers.ChoiceField(choices=Status.choices)
+    reason = serializers.CharField(help_text="Why the job is in its state (empty when there is nothing to say).")
+    create_time = serializers.DateTimeField()
+    start_time = serializers.DateTimeField(allow_null=True)
+    stop_time = serializers.DateTimeField(allow_null=True)
+    batch_id = serializers.UUIDField()
+    attempts = serializers.IntegerField(help_text="Attempts started so far.")
+    exit_code = serializers.IntegerField(allow_null=True, help_text="Exit code of the last attempt, if it exited.")
+
+    @extend_schema_field(JobHardwareSerializer)
+    def get_hardware(self, job: Job) -> dict[str, Any]:
+        batch = job.batch
+        return {
+            "filesystems": [str(fs.pk) for fs in batch.filesystems.all()],
+            "memory": batch.memory,
+            "cpu": batch.cpu,
+        }
+
+
+class JobEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobEvent
+        fields = ["from_status", "to_status", "reason", "attempt", "time"]

@@ -1,0 +1,151 @@
+"""Job, event, log, cancel and retry routes. Every lookup goes through a batch owned by
+request.user, so another user's ids answer 404."""
+
+import django_filters
+from django.http import Http404, HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from batches.api.serializers import ToolRefSerializer
+from batches.models import Batch
+from batches.selectors import get_user_batch
+from batchsite.pagination import KeysetPagination
+from jobs.api.serializers import JobDetailSerializer, JobEventSerializer, JobSerializer
+from jobs.logs import read_log
+from jobs.models import Job
+from jobs.selectors import batch_jobs, get_user_job, get_user_job_by_log, job_events
+from jobs.services import cancel_jobs, retry_failed_jobs
+from jobs.states import Status
+
+NOT_FOUND = OpenApiResponse(description="No such batch or job for this user (another user's is also 404).")
+CHANGED = inline_serializer("ChangedJobs", {"changed": serializers.IntegerField(help_text="Jobs whose state changed.")})
+
+
+def _user_batch(request: Request, batch_id: str) -> Batch:
+    batch = get_user_batch(user=request.user, batch_id=batch_id)
+    if batch is None:
+        raise Http404
+    return batch
+
+
+def _user_job(request: Request, batch_id: str, job_id: str) -> Job:
+    job = get_user_job(user=request.user, batch_id=batch_id, job_id=job_id)
+    if job is None:
+        raise Http404
+    return job
+
+
+class JobFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=Status.choices, help_text="Only jobs in this state.")
+
+    class Meta:
+        model = Job
+        fields = ["status"]
+
+
+class JobListView(generics.ListAPIView):
+    serializer_class = JobSerializer
+    pagination_class = KeysetPagination
+    filterset_class = JobFilter
+    cursor_field = "index"
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Job.objects.none()
+        self.batch = _user_batch(self.request, self.kwargs["batch_id"])
+        return batch_jobs(batch_id=self.batch.pk)
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if hasattr(self, "batch"):
+            context["job_tool"] = ToolRefSerializer(self.batch.tool).data
+        return context
+
+    @extend_schema(
+        operation_id="list_jobs", summary="Jobs of a batch, in submission order", responses={200: JobSerializer(many=True), 404: NOT_FOUND}
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class JobDetailView(APIView):
+    @extend_schema(operation_id="get_job", summary="One job's attributes", responses={200: JobDetailSerializer, 404: NOT_FOUND})
+    def get(self, request: Request, batch_id: str, job_id: str) -> Response:
+        return Response(JobDetailSerializer(_user_job(request, batch_id, job_id)).data)
+
+
+class JobEventListView(generics.ListAPIView):
+    serializer_class = JobEventSerializer
+    pagination_class = KeysetPagination
+    cursor_field = "id"
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Job.objects.none()
+        return job_events(job=_user_job(self.request, self.kwargs["batch_id"], self.kwargs["job_id"]))
+
+    @extend_schema(
+        operation_id="list_job_events",
+        summary="The job's state changes, oldest first",
+        responses={200: JobEventSerializer(many=True), 404: NOT_FOUND},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class BatchCancelView(APIView):
+    @extend_schema(
+        operation_id="cancel_batch",
+        summary="Cancel every unfinished job of the batch",
+        request=None,
+        responses={200: CHANGED, 404: NOT_FOUND},
+    )
+    def post(self, request: Request, batch_id: str) -> Response:
+        batch = _user_batch(request, batch_id)
+        return Response({"changed": cancel_jobs(jobs=Job.objects.filter(batch=batch))})
+
+
+class BatchRetryView(APIView):
+    @extend_schema(
+        operation_id="retry_batch", summary="Run the batch's FAILED jobs again", request=None, responses={200: CHANGED, 404: NOT_FOUND}
+    )
+    def post(self, request: Request, batch_id: str) -> Response:
+        batch = _user_batch(request, batch_id)
+        return Response({"changed": retry_failed_jobs(jobs=Job.objects.filter(batch=batch))})
+
+
+class JobCancelView(APIView):
+    @extend_schema(
+        operation_id="cancel_job", summary="Cancel one job if it is unfinished", request=None, responses={200: CHANGED, 404: NOT_FOUND}
+    )
+    def post(self, request: Request, batch_id: str, job_id: str) -> Response:
+        job = _user_job(request, batch_id, job_id)
+        return Response({"changed": cancel_jobs(jobs=Job.objects.filter(pk=job.pk))})
+
+
+class LogView(APIView):
+    @extend_schema(
+        operation_id="get_log",
+        summary="The job's stdout and stderr",
+        parameters=[OpenApiParameter("offset", OpenApiTypes.INT, description="Byte offset to read from (to tail a running job).")],
+        responses={
+            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Log bytes from `offset`; `X-Log-Size` gives the size now."),
+            404: NOT_FOUND,
+        },
+    )
+    def get(self, request: Request, log_id: str) -> HttpResponse:
+        raw_offset = request.query_params.get("offset", "0") or "0"
+        if not raw_offset.isdigit():
+            raise ValidationError({"offset": [f"must be a whole number of bytes, not {raw_offset!r}"]})
+        job = get_user_job_by_log(user=request.user, log_id=log_id)
+        if job is None:
+            raise Http404
+        data, size = read_log(log_id=job.log_id, offset=int(raw_offset))
+        response = HttpResponse(data, content_type="text/plain; charset=utf-8", status=status.HTTP_200_OK)
+        response["X-Log-Size"] = str(size)
+        return response

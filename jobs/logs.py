@@ -1,0 +1,30 @@
+"""Where a job's combined stdout and stderr live, and reading them back.
+
+Executors write `<BATCHES_LOG_DIR>/<log_id>.log`; the web server reads the same path,
+so the log directory must be shared with the machines that run jobs.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+# One response carries at most this much of a log; `?offset=` reads on from there.
+MAX_CHUNK = 8 * 1024 * 1024
+
+
+def log_path(log_id: Any) -> Path:
+    return settings.BATCHES_LOG_DIR / f"{log_id}.log"
+
+
+def read_log(*, log_id: Any, offset: int = 0, limit: int = MAX_CHUNK) -> tuple[bytes, int]:
+    """Bytes of the log from `offset` (at most `limit`), and the log's size now.
+    A job that has not started yet has an empty log."""
+    path = log_path(log_id)
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(min(offset, size))
+            return handle.read(limit), size
+    except FileNotFoundError:
+        return b"", 0

@@ -1,0 +1,31 @@
+"""Reads of jobs, always through a batch the caller owns."""
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+
+from jobs.models import Job, JobEvent
+
+
+def batch_jobs(*, batch_id: Any) -> QuerySet[Job]:
+    """Jobs of one batch; the caller has already checked the batch is the user's."""
+    return Job.objects.filter(batch_id=batch_id).only("id", "index", "log_id", "args", "status", "batch_id")
+
+
+def get_user_job(*, user: AbstractBaseUser, batch_id: Any, job_id: Any) -> Job | None:
+    """One job with its batch and the batch's filesystems (two queries)."""
+    return (
+        Job.objects.filter(pk=job_id, batch_id=batch_id, batch__owner=user)
+        .select_related("batch")
+        .prefetch_related("batch__filesystems")
+        .first()
+    )
+
+
+def get_user_job_by_log(*, user: AbstractBaseUser, log_id: Any) -> Job | None:
+    return Job.objects.filter(log_id=log_id, batch__owner=user).first()
+
+
+def job_events(*, job: Job) -> QuerySet[JobEvent]:
+    return JobEvent.objects.filter(job=job)

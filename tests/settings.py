@@ -1,0 +1,14 @@
+"""Settings for the test suite: the real settings with a throwaway key and cheap
+password hashing. DATABASE_URL still chooses SQLite or PostgreSQL."""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-not-for-deployment")
+os.environ.setdefault("BATCHES_LOG_DIR", tempfile.mkdtemp(prefix="batches-test-logs-"))
+os.environ.setdefault("BATCHES_WORK_DIR", tempfile.mkdtemp(prefix="batches-test-work-"))
+
+from batchsite.settings import *  # noqa: E402, F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "100000/min"}}  # noqa: F405
