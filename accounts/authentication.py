@@ -42,6 +42,10 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.BearerTokenAuthentication"
     name = ["BearerAuth", "ApiKeyAuth"]
 
+    def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[Any]]]:
+        # Either header will do: two alternatives, not one requirement naming both.
+        return [{"BearerAuth": []}, {"ApiKeyAuth": []}]
+
     def get_security_definition(self, auto_schema: Any) -> list[dict[str, str]]:
         return [
             {"type": "http", "scheme": "bearer"},

@@ -12,6 +12,7 @@ import binascii
 import json
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
@@ -47,7 +48,7 @@ class KeysetPagination(BasePagination):
 
     def get_limit(self, request: Request) -> int:
         raw = request.query_params.get(self.limit_query_param)
-        if raw is None or raw == "":
+        if raw is None:
             return DEFAULT_LIMIT
         try:
             limit = int(raw)
@@ -65,7 +66,8 @@ class KeysetPagination(BasePagination):
         if raw_cursor:
             try:
                 queryset = queryset.filter(**{f"{field}__gt": _decode(raw_cursor)})
-            except (ValueError, TypeError, ValidationError):
+            except (ValueError, TypeError, ValidationError, DjangoValidationError):
+                # DjangoValidationError: a well-formed cursor holding, say, no UUID.
                 raise ValidationError({"cursor": ["is not a cursor this service gave out; start again without it"]}) from None
         rows = list(queryset[: limit + 1])
         if len(rows) > limit:

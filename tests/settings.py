@@ -12,3 +12,11 @@ from batchsite.settings import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "100000/min"}}  # noqa: F405
+
+# A test database of this process's own, so two test runs (or a run and a benchmark)
+# on one machine never drop each other's database.
+_default_db = DATABASES["default"]  # noqa: F405
+if _default_db["ENGINE"] == "django.db.backends.sqlite3":
+    _default_db["TEST"] = {"NAME": os.path.join(tempfile.mkdtemp(prefix="batches-test-db-"), "test.sqlite3")}
+else:
+    _default_db["TEST"] = {"NAME": f"test_{_default_db['NAME']}_{os.getpid()}"}

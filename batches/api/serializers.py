@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -81,9 +82,29 @@ class BatchStatusSerializer(serializers.Serializer):
 assert {f.upper() for f in BatchStatusSerializer._declared_fields} == set(Status.values)  # noqa: S101
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, nothing else: DRF's own field also takes "2", 2.0 and "2.0"."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string, nothing else: DRF's own field also takes numbers."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class HardwareInSerializer(serializers.Serializer):
-    cpu = serializers.IntegerField(help_text="Whole cores per job, at least 1.")
-    memory = serializers.IntegerField(help_text="MiB per job, at least 1.")
+    # The bounds are the service's (batches.services._check_limits), shown here so the
+    # schema tells clients what the server accepts.
+    cpu = StrictIntegerField(min_value=1, max_value=settings.BATCHES_MAX_CPU, help_text="Whole cores per job.")
+    memory = StrictIntegerField(min_value=1, max_value=settings.BATCHES_MAX_MEMORY_MIB, help_text="MiB per job.")
     filesystem_list = serializers.ListField(
         child=serializers.UUIDField(), default=list, help_text="Ids of filesystems to expose to each job."
     )
@@ -98,11 +119,20 @@ class JobInSerializer(serializers.Serializer):
 class BatchSubmissionSerializer(serializers.Serializer):
     tool_id = serializers.UUIDField()
     hardware = HardwareInSerializer()
-    jobs = serializers.ListField(child=JobInSerializer(), allow_empty=False)
-    name = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
-    max_attempts = serializers.IntegerField(
-        required=False, default=1, help_text="Attempts per job, 1 to 10; a failed attempt with attempts left is retried."
+    jobs = serializers.ListField(child=JobInSerializer(), allow_empty=False, min_length=1, max_length=settings.BATCHES_MAX_JOBS_PER_BATCH)
+    name = StrictCharField(max_length=200, required=False, default="", allow_blank=True)
+    max_attempts = StrictIntegerField(
+        required=False,
+        default=1,
+        min_value=1,
+        max_value=settings.BATCHES_MAX_ATTEMPTS,
+        help_text="Attempts per job; a failed attempt with attempts left is retried.",
     )
-    timeout_seconds = serializers.IntegerField(
-        required=False, allow_null=True, default=None, help_text="Wall-clock limit per attempt; default: the tool's."
+    timeout_seconds = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=1,
+        max_value=settings.BATCHES_MAX_TIMEOUT_SECONDS,
+        help_text="Wall-clock limit per attempt in seconds; default: the tool's.",
     )

@@ -2,6 +2,7 @@
 request.user, so another user's ids answer 404."""
 
 import django_filters
+from django import forms
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -26,6 +27,15 @@ NOT_FOUND = OpenApiResponse(description="No such batch or job for this user (ano
 CHANGED = inline_serializer("ChangedJobs", {"changed": serializers.IntegerField(help_text="Jobs whose state changed.")})
 
 
+def _offset(raw: str) -> int:
+    # Plain ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not raw.isascii() or not raw.isdigit():
+        raise ValidationError({"offset": [f"must be a whole number of bytes, not {raw!r}"]})
+    digits = raw.lstrip("0") or "0"
+    # Python refuses int() of 4,300+ digits; any offset that long is past the log's end.
+    return int(digits) if len(digits) <= 30 else 2**63
+
+
 def _user_batch(request: Request, batch_id: str) -> Batch:
     batch = get_user_batch(user=request.user, batch_id=batch_id)
     if batch is None:
@@ -40,12 +50,21 @@ def _user_job(request: Request, batch_id: str, job_id: str) -> Job:
     return job
 
 
+class JobFilterForm(forms.Form):
+    def clean_status(self) -> str:
+        # django-filter reads `?status=` as "no filter"; a client that sends it has a bug.
+        if self.data.get("status") == "":
+            raise forms.ValidationError(f"must be one of {', '.join(Status.values)}")
+        return self.cleaned_data["status"]
+
+
 class JobFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Status.choices, help_text="Only jobs in this state.")
 
     class Meta:
         model = Job
         fields = ["status"]
+        form = JobFilterForm
 
 
 class JobListView(generics.ListAPIView):
@@ -132,20 +151,20 @@ class LogView(APIView):
     @extend_schema(
         operation_id="get_log",
         summary="The job's stdout and stderr",
-        parameters=[OpenApiParameter("offset", OpenApiTypes.INT, description="Byte offset to read from (to tail a running job).")],
+        parameters=[
+            OpenApiParameter("offset", {"type": "integer", "minimum": 0}, description="Byte offset to read from (to tail a running job).")
+        ],
         responses={
             (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Log bytes from `offset`; `X-Log-Size` gives the size now."),
             404: NOT_FOUND,
         },
     )
     def get(self, request: Request, log_id: str) -> HttpResponse:
-        raw_offset = request.query_params.get("offset", "0") or "0"
-        if not raw_offset.isdigit():
-            raise ValidationError({"offset": [f"must be a whole number of bytes, not {raw_offset!r}"]})
+        offset = _offset(request.query_params.get("offset", "0"))
         job = get_user_job_by_log(user=request.user, log_id=log_id)
         if job is None:
             raise Http404
-        data, size = read_log(log_id=job.log_id, offset=int(raw_offset))
+        data, size = read_log(log_id=job.log_id, offset=offset)
         response = HttpResponse(data, content_type="text/plain; charset=utf-8", status=status.HTTP_200_OK)
         response["X-Log-Size"] = str(size)
         return response
