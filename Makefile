@@ -23,12 +23,18 @@ $(DATA)/secret_key:
 	@chmod 600 $@
 
 # Migrate a SQLite database in data/, load the demo catalog, print a token and a curl
-# line, then serve on $(HOST):$(PORT) with gunicorn in the foreground (Ctrl-C stops).
+# line, then run a job worker and the gunicorn server together in the foreground.
+# Ctrl-C (or SIGTERM) stops both: the worker requeues what it was running.
 run: venv $(DATA)/secret_key
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py migrate --no-input -v 0
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py sync_catalog catalog/demo.yaml
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py demo_setup --url http://$(HOST):$(PORT)
-	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/gunicorn batchsite.wsgi --bind $(HOST):$(PORT) --workers 2 --access-logfile -
+	@export SECRET_KEY_FILE=$(DATA)/secret_key; \
+	$(BIN)/python manage.py runworker & worker=$$!; \
+	$(BIN)/gunicorn batchsite.wsgi --bind $(HOST):$(PORT) --workers 2 --access-logfile - & server=$$!; \
+	trap 'kill -TERM $$worker $$server 2>/dev/null' INT TERM; \
+	while kill -0 $$worker 2>/dev/null && kill -0 $$server 2>/dev/null; do sleep 1; done; \
+	kill -TERM $$worker $$server 2>/dev/null; wait $$worker; wait $$server; true
 
 lint: venv
 	$(BIN)/ruff check .

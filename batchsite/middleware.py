@@ -4,10 +4,9 @@ import logging
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
-from batchsite.problems import problem_response
+from batchsite.problems import UNAVAILABLE_ERRORS, problem_response
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ class ProblemMiddleware:
             return problem_response(413, f"The request body is larger than {limit} bytes.")
         try:
             response = self.get_response(request)
-        except DatabaseError:
+        except UNAVAILABLE_ERRORS:
             # Raised by middleware below us (sessions, auth) rather than by a view.
             logger.exception("database error while serving %s", request.path)
             return _unavailable()
@@ -54,7 +53,7 @@ class ProblemMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if isinstance(exception, DatabaseError):
+        if isinstance(exception, UNAVAILABLE_ERRORS):
             logger.exception("database error while serving %s", request.path)
             return _unavailable()
         return None

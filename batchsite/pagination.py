@@ -34,7 +34,8 @@ def _decode(cursor: str) -> Any:
         (value,) = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise ValidationError({"cursor": ["is not a cursor this service gave out; start again without it"]}) from None
-    if not isinstance(value, (str, int)) or isinstance(value, bool):
+    # Cursors hold ids and names, never NUL (which PostgreSQL refuses in any string).
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or (isinstance(value, str) and "\x00" in value):
         raise ValidationError({"cursor": ["is not a cursor this service gave out; start again without it"]})
     return value
 

@@ -6,6 +6,7 @@ bytes (even for chunked bodies with no Content-Length) and answers 413 past it.
 """
 
 import json
+import re
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +14,10 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from batchsite.problems import PayloadTooLarge
+
+# Only a \uD800-\uDFFF escape can put a lone surrogate into a parsed string (UTF-8
+# bytes cannot); such a string is no text, and no database or renderer will take it.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class BoundedJSONParser(JSONParser):
@@ -26,11 +31,31 @@ class BoundedJSONParser(JSONParser):
         if not raw.strip():
             raise ParseError("The request body is empty; send a JSON object.")
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+            data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
         except UnicodeDecodeError:
             raise ParseError("The request body is not UTF-8.") from None
         except (ValueError, RecursionError) as exc:
             raise ParseError(f"The request body is not valid JSON: {exc}") from None
+        if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(data):
+            raise ParseError("The request body contains a lone UTF-16 surrogate escape (\\uD800-\\uDFFF), which is not a character.")
+        return data
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    stack = [data]  # iterative: the document may be nested as deep as json allows
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 def _refuse_constant(name: str) -> None:

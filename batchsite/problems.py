@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -18,6 +18,9 @@ from rest_framework.response import Response
 logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+# Database errors that mean "try again later" (503), as opposed to a bug (500).
+UNAVAILABLE_ERRORS = (OperationalError, InterfaceError)
 
 _TITLES = {
     400: "Invalid request",
@@ -123,7 +126,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, DjangoValidationError):
         # Services raise Django's ValidationError keyed by field path.
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"body": exc.messages})
-    elif isinstance(exc, DatabaseError):
+    elif isinstance(exc, UNAVAILABLE_ERRORS):
+        # The server is down, unreachable or locked; other database errors (bad data,
+        # integrity) are bugs and stay 500s.
         logger.exception("database error while serving an API request")
         exc = ServiceUnavailable("The database is unavailable; try again shortly.")
         exc.wait = 5  # type: ignore[attr-defined]

@@ -133,6 +133,15 @@ if BATCHES_EXECUTOR not in {"local", "slurm"}:
     raise ImproperlyConfigured(f"BATCHES_EXECUTOR must be local or slurm, not {BATCHES_EXECUTOR!r}")
 BATCHES_LOG_DIR = Path(envstr("BATCHES_LOG_DIR", str(DATA_DIR / "logs"))).resolve()
 BATCHES_WORK_DIR = Path(envstr("BATCHES_WORK_DIR", str(DATA_DIR / "work"))).resolve()
+# Workers (`manage.py runworker`). A worker renews its lease every third of it; once
+# the lease has run out its jobs are retried or FAILED "worker lost". Capacity 0 means
+# the machine's (cores in the affinity mask, physical memory).
+BATCHES_WORKER_LEASE_SECONDS = envint("BATCHES_WORKER_LEASE_SECONDS", 30, minimum=1)
+BATCHES_WORKER_POLL_MS = envint("BATCHES_WORKER_POLL_MS", 500, minimum=10)
+BATCHES_WORKER_CPUS = envint("BATCHES_WORKER_CPUS", 0)
+BATCHES_WORKER_MEMORY_MIB = envint("BATCHES_WORKER_MEMORY_MIB", 0)
+# Stopping a job: SIGTERM to its process group, this long to exit, then SIGKILL.
+BATCHES_KILL_GRACE_SECONDS = envint("BATCHES_KILL_GRACE_SECONDS", 10)
 
 # How long a token lives when issue_token is not told (0: no expiry).
 BATCHES_TOKEN_DEFAULT_DAYS = envint("BATCHES_TOKEN_DEFAULT_DAYS", 0)

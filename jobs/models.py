@@ -11,6 +11,43 @@ from batchsite.ids import uuid7
 from jobs.states import Status
 
 
+class Worker(models.Model):
+    """One running executor process (a `runworker`): what it can run, and its lease.
+
+    A worker renews `lease_expires` with a heartbeat; once the lease has run out, any
+    other worker may declare it LOST and requeue or fail its jobs (`worker lost`). The
+    worker's own fencing helper kills its jobs before the lease runs out if the
+    heartbeats stop, so a lost worker's attempts are dead before they are retried.
+    """
+
+    class State(models.TextChoices):
+        ACTIVE = "ACTIVE"
+        STOPPED = "STOPPED"
+        LOST = "LOST"
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    name = models.CharField(max_length=200, help_text="host:pid, for people.")
+    executor = models.CharField(max_length=20, default="local")
+    node = models.CharField(max_length=255, help_text="Host name of the machine the worker runs on.")
+    boot_id = models.CharField(max_length=64, blank=True, help_text="Kernel boot id: tells a rebooted host from the same one.")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    pid_start = models.CharField(max_length=32, blank=True, help_text="Process start time, to tell a reused pid apart.")
+    cpus = models.PositiveIntegerField(help_text="Cores this worker offers.")
+    memory_mib = models.PositiveIntegerField(help_text="Memory this worker offers, MiB.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    lease_expires = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["state", "lease_expires"], name="worker_state_lease")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="jobs")
@@ -24,6 +61,15 @@ class Job(models.Model):
     create_time = models.DateTimeField(default=timezone.now, editable=False)
     start_time = models.DateTimeField(null=True, blank=True, editable=False)
     stop_time = models.DateTimeField(null=True, blank=True, editable=False)
+    worker = models.ForeignKey(
+        Worker,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+        editable=False,
+        help_text="Worker of the latest attempt.",
+    )
 
     class Meta:
         ordering = ["batch", "index"]

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 
@@ -81,6 +82,7 @@ def transition(
     to_status: str,
     reason: str = "",
     now: datetime | None = None,
+    guard: Q | None = None,
     **fields: Any,
 ) -> list[Any]:
     """Move each of `job_ids` whose status is one of `from_statuses` to `to_status`.
@@ -90,6 +92,12 @@ def transition(
     SUCCEEDED/FAILED, clears both on a return to RUNNABLE, writes `reason` and any extra
     `fields` (exit_code, worker, ...), and adds one JobEvent per changed job, all in one
     transaction.
+
+    `guard` narrows the condition further: an executor passes `Q(worker=me, attempts=n)`
+    so that a late report from an attempt that was already declared lost (and requeued
+    elsewhere) cannot overwrite the job's newer attempt. `fields` may hold expressions
+    (`attempts=F("attempts") + 1`); the event then records the attempt number after the
+    change.
     """
     from jobs.models import Job, JobEvent
 
@@ -103,10 +111,17 @@ def transition(
             chunk = ids[start : start + _CHUNK]
             # Lock the rows first (a no-op on SQLite, whose IMMEDIATE transaction already
             # holds the write lock) so the statuses read here are the ones we replace.
-            rows = list(Job.objects.select_for_update().filter(pk__in=chunk, status__in=sources).values_list("pk", "status", "attempts"))
+            # order_by(): the model's default ordering would only cost time here.
+            candidates = Job.objects.filter(pk__in=chunk, status__in=sources).order_by()
+            if guard is not None:
+                candidates = candidates.filter(guard)
+            rows = list(candidates.select_for_update().values_list("pk", "status", "attempts"))
             if not rows:
                 continue
             Job.objects.filter(pk__in=[pk for pk, _, _ in rows], status__in=sources).update(**updates)
+            if "attempts" in fields:
+                attempts_now = dict(Job.objects.filter(pk__in=[pk for pk, _, _ in rows]).order_by().values_list("pk", "attempts"))
+                rows = [(pk, old, attempts_now[pk]) for pk, old, _ in rows]
             JobEvent.objects.bulk_create(
                 JobEvent(job_id=pk, from_status=old, to_status=to_status, reason=reason, time=now, attempt=attempts)
                 for pk, old, attempts in rows
@@ -115,6 +130,8 @@ def transition(
     return changed
 
 
-def transition_one(*, job_id: Any, from_statuses: Iterable[str], to_status: str, reason: str = "", **fields: Any) -> bool:
+def transition_one(
+    *, job_id: Any, from_statuses: Iterable[str], to_status: str, reason: str = "", guard: Q | None = None, **fields: Any
+) -> bool:
     """`transition()` for one job: True if it changed."""
-    return bool(transition(job_ids=[job_id], from_statuses=from_statuses, to_status=to_status, reason=reason, **fields))
+    return bool(transition(job_ids=[job_id], from_statuses=from_statuses, to_status=to_status, reason=reason, guard=guard, **fields))

@@ -1,0 +1,325 @@
+"""The local executor: attempts run as child processes of the worker, on its machine.
+
+Each attempt:
+- runs `argv` directly (no shell), in a fresh working directory of its own, with a
+  clean environment: PATH, HOME/TMPDIR (the working directory), BATCH_FS_<NAME> for each
+  of the batch's filesystems, BATCH_JOB_ID, BATCH_ATTEMPT, BATCH_WORKER_ID...;
+- leads a new session and process group, so its whole tree can be signalled at once;
+- writes stdout and stderr straight into its log file as it produces them;
+- is limited to `memory_mib` of address space (RLIMIT_AS) and pinned to `cpu` cores,
+  both in force before the program's first instruction, so nothing it forks escapes
+  them. Setting them in a preexec_fn would force a full fork() of the worker (about 4
+  times slower than the vfork() subprocess uses otherwise), so instead the program is
+  started through util-linux `prlimit --as=N -- argv...` (one extra exec, in the child),
+  from a worker thread whose own cpu mask is the job's cores for the duration of the
+  spawn (a new process inherits its creator's mask). Without `prlimit` on the machine
+  the limit is set by a preexec_fn;
+- has a wall-clock limit; at the end (exit, timeout, cancel), whatever is left of its
+  process group gets SIGTERM, a grace period, then SIGKILL, and its outcome is reported
+  only once the group is gone.
+"""
+
+import contextlib
+import errno
+import os
+import re
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from jobs.executors.base import Attempt, Capacity, Executor, LaunchError, Outcome
+from jobs.executors.procs import group_alive, kill_processes, processes_with_env, signal_group, signal_name
+from jobs.logs import log_path
+
+MIB = 1024 * 1024
+# Messages programs print when an allocation fails under RLIMIT_AS (Python, glibc,
+# C++, Java, Go, numpy, R): a failed job whose log ends with one ran out of memory.
+_OOM_RE = re.compile(
+    rb"MemoryError|Cannot allocate memory|std::bad_alloc|[Oo]ut of memory|OutOfMemoryError|Unable to allocate|cannot allocate"
+)
+_OOM_TAIL = 4096
+_DRAIN_POLL = 0.02  # while a finished leader's group is still being stopped
+_ENV_NAME_RE = re.compile(r"[^A-Z0-9]")
+_PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
+
+
+def machine_capacity() -> Capacity:
+    cores = len(os.sched_getaffinity(0))
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MIB
+    return Capacity(cpus=cores, memory_mib=memory)
+
+
+def filesystem_env_name(name: str) -> str:
+    return "BATCH_FS_" + _ENV_NAME_RE.sub("_", name.upper())
+
+
+@dataclass
+class _Running:
+    attempt: Attempt
+    popen: subprocess.Popen
+    cores: list[int]
+    workdir: Path
+    log_start: int
+    deadline: float
+    pidfd: int | None
+    returncode: int | None = None
+    stop_reason: str = ""
+    term_at: float | None = None
+    killed: bool = False
+
+    @property
+    def pgid(self) -> int:
+        return self.popen.pid
+
+
+class LocalExecutor(Executor):
+    kind = "local"
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        cpus: int | None = None,
+        memory_mib: int | None = None,
+        grace_seconds: float | None = None,
+        work_dir: Path | None = None,
+        keep_work_dirs: bool = False,
+    ) -> None:
+        machine = machine_capacity()
+        self.worker_id = worker_id
+        self._capacity = Capacity(cpus=cpus or machine.cpus, memory_mib=memory_mib or machine.memory_mib)
+        self.grace = settings.BATCHES_KILL_GRACE_SECONDS if grace_seconds is None else grace_seconds
+        self.work_dir = Path(work_dir or settings.BATCHES_WORK_DIR)
+        self.keep_work_dirs = keep_work_dirs
+        # Cores are handed out least-loaded first; a worker offering more cpus than the
+        # machine has (oversubscription, set on purpose) shares them.
+        self._core_load = dict.fromkeys(sorted(os.sched_getaffinity(0)), 0)
+        self._running: dict[str, _Running] = {}
+        self._used = Capacity(0, 0)
+        self._selector = selectors.DefaultSelector()
+        settings.BATCHES_LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- capacity -------------------------------------------------------------------
+    def capacity(self) -> Capacity:
+        return self._capacity
+
+    def free(self) -> Capacity:
+        return Capacity(self._capacity.cpus - self._used.cpus, self._capacity.memory_mib - self._used.memory_mib)
+
+    def active(self) -> dict[str, int]:
+        return {job_id: run.attempt.attempt for job_id, run in self._running.items()}
+
+    # -- starting -------------------------------------------------------------------
+    def submit(self, attempt: Attempt) -> None:
+        if attempt.job_id in self._running:
+            raise LaunchError(f"job {attempt.job_id} already has a live attempt here")
+        workdir = self.work_dir / attempt.job_id
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        cores = self._take_cores(attempt.cpu)
+        log = log_path(attempt.log_id)
+        with open(log, "ab") as log_file:
+            log_start = log_file.tell()
+            if attempt.attempt > 1:
+                log_file.write(f"--- attempt {attempt.attempt} ---\n".encode())
+                log_file.flush()
+            try:
+                popen = self._spawn(attempt, workdir, log_file, cores)
+            except OSError as exc:
+                self._release_cores(cores)
+                shutil.rmtree(workdir, ignore_errors=True)
+                message = f"could not start {attempt.argv[0]}: {exc.strerror or exc}"
+                log_file.write(f"{message}\n".encode())
+                raise LaunchError(message) from exc
+        pidfd = None
+        with contextlib.suppress(OSError, AttributeError):
+            pidfd = os.pidfd_open(popen.pid)
+            self._selector.register(pidfd, selectors.EVENT_READ, attempt.job_id)
+        self._running[attempt.job_id] = _Running(
+            attempt=attempt,
+            popen=popen,
+            cores=cores,
+            workdir=workdir,
+            log_start=log_start,
+            deadline=time.monotonic() + attempt.timeout_seconds,
+            pidfd=pidfd,
+        )
+        self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
+
+    def _spawn(self, attempt: Attempt, workdir: Path, log_file: Any, cores: list[int]) -> subprocess.Popen:
+        program = attempt.argv[0]
+        # prlimit would report a missing program as its own exit code 1: check first.
+        if not os.path.isfile(program):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+        if not os.access(program, os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied", program)
+        limit = attempt.memory_mib * MIB
+        options: dict[str, Any] = {}
+        if _PRLIMIT:
+            argv = [_PRLIMIT, f"--as={limit}", "--", *attempt.argv]
+        else:
+            argv = attempt.argv
+            options["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        mask = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cores)
+        try:
+            return subprocess.Popen(  # noqa: S603 (an argv list: no shell ever runs)
+                argv,
+                cwd=workdir,
+                env=self._environment(attempt, workdir),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                **options,
+            )
+        finally:
+            os.sched_setaffinity(0, mask)
+
+    def _environment(self, attempt: Attempt, workdir: Path) -> dict[str, str]:
+        # A clean environment: nothing of the worker's (DATABASE_URL, SECRET_KEY...) leaks.
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(workdir),
+            "TMPDIR": str(workdir),
+            "LANG": "C.UTF-8",
+            "BATCH_JOB_ID": attempt.job_id,
+            "BATCH_BATCH_ID": attempt.batch_id,
+            "BATCH_ATTEMPT": str(attempt.attempt),
+            "BATCH_LOG_ID": attempt.log_id,
+            "BATCH_WORKER_ID": self.worker_id,
+            "BATCH_CPUS": str(attempt.cpu),
+            "BATCH_MEMORY_MIB": str(attempt.memory_mib),
+            "BATCH_WORK_DIR": str(workdir),
+            # Common runtimes size themselves from these rather than from the limits.
+            "OMP_NUM_THREADS": str(attempt.cpu),
+            "MALLOC_ARENA_MAX": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+        for name, path in attempt.filesystems.items():
+            env[filesystem_env_name(name)] = path
+        return env
+
+    def _take_cores(self, count: int) -> list[int]:
+        chosen = sorted(self._core_load, key=lambda core: (self._core_load[core], core))[: max(1, count)]
+        for core in chosen:
+            self._core_load[core] += 1
+        return chosen
+
+    def _release_cores(self, cores: list[int]) -> None:
+        for core in cores:
+            self._core_load[core] -= 1
+
+    # -- stopping -------------------------------------------------------------------
+    def cancel(self, *, job_id: str, reason: str) -> None:
+        run = self._running.get(job_id)
+        if run is None or run.stop_reason:
+            return
+        run.stop_reason = reason
+        self._terminate(run, time.monotonic())
+
+    def _terminate(self, run: _Running, now: float) -> None:
+        if run.term_at is None:
+            run.term_at = now
+            signal_group(run.pgid, signal.SIGTERM)
+            if self.grace <= 0:
+                self._kill(run)
+
+    def _kill(self, run: _Running) -> None:
+        run.killed = True
+        signal_group(run.pgid, signal.SIGKILL)
+
+    # -- waiting --------------------------------------------------------------------
+    def poll(self, *, timeout: float) -> list[Outcome]:
+        if self._running and timeout > 0:
+            self._selector.select(self._wait_time(timeout))
+        now = time.monotonic()
+        outcomes = []
+        for job_id, run in list(self._running.items()):
+            if run.returncode is None:
+                run.returncode = run.popen.poll()
+                if run.returncode is not None and run.pidfd is not None:
+                    self._selector.unregister(run.pidfd)
+                    os.close(run.pidfd)
+                    run.pidfd = None
+            if run.returncode is None and not run.stop_reason and now >= run.deadline:
+                run.stop_reason = f"timed out after {run.attempt.timeout_seconds} s"
+                self._terminate(run, now)
+            if run.term_at is not None and not run.killed and now >= run.term_at + self.grace:
+                self._kill(run)
+            if run.returncode is None:
+                continue
+            if group_alive(run.pgid):
+                # The program is done but left processes behind: stop them too.
+                self._terminate(run, now)
+                continue
+            del self._running[job_id]
+            outcomes.append(self._finish(run))
+        return outcomes
+
+    def _wait_time(self, timeout: float) -> float:
+        now = time.monotonic()
+        wait = timeout
+        for run in self._running.values():
+            if run.pidfd is None or run.returncode is not None:
+                wait = min(wait, _DRAIN_POLL)
+            wait = min(wait, max(0.0, run.deadline - now))
+            if run.term_at is not None and not run.killed:
+                wait = min(wait, max(0.0, run.term_at + self.grace - now))
+        return wait
+
+    def _finish(self, run: _Running) -> Outcome:
+        self._release_cores(run.cores)
+        attempt = run.attempt
+        self._used = Capacity(self._used.cpus - attempt.cpu, self._used.memory_mib - attempt.memory_mib)
+        if not self.keep_work_dirs:
+            shutil.rmtree(run.workdir, ignore_errors=True)
+        code = run.returncode
+        exit_code = code if code is not None and code >= 0 else None
+        if run.stop_reason:
+            return Outcome(attempt.job_id, attempt.attempt, succeeded=False, exit_code=exit_code, reason=run.stop_reason)
+        if code == 0:
+            return Outcome(attempt.job_id, attempt.attempt, succeeded=True, exit_code=0)
+        limit = f"limit {attempt.memory_mib} MiB"
+        if self._ran_out_of_memory(run):
+            reason = f"killed: out of memory ({limit})" if code < 0 else f"out of memory ({limit}): exit code {code}"
+        elif code > 0:
+            reason = f"exit code {code}"
+        else:
+            reason = f"killed by signal {-code} ({signal_name(-code)})"
+        return Outcome(attempt.job_id, attempt.attempt, succeeded=False, exit_code=exit_code, reason=reason)
+
+    def _ran_out_of_memory(self, run: _Running) -> bool:
+        path = log_path(run.attempt.log_id)
+        try:
+            with path.open("rb") as handle:
+                size = handle.seek(0, 2)
+                handle.seek(max(run.log_start, size - _OOM_TAIL))
+                return bool(_OOM_RE.search(handle.read()))
+        except OSError:
+            return False
+
+    # -- after a crash --------------------------------------------------------------
+    def recover(self, *, is_dead: Callable[[str], bool]) -> int:
+        """Kill every process on this machine that carries the BATCH_WORKER_ID of a dead
+        worker (its job's process group with it)."""
+        by_worker: dict[str, list[int]] = {}
+        for pid, worker_id in processes_with_env("BATCH_WORKER_ID").items():
+            if worker_id != self.worker_id:
+                by_worker.setdefault(worker_id, []).append(pid)
+        killed = 0
+        for worker_id, pids in by_worker.items():
+            if is_dead(worker_id):
+                killed += kill_processes(pids)
+        return killed

@@ -1,0 +1,47 @@
+"""python manage.py runworker: run jobs with the configured executor until SIGTERM."""
+
+import signal
+from types import FrameType
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from jobs.executors import get_executor_class
+from jobs.worker import WorkerConfig, WorkerLoop
+
+
+class Command(BaseCommand):
+    help = (
+        "Claim RUNNABLE jobs that fit this machine's free cpu and memory and run them until SIGTERM or Ctrl-C "
+        "(running attempts are then stopped and requeued)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--cpus", type=int, default=settings.BATCHES_WORKER_CPUS or None, help="Cores to offer (default: the machine's)."
+        )
+        parser.add_argument(
+            "--memory", type=int, default=settings.BATCHES_WORKER_MEMORY_MIB or None, help="Memory to offer, MiB (default: the machine's)."
+        )
+        parser.add_argument("--lease", type=float, default=None, help="Lease in seconds (default BATCHES_WORKER_LEASE_SECONDS).")
+        parser.add_argument("--poll", type=float, default=None, help="Idle poll interval in seconds (default BATCHES_WORKER_POLL_MS).")
+        parser.add_argument("--no-fencing", action="store_true", help="Do not fork the guard that kills jobs when the lease is lost.")
+
+    def handle(self, *args, **options) -> None:
+        for name in ("cpus", "memory"):
+            if options[name] is not None and options[name] < 1:
+                raise CommandError(f"--{name} must be at least 1")
+        executor_class = get_executor_class()
+        if executor_class.kind != "local":
+            raise CommandError(f"runworker runs the local executor; BATCHES_EXECUTOR is {settings.BATCHES_EXECUTOR}")
+        executor = executor_class(worker_id="", cpus=options["cpus"], memory_mib=options["memory"])
+        config = WorkerConfig.from_settings(lease_seconds=options["lease"], poll_seconds=options["poll"], fencing=not options["no_fencing"])
+        loop = WorkerLoop(executor=executor, config=config)
+        stopping: list[int] = []
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            stopping.append(signum)
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        loop.run(should_stop=lambda: bool(stopping))

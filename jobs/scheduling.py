@@ -1,0 +1,317 @@
+"""The database side of running jobs: workers and their leases, placing SUBMITTED jobs,
+claiming RUNNABLE ones, recording how attempts ended, and recovering the jobs of lost
+workers. Plain functions, backend-agnostic; every status change goes through
+`jobs.states.transition`, guarded by the worker and attempt it concerns.
+
+Claim: in one transaction, select RUNNABLE jobs that fit the worker's free capacity,
+oldest first, `FOR UPDATE SKIP LOCKED` on PostgreSQL (so concurrent workers take
+different rows without waiting), then a conditional RUNNABLE -> STARTING update that
+sets the worker and increments `attempts`. Only the ids that update changed are started,
+so even without row locks (SQLite, where the IMMEDIATE transaction serialises writers)
+no job is started twice.
+"""
+
+import os
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from batches.models import Batch
+from batches.parameters import render_argv
+from jobs.executors.base import Attempt, Capacity, Outcome
+from jobs.executors.procs import boot_id, process_alive, process_start_time
+from jobs.models import Job, Worker
+from jobs.states import LIVE, Status, transition
+
+WORKER_LOST = "worker lost"
+# One sweep places at most this many SUBMITTED jobs: short transactions, and the next
+# sweep goes on.
+_DISPATCH_LIMIT = 5000
+
+
+# -- workers and leases -----------------------------------------------------------------
+def register_worker(*, executor: str, capacity: Capacity, lease_seconds: float) -> Worker:
+    """A new ACTIVE worker row for this process, with a lease of `lease_seconds`."""
+    now = timezone.now()
+    pid = os.getpid()
+    node = socket.gethostname()
+    return Worker.objects.create(
+        name=f"{node}:{pid}",
+        executor=executor,
+        node=node,
+        boot_id=boot_id(),
+        pid=pid,
+        pid_start=process_start_time(pid),
+        cpus=capacity.cpus,
+        memory_mib=capacity.memory_mib,
+        started_at=now,
+        heartbeat_at=now,
+        lease_expires=now + timedelta(seconds=lease_seconds),
+    )
+
+
+def renew_lease(*, worker: Worker, lease_seconds: float) -> bool:
+    """Extend the worker's lease. False if the worker is no longer ACTIVE (another
+    worker declared it lost): its attempts must then be stopped and not reported."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=lease_seconds)
+    changed = Worker.objects.filter(pk=worker.pk, state=Worker.State.ACTIVE).update(heartbeat_at=now, lease_expires=expires)
+    if changed:
+        worker.heartbeat_at, worker.lease_expires = now, expires
+    return bool(changed)
+
+
+def stop_worker(*, worker: Worker) -> None:
+    """Mark the worker STOPPED (a clean exit; its attempts were already requeued)."""
+    Worker.objects.filter(pk=worker.pk, state=Worker.State.ACTIVE).update(state=Worker.State.STOPPED, stopped_at=timezone.now())
+
+
+def expire_dead_local_workers(*, worker: Worker) -> int:
+    """End the lease now of ACTIVE workers on this same machine (same boot) whose process
+    is gone: a restarted worker need not wait a full lease to recover them. Returns how
+    many."""
+    now = timezone.now()
+    dead = [
+        other.pk
+        for other in Worker.objects.filter(state=Worker.State.ACTIVE, node=worker.node, lease_expires__gt=now).exclude(pk=worker.pk)
+        if other.boot_id != worker.boot_id or not process_alive(other.pid or 0, other.pid_start)
+    ]
+    if dead:
+        Worker.objects.filter(pk__in=dead, state=Worker.State.ACTIVE).update(lease_expires=now)
+    return len(dead)
+
+
+def worker_is_dead(worker_id: str) -> bool:
+    """For executors cleaning up: the worker is not ACTIVE, or its lease has run out."""
+    row = Worker.objects.filter(pk=worker_id).values_list("state", "lease_expires").first()
+    if row is None:
+        return True
+    state, expires = row
+    return state != Worker.State.ACTIVE or expires <= timezone.now()
+
+
+def recover_lost_workers(*, now: Any = None) -> int:
+    """Declare LOST every ACTIVE worker whose lease has run out, and requeue its live
+    attempts: back to RUNNABLE if the job has attempts left, else FAILED `worker lost`.
+    Safe to run from many workers at once (each lost worker is claimed by one
+    conditional update). Returns how many jobs were recovered."""
+    now = now or timezone.now()
+    recovered = 0
+    for lost in Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__lt=now):
+        with transaction.atomic():
+            claimed = Worker.objects.filter(pk=lost.pk, state=Worker.State.ACTIVE, lease_expires__lt=now).update(
+                state=Worker.State.LOST, stopped_at=now
+            )
+            if claimed:
+                recovered += _requeue_worker_jobs(worker=lost, reason=WORKER_LOST)
+    return recovered
+
+
+def _requeue_worker_jobs(*, worker: Worker, reason: str) -> int:
+    jobs = Job.objects.filter(worker=worker, status__in=LIVE)
+    retry = list(jobs.filter(attempts__lt=F("batch__max_attempts")).values_list("pk", "attempts"))
+    give_up = list(jobs.exclude(attempts__lt=F("batch__max_attempts")).values_list("pk", flat=True))
+    changed = 0
+    guard = Q(worker=worker)
+    by_attempt: dict[int, list[Any]] = defaultdict(list)
+    for pk, attempts in retry:
+        by_attempt[attempts].append(pk)
+    for attempts, ids in by_attempt.items():
+        changed += len(
+            transition(
+                job_ids=ids,
+                from_statuses=LIVE,
+                to_status=Status.RUNNABLE,
+                reason=f"Attempt {attempts} failed ({reason}); waiting to retry",
+                guard=guard,
+                exit_code=None,
+            )
+        )
+    changed += len(transition(job_ids=give_up, from_statuses=LIVE, to_status=Status.FAILED, reason=reason, guard=guard, exit_code=None))
+    return changed
+
+
+# -- placing SUBMITTED jobs -------------------------------------------------------------
+def _live_capacities(*, now: Any) -> list[tuple[int, int]]:
+    return list(Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=now).values_list("cpus", "memory_mib"))
+
+
+def dispatch_submitted(*, limit: int = _DISPATCH_LIMIT) -> int:
+    """Move SUBMITTED jobs on: RUNNABLE if some live worker is large enough for the
+    batch's cpu and memory, else PENDING with a reason naming what is missing. PENDING
+    jobs whose batch now fits become RUNNABLE. Returns how many jobs moved."""
+    now = timezone.now()
+    capacities = _live_capacities(now=now)
+    moved = 0
+    for source in (Status.SUBMITTED, Status.PENDING):
+        batch_ids = list(Job.objects.filter(status=source).order_by().values_list("batch_id", flat=True).distinct()[:100])
+        for batch in Batch.objects.filter(pk__in=batch_ids).only("id", "cpu", "memory"):
+            if moved >= limit:
+                return moved
+            fits = any(cpu >= batch.cpu and memory >= batch.memory for cpu, memory in capacities)
+            if source == Status.PENDING and not fits:
+                continue
+            ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[: limit - moved])
+            if fits:
+                reason = f"Waiting for a worker with {batch.cpu} free cpu and {batch.memory} MiB"
+                moved += len(transition(job_ids=ids, from_statuses=[source], to_status=Status.RUNNABLE, reason=reason))
+            else:
+                largest = max(capacities, default=None)
+                have = f"the largest live worker has {largest[0]} cpu and {largest[1]} MiB" if largest else "no worker is running"
+                reason = f"No worker can run it: needs {batch.cpu} cpu and {batch.memory} MiB; {have}"
+                moved += len(transition(job_ids=ids, from_statuses=[source], to_status=Status.PENDING, reason=reason))
+    return moved
+
+
+# -- claiming and recording -------------------------------------------------------------
+def claim_jobs(*, worker: Worker, free: Capacity, exclude: Iterable[str] = (), limit: int = 64) -> list[Attempt]:
+    """Claim RUNNABLE jobs that fit in `free` (oldest first) for `worker`: each becomes
+    STARTING with `attempts` incremented. Returns what to start, one Attempt per job
+    this call changed; a job another worker took first is simply not in the list.
+    `exclude` lists jobs whose previous attempt this worker is still stopping."""
+    if free.cpus < 1 or free.memory_mib < 1:
+        return []
+    excluded = list(exclude)
+    with transaction.atomic():
+        candidates = (
+            Job.objects.filter(status=Status.RUNNABLE, batch__cpu__lte=free.cpus, batch__memory__lte=free.memory_mib)
+            .exclude(pk__in=excluded)
+            .order_by("id")
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("pk", "batch__cpu", "batch__memory")[: min(limit, free.cpus)]
+        )
+        chosen, cpus, memory = [], free.cpus, free.memory_mib
+        for pk, cpu, mib in candidates:
+            if cpu <= cpus and mib <= memory:
+                chosen.append(pk)
+                cpus, memory = cpus - cpu, memory - mib
+        if not chosen:
+            return []
+        changed = transition(
+            job_ids=chosen,
+            from_statuses=[Status.RUNNABLE],
+            to_status=Status.STARTING,
+            reason=f"Placed on worker {worker.name}",
+            worker=worker,
+            attempts=F("attempts") + 1,
+        )
+        rows = list(Job.objects.filter(pk__in=changed).order_by("id").values_list("pk", "batch_id", "attempts", "log_id", "args"))
+    specs = _batch_specs({batch_id for _, batch_id, _, _, _ in rows})
+    attempts = []
+    for pk, batch_id, attempt, log_id, args in rows:
+        spec = specs[batch_id]
+        attempts.append(
+            Attempt(
+                job_id=str(pk),
+                batch_id=str(batch_id),
+                attempt=attempt,
+                log_id=str(log_id),
+                argv=render_argv(spec["command"], args),
+                cpu=spec["cpu"],
+                memory_mib=spec["memory"],
+                timeout_seconds=spec["timeout_seconds"],
+                filesystems=spec["filesystems"],
+            )
+        )
+    return attempts
+
+
+# A batch's tool, hardware and filesystems never change once submitted: workers keep
+# what they read (bounded, oldest dropped first).
+_SPEC_CACHE: dict[Any, dict[str, Any]] = {}
+_SPEC_CACHE_SIZE = 256
+
+
+def _batch_specs(batch_ids: set[Any]) -> dict[Any, dict[str, Any]]:
+    specs = {pk: _SPEC_CACHE[pk] for pk in batch_ids if pk in _SPEC_CACHE}
+    missing = batch_ids - set(specs)
+    if not missing:
+        return specs
+    for batch in Batch.objects.filter(pk__in=missing).select_related("tool").prefetch_related("filesystems"):
+        specs[batch.pk] = {
+            "command": batch.tool.command,
+            "cpu": batch.cpu,
+            "memory": batch.memory,
+            "timeout_seconds": batch.timeout_seconds,
+            "filesystems": {fs.name: fs.path for fs in batch.filesystems.all()},
+        }
+        _SPEC_CACHE[batch.pk] = specs[batch.pk]
+    while len(_SPEC_CACHE) > _SPEC_CACHE_SIZE:
+        del _SPEC_CACHE[next(iter(_SPEC_CACHE))]
+    return specs
+
+
+def record_started(*, worker: Worker, attempts: Iterable[Attempt]) -> int:
+    """STARTING -> RUNNING for attempts the executor has started."""
+    return _grouped(
+        worker=worker, items=[(a.job_id, a.attempt) for a in attempts], to_status=Status.RUNNING, reason="", sources=[Status.STARTING]
+    )
+
+
+def record_outcomes(*, worker: Worker, outcomes: Iterable[Outcome]) -> int:
+    """Record how attempts ended: SUCCEEDED; or, for a failure, back to RUNNABLE when
+    the job has attempts left (its reason says which attempt failed and why), else
+    FAILED with the reason. Reports about attempts that are no longer this worker's
+    live attempt (cancelled, declared lost) change nothing. Returns jobs changed."""
+    outcomes = list(outcomes)
+    changed = _grouped(
+        worker=worker, items=[(o.job_id, o.attempt) for o in outcomes if o.succeeded], to_status=Status.SUCCEEDED, reason="", exit_code=0
+    )
+    failed = [o for o in outcomes if not o.succeeded]
+    if not failed:
+        return changed
+    limits = dict(Job.objects.filter(pk__in=[o.job_id for o in failed]).order_by().values_list("pk", "batch__max_attempts"))
+    groups: dict[tuple[str, str, int | None], list[tuple[str, int]]] = defaultdict(list)
+    for outcome in failed:
+        max_attempts = limits.get(_uuid(outcome.job_id))
+        if max_attempts is None:
+            continue  # deleted meanwhile
+        if outcome.attempt < max_attempts:
+            key = (Status.RUNNABLE, f"Attempt {outcome.attempt} failed ({outcome.reason}); waiting to retry", outcome.exit_code)
+        else:
+            key = (Status.FAILED, outcome.reason, outcome.exit_code)
+        groups[key].append((outcome.job_id, outcome.attempt))
+    for (to_status, reason, exit_code), items in groups.items():
+        changed += _grouped(worker=worker, items=items, to_status=to_status, reason=reason, exit_code=exit_code)
+    return changed
+
+
+def requeue_attempts(*, worker: Worker, attempts: dict[str, int], reason: str) -> int:
+    """Give back attempts this worker stopped without their fault (it is shutting
+    down): RUNNABLE again, and the attempt does not count against max_attempts."""
+    return _grouped(worker=worker, items=list(attempts.items()), to_status=Status.RUNNABLE, reason=reason, attempts=F("attempts") - 1)
+
+
+def _grouped(
+    *, worker: Worker, items: list[tuple[str, int]], to_status: str, reason: str, sources: Iterable[str] = LIVE, **fields: Any
+) -> int:
+    by_attempt: dict[int, list[str]] = defaultdict(list)
+    for job_id, attempt in items:
+        by_attempt[attempt].append(job_id)
+    changed = 0
+    for attempt, ids in by_attempt.items():
+        guard = Q(worker=worker, attempts=attempt)
+        changed += len(transition(job_ids=ids, from_statuses=sources, to_status=to_status, reason=reason, guard=guard, **fields))
+    return changed
+
+
+def live_attempts(*, worker: Worker, job_ids: Iterable[str]) -> set[str]:
+    """Which of `job_ids` are still live attempts of this worker (the others were
+    cancelled, deleted or declared lost, and must be stopped)."""
+    ids = list(job_ids)
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        found.update(str(pk) for pk in Job.objects.filter(pk__in=chunk, worker=worker, status__in=LIVE).order_by().values_list("pk", flat=True))
+    return found
+
+
+def _uuid(value: str) -> Any:
+    return uuid.UUID(value)

@@ -1,0 +1,101 @@
+"""Each list route runs the same number of queries whatever the page size, and
+`GET /batches/<id>` counts jobs with one GROUP BY instead of loading them."""
+
+import re
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from batches.models import Batch, Filesystem, Tool
+from batches.services import submit_batch
+from jobs.models import Job, JobEvent
+from jobs.states import Status
+from tests.conftest import submission
+
+PAGE_SIZES = (1, 10, 100)
+
+
+def queries_for(client, url: str) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url)
+    assert response.status_code == 200, response.content
+    return [q["sql"] for q in captured.captured_queries]
+
+
+def assert_constant(client, url: str, expected: int) -> None:
+    client.get(url)  # warm-up: the token's last_used_at is written at most once a minute
+    counts = {}
+    for size in PAGE_SIZES:
+        sep = "&" if "?" in url else "?"
+        response = client.get(f"{url}{sep}limit={size}")
+        assert len(response.json()) == size, "the fixture must have enough rows for a full page"
+        counts[size] = len(queries_for(client, f"{url}{sep}limit={size}"))
+    assert counts == dict.fromkeys(PAGE_SIZES, expected), counts
+
+
+@pytest.fixture
+def many_batches(alice, catalog):
+    fs = [catalog["filesystems"]["scratch"].pk]
+    for _ in range(101):
+        submit_batch(
+            user=alice, tool_id=catalog["tools"]["echo"].pk, cpu=1, memory=64, filesystem_ids=fs, jobs=[{"args": {"message": "x"}}]
+        )
+
+
+def test_batch_list(alice_client, many_batches):
+    # 1 token (with its user), 2 batches joined with their tool, 3 the batches' filesystems (prefetch).
+    assert_constant(alice_client, "/batches", 3)
+
+
+def test_job_list(alice_client, catalog):
+    body = submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(101)])
+    batch_id = alice_client.post("/batches", body, format="json").json()["batch_id"]
+    # 1 token, 2 the batch (owner check) with its tool, 3 the page of jobs.
+    assert_constant(alice_client, f"/batches/{batch_id}/jobs", 3)
+    assert_constant(alice_client, f"/batches/{batch_id}/jobs?status=SUBMITTED", 3)
+
+
+def test_tool_list(alice_client, db):
+    Tool.objects.bulk_create(Tool(name=f"tool-{i:03}", command=["/bin/true"]) for i in range(101))
+    # 1 token, 2 the page of tools.
+    assert_constant(alice_client, "/tools", 2)
+
+
+def test_filesystem_list(alice, alice_client, db):
+    Filesystem.objects.bulk_create(Filesystem(name=f"fs-{i:03}", path=f"/tmp/fs-{i}", public=i % 2 == 0) for i in range(202))
+    for fs in Filesystem.objects.filter(public=False):
+        fs.users.add(alice)
+    # 1 token, 2 the page of filesystems (public or granted, one query with joins).
+    assert_constant(alice_client, "/filesystems", 2)
+
+
+def test_event_list(alice_client, catalog):
+    batch_id = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
+    job = Job.objects.filter(batch_id=batch_id).first()
+    JobEvent.objects.bulk_create(JobEvent(job=job, from_status=Status.RUNNABLE, to_status=Status.PENDING) for _ in range(101))
+    # 1 token, 2 the job (owner check through its batch), 3 the batch's filesystems
+    # (prefetched by the shared job lookup), 4 the page of events.
+    assert_constant(alice_client, f"/batches/{batch_id}/jobs/{job.pk}/events", 4)
+
+
+def test_batch_status_is_one_group_by(alice_client, catalog):
+    body = submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(500)])
+    batch_id = alice_client.post("/batches", body, format="json").json()["batch_id"]
+    alice_client.get(f"/batches/{batch_id}")
+    sql = queries_for(alice_client, f"/batches/{batch_id}")
+    # 1 token, 2 the batch (owner check), 3 the counts.
+    assert len(sql) == 3, sql
+    job_queries = [q for q in sql if re.search(r'FROM "?jobs_job"?', q)]
+    assert len(job_queries) == 1
+    assert "GROUP BY" in job_queries[0] and "COUNT(" in job_queries[0].upper()
+    assert alice_client.get(f"/batches/{batch_id}").json()["submitted"] == 500
+
+
+def test_batch_detail_cost_does_not_grow(alice_client, catalog):
+    small = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
+    body = submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(1000)])
+    big = alice_client.post("/batches", body, format="json").json()["batch_id"]
+    alice_client.get(f"/batches/{small}")
+    assert len(queries_for(alice_client, f"/batches/{small}")) == len(queries_for(alice_client, f"/batches/{big}"))
+    assert Batch.objects.count() == 2

@@ -1,0 +1,194 @@
+"""sync_catalog: YAML and JSON, idempotent, updates in place, bad files change nothing."""
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from django.contrib.auth.models import Group
+from django.core.management import CommandError, call_command
+
+from batches.models import Filesystem, Tool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def catalog_data(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "tools": [
+            {
+                "name": "echo",
+                "description": "Print a message",
+                "command": ["/bin/echo", "{message}"],
+                "parameters": {"message": {"type": "string", "required": True}},
+            },
+            {
+                "name": "pick",
+                "command": ["/bin/echo", "{colour}", "{times}"],
+                "parameters": {
+                    "colour": {"type": "choice", "choices": ["red", "green"], "default": "red"},
+                    "times": {"type": "integer", "default": 1},
+                },
+                "timeout_seconds": 30,
+            },
+        ],
+        "filesystems": [
+            {"name": "scratch", "path": str(tmp_path / "scratch"), "read_only": False, "public": True},
+            {"name": "lab", "path": str(tmp_path / "lab"), "users": ["alice"], "groups": ["biologists"]},
+        ],
+    }
+
+
+def write(tmp_path: Path, data: Any, suffix: str = ".yaml") -> Path:
+    path = tmp_path / f"catalog{suffix}"
+    path.write_text(json.dumps(data) if suffix == ".json" else yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def sync(path: Path, *args: str) -> str:
+    out = io.StringIO()
+    call_command("sync_catalog", str(path), *args, stdout=out)
+    return out.getvalue()
+
+
+def state() -> list[tuple]:
+    tools = list(Tool.objects.order_by("name").values_list("pk", "name", "description", "command", "parameters", "timeout_seconds"))
+    filesystems = list(Filesystem.objects.order_by("name").values_list("pk", "name", "path", "read_only", "public"))
+    grants = list(Filesystem.users.through.objects.values_list("filesystem_id", "user_id"))
+    return [tools, filesystems, sorted(grants), Group.objects.count()]
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json"])
+def test_sync_creates_then_is_idempotent(alice, tmp_path, suffix):
+    path = write(tmp_path, catalog_data(tmp_path), ".json" if suffix == ".json" else ".yaml")
+    if suffix == ".yml":
+        path = path.rename(path.with_suffix(".yml"))
+    out = sync(path)
+    assert "4 created, 0 updated, 0 unchanged" in out
+    assert "created tool echo" in out and "created filesystem lab" in out
+    pick = Tool.objects.get(name="pick")
+    assert pick.command == ["/bin/echo", "{colour}", "{times}"] and pick.timeout_seconds == 30
+    assert pick.parameters["colour"] == {"type": "choice", "required": False, "choices": ["red", "green"], "default": "red"}
+    lab = Filesystem.objects.get(name="lab")
+    assert list(lab.users.all()) == [alice] and [g.name for g in lab.groups.all()] == ["biologists"]
+    assert (tmp_path / "lab").is_dir()
+    before = state()
+    again = sync(path)
+    assert "0 created, 0 updated, 4 unchanged" in again
+    assert state() == before
+
+
+def test_sync_updates_in_place(alice, bob, tmp_path):
+    data = catalog_data(tmp_path)
+    sync(write(tmp_path, data))
+    echo_id = Tool.objects.get(name="echo").pk
+    lab_id = Filesystem.objects.get(name="lab").pk
+    data["tools"][0]["description"] = "Say it"
+    data["filesystems"][1]["users"] = ["bob"]
+    out = sync(write(tmp_path, data))
+    assert "0 created, 2 updated, 2 unchanged" in out
+    assert "updated tool echo" in out and "updated filesystem lab" in out
+    echo = Tool.objects.get(name="echo")
+    assert echo.pk == echo_id and echo.description == "Say it"
+    lab = Filesystem.objects.get(name="lab")
+    assert lab.pk == lab_id and list(lab.users.all()) == [bob]
+
+
+def test_demo_catalog_loads(db, tmp_path):
+    data = yaml.safe_load((ROOT / "catalog" / "demo.yaml").read_text())
+    for fs in data["filesystems"]:
+        fs["path"] = str(tmp_path / fs["name"])
+    out = sync(write(tmp_path, data))
+    assert "5 created" in out
+    assert set(Tool.objects.values_list("name", flat=True)) == {"echo", "sleep", "fail", "wc"}
+
+
+def _tool(**overrides: Any) -> dict[str, Any]:
+    tool = {"name": "bad", "command": ["/bin/echo", "{x}"], "parameters": {"x": {"type": "string"}}}
+    tool.update(overrides)
+    return tool
+
+
+BAD = [
+    (_tool(name="Not A Slug"), "tools[1]: name must be a slug"),
+    (_tool(command="/bin/echo {x}"), "tool bad: command must be a non-empty list"),
+    (_tool(command=["echo", "{x}"]), "tool bad: command[0] must be an absolute path"),
+    (_tool(command=["/bin/echo", "{y}"]), "tool bad: command uses undeclared parameters: y"),
+    (_tool(parameters={"x": {"type": "float"}}), "tool bad: parameter x: type must be one of"),
+    (_tool(parameters={"x": {"type": "integer", "default": "one"}}), "tool bad: parameter x: default must be an integer"),
+    (_tool(parameters={"x": {"type": "choice"}}), "tool bad: parameter x: a choice needs"),
+    (_tool(parameters={"x": {"type": "string", "min": 1}}), "tool bad: parameter x: unknown keys ['min']"),
+    (_tool(parameters={"1x": {"type": "string"}}), "tool bad: parameter name '1x'"),
+    (_tool(colour="red"), "tools[1]: unknown keys ['colour']"),
+    (_tool(timeout_seconds=0), "tool bad: timeout_seconds must be a positive integer"),
+    (_tool(name="echo"), "tool names appear twice: echo"),
+    ("just a string", "tools[1]: must be a mapping"),
+]
+
+
+@pytest.mark.parametrize(("tool", "message"), BAD, ids=[m for _, m in BAD])
+def test_bad_tool_is_rejected_and_nothing_written(alice, tmp_path, tool, message):
+    data = catalog_data(tmp_path)
+    data["tools"].insert(1, tool)
+    before = state()
+    with pytest.raises(CommandError) as excinfo:
+        sync(write(tmp_path, data))
+    assert message in str(excinfo.value)
+    assert state() == before
+    assert not (tmp_path / "scratch").exists()
+
+
+BAD_FS = [
+    ({"name": "rel", "path": "relative/dir"}, "filesystem rel: path must be an absolute path"),
+    ({"name": "who", "path": "/tmp/x", "users": ["nobody"]}, "no such users: nobody"),
+    ({"name": "grp", "path": "/tmp/x", "groups": "biologists"}, "filesystem grp: groups must be a list"),
+    ({"path": "/tmp/x"}, "filesystems[2]: name must be a slug"),
+    ({"name": "size", "path": "/tmp/x", "quota": 5}, "filesystems[2]: unknown keys ['quota']"),
+]
+
+
+@pytest.mark.parametrize(("fs", "message"), BAD_FS, ids=[m for _, m in BAD_FS])
+def test_bad_filesystem_is_rejected_and_nothing_written(alice, tmp_path, fs, message):
+    data = catalog_data(tmp_path)
+    data["filesystems"].append(fs)
+    before = state()
+    with pytest.raises(CommandError) as excinfo:
+        sync(write(tmp_path, data))
+    assert message in str(excinfo.value)
+    assert state() == before
+
+
+def test_bad_file_leaves_existing_entries_alone(alice, tmp_path):
+    data = catalog_data(tmp_path)
+    sync(write(tmp_path, data))
+    before = state()
+    data["tools"][0]["description"] = "changed"
+    data["tools"].append(_tool(command="not a list"))
+    with pytest.raises(CommandError, match="tool bad"):
+        sync(write(tmp_path, data))
+    assert state() == before
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "message"),
+    [
+        ("tools: [\n", ".yaml", "not valid YAML"),
+        ("{tools: []}", ".json", "not valid JSON"),
+        ("- a list\n", ".yaml", "the top level must be a mapping"),
+        ("tools: []\nusers: []\n", ".yaml", "unknown top-level keys ['users']"),
+    ],
+)
+def test_unreadable_files(db, tmp_path, content, suffix, message):
+    path = tmp_path / f"bad{suffix}"
+    path.write_text(content)
+    with pytest.raises(CommandError) as excinfo:
+        sync(path)
+    assert message in str(excinfo.value)
+    assert not Tool.objects.exists()
+
+
+def test_missing_file(db, tmp_path):
+    with pytest.raises(CommandError, match="no such file"):
+        sync(tmp_path / "nope.yaml")

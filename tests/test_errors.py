@@ -1,0 +1,167 @@
+"""Every error is an RFC 9457 problem in JSON: unknown URLs (also with DEBUG on), wrong
+methods, throttling, and a database that is down. Never an HTML page or a traceback."""
+
+import pytest
+from django.core.cache import cache
+from django.db import DataError, IntegrityError, OperationalError, ProgrammingError, connection
+from django.test import override_settings
+from rest_framework.test import APIClient
+from rest_framework.throttling import UserRateThrottle
+
+from accounts.services import issue_token
+from batches.models import Batch
+from tests.conftest import submission
+
+
+def assert_problem(response, status: int) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status
+    assert {"type", "title", "status", "detail"} <= set(body)
+    text = response.content.decode()
+    assert "<html" not in text.lower() and "Traceback" not in text
+    return body
+
+
+UNKNOWN = ["/nope", "/batches/not-a-uuid", "/batches/00000000-0000-0000-0000-000000000000/nope", "/api/nope", "/static/nope.js", "/"]
+
+
+@pytest.mark.parametrize("url", UNKNOWN)
+def test_unknown_url_is_a_json_404(alice_client, url):
+    assert_problem(alice_client.get(url), 404)
+
+
+@pytest.mark.parametrize("url", UNKNOWN)
+def test_unknown_url_is_a_json_404_even_with_debug(alice_client, url):
+    with override_settings(DEBUG=True):
+        assert_problem(alice_client.get(url), 404)
+
+
+def test_unknown_url_for_anonymous(anon_client):
+    assert_problem(anon_client.delete("/nothing/here"), 404)
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "allowed"),
+    [
+        ("put", "/batches", {"GET", "POST", "DELETE"}),
+        ("patch", "/batches/{batch}", {"GET", "DELETE"}),
+        ("get", "/batches/{batch}/cancel", {"POST"}),
+        ("delete", "/batches/{batch}/jobs", {"GET"}),
+        ("post", "/tools", {"GET"}),
+    ],
+)
+def test_wrong_method_is_a_json_405(alice_client, catalog, method, url, allowed):
+    batch = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
+    response = getattr(alice_client, method)(url.format(batch=batch))
+    assert_problem(response, 405)
+    assert allowed <= {m.strip() for m in response["Allow"].split(",")}
+
+
+def test_wrong_method_outside_drf_is_json(anon_client):
+    assert_problem(anon_client.post("/healthz"), 405)
+
+
+@pytest.fixture
+def throttle_of_three(monkeypatch):
+    # DRF copies the rates onto the throttle class when it is imported, so the override
+    # goes there; the cache holds the request history.
+    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "3/min"})
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_throttled_is_429_with_retry_after(alice_client, bob_client, throttle_of_three):
+    for _ in range(3):
+        assert alice_client.get("/batches").status_code == 200
+    response = alice_client.get("/batches")
+    body = assert_problem(response, 429)
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert "throttled" in body["type"]
+    assert bob_client.get("/batches").status_code == 200  # per user
+
+
+class DeadDatabase:
+    """Stands in for a dead database server: every query matching `table` (all of them
+    when None) fails the way the driver fails when the server is gone."""
+
+    def __init__(self, table: str | None = None) -> None:
+        self.table = table
+        self.calls = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        if self.table is None or self.table in sql:
+            self.calls += 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+
+def assert_503(response) -> None:
+    body = assert_problem(response, 503)
+    assert int(response["Retry-After"]) >= 1
+    assert "unavailable" in body["detail"]
+    assert "server closed" not in body["detail"]  # no driver internals
+
+
+def test_database_down_during_authentication_is_503(alice_client):
+    """The token lookup is the first query of an API request."""
+    dead = DeadDatabase()
+    with connection.execute_wrapper(dead):
+        assert_503(alice_client.get("/batches"))
+    assert dead.calls >= 1
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [("get", "/batches"), ("get", "/batches/{batch}"), ("delete", "/batches"), ("post", "/batches"), ("get", "/batches/{batch}/jobs")],
+)
+def test_database_down_inside_a_view_is_503(alice_client, catalog, method, url):
+    """Authentication works; the view's own query on batches fails."""
+    batch = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
+    kwargs = {"data": submission(catalog), "format": "json"} if method == "post" else {}
+    dead = DeadDatabase("batches_batch")
+    with connection.execute_wrapper(dead):
+        assert_503(getattr(alice_client, method)(url.format(batch=batch), **kwargs))
+    assert dead.calls >= 1
+    assert Batch.objects.count() == 1
+
+
+@pytest.mark.parametrize("url", ["/batches", "/admin/"])
+def test_database_down_with_a_session_is_503_json(root, client, url):
+    """Session authentication: through DRF for the API, through Django's own stack
+    (caught by ProblemMiddleware) for the admin, which otherwise answers in HTML."""
+    client.force_login(root)
+    with connection.execute_wrapper(DeadDatabase()):
+        response = client.get(url)
+    assert_503(response)
+
+
+@pytest.mark.parametrize("error", [DataError, IntegrityError, ProgrammingError])
+def test_other_database_errors_are_500_not_503(db, alice, error):
+    """A bug (bad data reaching the database, a broken query) is not an outage: 500, as
+    JSON, with no driver message; clients must not be told to retry it."""
+    client = APIClient(raise_request_exception=False)
+    _, plaintext = issue_token(user=alice)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
+
+    def broken(execute, sql, params, many, context):
+        if "batches_batch" in sql:
+            raise error("something the code got wrong")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(broken):
+        response = client.get("/batches")
+    body = assert_problem(response, 500)
+    assert "Retry-After" not in response
+    assert "got wrong" not in body["detail"]
+
+
+def test_readiness_reports_the_database(db, anon_client):
+    assert anon_client.get("/readyz").json() == {"status": "ok", "checks": {"database": "ok"}}
+    with connection.execute_wrapper(DeadDatabase()):
+        response = anon_client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"].startswith("unavailable")
+    assert anon_client.get("/healthz").json() == {"status": "ok"}

@@ -1,0 +1,201 @@
+"""The OpenAPI schema: valid, served offline, true to the real responses, and fuzzed
+in-process by schemathesis with every default check."""
+
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from drf_spectacular.validation import validate_schema
+from hypothesis import HealthCheck, settings
+from schemathesis.generation.modes import GenerationMode
+
+from batchsite.wsgi import application
+from jobs.models import Job
+from jobs.states import Status, transition
+from tests.conftest import submission
+
+# --- the document itself -----------------------------------------------------------
+
+
+@pytest.fixture
+def openapi(anon_client) -> dict[str, Any]:
+    response = anon_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_schema_is_valid_openapi_3(openapi):
+    assert openapi["openapi"].startswith("3.")
+    # drf-spectacular ships the official OpenAPI 3.0/3.1 JSON Schemas; jsonschema checks against them.
+    validate_schema(openapi)
+
+
+def test_schema_lists_every_route(openapi):
+    assert set(openapi["paths"]) == {
+        "/batches",
+        "/batches/{batch_id}",
+        "/batches/{batch_id}/cancel",
+        "/batches/{batch_id}/retry",
+        "/batches/{batch_id}/jobs",
+        "/batches/{batch_id}/jobs/{job_id}",
+        "/batches/{batch_id}/jobs/{job_id}/cancel",
+        "/batches/{batch_id}/jobs/{job_id}/events",
+        "/logs/{log_id}",
+        "/tools",
+        "/tools/{tool_id}",
+        "/filesystems",
+    }
+    assert set(openapi["paths"]["/batches"]) == {"get", "post", "delete"}
+    assert set(openapi["paths"]["/batches/{batch_id}"]) == {"get", "delete"}
+
+
+def test_schema_documents_problem_responses(openapi):
+    for path, operations in openapi["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            for status in ("401", "429", "503"):
+                assert "application/problem+json" in responses[status]["content"], (method, path, status)
+            if "{" in path:
+                assert "application/problem+json" in responses["404"]["content"], (method, path)
+    submit = openapi["paths"]["/batches"]["post"]["responses"]
+    assert {"201", "400", "401", "403", "413", "415", "429", "503"} <= set(submit)
+    assert "Location" in submit["201"]["headers"]
+    assert "Link" in openapi["paths"]["/batches"]["get"]["responses"]["200"]["headers"]
+
+
+def test_either_auth_header_is_enough(openapi):
+    security = openapi["paths"]["/batches"]["get"]["security"]
+    assert {"BearerAuth": []} in security
+    assert {"ApiKeyAuth": []} in security
+
+
+def test_swagger_ui_is_served_offline(anon_client):
+    response = anon_client.get("/api/docs/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "swagger-ui" in page
+    assert "/api/schema/" in page
+    external = re.findall(r"""(?:src|href)=["'](https?:)?//""", page)
+    assert external == [], "Swagger UI must not load assets from a CDN"
+    assets = re.findall(r"""["'](/static/drf_spectacular_sidecar/[^"']+)["']""", page)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets)
+    for asset in assets:
+        served = anon_client.get(asset)
+        assert served.status_code == 200, asset
+        b"".join(served.streaming_content) if served.streaming else served.content
+
+
+# --- real responses against the schema ----------------------------------------------
+
+
+def _resolve(node: Any, components: dict[str, Any]) -> Any:
+    """Inline every $ref, and turn OpenAPI 3.0's `nullable` into JSON Schema."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _resolve(components[node["$ref"].rsplit("/", 1)[1]], components)
+        out = {key: _resolve(value, components) for key, value in node.items() if key not in {"nullable", "readOnly"}}
+        if node.get("nullable"):
+            out = {"anyOf": [out, {"type": "null"}]}
+        return out
+    if isinstance(node, list):
+        return [_resolve(item, components) for item in node]
+    return node
+
+
+def _check(openapi: dict[str, Any], path: str, method: str, response: Any) -> None:
+    documented = openapi["paths"][path][method]["responses"]
+    assert str(response.status_code) in documented, f"{method.upper()} {path}: {response.status_code} is not documented"
+    content = documented[str(response.status_code)].get("content")
+    if content is None:
+        assert response.content == b""
+        return
+    media_type = response["Content-Type"].split(";")[0]
+    assert media_type in content, f"{method.upper()} {path}: {media_type} not in {list(content)}"
+    schema = _resolve(content[media_type]["schema"], openapi["components"]["schemas"])
+    body = response.content.decode() if media_type == "text/plain" else response.json()
+    jsonschema.validate(body, schema, format_checker=jsonschema.FormatChecker())
+
+
+def test_real_responses_match_the_schema(openapi, alice_client, anon_client, catalog):
+    created = alice_client.post("/batches", submission(catalog), format="json")
+    _check(openapi, "/batches", "post", created)
+    batch_id = created.json()["batch_id"]
+    job_ids = list(Job.objects.filter(batch_id=batch_id).values_list("pk", flat=True))
+    transition(job_ids=job_ids[:1], from_statuses=[Status.SUBMITTED], to_status=Status.FAILED, reason="exit code 3", exit_code=3)
+    job = Job.objects.get(pk=job_ids[0])
+    tool = catalog["tools"]["echo"]
+    calls = [
+        ("/batches", "get", "/batches"),
+        ("/batches/{batch_id}", "get", f"/batches/{batch_id}"),
+        ("/batches/{batch_id}/jobs", "get", f"/batches/{batch_id}/jobs"),
+        ("/batches/{batch_id}/jobs", "get", f"/batches/{batch_id}/jobs?status=FAILED"),
+        ("/batches/{batch_id}/jobs", "get", f"/batches/{batch_id}/jobs?status=nope"),
+        ("/batches/{batch_id}/jobs/{job_id}", "get", f"/batches/{batch_id}/jobs/{job.pk}"),
+        ("/batches/{batch_id}/jobs/{job_id}/events", "get", f"/batches/{batch_id}/jobs/{job.pk}/events"),
+        ("/logs/{log_id}", "get", f"/logs/{job.log_id}"),
+        ("/logs/{log_id}", "get", f"/logs/{job.log_id}?offset=-1"),
+        ("/tools", "get", "/tools"),
+        ("/tools/{tool_id}", "get", f"/tools/{tool.pk}"),
+        ("/filesystems", "get", "/filesystems"),
+        ("/batches/{batch_id}", "get", "/batches/00000000-0000-0000-0000-000000000000"),
+        ("/batches/{batch_id}/retry", "post", f"/batches/{batch_id}/retry"),
+        ("/batches/{batch_id}/jobs/{job_id}/cancel", "post", f"/batches/{batch_id}/jobs/{job_ids[1]}/cancel"),
+        ("/batches/{batch_id}/cancel", "post", f"/batches/{batch_id}/cancel"),
+    ]
+    for template, method, url in calls:
+        _check(openapi, template, method, getattr(alice_client, method)(url))
+    _check(openapi, "/batches", "get", anon_client.get("/batches"))
+    _check(openapi, "/batches", "post", alice_client.post("/batches", {"tool_id": 1}, format="json"))
+    _check(openapi, "/batches", "post", alice_client.post("/batches", "x=1", content_type="application/x-www-form-urlencoded"))
+    private = submission(catalog, filesystem_list=[str(catalog["filesystems"]["private"].pk)])
+    _check(openapi, "/batches", "post", alice_client.post("/batches", private, format="json"))
+    _check(openapi, "/batches/{batch_id}", "delete", alice_client.delete(f"/batches/{batch_id}"))
+    _check(openapi, "/batches", "delete", alice_client.delete("/batches"))
+
+
+# --- schemathesis, in-process --------------------------------------------------------
+
+schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
+
+
+def _fill_in_positive(case, catalog: dict[str, Any]) -> None:
+    """Positive cases only: what a schema cannot express, filled in the way a client
+    would. A submission names a tool and filesystems that exist, with arguments the tool
+    takes (their validity depends on the catalog, not on the schema), and a list cursor
+    is something the server handed out (an opaque token), so it is dropped. Negative
+    cases stay as generated."""
+    if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE:
+        return
+    if isinstance(case.query, dict):
+        case.query.pop("cursor", None)
+    if case.operation.label == "POST /batches" and isinstance(case.body, dict):
+        case.body["tool_id"] = str(catalog["tools"]["echo"].pk)
+        hardware = case.body.get("hardware")
+        if isinstance(hardware, dict):
+            hardware["filesystem_list"] = [str(catalog["filesystems"]["scratch"].pk)]
+        jobs = case.body.get("jobs")
+        if isinstance(jobs, list):
+            case.body["jobs"] = [{"args": {"message": f"job {index}"}} for index, _ in enumerate(jobs[:50])]
+
+
+@pytest.fixture
+def fuzz_user(alice_client, catalog):
+    """A real user with a real token, and a catalog so submissions can succeed."""
+    # The WSGI app runs in this thread on the test's connection: Django must not close
+    # that connection (and lose the test transaction) at the end of each request.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield {"Authorization": f"Bearer {alice_client.token}"}
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_schemathesis(case, fuzz_user, catalog):
+    _fill_in_positive(case, catalog)
+    case.call_and_validate(headers=fuzz_user)
