@@ -49,7 +49,10 @@ class ProblemMiddleware:
         ):
             # Django's own pages (the DEBUG 404 and 500 pages above all) become problems;
             # the admin keeps its HTML.
-            return problem_response(response.status_code, _DETAILS.get(response.status_code, "The request failed."))
+            problem = problem_response(response.status_code, _DETAILS.get(response.status_code, "The request failed."))
+            if response.has_header("Allow"):
+                problem["Allow"] = response["Allow"]  # a 405 must say what is allowed
+            return problem
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

@@ -7,7 +7,7 @@ parsing, pagination, the database) so the schema lists every status a client can
 
 from typing import Any
 
-from batchsite.problems import _TITLES, PROBLEM_CONTENT_TYPE
+from batchsite.problems import PROBLEM_CONTENT_TYPE
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -53,7 +53,7 @@ _LOCATION = {"Location": {"schema": {"type": "string"}, "description": "The new 
 
 def _problem(status: int) -> dict[str, Any]:
     response: dict[str, Any] = {
-        "description": _WHY.get(status, _TITLES.get(status, "Error")),
+        "description": _WHY[status],
         "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
     if status in (429, 503):

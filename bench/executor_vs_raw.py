@@ -54,7 +54,16 @@ def executor_rate(jobs: int, parallel: int, env: dict[str, str]) -> float:
     tool, _ = Tool.objects.update_or_create(name="bench-noop", defaults={"command": [NOOP], "parameters": {}})
     scratch, _ = Filesystem.objects.get_or_create(name="bench-scratch", defaults={"path": tempfile.gettempdir(), "public": True})
     worker = subprocess.Popen(
-        [sys.executable, *os.environ.get("BENCH_PROFILE", "").split(), str(ROOT / "manage.py"), "runworker", "--cpus", str(parallel), "--memory", str(parallel * 256)],
+        [
+            sys.executable,
+            *os.environ.get("BENCH_PROFILE", "").split(),
+            str(ROOT / "manage.py"),
+            "runworker",
+            "--cpus",
+            str(parallel),
+            "--memory",
+            str(parallel * 256),
+        ],
         cwd=ROOT,
         env=env,
     )

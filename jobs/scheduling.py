@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -89,10 +90,15 @@ def expire_dead_local_workers(*, worker: Worker) -> int:
 
 
 def worker_is_dead(worker_id: str) -> bool:
-    """For executors cleaning up: the worker is not ACTIVE, or its lease has run out."""
-    row = Worker.objects.filter(pk=worker_id).values_list("state", "lease_expires").first()
+    """For executors cleaning up: the worker is one of ours (in this database) and is not
+    ACTIVE, or its lease has run out. An unknown id belongs to another deployment (or
+    test run) on the same machine, whose processes are not ours to kill."""
+    try:
+        row = Worker.objects.filter(pk=worker_id).values_list("state", "lease_expires").first()
+    except (ValueError, ValidationError):
+        return False
     if row is None:
-        return True
+        return False
     state, expires = row
     return state != Worker.State.ACTIVE or expires <= timezone.now()
 
@@ -309,7 +315,9 @@ def live_attempts(*, worker: Worker, job_ids: Iterable[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        found.update(str(pk) for pk in Job.objects.filter(pk__in=chunk, worker=worker, status__in=LIVE).order_by().values_list("pk", flat=True))
+        found.update(
+            str(pk) for pk in Job.objects.filter(pk__in=chunk, worker=worker, status__in=LIVE).order_by().values_list("pk", flat=True)
+        )
     return found
 
 

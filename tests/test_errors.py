@@ -60,7 +60,9 @@ def test_wrong_method_is_a_json_405(alice_client, catalog, method, url, allowed)
 
 
 def test_wrong_method_outside_drf_is_json(anon_client):
-    assert_problem(anon_client.post("/healthz"), 405)
+    response = anon_client.post("/healthz")
+    assert_problem(response, 405)
+    assert response["Allow"] == "GET"
 
 
 @pytest.fixture
