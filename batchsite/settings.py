@@ -140,6 +140,9 @@ BATCHES_WORKER_LEASE_SECONDS = envint("BATCHES_WORKER_LEASE_SECONDS", 30, minimu
 BATCHES_WORKER_POLL_MS = envint("BATCHES_WORKER_POLL_MS", 500, minimum=10)
 BATCHES_WORKER_CPUS = envint("BATCHES_WORKER_CPUS", 0)
 BATCHES_WORKER_MEMORY_MIB = envint("BATCHES_WORKER_MEMORY_MIB", 0)
+# Fair share: at most this many of one user's jobs are RUNNABLE, STARTING or RUNNING
+# at once; the rest wait PENDING with a reason saying so (0: no quota).
+BATCHES_USER_MAX_ACTIVE_JOBS = envint("BATCHES_USER_MAX_ACTIVE_JOBS", 0)
 # Stopping a job: SIGTERM to its process group, this long to exit, then SIGKILL.
 BATCHES_KILL_GRACE_SECONDS = envint("BATCHES_KILL_GRACE_SECONDS", 10)
 

@@ -19,9 +19,10 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from batches.models import Batch
@@ -150,30 +151,62 @@ def _live_capacities(*, now: Any) -> list[tuple[int, int]]:
 
 
 def dispatch_submitted(*, limit: int = _DISPATCH_LIMIT) -> int:
-    """Move SUBMITTED jobs on: RUNNABLE if some live worker is large enough for the
-    batch's cpu and memory, else PENDING with a reason naming what is missing. PENDING
-    jobs whose batch now fits become RUNNABLE. Returns how many jobs moved."""
+    """Move SUBMITTED jobs on, and PENDING jobs whose wait is over. Returns how many moved.
+
+    A job becomes RUNNABLE when some live worker is large enough for its batch's cpu and
+    memory and its owner is under BATCHES_USER_MAX_ACTIVE_JOBS (jobs RUNNABLE, STARTING
+    or RUNNING; 0 means no quota). Otherwise a SUBMITTED job becomes PENDING with a
+    reason naming what it waits for: a worker large enough, or a place in its owner's
+    quota. Jobs are taken in submission order within a batch, oldest batches first.
+    """
     now = timezone.now()
     capacities = _live_capacities(now=now)
+    quota = settings.BATCHES_USER_MAX_ACTIVE_JOBS
+    room: dict[Any, int] = {}
     moved = 0
     for source in (Status.SUBMITTED, Status.PENDING):
-        batch_ids = list(Job.objects.filter(status=source).order_by().values_list("batch_id", flat=True).distinct()[:100])
-        for batch in Batch.objects.filter(pk__in=batch_ids).only("id", "cpu", "memory"):
+        batch_ids = list(Job.objects.filter(status=source).order_by("batch_id").values_list("batch_id", flat=True).distinct()[:100])
+        batches = list(Batch.objects.filter(pk__in=batch_ids).only("id", "owner_id", "cpu", "memory").order_by("id"))
+        if quota:
+            _fill_quota_room(room, owners={b.owner_id for b in batches} - set(room), quota=quota)
+        for batch in batches:
             if moved >= limit:
                 return moved
             fits = any(cpu >= batch.cpu and memory >= batch.memory for cpu, memory in capacities)
             if source == Status.PENDING and not fits:
                 continue
             ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[: limit - moved])
-            if fits:
-                reason = f"Waiting for a worker with {batch.cpu} free cpu and {batch.memory} MiB"
-                moved += len(transition(job_ids=ids, from_statuses=[source], to_status=Status.RUNNABLE, reason=reason))
-            else:
+            if not fits:
                 largest = max(capacities, default=None)
                 have = f"the largest live worker has {largest[0]} cpu and {largest[1]} MiB" if largest else "no worker is running"
                 reason = f"No worker can run it: needs {batch.cpu} cpu and {batch.memory} MiB; {have}"
                 moved += len(transition(job_ids=ids, from_statuses=[source], to_status=Status.PENDING, reason=reason))
+                continue
+            runnable, over = (ids, []) if not quota else (ids[: max(room[batch.owner_id], 0)], ids[max(room[batch.owner_id], 0) :])
+            if runnable:
+                reason = f"Waiting for a worker with {batch.cpu} free cpu and {batch.memory} MiB"
+                changed = len(transition(job_ids=runnable, from_statuses=[source], to_status=Status.RUNNABLE, reason=reason))
+                moved += changed
+                if quota:
+                    room[batch.owner_id] -= changed
+            if over and source == Status.SUBMITTED:
+                reason = f"Over your quota: at most {quota} of your jobs may be queued or running at once; waiting for one to finish"
+                moved += len(transition(job_ids=over, from_statuses=[source], to_status=Status.PENDING, reason=reason))
     return moved
+
+
+def _fill_quota_room(room: dict[Any, int], *, owners: set[Any], quota: int) -> None:
+    """room[owner] = how many more of the owner's jobs may become RUNNABLE (one query)."""
+    if not owners:
+        return
+    active = dict(
+        Job.objects.filter(batch__owner_id__in=owners, status__in=[Status.RUNNABLE, *LIVE])
+        .order_by()
+        .values_list("batch__owner_id")
+        .annotate(n=Count("pk"))
+    )
+    for owner in owners:
+        room[owner] = quota - active.get(owner, 0)
 
 
 # -- claiming and recording -------------------------------------------------------------
