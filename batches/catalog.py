@@ -50,16 +50,22 @@ def load_catalog_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _clean_tool(index: int, entry: Any) -> dict[str, Any]:
-    where = f"tools[{index}]"
+def _checked_name(section: str, index: int, entry: Any, keys: set[str]) -> str:
+    """The entry's name, after checking it is a mapping with only `keys`."""
+    where = f"{section}[{index}]"
     if not isinstance(entry, dict):
         raise CatalogError(f"{where}: must be a mapping")
-    unknown = set(entry) - TOOL_KEYS
+    unknown = set(entry) - keys
     if unknown:
         raise CatalogError(f"{where}: unknown keys {sorted(unknown)}")
     name = entry.get("name")
     if not isinstance(name, str) or not name or slugify(name) != name:
         raise CatalogError(f"{where}: name must be a slug (letters, digits, - and _), not {name!r}")
+    return name
+
+
+def _clean_tool(index: int, entry: Any) -> dict[str, Any]:
+    name = _checked_name("tools", index, entry, TOOL_KEYS)
     where = f"tool {name}"
     params = entry.get("parameters") or {}
     if not isinstance(params, dict):
@@ -83,15 +89,7 @@ def _clean_tool(index: int, entry: Any) -> dict[str, Any]:
 
 
 def _clean_filesystem(index: int, entry: Any) -> dict[str, Any]:
-    where = f"filesystems[{index}]"
-    if not isinstance(entry, dict):
-        raise CatalogError(f"{where}: must be a mapping")
-    unknown = set(entry) - FS_KEYS
-    if unknown:
-        raise CatalogError(f"{where}: unknown keys {sorted(unknown)}")
-    name = entry.get("name")
-    if not isinstance(name, str) or not name or slugify(name) != name:
-        raise CatalogError(f"{where}: name must be a slug (letters, digits, - and _), not {name!r}")
+    name = _checked_name("filesystems", index, entry, FS_KEYS)
     where = f"filesystem {name}"
     path = entry.get("path")
     if not isinstance(path, str) or not os.path.isabs(path):
