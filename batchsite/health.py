@@ -1,8 +1,12 @@
 """Liveness and readiness probes."""
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
+
+from jobs.executors import get_executor_class
+from jobs.selectors import live_worker_count
 
 
 @require_GET
@@ -13,12 +17,23 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """The database answers a query; 503 otherwise."""
-    checks = {"database": "ok"}
+    """Ready when the database answers a query and the configured executor is usable;
+    503 otherwise. `workers` counts live workers, for operators: none running is not a
+    reason to stop taking submissions (they wait, SUBMITTED, for a worker)."""
+    checks = {"database": "ok", "executor": "ok"}
+    workers = None
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
+        workers = live_worker_count()
     except DatabaseError as exc:
         checks["database"] = f"unavailable: {exc.__class__.__name__}"
+    try:
+        problem = get_executor_class().check_ready()
+    except ImproperlyConfigured as exc:
+        problem = str(exc)
+    if problem:
+        checks["executor"] = f"unavailable: {problem}"
     ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    body = {"status": "ok" if ready else "unavailable", "checks": checks, "workers": workers}
+    return JsonResponse(body, status=200 if ready else 503)

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from jobs.models import Job, JobEvent
+from jobs.models import Job, JobEvent, Worker
 from jobs.services import cancel_jobs, retry_failed_jobs
 
 
@@ -55,3 +55,19 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected FAILED jobs")
     def retry(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self.message_user(request, f"Retried {retry_failed_jobs(jobs=queryset)} job(s).", messages.SUCCESS)
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    """Workers are registered by `runworker` and recovered by their peers; the admin
+    only shows them."""
+
+    list_display = ["name", "executor", "state", "cpus", "memory_mib", "started_at", "heartbeat_at", "lease_expires", "stopped_at"]
+    list_filter = ["state", "executor"]
+    search_fields = ["name", "node"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
+        return False

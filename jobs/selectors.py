@@ -4,8 +4,9 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from jobs.models import Job, JobEvent
+from jobs.models import Job, JobEvent, Worker
 
 
 def batch_jobs(*, batch_id: Any) -> QuerySet[Job]:
@@ -29,3 +30,8 @@ def get_user_job_by_log(*, user: AbstractBaseUser, log_id: Any) -> Job | None:
 
 def job_events(*, job: Job) -> QuerySet[JobEvent]:
     return JobEvent.objects.filter(job=job)
+
+
+def live_worker_count() -> int:
+    """Workers whose lease has not run out."""
+    return Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=timezone.now()).count()

@@ -161,9 +161,16 @@ def test_other_database_errors_are_500_not_503(db, alice, error):
 
 
 def test_readiness_reports_the_database(db, anon_client):
-    assert anon_client.get("/readyz").json() == {"status": "ok", "checks": {"database": "ok"}}
+    assert anon_client.get("/readyz").json() == {"status": "ok", "checks": {"database": "ok", "executor": "ok"}, "workers": 0}
     with connection.execute_wrapper(DeadDatabase()):
         response = anon_client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["database"].startswith("unavailable")
     assert anon_client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readiness_reports_an_unusable_executor(db, anon_client, settings):
+    settings.BATCHES_EXECUTOR = "slurm"  # configured, but no backend is built yet
+    response = anon_client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["executor"] == "unavailable: the 'slurm' executor is not implemented yet"

@@ -106,6 +106,12 @@ class Executor(ABC):
         the shared log directory, which every backend writes to."""
         return read_log_file(log_id=log_id, offset=offset, limit=limit)
 
+    @classmethod
+    def check_ready(cls) -> str | None:
+        """None when the backend can take work now, else why not (for /readyz): a
+        cluster backend asks its controller; the local one needs nothing."""
+        return None
+
     def shutdown(self, *, grace: float) -> list[Outcome]:
         """Stop every active attempt and return their outcomes (worker stopping)."""
         for job_id in list(self.active()):
