@@ -33,6 +33,13 @@ class BatchAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # batches are submitted through the API
 
+    def get_deleted_objects(self, objs, request: HttpRequest):
+        # Django would list (and permission-check) every job of every batch on the
+        # confirmation page: a million rows. A batch's jobs and events go with it.
+        batches = list(objs)
+        summary = [f"Batch {batch}: its {batch.n_jobs} job(s), their events and logs" for batch in batches]
+        return summary, {"batches": len(batches), "jobs": sum(batch.n_jobs for batch in batches)}, set(), []
+
     def delete_model(self, request: HttpRequest, obj: Batch) -> None:
         delete_batches(batches=Batch.objects.filter(pk=obj.pk))
 

@@ -1,6 +1,7 @@
-"""Submitting and deleting batches."""
+"""Submitting, deleting and cleaning up batches."""
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -8,18 +9,22 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from batches.models import Batch, Filesystem, Tool
 from batches.parameters import ArgumentsInvalid, resolve_arguments
 from batches.selectors import granted_filesystems, visible_tools
+from jobs.logs import delete_logs
 from jobs.models import Job, JobEvent
 from jobs.services import cancel_jobs
-from jobs.states import LIVE
+from jobs.states import LIVE, UNFINISHED
 
 # Jobs are inserted in slices of this many rows: one INSERT per slice, not per job.
 _INSERT_SLICE = 2000
 # A submission lists at most this many argument errors; past that, more are noise.
 _MAX_REPORTED_ERRORS = 50
+# cleanup deletes this many batches per transaction.
+_CLEANUP_SLICE = 100
 
 
 def submit_batch(
@@ -117,18 +122,54 @@ def _check_arguments(*, tool: Tool, jobs: Sequence[dict[str, Any]], roots: list[
 
 
 def delete_batches(*, batches: QuerySet[Batch]) -> int:
-    """Cancel the live jobs of `batches`, then delete the batches, their jobs and events.
+    """Cancel the live jobs of `batches`, then delete the batches, their jobs, events and
+    log files.
 
-    Queued jobs are deleted without a transition (nothing is running to stop). Callers
-    scope `batches` to a user; this function never widens it. Returns batches deleted.
+    Queued jobs are deleted without a transition (nothing is running to stop); a worker
+    running one of the live jobs sees it gone and kills it. Log files are removed once
+    the deletion has committed. Callers scope `batches` to a user; this function never
+    widens it. Returns batches deleted.
     """
     with transaction.atomic():
         batch_ids = list(batches.values_list("pk", flat=True))
         if not batch_ids:
             return 0
         cancel_jobs(jobs=Job.objects.filter(batch_id__in=batch_ids, status__in=LIVE))
+        # Only jobs that have started have a log.
+        log_ids = list(Job.objects.filter(batch_id__in=batch_ids, attempts__gt=0).values_list("log_id", flat=True))
         # Events first (JobEvent.job is DO_NOTHING); then Django fast-deletes the jobs
         # with one DELETE ... WHERE batch_id IN (...) instead of loading them.
         JobEvent.objects.filter(job__batch_id__in=batch_ids).delete()
         Batch.objects.filter(pk__in=batch_ids).delete()
+        transaction.on_commit(lambda: delete_logs(log_ids=log_ids))
     return len(batch_ids)
+
+
+def finished_batches(*, older_than: timedelta, now: datetime | None = None) -> QuerySet[Batch]:
+    """Batches, of every user, whose jobs have all finished (SUCCEEDED or FAILED) and
+    that saw no activity (submission or a job ending) for `older_than`."""
+    cutoff = (now or timezone.now()) - older_than
+    return (
+        Batch.objects.filter(create_time__lt=cutoff)
+        .exclude(jobs__status__in=UNFINISHED)
+        .exclude(jobs__stop_time__gte=cutoff)
+        .order_by("id")
+    )
+
+
+def cleanup_batches(*, older_than: timedelta, dry_run: bool = False, now: datetime | None = None) -> tuple[int, int]:
+    """Delete the `finished_batches()`, with their jobs, events and logs.
+
+    Returns (batches, jobs) deleted, or that would be with `dry_run`. Deletes in slices
+    of batches so no transaction holds a million jobs at once.
+    """
+    batches = finished_batches(older_than=older_than, now=now)
+    if dry_run:
+        return batches.count(), sum(batches.values_list("n_jobs", flat=True))
+    deleted_batches = deleted_jobs = 0
+    while True:
+        chunk = list(batches.values_list("pk", "n_jobs")[:_CLEANUP_SLICE])
+        if not chunk:
+            return deleted_batches, deleted_jobs
+        deleted_batches += delete_batches(batches=Batch.objects.filter(pk__in=[pk for pk, _ in chunk]))
+        deleted_jobs += sum(n for _, n in chunk)

@@ -4,6 +4,8 @@ Executors write `<BATCHES_LOG_DIR>/<log_id>.log`; the web server reads the same 
 so the log directory must be shared with the machines that run jobs.
 """
 
+import contextlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +43,13 @@ def read_log_file(*, log_id: Any, offset: int = 0, limit: int = MAX_CHUNK) -> tu
             return handle.read(limit), size
     except FileNotFoundError:
         return b"", 0
+
+
+def delete_logs(*, log_ids: Iterable[Any]) -> int:
+    """Remove the log files of `log_ids` (those that exist); returns how many."""
+    removed = 0
+    for log_id in log_ids:
+        with contextlib.suppress(FileNotFoundError):
+            log_path(log_id).unlink()
+            removed += 1
+    return removed

@@ -1,0 +1,36 @@
+"""python manage.py cleanup: remove old finished batches, their jobs and logs."""
+
+import re
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from batches.services import cleanup_batches
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30d`, `12h`, `90m`, `2w`, `3600s`."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise CommandError(f"--older-than must be a number and a unit (s, m, h, d, w), e.g. 30d; not {text!r}")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete batches whose jobs have all finished and that saw no activity for --older-than "
+        "(default 30d), with their jobs, events and logs. Batches with unfinished jobs are kept."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--older-than", default="30d", help="age of the last activity, e.g. 30d, 12h (default 30d)")
+        parser.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+
+    def handle(self, *args, **options) -> None:
+        older_than = parse_duration(options["older_than"])
+        batches, jobs = cleanup_batches(older_than=older_than, dry_run=options["dry_run"])
+        verb = "would delete" if options["dry_run"] else "deleted"
+        self.stdout.write(f"{verb} {batches} batch(es) and {jobs} job(s) finished more than {options['older_than']} ago")

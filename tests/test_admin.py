@@ -1,0 +1,93 @@
+"""The operators' admin: every model's list and detail page renders for staff, the
+actions go through the services (status is never edited by hand), and deleting a batch
+takes its jobs and events with it."""
+
+import pytest
+from django.test import Client
+
+from accounts.models import ApiToken
+from batches.models import Batch
+from jobs.models import Job, JobEvent
+from jobs.states import Status
+from tests.conftest import make_client, submission
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(root) -> Client:
+    client = Client()
+    client.force_login(root)
+    return client
+
+
+@pytest.fixture
+def batch(alice, catalog) -> Batch:
+    client = make_client(alice)
+    response = client.post("/batches", submission(catalog), format="json")
+    assert response.status_code == 201
+    return Batch.objects.get(pk=response.json()["batch_id"])
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "/admin/",
+        "/admin/batches/tool/",
+        "/admin/batches/filesystem/",
+        "/admin/batches/batch/",
+        "/admin/jobs/job/",
+        "/admin/jobs/job/?status__exact=SUBMITTED",
+        "/admin/jobs/worker/",
+        "/admin/accounts/apitoken/",
+    ],
+)
+def test_every_list_renders(admin_client, batch, page):
+    response = admin_client.get(page)
+    assert response.status_code == 200, page
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_detail_pages_render(admin_client, batch, catalog):
+    job = Job.objects.filter(batch=batch).first()
+    for url in [
+        f"/admin/batches/batch/{batch.pk}/change/",
+        f"/admin/jobs/job/{job.pk}/change/",
+        f"/admin/batches/tool/{catalog['tools']['echo'].pk}/change/",
+        f"/admin/batches/filesystem/{catalog['filesystems']['scratch'].pk}/change/",
+        f"/admin/accounts/apitoken/{ApiToken.objects.first().pk}/change/",
+    ]:
+        assert admin_client.get(url).status_code == 200, url
+
+
+def test_ordinary_users_cannot_enter(alice):
+    client = Client()
+    client.force_login(alice)
+    response = client.get("/admin/jobs/job/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_cancel_action_uses_the_state_machine(admin_client, batch):
+    ids = [str(pk) for pk in Job.objects.filter(batch=batch).values_list("pk", flat=True)]
+    response = admin_client.post("/admin/jobs/job/", {"action": "cancel", "_selected_action": ids})
+    assert response.status_code == 302
+    assert set(Job.objects.filter(batch=batch).values_list("status", "reason")) == {(Status.FAILED, "Cancelled by user")}
+    assert JobEvent.objects.filter(job__batch=batch, to_status=Status.FAILED).count() == 2
+
+    response = admin_client.post("/admin/jobs/job/", {"action": "retry", "_selected_action": ids})
+    assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {Status.RUNNABLE}
+
+
+def test_deleting_a_batch_takes_its_jobs_and_events(admin_client, batch):
+    Job.objects.filter(batch=batch).update(reason="x")  # jobs exist
+    admin_client.post("/admin/jobs/job/", {"action": "cancel", "_selected_action": [str(Job.objects.filter(batch=batch).first().pk)]})
+    assert JobEvent.objects.filter(job__batch=batch).exists()
+    response = admin_client.post(f"/admin/batches/batch/{batch.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Batch.objects.filter(pk=batch.pk).exists()
+    assert not Job.objects.filter(batch_id=batch.pk).exists()
+    assert not JobEvent.objects.filter(job__batch_id=batch.pk).exists()
+
+
+def test_a_token_cannot_be_added_in_the_admin(admin_client):
+    assert admin_client.get("/admin/accounts/apitoken/add/").status_code == 403
