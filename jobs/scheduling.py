@@ -17,11 +17,11 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -214,45 +214,44 @@ def claim_jobs(*, worker: Worker, free: Capacity, exclude: Iterable[str] = (), l
     """Claim RUNNABLE jobs that fit in `free` (oldest first) for `worker`: each becomes
     STARTING with `attempts` incremented. Returns what to start, one Attempt per job
     this call changed; a job another worker took first is simply not in the list.
-    `exclude` lists jobs whose previous attempt this worker is still stopping."""
+    `exclude` lists jobs whose previous attempt this worker is still stopping.
+
+    Runs in the caller's transaction if there is one (the worker records what happened
+    and claims in one), else in its own."""
     if free.cpus < 1 or free.memory_mib < 1:
         return []
-    excluded = list(exclude)
-    with transaction.atomic():
-        candidates = (
-            Job.objects.filter(status=Status.RUNNABLE, batch__cpu__lte=free.cpus, batch__memory__lte=free.memory_mib)
-            .exclude(pk__in=excluded)
-            .order_by("id")
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list("pk", "batch__cpu", "batch__memory")[: min(limit, free.cpus)]
-        )
-        chosen, cpus, memory = [], free.cpus, free.memory_mib
-        for pk, cpu, mib in candidates:
-            if cpu <= cpus and mib <= memory:
-                chosen.append(pk)
-                cpus, memory = cpus - cpu, memory - mib
+    with transaction.atomic(savepoint=False):
+        candidates = _claim_candidates(free=free, exclude=list(exclude), limit=min(limit, free.cpus))
+        chosen, cpus, memory = {}, free.cpus, free.memory_mib
+        for row in candidates:
+            if row.cpu <= cpus and row.memory <= memory:
+                chosen[row.pk] = row
+                cpus, memory = cpus - row.cpu, memory - row.memory
         if not chosen:
             return []
         changed = transition(
-            job_ids=chosen,
+            job_ids=list(chosen),
             from_statuses=[Status.RUNNABLE],
             to_status=Status.STARTING,
             reason=f"Placed on worker {worker.name}",
             worker=worker,
             attempts=F("attempts") + 1,
         )
-        rows = list(Job.objects.filter(pk__in=changed).order_by("id").values_list("pk", "batch_id", "attempts", "log_id", "args"))
-    specs = _batch_specs({batch_id for _, batch_id, _, _, _ in rows})
+    # The candidate rows were locked (FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE
+    # transaction holds the whole database) from their SELECT to the UPDATE, so what
+    # they say is what was claimed, and the attempt is the one the UPDATE counted.
+    rows = sorted((chosen[pk] for pk in changed), key=lambda row: row.pk)
+    specs = _batch_specs({row.batch_id for row in rows})
     attempts = []
-    for pk, batch_id, attempt, log_id, args in rows:
-        spec = specs[batch_id]
+    for row in rows:
+        spec = specs[row.batch_id]
         attempts.append(
             Attempt(
-                job_id=str(pk),
-                batch_id=str(batch_id),
-                attempt=attempt,
-                log_id=str(log_id),
-                argv=render_argv(spec["command"], args),
+                job_id=str(row.pk),
+                batch_id=str(row.batch_id),
+                attempt=row.attempts + 1,
+                log_id=str(row.log_id),
+                argv=render_argv(spec["command"], row.args),
                 cpu=spec["cpu"],
                 memory_mib=spec["memory"],
                 timeout_seconds=spec["timeout_seconds"],
@@ -260,6 +259,76 @@ def claim_jobs(*, worker: Worker, free: Capacity, exclude: Iterable[str] = (), l
             )
         )
     return attempts
+
+
+class _Candidate(NamedTuple):
+    pk: Any
+    batch_id: Any
+    attempts: int
+    log_id: Any
+    args: Any
+    cpu: int
+    memory: int
+
+
+def _claim_candidates(*, free: Capacity, exclude: list[str], limit: int) -> list[_Candidate]:
+    """RUNNABLE jobs whose batch fits in `free`, oldest first, at most `limit`, locked
+    with FOR UPDATE SKIP LOCKED where the database has it (PostgreSQL), so concurrent
+    workers take different rows without waiting.
+
+    Plain SQL because the worker runs it on every step and building it through the ORM
+    cost several times more than running it; it is the ORM query
+
+        Job.objects.filter(status=RUNNABLE, batch__cpu__lte=.., batch__memory__lte=..)
+        .exclude(pk__in=exclude).order_by("id").select_for_update(skip_locked=True,
+        of=("self",)).values_list(...)[:limit]
+
+    with identifiers from the models and every value a parameter."""
+    conn = connections[DEFAULT_DB_ALIAS]  # not the `connection` proxy: cheaper to use
+    qn = conn.ops.quote_name
+    job, batch = Job._meta, Batch._meta
+    job_table, batch_table = qn(job.db_table), qn(batch.db_table)
+    pk_field = job.pk
+
+    def column(table: str, meta: Any, name: str) -> str:
+        return f"{table}.{qn(meta.get_field(name).column)}"
+
+    job_id = column(job_table, job, "id")
+    selected = ", ".join(
+        [job_id, column(job_table, job, "batch"), column(job_table, job, "attempts"), column(job_table, job, "log_id")]
+        + [column(job_table, job, "args"), column(batch_table, batch, "cpu"), column(batch_table, batch, "memory")]
+    )
+    params: list[Any] = [Status.RUNNABLE, free.cpus, free.memory_mib]
+    not_excluded = ""
+    if exclude:
+        not_excluded = f" AND NOT ({job_id} IN ({', '.join(['%s'] * len(exclude))}))"
+        params += [pk_field.get_db_prep_value(pk, conn) for pk in exclude]
+    lock = ""
+    if conn.features.has_select_for_update:
+        lock = f" FOR UPDATE OF {job_table} SKIP LOCKED"
+    sql = (
+        f"SELECT {selected} FROM {job_table}"  # noqa: S608 (identifiers from the models; values are parameters)
+        f" INNER JOIN {batch_table} ON ({column(job_table, job, 'batch')} = {column(batch_table, batch, 'id')})"
+        f" WHERE {column(job_table, job, 'status')} = %s AND {column(batch_table, batch, 'cpu')} <= %s"
+        f" AND {column(batch_table, batch, 'memory')} <= %s{not_excluded}"
+        f" ORDER BY {job_id} ASC LIMIT %s{lock}"
+    )
+    params.append(limit)
+    args_field = job.get_field("args")
+    with conn.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [
+            _Candidate(
+                pk=pk_field.to_python(pk),
+                batch_id=batch.pk.to_python(batch_id),
+                attempts=attempts,
+                log_id=job.get_field("log_id").to_python(log_id),
+                args=args_field.from_db_value(args, None, conn),
+                cpu=cpu,
+                memory=memory,
+            )
+            for pk, batch_id, attempts, log_id, args, cpu, memory in cursor.fetchall()
+        ]
 
 
 # A batch's tool, hardware and filesystems never change once submitted: workers keep

@@ -1,11 +1,13 @@
 """The worker loop behind `manage.py runworker`: backend-agnostic glue between the
 database (`jobs.scheduling`) and an executor (`jobs.executors`).
 
-Each step: wait (briefly, or not at all while busy) for attempts to end; then record
-what happened (STARTING -> RUNNING for attempts just started, the outcomes), renew the
-lease when due, stop attempts whose job is no longer this worker's live attempt
-(cancelled, deleted, declared lost), place SUBMITTED jobs and recover lost workers when
-due, and claim as many RUNNABLE jobs as fit in the free capacity and start them.
+Each step: wait for attempts to end (not at all while there is something to record or
+free capacity and work to fill it; at most `_RECORD_STARTED_WITHIN` while attempts wait
+to be marked RUNNING; else up to the poll interval); renew the lease when due; stop
+attempts whose job is no longer this worker's live attempt (cancelled, deleted, declared
+lost); place SUBMITTED jobs and recover lost workers when due; then, in one transaction,
+record what happened (STARTING -> RUNNING for attempts started, then the outcomes) and
+claim as many RUNNABLE jobs as fit in the free capacity; after the commit, start them.
 """
 
 import logging
@@ -37,6 +39,10 @@ from jobs.states import CANCELLED_REASON
 
 logger = logging.getLogger("jobs.worker")
 
+# Attempts just started are marked RUNNING at the latest this long after their start;
+# an attempt that ends sooner has RUNNING and its outcome recorded in one transaction.
+_RECORD_STARTED_WITHIN = 0.02
+
 
 @dataclass
 class WorkerConfig:
@@ -66,6 +72,7 @@ class WorkerLoop:
         self._fence: Fence | None = None
         self._started: list[Attempt] = []
         self._busy = False
+        self._more_work = True  # the last claim found jobs: there may be more
         self._pending_outcomes: list[Outcome] = []
         self._next_heartbeat = 0.0
         self._next_check = 0.0
@@ -123,6 +130,7 @@ class WorkerLoop:
             return
         self._pending_outcomes.extend(self.executor.poll(timeout=0))
         self._record(list(self._pending_outcomes))
+        self._pending_outcomes = []
         interrupted = self.executor.active()
         self.executor.shutdown(grace=float(settings.BATCHES_KILL_GRACE_SECONDS))
         with transaction.atomic():
@@ -141,22 +149,41 @@ class WorkerLoop:
     def step(self) -> bool:
         """One turn of the loop; True if it did something (the next turn does not wait)."""
         # Outcomes stay pending until recorded: a database error must not lose them.
-        self._pending_outcomes.extend(self.executor.poll(timeout=0 if self._busy else self.config.poll_seconds))
+        self._pending_outcomes.extend(self.executor.poll(timeout=self._wait_time()))
         self._busy = self._tick(list(self._pending_outcomes))
         return self._busy
+
+    def _wait_time(self) -> float:
+        free = self.executor.free()
+        if self._pending_outcomes or (self._more_work and free.cpus >= 1 and free.memory_mib >= 1):
+            return 0
+        if self._started:
+            return min(self.config.poll_seconds, _RECORD_STARTED_WITHIN)
+        return self.config.poll_seconds
 
     def _tick(self, outcomes: list[Outcome]) -> bool:
         now = time.monotonic()
         busy = bool(outcomes or self._started)
         if now >= self._next_heartbeat and not self._heartbeat(now):
             return True
-        self._record(outcomes)
         if now >= self._next_check:
             self._stop_orphaned_attempts()
             self._next_check = now + self.config.poll_seconds
         if now >= self._next_sweep:
             self._sweep()
-        return self._claim_and_start() or busy
+        free = self.executor.free()
+        if not (outcomes or self._started or (free.cpus >= 1 and free.memory_mib >= 1)):
+            return busy
+        # One transaction for what happened and the new claims; attempts start only once
+        # their claim is committed, and nothing is forgotten before the commit.
+        with transaction.atomic():
+            self._write_records(outcomes)
+            attempts = claim_jobs(worker=self.worker, free=free, exclude=self.executor.active())
+        self._started = []
+        self._pending_outcomes = []
+        self._more_work = bool(attempts)
+        self._start(attempts)
+        return bool(attempts) or busy
 
     def _heartbeat(self, now: float) -> bool:
         if renew_lease(worker=self.worker, lease_seconds=self.config.lease_seconds):
@@ -179,12 +206,16 @@ class WorkerLoop:
         if not (outcomes or self._started):
             return
         with transaction.atomic():
-            if self._started:
-                record_started(worker=self.worker, attempts=self._started)
-                self._started = []
-            if outcomes:
-                record_outcomes(worker=self.worker, outcomes=outcomes)
-        self._pending_outcomes = []
+            self._write_records(outcomes)
+        self._started = []
+
+    def _write_records(self, outcomes: list[Outcome]) -> None:
+        """RUNNING for the attempts started since the last step, then the outcomes (in
+        that order: an attempt may have ended already). The caller holds a transaction."""
+        if self._started:
+            record_started(worker=self.worker, attempts=self._started)
+        if outcomes:
+            record_outcomes(worker=self.worker, outcomes=outcomes)
 
     def _stop_orphaned_attempts(self) -> None:
         active = self.executor.active()
@@ -204,18 +235,17 @@ class WorkerLoop:
         if recovered:
             logger.warning("recovered %d job(s) of lost workers", recovered)
         dispatch_submitted()
-        self._next_sweep = time.monotonic() + max(self.config.poll_seconds, 0.2)
+        # While busy, at most five sweeps a second; an idle worker looks for new jobs to
+        # place at every poll (it has nothing else to do, and they are its next work).
+        interval = max(self.config.poll_seconds, 0.2) if self.executor.active() else self.config.poll_seconds
+        self._next_sweep = time.monotonic() + interval
 
-    def _claim_and_start(self) -> bool:
-        attempts = claim_jobs(worker=self.worker, free=self.executor.free(), exclude=self.executor.active())
-        failures = []
+    def _start(self, attempts: list[Attempt]) -> None:
         for attempt in attempts:
             try:
                 self.executor.submit(attempt)
             except LaunchError as exc:
-                failures.append(Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=str(exc)))
+                # Recorded (from STARTING) by the next step, which does not wait.
+                self._pending_outcomes.append(Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=str(exc)))
             else:
                 self._started.append(attempt)
-        if failures:
-            record_outcomes(worker=self.worker, outcomes=failures)
-        return bool(attempts)

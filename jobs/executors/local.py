@@ -52,6 +52,14 @@ _ENV_NAME_RE = re.compile(r"[^A-Z0-9]")
 _PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
 
+def _remove_dir(path: Path) -> None:
+    # Most jobs leave their working directory empty: one rmdir, the tree walk otherwise.
+    try:
+        os.rmdir(path)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def machine_capacity() -> Capacity:
     cores = len(os.sched_getaffinity(0))
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MIB
@@ -124,8 +132,11 @@ class LocalExecutor(Executor):
         if attempt.job_id in self._running:
             raise LaunchError(f"job {attempt.job_id} already has a live attempt here")
         workdir = self.work_dir / attempt.job_id
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
+        try:
+            workdir.mkdir(parents=True)
+        except FileExistsError:  # left by an earlier attempt: start from an empty one
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
         cores = self._take_cores(attempt.cpu)
         log = log_path(attempt.log_id)
         with open(log, "ab") as log_file:
@@ -284,7 +295,7 @@ class LocalExecutor(Executor):
         attempt = run.attempt
         self._used = Capacity(self._used.cpus - attempt.cpu, self._used.memory_mib - attempt.memory_mib)
         if not self.keep_work_dirs:
-            shutil.rmtree(run.workdir, ignore_errors=True)
+            _remove_dir(run.workdir)
         code = run.returncode
         exit_code = code if code is not None and code >= 0 else None
         if run.stop_reason:
