@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -158,7 +158,32 @@ def dispatch_submitted(*, limit: int = _DISPATCH_LIMIT) -> int:
     or RUNNING; 0 means no quota). Otherwise a SUBMITTED job becomes PENDING with a
     reason naming what it waits for: a worker large enough, or a place in its owner's
     quota. Jobs are taken in submission order within a batch, oldest batches first.
+
+    One worker dispatches at a time, in one transaction; the others skip their turn
+    (returning 0). Two dispatchers updating the same hundreds of rows deadlock on
+    PostgreSQL, and each would count the quota without seeing the other's moves.
     """
+    with transaction.atomic():
+        if not _take_dispatch_lock():
+            return 0
+        return _dispatch(limit=limit)
+
+
+# pg_try_advisory_xact_lock key of the dispatcher ("disp" in ASCII).
+_DISPATCH_LOCK_KEY = 0x64697370
+
+
+def _take_dispatch_lock() -> bool:
+    """On PostgreSQL, a transaction-scoped advisory lock, or False if another worker
+    holds it. SQLite needs none: the IMMEDIATE transaction already serialises writers."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_DISPATCH_LOCK_KEY])
+        return bool(cursor.fetchone()[0])
+
+
+def _dispatch(*, limit: int) -> int:
     now = timezone.now()
     capacities = _live_capacities(now=now)
     quota = settings.BATCHES_USER_MAX_ACTIVE_JOBS

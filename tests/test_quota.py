@@ -2,10 +2,13 @@
 with a reason, other users' jobs are not held back, and waiting jobs move on as the
 user's active jobs finish. Real worker loop and processes."""
 
+import threading
+
 import pytest
+from django.db import connection, transaction
 
 from jobs.models import Job
-from jobs.scheduling import dispatch_submitted
+from jobs.scheduling import _take_dispatch_lock, dispatch_submitted
 from jobs.services import cancel_jobs
 from tests.worker_helpers import all_finished, drive, in_process_loop, make_batch, statuses
 
@@ -48,5 +51,36 @@ def test_no_quota_by_default(alice, catalog):
         batch = make_batch(alice, catalog["tools"]["echo"], catalog, [{"args": {"message": str(i)}} for i in range(5)])
         dispatch_submitted()
         assert statuses(batch).count("PENDING") == 0
+    finally:
+        loop.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_dispatcher_at_a_time(alice, catalog):
+    """While one worker's dispatch transaction holds the dispatcher lock, another's
+    dispatch skips its turn instead of updating the same rows (which deadlocked on
+    PostgreSQL). On SQLite the IMMEDIATE transaction serialises them instead."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the advisory lock is PostgreSQL's; SQLite serialises writers")
+    loop = in_process_loop(cpus=1, memory_mib=1024)
+    try:
+        batch = make_batch(alice, catalog["tools"]["echo"], catalog, [{"args": {"message": "x"}}])
+        other_result = []
+        with transaction.atomic():
+            assert _take_dispatch_lock()
+
+            def other_worker() -> None:
+                try:
+                    other_result.append(dispatch_submitted())
+                finally:
+                    connection.close()
+
+            thread = threading.Thread(target=other_worker)
+            thread.start()
+            thread.join()
+        assert other_result == [0]
+        assert statuses(batch) == ["SUBMITTED"]
+        assert dispatch_submitted() == 1
+        assert statuses(batch) == ["RUNNABLE"]
     finally:
         loop.stop()
