@@ -130,8 +130,9 @@ def _orm_transition(
             chunk = ids[start : start + _CHUNK]
             # Lock the rows first (a no-op on SQLite, whose IMMEDIATE transaction already
             # holds the write lock) so the statuses read here are the ones we replace.
-            # order_by(): the model's default ordering would only cost time here.
-            candidates = Job.objects.filter(pk__in=chunk, status__in=sources).order_by()
+            # In id order, as the fast path locks them: two transactions locking the same
+            # rows in one order cannot deadlock.
+            candidates = Job.objects.filter(pk__in=chunk, status__in=sources).order_by("pk")
             if guard is not None:
                 candidates = candidates.filter(guard)
             rows = list(candidates.select_for_update().values_list("pk", "status", "attempts"))
@@ -285,7 +286,8 @@ def _fast_transition(*, ids: list[Any], sources: frozenset[str], to_status: str,
             else:
                 cursor.execute(
                     f"SELECT {id_col}, {status_col} FROM {job_table}"  # noqa: S608 (identifiers and %s only)
-                    f" WHERE {id_col} IN ({_marks(chunk)}) AND {status_col} IN ({_marks(ordered_sources)}){plan.guard_sql}{lock}",
+                    f" WHERE {id_col} IN ({_marks(chunk)}) AND {status_col} IN ({_marks(ordered_sources)}){plan.guard_sql}"
+                    f" ORDER BY {id_col}{lock}",
                     [*chunk, *ordered_sources, *plan.guard_params],
                 )
                 old_status = {pk_field.to_python(pk): status for pk, status in cursor.fetchall()}
