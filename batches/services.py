@@ -16,11 +16,9 @@ from batches.parameters import ArgumentsInvalid, resolve_arguments
 from batches.selectors import granted_filesystems, visible_tools
 from jobs.logs import delete_logs
 from jobs.models import Job, JobEvent
-from jobs.services import cancel_jobs
+from jobs.services import cancel_jobs, create_jobs
 from jobs.states import LIVE, UNFINISHED
 
-# Jobs are inserted in slices of this many rows: one INSERT per slice, not per job.
-_INSERT_SLICE = 2000
 # A submission lists at most this many argument errors; past that, more are noise.
 _MAX_REPORTED_ERRORS = 50
 # cleanup deletes this many batches per transaction.
@@ -68,10 +66,7 @@ def submit_batch(
             timeout_seconds=timeout_seconds or tool.timeout_seconds or settings.BATCHES_DEFAULT_TIMEOUT_SECONDS,
         )
         batch.filesystems.set(filesystems)
-        Job.objects.bulk_create(
-            (Job(batch=batch, index=index, args=args, create_time=batch.create_time) for index, args in enumerate(resolved)),
-            batch_size=_INSERT_SLICE,
-        )
+        create_jobs(batch=batch, arguments=resolved)
     return batch
 
 

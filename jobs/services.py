@@ -1,8 +1,15 @@
 """What users and operators do to jobs: cancel and retry. Status changes go through
 `jobs.states.transition`; executors learn of a cancel by seeing the job FAILED."""
 
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connections, router, transaction
 from django.db.models import QuerySet
 
+from batches.models import Batch
+from batchsite.ids import uuid7
 from jobs.models import Job
 from jobs.states import CANCELLED_REASON, UNFINISHED, Status, transition
 
@@ -22,3 +29,78 @@ def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
         job_ids=ids, from_statuses=[Status.FAILED], to_status=Status.RUNNABLE, reason="Retry requested by user", exit_code=None
     )
     return len(changed)
+
+
+# Rows per INSERT statement when creating jobs.
+_INSERT_ROWS = 2000
+# Columns that differ from row to row; every other column takes one value for the batch.
+_PER_ROW = ("id", "index", "args", "log_id")
+
+
+def create_jobs(*, batch: Batch, arguments: Sequence[dict[str, str]]) -> int:
+    """Insert one SUBMITTED job per argument set (`index` is its position), all created
+    at the batch's create_time, 2,000 rows per INSERT. Returns how many. Jobs are born
+    SUBMITTED (the model's default): no transition, no event.
+
+    Written in SQL because the ORM's bulk_create spent ten times the database's time
+    building model instances for a large batch. Values are converted by the model's own
+    fields, so they are stored exactly as the ORM would store them. On PostgreSQL the
+    per-row values travel as four arrays (`INSERT ... SELECT ... FROM UNNEST(...)`)
+    rather than as 24,000 separate parameters.
+    """
+    conn = connections[router.db_for_write(Job)]
+    fields = list(Job._meta.concrete_fields)
+    fixed = {"batch": batch.pk, "create_time": batch.create_time}
+    constants: dict[str, Any] = {}
+    for field in fields:
+        if field.name in _PER_ROW:
+            continue
+        if field.name not in fixed and field.has_default() and callable(field.default):
+            # A callable default (a fresh id, the time now) differs per row: it must be
+            # listed in _PER_ROW or fixed above, not silently shared by every job.
+            raise RuntimeError(f"create_jobs does not know how to fill Job.{field.name}")
+        value = fixed[field.name] if field.name in fixed else field.get_default()
+        constants[field.name] = _prep(field, value, conn)
+    per_row_fields = [Job._meta.get_field(name) for name in _PER_ROW]
+    rows_per_insert = _rows_per_insert(conn, len(fields))
+    qn = conn.ops.quote_name
+    insert = f"INSERT INTO {qn(Job._meta.db_table)} ({', '.join(qn(field.column) for field in fields)})"
+    with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
+        for start in range(0, len(arguments), rows_per_insert):
+            chunk = arguments[start : start + rows_per_insert]
+            columns: dict[str, list[Any]] = {
+                "id": [uuid7() for _ in chunk],
+                "index": list(range(start, start + len(chunk))),
+                "args": list(chunk),
+                "log_id": [uuid7() for _ in chunk],
+            }
+            for field in per_row_fields:
+                columns[field.name] = [_prep(field, value, conn) for value in columns[field.name]]
+            if conn.vendor == "postgresql":
+                # SELECT u.id, %s, u.index, ... FROM UNNEST(%s::uuid[], ...) AS u(...)
+                select = ", ".join(f"u.{qn(f.name)}" if f.name in _PER_ROW else f"%s::{f.db_type(conn)}" for f in fields)
+                arrays = ", ".join(f"%s::{f.db_type(conn)}[]" for f in per_row_fields)
+                names = ", ".join(qn(name) for name in _PER_ROW)
+                sql = f"{insert} SELECT {select} FROM UNNEST({arrays}) AS u({names})"  # noqa: S608 (identifiers and %s only)
+                params = [constants[f.name] for f in fields if f.name not in _PER_ROW] + [columns[name] for name in _PER_ROW]
+            else:
+                row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+                sql = f"{insert} VALUES {', '.join([row] * len(chunk))}"
+                params = [columns[f.name][i] if f.name in _PER_ROW else constants[f.name] for i in range(len(chunk)) for f in fields]
+            cursor.execute(sql, params)
+    return len(arguments)
+
+
+def _prep(field: Any, value: Any, conn: Any) -> Any:
+    if field.is_relation and value is not None:
+        return field.target_field.get_db_prep_value(value, conn)
+    return field.get_db_prep_save(value, conn)
+
+
+def _rows_per_insert(conn: Any, columns: int) -> int:
+    """2,000 rows, or what fits under SQLite's limit on bound parameters."""
+    if conn.vendor != "sqlite":
+        return _INSERT_ROWS
+    conn.ensure_connection()
+    limit = conn.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return max(1, min(_INSERT_ROWS, limit // columns))
