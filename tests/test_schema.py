@@ -157,6 +157,20 @@ def test_real_responses_match_the_schema(openapi, alice_client, anon_client, cat
     _check(openapi, "/batches", "delete", alice_client.delete("/batches"))
 
 
+def test_what_the_schema_allows_in_a_name_is_accepted(openapi, alice_client, catalog):
+    """A name with a NUL character is refused (DRF refuses NUL in every string), and the
+    schema says so: a name the schema allows is one the API accepts."""
+    name = openapi["components"]["schemas"]["BatchSubmissionRequest"]["properties"]["name"]
+    non_empty = next(branch for branch in name["oneOf"] if "pattern" in branch)
+    assert not re.match(non_empty["pattern"], "a\x00b") and re.match(non_empty["pattern"], "a b")
+    body = submission(catalog)
+    body["name"] = "a\x00b"
+    response = alice_client.post("/batches", body, format="json")
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "name"
+    body["name"] = ""
+    assert alice_client.post("/batches", body, format="json").status_code == 201
+
+
 # --- schemathesis, in-process --------------------------------------------------------
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application)

@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -82,6 +83,9 @@ class BatchStatusSerializer(serializers.Serializer):
 assert {f.upper() for f in BatchStatusSerializer._declared_fields} == set(Status.values)  # noqa: S101
 
 
+NO_NUL = RegexValidator(r"^[^\x00]+$", message="must not contain NUL characters")
+
+
 class StrictIntegerField(serializers.IntegerField):
     """A JSON integer, nothing else: DRF's own field also takes "2", 2.0 and "2.0"."""
 
@@ -120,7 +124,9 @@ class BatchSubmissionSerializer(serializers.Serializer):
     tool_id = serializers.UUIDField()
     hardware = HardwareInSerializer()
     jobs = serializers.ListField(child=JobInSerializer(), allow_empty=False, min_length=1, max_length=settings.BATCHES_MAX_JOBS_PER_BATCH)
-    name = StrictCharField(max_length=200, required=False, default="", allow_blank=True)
+    # The pattern only documents what DRF's CharField already refuses (NUL characters),
+    # so clients and fuzzers know a schema-valid name is an accepted one.
+    name = StrictCharField(max_length=200, required=False, default="", allow_blank=True, validators=[NO_NUL])
     max_attempts = StrictIntegerField(
         required=False,
         default=1,
