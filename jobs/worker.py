@@ -129,14 +129,12 @@ class WorkerLoop:
         if self.worker is None:
             return
         self._pending_outcomes.extend(self.executor.poll(timeout=0))
-        self._record(list(self._pending_outcomes))
-        self._pending_outcomes = []
+        with transaction.atomic():
+            self._write_records(self._pending_outcomes)
+        self._started, self._pending_outcomes = [], []
         interrupted = self.executor.active()
         self.executor.shutdown(grace=float(settings.BATCHES_KILL_GRACE_SECONDS))
         with transaction.atomic():
-            if self._started:
-                record_started(worker=self.worker, attempts=self._started)
-                self._started = []
             if interrupted:
                 requeue_attempts(worker=self.worker, attempts=interrupted, reason=f"Requeued: worker {self.worker.name} stopped")
             stop_worker(worker=self.worker)
@@ -201,13 +199,6 @@ class WorkerLoop:
         self._pending_outcomes = []
         self._register()
         return False
-
-    def _record(self, outcomes: list[Outcome]) -> None:
-        if not (outcomes or self._started):
-            return
-        with transaction.atomic():
-            self._write_records(outcomes)
-        self._started = []
 
     def _write_records(self, outcomes: list[Outcome]) -> None:
         """RUNNING for the attempts started since the last step, then the outcomes (in
