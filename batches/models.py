@@ -53,6 +53,9 @@ class Batch(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
     name = models.CharField(max_length=200, blank=True)
     tool = models.ForeignKey(Tool, on_delete=models.PROTECT, related_name="batches")
+    command = models.JSONField(
+        default=list, editable=False, help_text="The tool's argv template when the batch was submitted: what its jobs run."
+    )
     cpu = models.PositiveIntegerField()
     memory = models.PositiveIntegerField(help_text="MiB per job.")
     filesystems = models.ManyToManyField(Filesystem, blank=True, related_name="batches")

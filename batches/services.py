@@ -15,9 +15,10 @@ from batches.models import Batch, Filesystem, Tool
 from batches.parameters import ArgumentsInvalid, resolve_arguments
 from batches.selectors import granted_filesystems, visible_tools
 from jobs.logs import delete_logs
-from jobs.models import Job, JobEvent
-from jobs.services import cancel_jobs, create_jobs
-from jobs.states import LIVE, UNFINISHED
+from jobs.models import Attempt, Job, JobEvent
+from jobs.services import create_jobs, lock_rows
+from jobs.states import UNFINISHED
+from jobs.wakeup import notify_work
 
 # A submission lists at most this many argument errors; past that, more are noise.
 _MAX_REPORTED_ERRORS = 50
@@ -59,6 +60,7 @@ def submit_batch(
             owner=user,
             name=name,
             tool=tool,
+            command=tool.command,
             cpu=cpu,
             memory=memory,
             n_jobs=len(resolved),
@@ -67,6 +69,7 @@ def submit_batch(
         )
         batch.filesystems.set(filesystems)
         create_jobs(batch=batch, arguments=resolved)
+        notify_work()
     return batch
 
 
@@ -117,24 +120,27 @@ def _check_arguments(*, tool: Tool, jobs: Sequence[dict[str, Any]], roots: list[
 
 
 def delete_batches(*, batches: QuerySet[Batch]) -> int:
-    """Cancel the live jobs of `batches`, then delete the batches, their jobs, events and
-    log files.
+    """Delete `batches` with their jobs, attempts, events and log files.
 
-    Queued jobs are deleted without a transition (nothing is running to stop); a worker
-    running one of the live jobs sees it gone and kills it. Log files are removed once
-    the deletion has committed. Callers scope `batches` to a user; this function never
-    widens it. Returns batches deleted.
+    Nothing is cancelled first: a worker running one of the jobs sees it gone and stops
+    its attempt. The job rows are locked first (waiting for a worker that is recording a
+    change to them): an event or attempt a worker wrote before is then committed and
+    deleted with the rest, and a worker that comes after finds no job to write about.
+    Log files are removed once the deletion has committed. Callers scope `batches` to a
+    user; this function never widens it. Returns batches deleted.
     """
     with transaction.atomic():
         batch_ids = list(batches.values_list("pk", flat=True))
         if not batch_ids:
             return 0
-        cancel_jobs(jobs=Job.objects.filter(batch_id__in=batch_ids, status__in=LIVE))
+        jobs = Job.objects.filter(batch_id__in=batch_ids)
+        lock_rows(jobs)
         # Only jobs that have started have a log.
-        log_ids = list(Job.objects.filter(batch_id__in=batch_ids, attempts__gt=0).values_list("log_id", flat=True))
-        # Events first (JobEvent.job is DO_NOTHING); then Django fast-deletes the jobs
-        # with one DELETE ... WHERE batch_id IN (...) instead of loading them.
+        log_ids = list(jobs.filter(attempts__gt=0).values_list("log_id", flat=True))
+        # Events and attempts first (DO_NOTHING on their job); then Django fast-deletes
+        # the jobs with one DELETE ... WHERE batch_id IN (...) instead of loading them.
         JobEvent.objects.filter(job__batch_id__in=batch_ids).delete()
+        Attempt.objects.filter(job__batch_id__in=batch_ids).delete()
         Batch.objects.filter(pk__in=batch_ids).delete()
         transaction.on_commit(lambda: delete_logs(log_ids=log_ids))
     return len(batch_ids)

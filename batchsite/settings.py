@@ -129,8 +129,8 @@ BATCHES_DEFAULT_TIMEOUT_SECONDS = envint("BATCHES_DEFAULT_TIMEOUT_SECONDS", 3600
 BATCHES_MAX_TIMEOUT_SECONDS = envint("BATCHES_MAX_TIMEOUT_SECONDS", 7 * 24 * 3600, minimum=1)
 
 BATCHES_EXECUTOR = envstr("BATCHES_EXECUTOR", "local")
-if BATCHES_EXECUTOR not in {"local", "slurm"}:
-    raise ImproperlyConfigured(f"BATCHES_EXECUTOR must be local or slurm, not {BATCHES_EXECUTOR!r}")
+if BATCHES_EXECUTOR not in {"local", "slurm"} and "." not in BATCHES_EXECUTOR:
+    raise ImproperlyConfigured(f"BATCHES_EXECUTOR must be local, slurm or the dotted path of an Executor class, not {BATCHES_EXECUTOR!r}")
 BATCHES_LOG_DIR = Path(envstr("BATCHES_LOG_DIR", str(DATA_DIR / "logs"))).resolve()
 BATCHES_WORK_DIR = Path(envstr("BATCHES_WORK_DIR", str(DATA_DIR / "work"))).resolve()
 # Workers (`manage.py runworker`). A worker renews its lease every third of it; once

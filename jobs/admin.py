@@ -3,7 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from jobs.models import Job, JobEvent, Worker
-from jobs.services import cancel_jobs, retry_failed_jobs
+from jobs.services import CancelStillStopping, cancel_jobs, retry_failed_jobs
 
 
 class JobEventInline(admin.TabularInline):
@@ -50,11 +50,17 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected jobs")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self.message_user(request, f"Cancelled {cancel_jobs(jobs=queryset)} job(s).", messages.SUCCESS)
+        result = cancel_jobs(jobs=queryset, by=request.user)
+        self.message_user(
+            request, f"Cancelled {result.changed} job(s); {result.stopping} of them stop once their attempt has.", messages.SUCCESS
+        )
 
     @admin.action(description="Retry selected FAILED jobs")
     def retry(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self.message_user(request, f"Retried {retry_failed_jobs(jobs=queryset)} job(s).", messages.SUCCESS)
+        try:
+            self.message_user(request, f"Retried {retry_failed_jobs(jobs=queryset)} job(s).", messages.SUCCESS)
+        except CancelStillStopping as exc:
+            self.message_user(request, str(exc), messages.ERROR)
 
 
 @admin.register(Worker)

@@ -3,6 +3,7 @@
 `status` is written only by `jobs.states.transition()`; see that module.
 """
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -39,6 +40,11 @@ class Worker(models.Model):
     heartbeat_at = models.DateTimeField(default=timezone.now)
     lease_expires = models.DateTimeField()
     stopped_at = models.DateTimeField(null=True, blank=True)
+    keeps_attempts = models.BooleanField(
+        default=False,
+        help_text="Its attempts outlive it (a cluster runs them): the next worker of the same executor adopts them "
+        "instead of retrying them.",
+    )
 
     class Meta:
         ordering = ["-started_at"]
@@ -70,6 +76,13 @@ class Job(models.Model):
         editable=False,
         help_text="Worker of the latest attempt.",
     )
+    charged_attempts = models.PositiveSmallIntegerField(
+        default=0, editable=False, help_text="Failed attempts counted against max_attempts since the last retry by the user."
+    )
+    cancel_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    cancel_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
 
     class Meta:
         ordering = ["batch", "index"]
@@ -79,10 +92,56 @@ class Job(models.Model):
             models.Index(fields=["batch", "status"], name="job_batch_status"),
             # Executors look for work by state across all batches.
             models.Index(fields=["status", "id"], name="job_status_id"),
+            # Dispatch walks the distinct batches that have jobs in a state (a skip scan).
+            models.Index(fields=["status", "batch"], name="job_status_batch"),
         ]
 
     def __str__(self) -> str:
         return str(self.id)
+
+
+class Attempt(models.Model):
+    """One try at running a job: where and how it ran and how it ended.
+
+    A job has at most one live attempt (no `end_time`), which the database enforces.
+    `number` counts from 1 per job. `external_id` names the attempt to its executor
+    (`pid:start-ticks` locally, a Slurm job id on a cluster), so a worker that starts
+    later can find it again. `charged` is False for attempts that ended through no
+    fault of the job (its worker stopped or lost the database): they do not use up
+    `max_attempts`. Written by `jobs.attempts` only.
+    """
+
+    class State(models.TextChoices):
+        LAUNCHING = "LAUNCHING"  # claimed; not yet started by the executor
+        RUNNING = "RUNNING"
+        ENDED = "ENDED"
+
+    # DO_NOTHING: removed with their jobs by batches.services.delete_batches.
+    job = models.ForeignKey(Job, on_delete=models.DO_NOTHING, related_name="attempt_records")
+    number = models.PositiveSmallIntegerField()
+    executor = models.CharField(max_length=20)
+    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="attempts")
+    external_id = models.CharField(max_length=100, blank=True)
+    node = models.CharField(max_length=255, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.LAUNCHING)
+    create_time = models.DateTimeField(default=timezone.now)
+    start_time = models.DateTimeField(null=True, blank=True)
+    end_time = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    charged = models.BooleanField(default=True)
+    log_offset = models.BigIntegerField(null=True, blank=True, help_text="Where this attempt's section of the job's log begins.")
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="attempt_job_number"),
+            models.UniqueConstraint(fields=["job"], condition=models.Q(end_time__isnull=True), name="attempt_one_live_per_job"),
+        ]
+        indexes = [models.Index(fields=["worker"], condition=models.Q(end_time__isnull=True), name="attempt_live_worker")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} #{self.number}"
 
 
 class JobEvent(models.Model):

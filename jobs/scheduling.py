@@ -1,289 +1,108 @@
-"""The database side of running jobs: workers and their leases, placing SUBMITTED jobs,
-claiming RUNNABLE ones, recording how attempts ended, and recovering the jobs of lost
-workers. Plain functions, backend-agnostic; every status change goes through
-`jobs.states.transition`, guarded by the worker and attempt it concerns.
+"""The database side of running attempts: claiming RUNNABLE jobs, recording what the
+executor reports (starts and ends), noticing cancels and orphans, recovering the jobs of
+lost workers and adopting the attempts that outlive their worker. Plain functions,
+backend-agnostic; every status change goes through `jobs.states.transition`, guarded by
+the worker and attempt number it concerns, and every attempt row through `jobs.attempts`.
 
-Claim: in one transaction, select RUNNABLE jobs that fit the worker's free capacity,
-oldest first, `FOR UPDATE SKIP LOCKED` on PostgreSQL (so concurrent workers take
-different rows without waiting), then a conditional RUNNABLE -> STARTING update that
-sets the worker and increments `attempts`. Only the ids that update changed are started,
-so even without row locks (SQLite, where the IMMEDIATE transaction serialises writers)
-no job is started twice.
+Claim: in one transaction, select RUNNABLE jobs that fit (oldest first, `FOR UPDATE
+SKIP LOCKED` on PostgreSQL, so concurrent workers take different rows without waiting;
+never a job that still has a live attempt), then a conditional RUNNABLE -> STARTING
+update that sets the worker and increments `attempts`, then one attempt row per job.
+Only the ids that update changed are started, so even without row locks (SQLite, where
+the IMMEDIATE transaction serialises writers) no job is started twice; and the database
+refuses a second live attempt row for a job.
 """
 
-import os
-import socket
-import uuid
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any, NamedTuple
 
-from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
-from django.db.models import Count, F, Q
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from batches.models import Batch
 from batches.parameters import render_argv
-from jobs.executors.base import Attempt, Capacity, Outcome
-from jobs.executors.procs import boot_id, process_alive, process_start_time
-from jobs.models import Job, Worker
-from jobs.states import LIVE, Status, transition
+from jobs import attempts as attempt_rows
+from jobs.executors.base import AttemptSpec, Capacity, LiveAttempt, Outcome, Report, Started, internal_error
+from jobs.models import Attempt, Job, Worker
+from jobs.states import CANCELLED_REASON, LIVE, Status, transition
+
+logger = logging.getLogger("jobs.scheduling")
 
 WORKER_LOST = "worker lost"
-# One sweep places at most this many SUBMITTED jobs: short transactions, and the next
-# sweep goes on.
-_DISPATCH_LIMIT = 5000
+LOST_CONTACT = "worker lost contact with the database"
 
 
-# -- workers and leases -----------------------------------------------------------------
-def register_worker(*, executor: str, capacity: Capacity, lease_seconds: float) -> Worker:
-    """A new ACTIVE worker row for this process, with a lease of `lease_seconds`."""
-    now = timezone.now()
-    pid = os.getpid()
-    node = socket.gethostname()
-    return Worker.objects.create(
-        name=f"{node}:{pid}",
-        executor=executor,
-        node=node,
-        boot_id=boot_id(),
-        pid=pid,
-        pid_start=process_start_time(pid),
-        cpus=capacity.cpus,
-        memory_mib=capacity.memory_mib,
-        started_at=now,
-        heartbeat_at=now,
-        lease_expires=now + timedelta(seconds=lease_seconds),
-    )
+# -- claiming ---------------------------------------------------------------------------
+def claim_jobs(
+    *, worker: Worker, room: Capacity, fits: Capacity, limit: int, exclude: Iterable[str] = ()
+) -> tuple[list[AttemptSpec], list[Outcome]]:
+    """Claim RUNNABLE jobs for `worker`, oldest first: each must fit `fits` (the largest
+    job the executor runs) and together they fit in `room`, at most `limit` of them. Each
+    becomes STARTING with `attempts` incremented and a LAUNCHING attempt row. `exclude`
+    lists jobs whose previous attempt this worker is still stopping.
 
-
-def renew_lease(*, worker: Worker, lease_seconds: float) -> bool:
-    """Extend the worker's lease. False if the worker is no longer ACTIVE (another
-    worker declared it lost): its attempts must then be stopped and not reported."""
-    now = timezone.now()
-    expires = now + timedelta(seconds=lease_seconds)
-    changed = Worker.objects.filter(pk=worker.pk, state=Worker.State.ACTIVE).update(heartbeat_at=now, lease_expires=expires)
-    if changed:
-        worker.heartbeat_at, worker.lease_expires = now, expires
-    return bool(changed)
-
-
-def stop_worker(*, worker: Worker) -> None:
-    """Mark the worker STOPPED (a clean exit; its attempts were already requeued)."""
-    Worker.objects.filter(pk=worker.pk, state=Worker.State.ACTIVE).update(state=Worker.State.STOPPED, stopped_at=timezone.now())
-
-
-def expire_dead_local_workers(*, worker: Worker) -> int:
-    """End the lease now of ACTIVE workers on this same machine (same boot) whose process
-    is gone: a restarted worker need not wait a full lease to recover them. Returns how
-    many."""
-    now = timezone.now()
-    dead = [
-        other.pk
-        for other in Worker.objects.filter(state=Worker.State.ACTIVE, node=worker.node, lease_expires__gt=now).exclude(pk=worker.pk)
-        if other.boot_id != worker.boot_id or not process_alive(other.pid or 0, other.pid_start)
-    ]
-    if dead:
-        Worker.objects.filter(pk__in=dead, state=Worker.State.ACTIVE).update(lease_expires=now)
-    return len(dead)
-
-
-def worker_is_dead(worker_id: str) -> bool:
-    """For executors cleaning up: the worker is one of ours (in this database) and is not
-    ACTIVE, or its lease has run out. An unknown id belongs to another deployment (or
-    test run) on the same machine, whose processes are not ours to kill."""
-    try:
-        row = Worker.objects.filter(pk=worker_id).values_list("state", "lease_expires").first()
-    except (ValueError, ValidationError):
-        return False
-    if row is None:
-        return False
-    state, expires = row
-    return state != Worker.State.ACTIVE or expires <= timezone.now()
-
-
-def recover_lost_workers(*, now: Any = None) -> int:
-    """Declare LOST every ACTIVE worker whose lease has run out, and requeue its live
-    attempts: back to RUNNABLE if the job has attempts left, else FAILED `worker lost`.
-    Safe to run from many workers at once (each lost worker is claimed by one
-    conditional update). Returns how many jobs were recovered."""
-    now = now or timezone.now()
-    recovered = 0
-    for lost in Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__lt=now):
-        with transaction.atomic():
-            claimed = Worker.objects.filter(pk=lost.pk, state=Worker.State.ACTIVE, lease_expires__lt=now).update(
-                state=Worker.State.LOST, stopped_at=now
-            )
-            if claimed:
-                recovered += _requeue_worker_jobs(worker=lost, reason=WORKER_LOST)
-    return recovered
-
-
-def _requeue_worker_jobs(*, worker: Worker, reason: str) -> int:
-    jobs = Job.objects.filter(worker=worker, status__in=LIVE)
-    retry = list(jobs.filter(attempts__lt=F("batch__max_attempts")).values_list("pk", "attempts"))
-    give_up = list(jobs.exclude(attempts__lt=F("batch__max_attempts")).values_list("pk", flat=True))
-    changed = 0
-    guard = Q(worker=worker)
-    by_attempt: dict[int, list[Any]] = defaultdict(list)
-    for pk, attempts in retry:
-        by_attempt[attempts].append(pk)
-    for attempts, ids in by_attempt.items():
-        changed += len(
-            transition(
-                job_ids=ids,
-                from_statuses=LIVE,
-                to_status=Status.RUNNABLE,
-                reason=f"Attempt {attempts} failed ({reason}); waiting to retry",
-                guard=guard,
-                exit_code=None,
-            )
-        )
-    changed += len(transition(job_ids=give_up, from_statuses=LIVE, to_status=Status.FAILED, reason=reason, guard=guard, exit_code=None))
-    return changed
-
-
-# -- placing SUBMITTED jobs -------------------------------------------------------------
-def _live_capacities(*, now: Any) -> list[tuple[int, int]]:
-    return list(Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=now).values_list("cpus", "memory_mib"))
-
-
-def dispatch_submitted(*, limit: int = _DISPATCH_LIMIT) -> int:
-    """Move SUBMITTED jobs on, and PENDING jobs whose wait is over. Returns how many moved.
-
-    A job becomes RUNNABLE when some live worker is large enough for its batch's cpu and
-    memory and its owner is under BATCHES_USER_MAX_ACTIVE_JOBS (jobs RUNNABLE, STARTING
-    or RUNNING; 0 means no quota). Otherwise a SUBMITTED job becomes PENDING with a
-    reason naming what it waits for: a worker large enough, or a place in its owner's
-    quota. Jobs are taken in submission order within a batch, oldest batches first.
-
-    One worker dispatches at a time, in one transaction; the others skip their turn
-    (returning 0). Two dispatchers updating the same hundreds of rows deadlock on
-    PostgreSQL, and each would count the quota without seeing the other's moves.
-    """
-    with transaction.atomic():
-        if not _take_dispatch_lock():
-            return 0
-        return _dispatch(limit=limit)
-
-
-# pg_try_advisory_xact_lock key of the dispatcher ("disp" in ASCII).
-_DISPATCH_LOCK_KEY = 0x64697370
-
-
-def _take_dispatch_lock() -> bool:
-    """On PostgreSQL, a transaction-scoped advisory lock, or False if another worker
-    holds it. SQLite needs none: the IMMEDIATE transaction already serialises writers."""
-    if connection.vendor != "postgresql":
-        return True
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_DISPATCH_LOCK_KEY])
-        return bool(cursor.fetchone()[0])
-
-
-def _dispatch(*, limit: int) -> int:
-    now = timezone.now()
-    capacities = _live_capacities(now=now)
-    quota = settings.BATCHES_USER_MAX_ACTIVE_JOBS
-    room: dict[Any, int] = {}
-    moved = 0
-    for source in (Status.SUBMITTED, Status.PENDING):
-        batch_ids = list(Job.objects.filter(status=source).order_by("batch_id").values_list("batch_id", flat=True).distinct()[:100])
-        batches = list(Batch.objects.filter(pk__in=batch_ids).only("id", "owner_id", "cpu", "memory").order_by("id"))
-        if quota:
-            _fill_quota_room(room, owners={b.owner_id for b in batches} - set(room), quota=quota)
-        for batch in batches:
-            if moved >= limit:
-                return moved
-            fits = any(cpu >= batch.cpu and memory >= batch.memory for cpu, memory in capacities)
-            if source == Status.PENDING and not fits:
-                continue
-            ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[: limit - moved])
-            if not fits:
-                largest = max(capacities, default=None)
-                have = f"the largest live worker has {largest[0]} cpu and {largest[1]} MiB" if largest else "no worker is running"
-                reason = f"No worker can run it: needs {batch.cpu} cpu and {batch.memory} MiB; {have}"
-                moved += len(transition(job_ids=ids, from_statuses=[source], to_status=Status.PENDING, reason=reason))
-                continue
-            runnable, over = (ids, []) if not quota else (ids[: max(room[batch.owner_id], 0)], ids[max(room[batch.owner_id], 0) :])
-            if runnable:
-                reason = f"Waiting for a worker with {batch.cpu} free cpu and {batch.memory} MiB"
-                changed = len(transition(job_ids=runnable, from_statuses=[source], to_status=Status.RUNNABLE, reason=reason))
-                moved += changed
-                if quota:
-                    room[batch.owner_id] -= changed
-            if over and source == Status.SUBMITTED:
-                reason = f"Over your quota: at most {quota} of your jobs may be queued or running at once; waiting for one to finish"
-                moved += len(transition(job_ids=over, from_statuses=[source], to_status=Status.PENDING, reason=reason))
-    return moved
-
-
-def _fill_quota_room(room: dict[Any, int], *, owners: set[Any], quota: int) -> None:
-    """room[owner] = how many more of the owner's jobs may become RUNNABLE (one query)."""
-    if not owners:
-        return
-    active = dict(
-        Job.objects.filter(batch__owner_id__in=owners, status__in=[Status.RUNNABLE, *LIVE])
-        .order_by()
-        .values_list("batch__owner_id")
-        .annotate(n=Count("pk"))
-    )
-    for owner in owners:
-        room[owner] = quota - active.get(owner, 0)
-
-
-# -- claiming and recording -------------------------------------------------------------
-def claim_jobs(*, worker: Worker, free: Capacity, exclude: Iterable[str] = (), limit: int = 64) -> list[Attempt]:
-    """Claim RUNNABLE jobs that fit in `free` (oldest first) for `worker`: each becomes
-    STARTING with `attempts` incremented. Returns what to start, one Attempt per job
-    this call changed; a job another worker took first is simply not in the list.
-    `exclude` lists jobs whose previous attempt this worker is still stopping.
-
-    Runs in the caller's transaction if there is one (the worker records what happened
-    and claims in one), else in its own."""
-    if free.cpus < 1 or free.memory_mib < 1:
-        return []
+    Returns what to start, and the Outcome of each claimed job whose attempt could not
+    even be described (a tool whose stored command is broken...): those fail with
+    `internal error: ...` when recorded, and the others go on. Runs in the caller's
+    transaction if there is one, else in its own."""
+    if limit < 1 or room.cpus < 1 or room.memory_mib < 1:
+        return [], []
     with transaction.atomic(savepoint=False):
-        candidates = _claim_candidates(free=free, exclude=list(exclude), limit=min(limit, free.cpus))
-        chosen, cpus, memory = {}, free.cpus, free.memory_mib
+        candidates = _claim_candidates(
+            fits=Capacity(min(fits.cpus, room.cpus), min(fits.memory_mib, room.memory_mib)), exclude=list(exclude), limit=limit
+        )
+        chosen, cpus, memory = {}, room.cpus, room.memory_mib
         for row in candidates:
             if row.cpu <= cpus and row.memory <= memory:
                 chosen[row.pk] = row
                 cpus, memory = cpus - row.cpu, memory - row.memory
         if not chosen:
-            return []
+            return [], []
+        now = timezone.now()
         changed = transition(
             job_ids=list(chosen),
             from_statuses=[Status.RUNNABLE],
             to_status=Status.STARTING,
             reason=f"Placed on worker {worker.name}",
+            now=now,
             worker=worker,
             attempts=F("attempts") + 1,
         )
-    # The candidate rows were locked (FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE
-    # transaction holds the whole database) from their SELECT to the UPDATE, so what
-    # they say is what was claimed, and the attempt is the one the UPDATE counted.
-    rows = sorted((chosen[pk] for pk in changed), key=lambda row: row.pk)
-    specs = _batch_specs({row.batch_id for row in rows})
-    attempts = []
+        # The candidate rows were locked (FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE
+        # transaction holds the whole database) from their SELECT to the UPDATE, so what
+        # they say is what was claimed, and the attempt is the one the UPDATE counted.
+        rows = sorted((chosen[pk] for pk in changed), key=lambda row: row.pk)
+        attempt_rows.open_attempts(worker=worker, executor=worker.executor, items=[(row.pk, row.attempts + 1) for row in rows], now=now)
+    return _specs(rows)
+
+
+def _specs(rows: list["_Candidate"]) -> tuple[list[AttemptSpec], list[Outcome]]:
+    specs: list[AttemptSpec] = []
+    broken: list[Outcome] = []
+    batches = _batch_specs({row.batch_id for row in rows})
     for row in rows:
-        spec = specs[row.batch_id]
-        attempts.append(
-            Attempt(
-                job_id=str(row.pk),
-                batch_id=str(row.batch_id),
-                attempt=row.attempts + 1,
-                log_id=str(row.log_id),
-                argv=render_argv(spec["command"], row.args),
-                cpu=spec["cpu"],
-                memory_mib=spec["memory"],
-                timeout_seconds=spec["timeout_seconds"],
-                filesystems=spec["filesystems"],
+        try:
+            batch = batches[row.batch_id]
+            specs.append(
+                AttemptSpec(
+                    job_id=str(row.pk),
+                    batch_id=str(row.batch_id),
+                    attempt=row.attempts + 1,
+                    log_id=str(row.log_id),
+                    argv=render_argv(batch["command"], row.args),
+                    cpu=batch["cpu"],
+                    memory_mib=batch["memory"],
+                    timeout_seconds=batch["timeout_seconds"],
+                    filesystems=batch["filesystems"],
+                )
             )
-        )
-    return attempts
+        except Exception as exc:  # one broken job must not stop the others
+            logger.exception("cannot describe job %s", row.pk)
+            broken.append(Outcome(str(row.pk), row.attempts + 1, succeeded=False, reason=internal_error(exc)))
+    return specs, broken
 
 
 class _Candidate(NamedTuple):
@@ -296,23 +115,23 @@ class _Candidate(NamedTuple):
     memory: int
 
 
-def _claim_candidates(*, free: Capacity, exclude: list[str], limit: int) -> list[_Candidate]:
-    """RUNNABLE jobs whose batch fits in `free`, oldest first, at most `limit`, locked
-    with FOR UPDATE SKIP LOCKED where the database has it (PostgreSQL), so concurrent
-    workers take different rows without waiting.
+def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list[_Candidate]:
+    """RUNNABLE jobs whose batch fits in `fits` and that have no live attempt, oldest
+    first, at most `limit`, locked with FOR UPDATE SKIP LOCKED where the database has it
+    (PostgreSQL), so concurrent workers take different rows without waiting.
 
-    Plain SQL because the worker runs it on every step and building it through the ORM
+    Plain SQL because the worker runs it on every claim and building it through the ORM
     cost several times more than running it; it is the ORM query
 
         Job.objects.filter(status=RUNNABLE, batch__cpu__lte=.., batch__memory__lte=..)
-        .exclude(pk__in=exclude).order_by("id").select_for_update(skip_locked=True,
-        of=("self",)).values_list(...)[:limit]
+        .exclude(pk__in=exclude).exclude(Exists(live attempt)).order_by("id")
+        .select_for_update(skip_locked=True, of=("self",)).values_list(...)[:limit]
 
     with identifiers from the models and every value a parameter."""
     conn = connections[DEFAULT_DB_ALIAS]  # not the `connection` proxy: cheaper to use
     qn = conn.ops.quote_name
-    job, batch = Job._meta, Batch._meta
-    job_table, batch_table = qn(job.db_table), qn(batch.db_table)
+    job, batch, attempt = Job._meta, Batch._meta, Attempt._meta
+    job_table, batch_table, attempt_table = qn(job.db_table), qn(batch.db_table), qn(attempt.db_table)
     pk_field = job.pk
 
     def column(table: str, meta: Any, name: str) -> str:
@@ -323,7 +142,7 @@ def _claim_candidates(*, free: Capacity, exclude: list[str], limit: int) -> list
         [job_id, column(job_table, job, "batch"), column(job_table, job, "attempts"), column(job_table, job, "log_id")]
         + [column(job_table, job, "args"), column(batch_table, batch, "cpu"), column(batch_table, batch, "memory")]
     )
-    params: list[Any] = [Status.RUNNABLE, free.cpus, free.memory_mib]
+    params: list[Any] = [Status.RUNNABLE, fits.cpus, fits.memory_mib]
     not_excluded = ""
     if exclude:
         not_excluded = f" AND NOT ({job_id} IN ({', '.join(['%s'] * len(exclude))}))"
@@ -336,6 +155,8 @@ def _claim_candidates(*, free: Capacity, exclude: list[str], limit: int) -> list
         f" INNER JOIN {batch_table} ON ({column(job_table, job, 'batch')} = {column(batch_table, batch, 'id')})"
         f" WHERE {column(job_table, job, 'status')} = %s AND {column(batch_table, batch, 'cpu')} <= %s"
         f" AND {column(batch_table, batch, 'memory')} <= %s{not_excluded}"
+        f" AND NOT EXISTS (SELECT 1 FROM {attempt_table} WHERE {column(attempt_table, attempt, 'job')} = {job_id}"
+        f" AND {column(attempt_table, attempt, 'end_time')} IS NULL)"
         f" ORDER BY {job_id} ASC LIMIT %s{lock}"
     )
     params.append(limit)
@@ -356,8 +177,9 @@ def _claim_candidates(*, free: Capacity, exclude: list[str], limit: int) -> list
         ]
 
 
-# A batch's tool, hardware and filesystems never change once submitted: workers keep
-# what they read (bounded, oldest dropped first).
+# A batch's command, hardware and filesystems never change once submitted (the command
+# is copied from the tool at submission): workers keep what they read (bounded, oldest
+# dropped first).
 _SPEC_CACHE: dict[Any, dict[str, Any]] = {}
 _SPEC_CACHE_SIZE = 256
 
@@ -367,9 +189,9 @@ def _batch_specs(batch_ids: set[Any]) -> dict[Any, dict[str, Any]]:
     missing = batch_ids - set(specs)
     if not missing:
         return specs
-    for batch in Batch.objects.filter(pk__in=missing).select_related("tool").prefetch_related("filesystems"):
+    for batch in Batch.objects.filter(pk__in=missing).prefetch_related("filesystems"):
         specs[batch.pk] = {
-            "command": batch.tool.command,
+            "command": batch.command,
             "cpu": batch.cpu,
             "memory": batch.memory,
             "timeout_seconds": batch.timeout_seconds,
@@ -381,49 +203,78 @@ def _batch_specs(batch_ids: set[Any]) -> dict[Any, dict[str, Any]]:
     return specs
 
 
-def record_started(*, worker: Worker, attempts: Iterable[Attempt]) -> int:
-    """STARTING -> RUNNING for attempts the executor has started."""
-    return _grouped(
-        worker=worker, items=[(a.job_id, a.attempt) for a in attempts], to_status=Status.RUNNING, reason="", sources=[Status.STARTING]
-    )
-
-
-def record_outcomes(*, worker: Worker, outcomes: Iterable[Outcome]) -> int:
-    """Record how attempts ended: SUCCEEDED; or, for a failure, back to RUNNABLE when
-    the job has attempts left (its reason says which attempt failed and why), else
-    FAILED with the reason. Reports about attempts that are no longer this worker's
-    live attempt (cancelled, declared lost) change nothing. Returns jobs changed."""
-    outcomes = list(outcomes)
-    changed = _grouped(
-        worker=worker, items=[(o.job_id, o.attempt) for o in outcomes if o.succeeded], to_status=Status.SUCCEEDED, reason="", exit_code=0
-    )
-    failed = [o for o in outcomes if not o.succeeded]
-    if not failed:
-        return changed
-    limits = dict(Job.objects.filter(pk__in=[o.job_id for o in failed]).order_by().values_list("pk", "batch__max_attempts"))
-    groups: dict[tuple[str, str, int | None], list[tuple[str, int]]] = defaultdict(list)
-    for outcome in failed:
-        max_attempts = limits.get(_uuid(outcome.job_id))
-        if max_attempts is None:
-            continue  # deleted meanwhile
-        if outcome.attempt < max_attempts:
-            key = (Status.RUNNABLE, f"Attempt {outcome.attempt} failed ({outcome.reason}); waiting to retry", outcome.exit_code)
-        else:
-            key = (Status.FAILED, outcome.reason, outcome.exit_code)
-        groups[key].append((outcome.job_id, outcome.attempt))
-    for (to_status, reason, exit_code), items in groups.items():
-        changed += _grouped(worker=worker, items=items, to_status=to_status, reason=reason, exit_code=exit_code)
+# -- recording what the executor reports ------------------------------------------------
+def record_reports(*, worker: Worker, reports: Iterable[Report]) -> int:
+    """Record what happened to `worker`'s attempts, in the caller's transaction: starts
+    first (STARTING -> RUNNING, the attempt row RUNNING with its external id), then ends
+    (an attempt may have started and ended since the last call). Reports about attempts
+    that are no longer this worker's live attempt (deleted, declared lost) change
+    nothing. Returns jobs whose status changed."""
+    reports = list(reports)
+    started = [r for r in reports if isinstance(r, Started)]
+    outcomes = [r for r in reports if isinstance(r, Outcome)]
+    now = timezone.now()
+    changed = 0
+    if started:
+        changed += _grouped(
+            worker=worker,
+            items=[(r.job_id, r.attempt) for r in started],
+            to_status=Status.RUNNING,
+            reason="",
+            sources=[Status.STARTING],
+            now=now,
+        )
+        attempt_rows.mark_started(reports=started, now=now)
+    if outcomes:
+        changed += record_outcomes(worker=worker, outcomes=outcomes, now=now)
     return changed
 
 
-def requeue_attempts(*, worker: Worker, attempts: dict[str, int], reason: str) -> int:
-    """Give back attempts this worker stopped without their fault (it is shutting
-    down): RUNNABLE again, and the attempt does not count against max_attempts."""
-    return _grouped(worker=worker, items=list(attempts.items()), to_status=Status.RUNNABLE, reason=reason, attempts=F("attempts") - 1)
+def record_outcomes(*, worker: Worker, outcomes: list[Outcome], now: Any = None) -> int:
+    """Record how attempts of `worker` ended, and decide what comes next for each job:
+    - it succeeded: SUCCEEDED;
+    - a cancel was asked for: FAILED `Cancelled by user` (the attempt has now stopped);
+    - the attempt is not charged (the worker stopped, or lost the database): RUNNABLE
+      again, without using up an attempt;
+    - it failed with attempts left (charged failures < max_attempts): RUNNABLE, its
+      reason saying which attempt failed and why;
+    - else FAILED with the attempt's reason.
+    Closes the attempt rows. Returns jobs whose status changed."""
+    now = now or timezone.now()
+    jobs = {
+        str(pk): (max_attempts, charged, cancel_at)
+        for pk, max_attempts, charged, cancel_at in Job.objects.filter(pk__in=[o.job_id for o in outcomes])
+        .order_by()
+        .values_list("pk", "batch__max_attempts", "charged_attempts", "cancel_requested_at")
+    }
+    groups: dict[tuple[str, str, int | None, bool], list[tuple[str, int]]] = defaultdict(list)
+    for outcome in outcomes:
+        if outcome.job_id not in jobs:
+            continue  # deleted meanwhile
+        max_attempts, charged, cancel_at = jobs[outcome.job_id]
+        if outcome.succeeded:
+            key = (Status.SUCCEEDED, "", 0, False)
+        elif cancel_at is not None:
+            key = (Status.FAILED, CANCELLED_REASON, outcome.exit_code, False)
+        elif not outcome.charged:
+            key = (Status.RUNNABLE, f"Attempt {outcome.attempt} stopped ({outcome.reason}); requeued", None, False)
+        elif charged + 1 < max_attempts:
+            key = (Status.RUNNABLE, f"Attempt {outcome.attempt} failed ({outcome.reason}); waiting to retry", outcome.exit_code, True)
+        else:
+            key = (Status.FAILED, outcome.reason, outcome.exit_code, True)
+        groups[key].append((outcome.job_id, outcome.attempt))
+    changed = 0
+    for (to_status, reason, exit_code, charge), items in groups.items():
+        fields: dict[str, Any] = {"exit_code": exit_code}
+        if charge:
+            fields["charged_attempts"] = F("charged_attempts") + 1
+        changed += _grouped(worker=worker, items=items, to_status=to_status, reason=reason, now=now, **fields)
+    attempt_rows.close_attempts(outcomes=outcomes, now=now, worker=worker)
+    return changed
 
 
 def _grouped(
-    *, worker: Worker, items: list[tuple[str, int]], to_status: str, reason: str, sources: Iterable[str] = LIVE, **fields: Any
+    *, worker: Worker, items: list[tuple[str, int]], to_status: str, reason: str, now: Any, sources: Iterable[str] = LIVE, **fields: Any
 ) -> int:
     by_attempt: dict[int, list[str]] = defaultdict(list)
     for job_id, attempt in items:
@@ -431,22 +282,75 @@ def _grouped(
     changed = 0
     for attempt, ids in by_attempt.items():
         guard = Q(worker=worker, attempts=attempt)
-        changed += len(transition(job_ids=ids, from_statuses=sources, to_status=to_status, reason=reason, guard=guard, **fields))
+        changed += len(transition(job_ids=ids, from_statuses=sources, to_status=to_status, reason=reason, now=now, guard=guard, **fields))
     return changed
 
 
-def live_attempts(*, worker: Worker, job_ids: Iterable[str]) -> set[str]:
-    """Which of `job_ids` are still live attempts of this worker (the others were
-    cancelled, deleted or declared lost, and must be stopped)."""
-    ids = list(job_ids)
-    found: set[str] = set()
+# -- cancels and orphans ----------------------------------------------------------------
+class AttemptCheck(NamedTuple):
+    orphaned: set[str]  # no longer this worker's live attempt: stop, nothing to record
+    cancelled: set[str]  # a cancel was asked for: stop, then record FAILED
+
+
+def check_attempts(*, worker: Worker, attempts: dict[str, int]) -> AttemptCheck:
+    """Of `attempts` (job id -> attempt number, this worker's), which are orphaned (the
+    job was deleted, declared lost, or moved on) and which have a cancel request."""
+    ids = list(attempts)
+    live: dict[str, tuple[int, bool]] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        found.update(
-            str(pk) for pk in Job.objects.filter(pk__in=chunk, worker=worker, status__in=LIVE).order_by().values_list("pk", flat=True)
+        rows = (
+            Job.objects.filter(pk__in=chunk, worker=worker, status__in=LIVE).order_by().values_list("pk", "attempts", "cancel_requested_at")
         )
-    return found
+        live.update((str(pk), (number, cancel_at is not None)) for pk, number, cancel_at in rows)
+    orphaned = {job_id for job_id, number in attempts.items() if live.get(job_id, (None,))[0] != number}
+    cancelled = {job_id for job_id in attempts if job_id not in orphaned and live[job_id][1]}
+    return AttemptCheck(orphaned=orphaned, cancelled=cancelled)
 
 
-def _uuid(value: str) -> Any:
-    return uuid.UUID(value)
+# -- lost workers and adoption ----------------------------------------------------------
+def recover_lost_workers(*, now: Any = None) -> int:
+    """Declare LOST every ACTIVE worker whose lease has run out. The live attempts of a
+    lost worker whose attempts die with it (local processes, killed by its fence) end
+    as `worker lost`: their jobs are retried if they have attempts left, else FAILED
+    (or FAILED `Cancelled by user` if a cancel was asked for). The attempts of a worker
+    that `keeps_attempts` stay live, for the next worker of its executor to adopt. Safe
+    to run from many workers at once (each lost worker is claimed by one conditional
+    update). Returns how many jobs were recovered."""
+    now = now or timezone.now()
+    recovered = 0
+    for lost in Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__lt=now):
+        with transaction.atomic():
+            claimed = Worker.objects.filter(pk=lost.pk, state=Worker.State.ACTIVE, lease_expires__lt=now).update(
+                state=Worker.State.LOST, stopped_at=now
+            )
+            if claimed and not lost.keeps_attempts:
+                live = Job.objects.filter(worker=lost, status__in=LIVE).order_by().values_list("pk", "attempts")
+                outcomes = [Outcome(str(pk), number, succeeded=False, reason=WORKER_LOST) for pk, number in live]
+                recovered += record_outcomes(worker=lost, outcomes=outcomes, now=now) if outcomes else 0
+    return recovered
+
+
+def adopt_attempts(*, worker: Worker) -> list[LiveAttempt]:
+    """Take over the live attempts that stopped or lost workers of `worker`'s executor
+    left behind (for executors whose attempts outlive their worker): they become this
+    worker's, and are returned for the executor to follow."""
+    orphans = list(
+        Attempt.objects.filter(end_time__isnull=True, executor=worker.executor)
+        .filter(Q(worker__isnull=True) | ~Q(worker__state=Worker.State.ACTIVE))
+        .select_related("job__batch")
+        .order_by("job_id")[:10_000]
+    )
+    moved = attempt_rows.reassign(attempts=orphans, to=worker)
+    return [
+        LiveAttempt(
+            job_id=str(a.job_id),
+            attempt=a.number,
+            log_id=str(a.job.log_id),
+            external_id=a.external_id,
+            timeout_seconds=a.job.batch.timeout_seconds,
+            memory_mib=a.job.batch.memory,
+            cpu=a.job.batch.cpu,
+        )
+        for a in moved
+    ]

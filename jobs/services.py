@@ -1,34 +1,102 @@
-"""What users and operators do to jobs: cancel and retry. Status changes go through
-`jobs.states.transition`; executors learn of a cancel by seeing the job FAILED."""
+"""What users and operators do to jobs: cancel and retry, and the bulk insert of a
+batch's jobs. Status changes go through `jobs.states`; workers learn of a cancel by the
+job's cancel request (and, on PostgreSQL, are woken to look at once)."""
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, router, transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from batches.models import Batch
 from batchsite.ids import uuid7
 from jobs.models import Job
-from jobs.states import CANCELLED_REASON, UNFINISHED, Status, transition
+from jobs.states import CANCELLED_REASON, LIVE, QUEUED, Status, request_cancel, transition
+from jobs.wakeup import notify_work
 
 
-def cancel_jobs(*, jobs: QuerySet[Job], reason: str = CANCELLED_REASON) -> int:
-    """Send every unfinished job of `jobs` to FAILED with `reason`. Finished jobs are
-    left as they are. Returns how many changed. Idempotent."""
-    ids = list(jobs.filter(status__in=UNFINISHED).values_list("pk", flat=True))
-    return len(transition(job_ids=ids, from_statuses=UNFINISHED, to_status=Status.FAILED, reason=reason))
+class CancelStillStopping(Exception):
+    """A retry asked for while some jobs of the selection are still being cancelled."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} job(s) are still stopping after a cancel; retry once they are FAILED (Cancelled by user)")
+        self.count = count
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    cancelled: int  # queued jobs, FAILED `Cancelled by user` at once
+    stopping: int  # live jobs asked to stop; FAILED once their attempt has stopped
+
+    @property
+    def changed(self) -> int:
+        return self.cancelled + self.stopping
+
+
+def cancel_jobs(*, jobs: QuerySet[Job], by: Any = None, reason: str = CANCELLED_REASON) -> CancelResult:
+    """Cancel every unfinished job of `jobs` (finished ones are left as they are).
+
+    A queued job (no live attempt) is FAILED with `reason` at once. A live job
+    (STARTING, RUNNING) gets a cancel request, recording `by` and the time: its worker
+    stops the attempt and only then records FAILED `Cancelled by user`, so a retry can
+    never start a second attempt beside the one still stopping. Idempotent."""
+    now = timezone.now()
+    with transaction.atomic():
+        queued = list(jobs.filter(status__in=QUEUED).values_list("pk", flat=True))
+        cancelled = transition(
+            job_ids=queued,
+            from_statuses=QUEUED,
+            to_status=Status.FAILED,
+            reason=reason,
+            now=now,
+            cancel_requested_at=now,
+            cancel_requested_by=by,
+        )
+        # After the queued ones: a job claimed meanwhile is live by now and asked here.
+        live = list(jobs.filter(status__in=LIVE).values_list("pk", flat=True))
+        stopping = request_cancel(job_ids=live, by=by, now=now)
+        if stopping:
+            notify_work()
+    return CancelResult(cancelled=len(cancelled), stopping=len(stopping))
 
 
 def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
-    """Put the FAILED jobs of `jobs` back to RUNNABLE for a new attempt; jobs in any
-    other state are untouched. Returns how many changed."""
+    """Put the FAILED jobs of `jobs` back to RUNNABLE for a new attempt, with a fresh
+    `max_attempts`; jobs in any other state are untouched. Refused with
+    CancelStillStopping while a job of `jobs` has a cancel whose attempt has not stopped
+    yet. Returns how many changed."""
+    stopping = jobs.filter(status__in=LIVE, cancel_requested_at__isnull=False).count()
+    if stopping:
+        raise CancelStillStopping(stopping)
     ids = list(jobs.filter(status=Status.FAILED).values_list("pk", flat=True))
     changed = transition(
-        job_ids=ids, from_statuses=[Status.FAILED], to_status=Status.RUNNABLE, reason="Retry requested by user", exit_code=None
+        job_ids=ids,
+        from_statuses=[Status.FAILED],
+        to_status=Status.RUNNABLE,
+        reason="Retry requested by user",
+        exit_code=None,
+        charged_attempts=0,
+        cancel_requested_at=None,
+        cancel_requested_by=None,
     )
+    if changed:
+        notify_work()
     return len(changed)
+
+
+def lock_rows(jobs: QuerySet[Job]) -> None:
+    """Lock the rows of `jobs` until the end of the caller's transaction, in id order (as
+    every writer locks them), without fetching them. SQLite needs nothing: its write
+    transaction already holds the whole database."""
+    conn = connections[router.db_for_write(Job)]
+    if not conn.features.has_select_for_update:
+        return
+    sql, params = jobs.order_by("pk").values("pk").query.sql_with_params()
+    with conn.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM ({sql} FOR UPDATE) AS locked", params)  # noqa: S608 (the ORM's own SQL)
 
 
 # Rows per INSERT statement when creating jobs.

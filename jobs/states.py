@@ -329,3 +329,28 @@ def transition_one(
 ) -> bool:
     """`transition()` for one job: True if it changed."""
     return bool(transition(job_ids=[job_id], from_statuses=from_statuses, to_status=to_status, reason=reason, guard=guard, **fields))
+
+
+CANCEL_PENDING_REASON = "Cancel requested; waiting for the attempt to stop"
+
+
+def request_cancel(*, job_ids: Iterable[Any], by: Any = None, now: datetime | None = None) -> list[Any]:
+    """Ask for the live attempts (STARTING, RUNNING) of `job_ids` to be stopped: record
+    who asked and when, and say so in `reason`. The status does not change here: the job
+    becomes FAILED `Cancelled by user` once its worker confirms the attempt has stopped
+    (`jobs.scheduling.record_reports`). Returns the ids asked for the first time."""
+    from jobs.models import Job
+
+    now = now or timezone.now()
+    ids = list(job_ids)
+    changed: list[Any] = []
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        pending = Job.objects.filter(pk__in=chunk, status__in=LIVE, cancel_requested_at__isnull=True)
+        found = list(pending.values_list("pk", flat=True))
+        if found:
+            Job.objects.filter(pk__in=found, status__in=LIVE, cancel_requested_at__isnull=True).update(
+                cancel_requested_at=now, cancel_requested_by=by, reason=CANCEL_PENDING_REASON
+            )
+            changed.extend(found)
+    return changed

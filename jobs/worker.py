@@ -1,47 +1,50 @@
 """The worker loop behind `manage.py runworker`: backend-agnostic glue between the
-database (`jobs.scheduling`) and an executor (`jobs.executors`).
+database (`jobs.scheduling`, `jobs.dispatch`, `jobs.leases`) and an executor.
 
-Each step: wait for attempts to end (not at all while there is something to record or
-free capacity and work to fill it; at most `_RECORD_STARTED_WITHIN` while attempts wait
-to be marked RUNNING; else up to the poll interval); renew the lease when due; stop
-attempts whose job is no longer this worker's live attempt (cancelled, deleted, declared
-lost); place SUBMITTED jobs and recover lost workers when due; then, in one transaction,
-record what happened (STARTING -> RUNNING for attempts started, then the outcomes) and
-claim as many RUNNABLE jobs as fit in the free capacity; after the commit, start them.
+Each step waits for the executor to report starts and ends (not at all when there is
+work to claim and room for it; never longer than the oldest unrecorded report may wait),
+renews the lease when due, stops attempts that were cancelled or orphaned, places queued
+jobs and recovers lost workers when due, starts claimed attempts that fit, and then, when
+something is due, writes in one transaction what happened since the last write and
+claims new jobs. Attempts start only once their claim has committed.
+
+Throughput comes from writing in batches: a no-op job costs a few statements shared
+with dozens of others, not a transaction of its own. To keep batches full when jobs
+are short, a worker whose attempts end quickly claims a few more jobs than it can run at
+once and keeps them in a local queue (STARTING: placed, launching); with long jobs it
+claims only what fits, so idle workers elsewhere get the rest.
 """
 
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-from jobs.executors.base import Attempt, Executor, LaunchError, Outcome
+from jobs.dispatch import dispatch_submitted
+from jobs.executors.base import AttemptSpec, Capacity, Executor, Outcome, Report
 from jobs.fencing import Fence
+from jobs.leases import expire_dead_local_workers, register_worker, renew_lease, stop_worker, worker_is_dead
 from jobs.models import Worker
-from jobs.scheduling import (
-    claim_jobs,
-    dispatch_submitted,
-    expire_dead_local_workers,
-    live_attempts,
-    record_outcomes,
-    record_started,
-    recover_lost_workers,
-    register_worker,
-    renew_lease,
-    requeue_attempts,
-    stop_worker,
-    worker_is_dead,
-)
+from jobs.scheduling import LOST_CONTACT, adopt_attempts, check_attempts, claim_jobs, record_reports, recover_lost_workers
 from jobs.states import CANCELLED_REASON
+from jobs.wakeup import WorkListener
 
 logger = logging.getLogger("jobs.worker")
 
-# Attempts just started are marked RUNNING at the latest this long after their start;
-# an attempt that ends sooner has RUNNING and its outcome recorded in one transaction.
-_RECORD_STARTED_WITHIN = 0.02
+# Reports (a start, an end) wait at most this long to be written.
+_RECORD_WITHIN = 0.02
+# ...or until this many have gathered.
+_RECORD_BATCH = 256
+# Claim ahead at most this many jobs beyond the free capacity, and about as many as
+# end in this many seconds at the rate they have been ending.
+_PREFETCH_MAX = 64
+_PREFETCH_HORIZON = 0.05
+_CLAIM_LIMIT = 128
 
 
 @dataclass
@@ -51,7 +54,7 @@ class WorkerConfig:
     fencing: bool = True
 
     @classmethod
-    def from_settings(cls, **overrides: float | bool) -> "WorkerConfig":
+    def from_settings(cls, **overrides: float | bool | None) -> "WorkerConfig":
         values = {
             "lease_seconds": float(settings.BATCHES_WORKER_LEASE_SECONDS),
             "poll_seconds": settings.BATCHES_WORKER_POLL_MS / 1000,
@@ -70,10 +73,13 @@ class WorkerLoop:
         self.config = config
         self.worker: Worker | None = None
         self._fence: Fence | None = None
-        self._started: list[Attempt] = []
-        self._busy = False
-        self._more_work = True  # the last claim found jobs: there may be more
-        self._pending_outcomes: list[Outcome] = []
+        self._fence_until = math.inf
+        self._listener: WorkListener | None = None
+        self._queue: deque[AttemptSpec] = deque()  # claimed, not started yet
+        self._reports: list[Report] = []  # from the executor, not written yet
+        self._oldest_report = math.inf
+        self._more_work = True  # the last claim was full, or new work was announced
+        self._ended: deque[tuple[float, int]] = deque()  # (time, attempts ended) over the last second
         self._next_heartbeat = 0.0
         self._next_check = 0.0
         self._next_sweep = 0.0
@@ -81,15 +87,20 @@ class WorkerLoop:
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> Worker:
         self._register()
+        if self._listener is None:
+            self._listener = WorkListener.open()
         self._sweep(force_recover=True)
         return self.worker
 
     def _register(self) -> None:
         self.worker = register_worker(
-            executor=self.executor.kind, capacity=self.executor.capacity(), lease_seconds=self.config.lease_seconds
+            executor=self.executor.kind,
+            capacity=self.executor.capacity(),
+            lease_seconds=self.config.lease_seconds,
+            keeps_attempts=self.executor.attempts_survive_worker,
         )
         self.executor.worker_id = str(self.worker.pk)
-        if self.config.fencing:
+        if self.config.fencing and not self.executor.attempts_survive_worker:
             if self._fence is not None:
                 self._fence.close()
             self._fence = Fence(worker_id=str(self.worker.pk))
@@ -105,7 +116,8 @@ class WorkerLoop:
         # Kill our jobs a little before the lease would let another worker retry them.
         if self._fence is not None:
             margin = min(self.config.lease_seconds * 0.2, 5.0)
-            self._fence.renew(until=since + self.config.lease_seconds - margin)
+            self._fence_until = since + self.config.lease_seconds - margin
+            self._fence.renew(until=self._fence_until)
 
     def run(self, *, should_stop: Callable[[], bool]) -> None:
         self.start()
@@ -116,105 +128,189 @@ class WorkerLoop:
                 except DatabaseError:
                     # The database went away or refused (restart, network): keep the
                     # attempts running, reconnect and try again; the lease covers a
-                    # short outage.
+                    # short outage, the fence a long one.
                     logger.exception("database error; retrying")
                     connection.close()
+                    time.sleep(self.config.poll_seconds)
+                except Exception:
+                    # A bug must not stop every job of the machine: say so and go on.
+                    # (Failures of one attempt are that attempt's Outcome, not this.)
+                    logger.exception("unexpected error in the worker loop; going on")
                     time.sleep(self.config.poll_seconds)
         finally:
             self.stop()
 
     def stop(self) -> None:
-        """Stop cleanly: record what finished, stop the rest (TERM, grace, KILL) and give
-        their jobs back to the queue without using up an attempt."""
+        """Stop cleanly: record what finished and give back what never started. Local
+        attempts are stopped (TERM, grace, KILL) and their jobs requeued without using
+        up an attempt; attempts that outlive their worker are left for the next one."""
         if self.worker is None:
             return
-        self._pending_outcomes.extend(self.executor.poll(timeout=0))
+        self._take(self.executor.poll(timeout=0))
+        stopped = f"worker {self.worker.name} stopped"
+        unstarted = [Outcome(spec.job_id, spec.attempt, succeeded=False, reason=stopped, charged=False) for spec in self._queue]
+        self._queue.clear()
+        interrupted: list[Outcome] = []
+        if not self.executor.attempts_survive_worker:
+            for outcome in self.executor.shutdown(grace=float(settings.BATCHES_KILL_GRACE_SECONDS)):
+                interrupted.append(outcome if outcome.succeeded else replace(outcome, reason=stopped, charged=False))
         with transaction.atomic():
-            self._write_records(self._pending_outcomes)
-        self._started, self._pending_outcomes = [], []
-        interrupted = self.executor.active()
-        self.executor.shutdown(grace=float(settings.BATCHES_KILL_GRACE_SECONDS))
-        with transaction.atomic():
-            if interrupted:
-                requeue_attempts(worker=self.worker, attempts=interrupted, reason=f"Requeued: worker {self.worker.name} stopped")
+            record_reports(worker=self.worker, reports=[*self._reports, *unstarted, *interrupted])
             stop_worker(worker=self.worker)
+        self._reports = []
         if self._fence is not None:
             self._fence.close()
             self._fence = None
-        logger.info("worker %s stopped (%d attempt(s) requeued)", self.worker.name, len(interrupted))
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        logger.info("worker %s stopped (%d attempt(s) requeued)", self.worker.name, len(unstarted) + len(interrupted))
 
     # -- one step ---------------------------------------------------------------------
     def step(self) -> bool:
-        """One turn of the loop; True if it did something (the next turn does not wait)."""
-        # Outcomes stay pending until recorded: a database error must not lose them.
-        self._pending_outcomes.extend(self.executor.poll(timeout=self._wait_time()))
-        self._busy = self._tick(list(self._pending_outcomes))
-        return self._busy
-
-    def _wait_time(self) -> float:
-        free = self.executor.free()
-        if self._pending_outcomes or (self._more_work and free.cpus >= 1 and free.memory_mib >= 1):
-            return 0
-        if self._started:
-            return min(self.config.poll_seconds, _RECORD_STARTED_WITHIN)
-        return self.config.poll_seconds
-
-    def _tick(self, outcomes: list[Outcome]) -> bool:
+        """One turn of the loop; True if it did something."""
+        wake_fd = self._listener.fileno() if self._listener is not None else None
+        self._take(self.executor.poll(timeout=self._wait_time(), wake_fd=wake_fd))
+        if self._listener is not None and self._listener.drain():
+            self._more_work = True
+            self._next_sweep = self._next_check = 0.0  # place new jobs, see cancels: now
         now = time.monotonic()
-        busy = bool(outcomes or self._started)
         if now >= self._next_heartbeat and not self._heartbeat(now):
             return True
         if now >= self._next_check:
-            self._stop_orphaned_attempts()
+            self._check()
             self._next_check = now + self.config.poll_seconds
         if now >= self._next_sweep:
             self._sweep()
-        free = self.executor.free()
-        if not (outcomes or self._started or (free.cpus >= 1 and free.memory_mib >= 1)):
-            return busy
-        # One transaction for what happened and the new claims; attempts start only once
-        # their claim is committed, and nothing is forgotten before the commit.
+        self._launch()
+        if not self._write_due(now):
+            return bool(self._reports)
+        claim = self._claim_room()
         with transaction.atomic():
-            self._write_records(outcomes)
-            attempts = claim_jobs(worker=self.worker, free=free, exclude=self.executor.active())
-        self._started = []
-        self._pending_outcomes = []
-        self._more_work = bool(attempts)
-        self._start(attempts)
-        return bool(attempts) or busy
+            record_reports(worker=self.worker, reports=self._reports)
+            specs, broken = (
+                claim_jobs(worker=self.worker, room=claim[0], fits=self.executor.capacity(), limit=claim[1]) if claim else ([], [])
+            )
+        # Written: forget them. Jobs whose attempt could not even be described are
+        # recorded as failed with the next write.
+        self._reports, self._oldest_report = [], math.inf
+        self._take(broken)
+        if claim:
+            self._more_work = len(specs) + len(broken) >= claim[1]
+            self._queue.extend(specs)
+            self._launch()
+        return True
+
+    def _take(self, reports: list[Report]) -> None:
+        if not reports:
+            return
+        now = time.monotonic()
+        if now >= self._fence_until:
+            # The fence has killed our attempts: the database, not the job, is to blame.
+            reports = [replace(r, reason=LOST_CONTACT, charged=False) if isinstance(r, Outcome) and not r.succeeded else r for r in reports]
+        ended = sum(isinstance(r, Outcome) for r in reports)
+        if ended:
+            self._ended.append((now, ended))
+            self._more_work = True  # room freed, and a failed attempt may be retried
+        self._reports.extend(reports)
+        self._oldest_report = min(self._oldest_report, now)
+
+    def _launch(self) -> None:
+        """Start queued attempts that fit in the executor's free capacity, in one call."""
+        if not self._queue:
+            return
+        free = self.executor.free()
+        batch: list[AttemptSpec] = []
+        cpus, memory = free.cpus, free.memory_mib
+        while self._queue and self._queue[0].cpu <= cpus and self._queue[0].memory_mib <= memory:
+            spec = self._queue.popleft()
+            cpus, memory = cpus - spec.cpu, memory - spec.memory_mib
+            batch.append(spec)
+        if batch:
+            self._take(self.executor.submit(batch))
+
+    def _claim_room(self) -> tuple[Capacity, int] | None:
+        """What to claim now (room, how many), or None: nothing can or need be claimed."""
+        if not self._more_work:
+            return None
+        free = self.executor.free()
+        queued_cpus = sum(spec.cpu for spec in self._queue)
+        queued_memory = sum(spec.memory_mib for spec in self._queue)
+        ahead = 0 if self.executor.queues_work else self._prefetch()
+        capacity = self.executor.capacity()
+        factor = math.ceil(ahead / max(capacity.cpus, 1))
+        room = Capacity(
+            free.cpus - queued_cpus + factor * capacity.cpus,
+            free.memory_mib - queued_memory + factor * capacity.memory_mib,
+        )
+        limit = min(_CLAIM_LIMIT, max(free.cpus, 0) + ahead - len(self._queue))
+        if limit < 1 or room.cpus < 1 or room.memory_mib < 1:
+            return None
+        return room, limit
+
+    def _prefetch(self) -> int:
+        """How many jobs to hold beyond what runs now: as many as end within the horizon
+        at the recent rate (none while jobs are long)."""
+        now = time.monotonic()
+        while self._ended and self._ended[0][0] < now - 1.0:
+            self._ended.popleft()
+        rate = sum(count for _, count in self._ended)  # per second
+        return min(_PREFETCH_MAX, int(rate * _PREFETCH_HORIZON))
+
+    def _write_due(self, now: float) -> bool:
+        if self._reports and (now - self._oldest_report >= _RECORD_WITHIN or len(self._reports) >= _RECORD_BATCH):
+            return True
+        return self._claim_room() is not None and len(self._queue) < max(self.executor.free().cpus, 1)
+
+    def _wait_time(self) -> float:
+        now = time.monotonic()
+        if self._more_work and self._claim_room() is not None and len(self._queue) < max(self.executor.free().cpus, 1):
+            return 0
+        wait = min(self.config.poll_seconds, max(0.0, self._next_heartbeat - now))
+        if self._reports:
+            wait = min(wait, max(0.0, self._oldest_report + _RECORD_WITHIN - now))
+        if self.executor.active() or self._queue:
+            wait = min(wait, max(0.0, self._next_check - now))
+        return wait
 
     def _heartbeat(self, now: float) -> bool:
         if renew_lease(worker=self.worker, lease_seconds=self.config.lease_seconds):
             self._renew_fence(now)
             self._next_heartbeat = now + self._heartbeat_every
             return True
-        # Another worker declared us lost and requeued our jobs: our attempts are no
+        # Another worker declared us lost and dealt with our jobs: our attempts are no
         # longer theirs. Stop them without reporting, then start over as a new worker.
         logger.error("worker %s lost its lease; stopping its attempts and registering again", self.worker.name)
-        for job_id in list(self.executor.active()):
-            self.executor.cancel(job_id=job_id, reason="worker lost")
-        while self.executor.active():
-            self.executor.poll(timeout=0.05)
-        self._started = []
-        self._pending_outcomes = []
+        if not self.executor.attempts_survive_worker:
+            self.executor.cancel(keys=list(self.executor.active().items()), reason="worker lost")
+            while self.executor.active():
+                self.executor.poll(timeout=0.05)
+        self._queue.clear()
+        self._reports, self._oldest_report = [], math.inf
         self._register()
+        if self.executor.attempts_survive_worker:
+            self._adopt()
         return False
 
-    def _write_records(self, outcomes: list[Outcome]) -> None:
-        """RUNNING for the attempts started since the last step, then the outcomes (in
-        that order: an attempt may have ended already). The caller holds a transaction."""
-        if self._started:
-            record_started(worker=self.worker, attempts=self._started)
-        if outcomes:
-            record_outcomes(worker=self.worker, outcomes=outcomes)
-
-    def _stop_orphaned_attempts(self) -> None:
-        active = self.executor.active()
-        if not active:
+    def _check(self) -> None:
+        """Stop attempts that were cancelled (their outcome is recorded FAILED) or are
+        no longer ours (deleted, declared lost: nothing to record)."""
+        attempts = {**self.executor.active(), **{spec.job_id: spec.attempt for spec in self._queue}}
+        if not attempts:
             return
-        live = live_attempts(worker=self.worker, job_ids=active)
-        for job_id in set(active) - live:
-            self.executor.cancel(job_id=job_id, reason=CANCELLED_REASON)
+        check = check_attempts(worker=self.worker, attempts=attempts)
+        if not (check.orphaned or check.cancelled):
+            return
+        unstarted = [spec for spec in self._queue if spec.job_id in check.orphaned or spec.job_id in check.cancelled]
+        self._queue = deque(spec for spec in self._queue if spec not in unstarted)
+        self._take(
+            [Outcome(s.job_id, s.attempt, succeeded=False, reason=CANCELLED_REASON) for s in unstarted if s.job_id in check.cancelled]
+        )
+        active = self.executor.active()
+        for reason, job_ids in ((CANCELLED_REASON, check.cancelled), ("worker lost the job", check.orphaned)):
+            keys = [(job_id, active[job_id]) for job_id in job_ids if job_id in active]
+            if keys:
+                self.executor.cancel(keys=keys, reason=reason)
 
     def _sweep(self, *, force_recover: bool = False) -> None:
         expired = expire_dead_local_workers(worker=self.worker)
@@ -225,18 +321,20 @@ class WorkerLoop:
         recovered = recover_lost_workers()
         if recovered:
             logger.warning("recovered %d job(s) of lost workers", recovered)
+        if self.executor.attempts_survive_worker:
+            self._adopt()
         dispatch_submitted()
+        # Jobs may have become RUNNABLE in many ways since the last claim (placed just
+        # now, retried, requeued elsewhere): look again at least once per sweep.
+        self._more_work = True
         # While busy, at most five sweeps a second; an idle worker looks for new jobs to
         # place at every poll (it has nothing else to do, and they are its next work).
-        interval = max(self.config.poll_seconds, 0.2) if self.executor.active() else self.config.poll_seconds
+        busy = self.executor.active() or self._queue
+        interval = max(self.config.poll_seconds, 0.2) if busy else self.config.poll_seconds
         self._next_sweep = time.monotonic() + interval
 
-    def _start(self, attempts: list[Attempt]) -> None:
-        for attempt in attempts:
-            try:
-                self.executor.submit(attempt)
-            except LaunchError as exc:
-                # Recorded (from STARTING) by the next step, which does not wait.
-                self._pending_outcomes.append(Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=str(exc)))
-            else:
-                self._started.append(attempt)
+    def _adopt(self) -> None:
+        adopted = adopt_attempts(worker=self.worker)
+        if adopted:
+            logger.warning("adopted %d attempt(s) left by stopped or lost workers", len(adopted))
+            self._take(self.executor.adopt(adopted))

@@ -69,7 +69,7 @@ def test_environment_working_dir_and_filesystems(loop, alice, alice_client, cata
     job = Job.objects.get(batch=batch)
     assert job.status == "SUCCEEDED", job.reason
     lines = log_text(alice_client, job).splitlines()
-    workdir = str(settings.BATCHES_WORK_DIR / str(job.pk))
+    workdir = str(settings.BATCHES_WORK_DIR / f"{job.pk}.1")  # one directory per attempt
     assert lines == [workdir, f"fs={catalog['filesystems']['scratch'].path}", f"home={workdir}", "attempt=1", "0"]
     assert not os.path.exists(workdir), "the working directory is removed after the attempt"
 
@@ -174,7 +174,7 @@ def test_cancel_queued_job_never_starts(loop, alice, alice_client, catalog):
     batch = make_batch(alice, catalog["tools"]["echo"], catalog, [{"args": {"message": "never"}}])
     loop.executor._capacity = type(loop.executor.capacity())(0, 0)  # no room: it stays queued
     drive(loop, lambda: statuses(batch) == ["RUNNABLE"])
-    assert alice_client.post(f"/batches/{batch.pk}/cancel").json() == {"changed": 1}
+    assert alice_client.post(f"/batches/{batch.pk}/cancel").json() == {"changed": 1, "stopping": 0}
     loop.executor._capacity = type(loop.executor.capacity())(2, 4096)
     for _ in range(10):
         loop.step()
@@ -191,7 +191,7 @@ def test_cancel_running_job_stops_its_process(loop, alice, alice_client, catalog
     drive(loop, lambda: Job.objects.get(pk=job.pk).status == "RUNNING" and pidfile.exists() and pidfile.read_text())
     pid = int(pidfile.read_text())
     response = alice_client.post(f"/batches/{batch.pk}/jobs/{job.pk}/cancel")
-    assert response.json() == {"changed": 1}
+    assert response.json() == {"changed": 1, "stopping": 1}
     drive(loop, lambda: not loop.executor.active(), timeout=5)
     assert not pid_alive(pid)
     job.refresh_from_db()
@@ -219,11 +219,13 @@ def test_failed_attempts_are_retried_up_to_max_attempts(loop, alice, alice_clien
         "Attempt 2 failed (exit code 2); waiting to retry",
     ]
     assert "--- attempt 3 ---" in log_text(alice_client, job)
-    # The user's retry runs only the FAILED jobs, once more.
+    # The user's retry runs only the FAILED jobs, with a fresh max_attempts.
     assert alice_client.post(f"/batches/{batch.pk}/retry").json() == {"changed": 1}
     drive(loop, all_finished(batch))
     job.refresh_from_db()
-    assert (job.status, job.attempts) == ("FAILED", 4)
+    assert (job.status, job.attempts, job.charged_attempts) == ("FAILED", 6, 3)
+    rows = list(job.attempt_records.order_by("number").values_list("number", "state", "exit_code", "reason", "charged"))
+    assert rows == [(n, "ENDED", 2, "exit code 2", True) for n in range(1, 7)]
 
 
 def test_a_retried_attempt_can_succeed(loop, alice, catalog):
@@ -337,12 +339,14 @@ def test_stopping_the_worker_requeues_running_attempts(alice, catalog):
     loop.stop()
     job = Job.objects.get(batch=batch)
     assert job.status == "RUNNABLE"
-    assert job.attempts == 0, "a stop is not the job's fault: the attempt is given back"
-    assert job.reason.startswith("Requeued: worker ")
+    assert job.charged_attempts == 0, "a stop is not the job's fault: the attempt is given back"
+    assert job.reason.startswith("Attempt 1 stopped (worker ") and job.reason.endswith(" stopped); requeued")
+    attempt = job.attempt_records.get()
+    assert (attempt.state, attempt.charged) == ("ENDED", False)
 
 
 def test_cancel_service_is_idempotent_on_finished_jobs(loop, alice, catalog):
     batch = make_batch(alice, catalog["tools"]["echo"], catalog, [{"args": {"message": "x"}}])
     drive(loop, all_finished(batch))
-    assert cancel_jobs(jobs=Job.objects.filter(batch=batch)) == 0
+    assert cancel_jobs(jobs=Job.objects.filter(batch=batch)).changed == 0
     assert retry_failed_jobs(jobs=Job.objects.filter(batch=batch)) == 0

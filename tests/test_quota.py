@@ -7,8 +7,8 @@ import threading
 import pytest
 from django.db import connection, transaction
 
+from jobs.dispatch import _take_dispatch_lock, dispatch_submitted
 from jobs.models import Job
-from jobs.scheduling import _take_dispatch_lock, dispatch_submitted
 from jobs.services import cancel_jobs
 from tests.worker_helpers import all_finished, drive, in_process_loop, make_batch, statuses
 

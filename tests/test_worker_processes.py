@@ -166,7 +166,7 @@ def test_sigterm_requeues_running_jobs(alice, catalog, tmp_path):
     assert worker.returncode == 0, stderr
     assert not pid_alive(job_pid)
     job = Job.objects.get(batch=batch)
-    assert (job.status, job.attempts) == ("RUNNABLE", 0)
+    assert (job.status, job.attempts, job.charged_attempts) == ("RUNNABLE", 1, 0), "a stop does not use up the attempt"
     assert Worker.objects.get().state == "STOPPED"
 
 

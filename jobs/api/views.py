@@ -16,15 +16,30 @@ from batches.api.serializers import ToolRefSerializer
 from batches.models import Batch
 from batches.selectors import get_user_batch
 from batchsite.pagination import KeysetPagination
+from batchsite.problems import Conflict
 from jobs.api.serializers import JobDetailSerializer, JobEventSerializer, JobSerializer
 from jobs.logs import read_log
 from jobs.models import Job
 from jobs.selectors import batch_jobs, get_user_job, get_user_job_by_log, job_events
-from jobs.services import cancel_jobs, retry_failed_jobs
+from jobs.services import CancelResult, CancelStillStopping, cancel_jobs, retry_failed_jobs
 from jobs.states import Status
 
 NOT_FOUND = OpenApiResponse(description="No such batch or job for this user (another user's is also 404).")
 CHANGED = inline_serializer("ChangedJobs", {"changed": serializers.IntegerField(help_text="Jobs whose state changed.")})
+CANCELLED = inline_serializer(
+    "CancelledJobs",
+    {
+        "changed": serializers.IntegerField(help_text="Jobs cancelled: FAILED (Cancelled by user) now, or once their attempt has stopped."),
+        "stopping": serializers.IntegerField(
+            help_text="Of those, jobs whose running attempt is being stopped: FAILED (Cancelled by user) once it has."
+        ),
+    },
+)
+CONFLICT = OpenApiResponse(description="Some jobs of the batch are still stopping after a cancel; retry once they are FAILED.")
+
+
+def _cancelled(result: CancelResult) -> Response:
+    return Response({"changed": result.changed, "stopping": result.stopping})
 
 
 def _offset(raw: str) -> int:
@@ -121,30 +136,41 @@ class BatchCancelView(APIView):
     @extend_schema(
         operation_id="cancel_batch",
         summary="Cancel every unfinished job of the batch",
+        description="Queued jobs are FAILED (Cancelled by user) at once; running ones once their attempt has stopped.",
         request=None,
-        responses={200: CHANGED, 404: NOT_FOUND},
+        responses={200: CANCELLED, 404: NOT_FOUND},
     )
     def post(self, request: Request, batch_id: str) -> Response:
         batch = _user_batch(request, batch_id)
-        return Response({"changed": cancel_jobs(jobs=Job.objects.filter(batch=batch))})
+        return _cancelled(cancel_jobs(jobs=Job.objects.filter(batch=batch), by=request.user))
 
 
 class BatchRetryView(APIView):
     @extend_schema(
-        operation_id="retry_batch", summary="Run the batch's FAILED jobs again", request=None, responses={200: CHANGED, 404: NOT_FOUND}
+        operation_id="retry_batch",
+        summary="Run the batch's FAILED jobs again",
+        request=None,
+        responses={200: CHANGED, 404: NOT_FOUND, 409: CONFLICT},
     )
     def post(self, request: Request, batch_id: str) -> Response:
         batch = _user_batch(request, batch_id)
-        return Response({"changed": retry_failed_jobs(jobs=Job.objects.filter(batch=batch))})
+        try:
+            return Response({"changed": retry_failed_jobs(jobs=Job.objects.filter(batch=batch))})
+        except CancelStillStopping as exc:
+            raise Conflict(str(exc)) from exc
 
 
 class JobCancelView(APIView):
     @extend_schema(
-        operation_id="cancel_job", summary="Cancel one job if it is unfinished", request=None, responses={200: CHANGED, 404: NOT_FOUND}
+        operation_id="cancel_job",
+        summary="Cancel one job if it is unfinished",
+        description="A queued job is FAILED (Cancelled by user) at once; a running one once its attempt has stopped.",
+        request=None,
+        responses={200: CANCELLED, 404: NOT_FOUND},
     )
     def post(self, request: Request, batch_id: str, job_id: str) -> Response:
         job = _user_job(request, batch_id, job_id)
-        return Response({"changed": cancel_jobs(jobs=Job.objects.filter(pk=job.pk))})
+        return _cancelled(cancel_jobs(jobs=Job.objects.filter(pk=job.pk), by=request.user))
 
 
 class LogView(APIView):

@@ -1,17 +1,28 @@
 """The executor interface: what the worker loop needs from a place that runs jobs.
 
 The worker (`jobs.worker`) owns the database side: it claims jobs, records every state
-change through `jobs.states.transition`, heartbeats its lease and notices cancels. An
-executor owns the processes: it starts an attempt, reports how attempts ended, stops
-them, reads their logs and cleans up after a dead predecessor. It never touches the
-database, and nothing here assumes the job runs on the machine of the web server or of
-the worker: a Slurm backend implements the same methods with sbatch, squeue/sacct,
-scancel and a shared log directory.
+change and attempt, heartbeats its lease and notices cancels. An executor owns the
+attempts themselves: it starts many at once, reports when each starts and ends, stops
+them by their external ids, adopts the attempts a previous worker left running, and
+cleans up after a dead predecessor. It never touches the database, and nothing here
+assumes the job runs on the machine of the web server or of the worker: a cluster
+backend implements the same methods with sbatch (job arrays), squeue/sacct, scancel and
+a shared log directory.
+
+Two class attributes tell the worker how to treat an executor:
+- `queues_work`: the executor has a queue and a scheduler of its own (Slurm). The worker
+  then hands it every RUNNABLE job that fits its largest job, up to a bound, instead of
+  claiming against free cores and memory that the scheduler manages.
+- `attempts_survive_worker`: attempts keep running when the worker stops or dies (they
+  run elsewhere). The worker then leaves them running when it stops, and the next worker
+  of the same executor adopts them; otherwise (local processes) a stopping worker stops
+  them and gives their jobs back to the queue.
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from jobs.logs import read_log_file
 
@@ -26,7 +37,7 @@ class Capacity:
 
 
 @dataclass(frozen=True)
-class Attempt:
+class AttemptSpec:
     """Everything needed to run one attempt of one job, as plain data (it can be sent to
     another machine). `argv` is final: no shell ever sees it."""
 
@@ -46,16 +57,52 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class LiveAttempt:
+    """An attempt recorded as live in the database, handed to `Executor.adopt`."""
+
+    job_id: str
+    attempt: int
+    log_id: str
+    external_id: str
+    timeout_seconds: int
+    memory_mib: int
+    cpu: int
+
+
+@dataclass(frozen=True)
+class Started:
+    """The attempt is running (locally: its process exists; on a cluster: the scheduler
+    placed it). `log_offset` is where its section of the job's log begins."""
+
+    job_id: str
+    attempt: int
+    external_id: str
+    node: str = ""
+    log_offset: int | None = None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How an attempt ended. `reason` is empty on success, else a sentence a person can
     act on: `exit code 3`, `killed by signal 9 (SIGKILL)`, `timed out after 5 s`,
-    `killed: out of memory (limit 256 MiB)`."""
+    `killed: out of memory (limit 256 MiB)`. `charged` is False when the job is not to
+    blame (its worker stopped or lost the database): such an attempt does not use up
+    `max_attempts`."""
 
     job_id: str
     attempt: int
     succeeded: bool
     exit_code: int | None = None
     reason: str = ""
+    charged: bool = True
+
+
+Report = Started | Outcome
+
+
+def internal_error(exc: BaseException) -> str:
+    """The reason of an attempt that failed inside the service, not in the job."""
+    return f"internal error: {type(exc).__name__}: {exc}"[:500]
 
 
 class LaunchError(RuntimeError):
@@ -65,7 +112,11 @@ class LaunchError(RuntimeError):
 class Executor(ABC):
     """A place that runs attempts. Methods are called from one thread, the worker loop."""
 
-    kind: str = ""
+    kind: ClassVar[str] = ""
+    queues_work: ClassVar[bool] = False
+    attempts_survive_worker: ClassVar[bool] = False
+
+    worker_id: str = ""
 
     @abstractmethod
     def capacity(self) -> Capacity:
@@ -77,22 +128,36 @@ class Executor(ABC):
         """What is left now for new attempts."""
 
     @abstractmethod
-    def submit(self, attempt: Attempt) -> None:
-        """Start `attempt` (or hand it to the scheduler). Raise LaunchError if it cannot."""
+    def submit(self, specs: list[AttemptSpec]) -> list[Report]:
+        """Start the attempts (or hand them to the scheduler in one call). Returns what
+        is already known: a Started for each that runs now, an Outcome for each that
+        could not be started. The others report later through `poll`. Never raises for
+        one bad attempt: that attempt's Outcome says what went wrong."""
 
     @abstractmethod
-    def poll(self, *, timeout: float) -> list[Outcome]:
-        """Wait up to `timeout` seconds for attempts to end; return those that did
-        (each exactly once), with their process trees gone."""
+    def poll(self, *, timeout: float, wake_fd: int | None = None) -> list[Report]:
+        """Wait up to `timeout` seconds (less if `wake_fd` becomes readable) for attempts
+        to start or end; return what happened, each report exactly once. An attempt's
+        Outcome comes only once it has stopped for good."""
 
     @abstractmethod
-    def cancel(self, *, job_id: str, reason: str) -> None:
-        """Stop the job's attempt (TERM, a grace period, KILL). Its outcome still comes
-        out of `poll`, with `reason`."""
+    def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str) -> None:
+        """Stop these attempts (job id, attempt number), by their external ids, in as few
+        calls as the backend allows. Each outcome still comes out of `poll`, with
+        `reason`, once the attempt has stopped."""
 
     @abstractmethod
     def active(self) -> dict[str, int]:
-        """Job id -> attempt number of every attempt not yet reported by `poll`."""
+        """Job id -> attempt number of every attempt not yet reported ended."""
+
+    def adopt(self, attempts: list[LiveAttempt]) -> list[Report]:
+        """Take over attempts that a stopped or lost worker of this executor left live.
+        An executor whose attempts do not survive their worker adopts nothing: each is
+        reported ended (the caller has already made sure they are dead)."""
+        return [
+            Outcome(a.job_id, a.attempt, succeeded=False, reason="worker lost", charged=True)
+            for a in attempts  # pragma: no cover - the worker only adopts for surviving executors
+        ]
 
     @abstractmethod
     def recover(self, *, is_dead: Callable[[str], bool]) -> int:
@@ -114,9 +179,8 @@ class Executor(ABC):
 
     def shutdown(self, *, grace: float) -> list[Outcome]:
         """Stop every active attempt and return their outcomes (worker stopping)."""
-        for job_id in list(self.active()):
-            self.cancel(job_id=job_id, reason="worker stopped")
+        self.cancel(keys=list(self.active().items()), reason="worker stopped")
         outcomes: list[Outcome] = []
         while self.active():
-            outcomes.extend(self.poll(timeout=0.05))
+            outcomes.extend(r for r in self.poll(timeout=0.05) if isinstance(r, Outcome))
         return outcomes

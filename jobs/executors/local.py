@@ -21,24 +21,28 @@ Each attempt:
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import resource
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
-from jobs.executors.base import Attempt, Capacity, Executor, LaunchError, Outcome
-from jobs.executors.procs import group_alive, kill_processes, processes_with_env, signal_group, signal_name
+from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, Outcome, Report, Started, internal_error
+from jobs.executors.procs import group_alive, kill_processes, process_start_time, processes_with_env, signal_group, signal_name
 from jobs.logs import log_path
+
+logger = logging.getLogger("jobs.executors.local")
 
 MIB = 1024 * 1024
 # Messages programs print when an allocation fails under RLIMIT_AS (Python, glibc,
@@ -72,7 +76,7 @@ def filesystem_env_name(name: str) -> str:
 
 @dataclass
 class _Running:
-    attempt: Attempt
+    attempt: AttemptSpec
     popen: subprocess.Popen
     cores: list[int]
     workdir: Path
@@ -108,6 +112,7 @@ class LocalExecutor(Executor):
         self.grace = settings.BATCHES_KILL_GRACE_SECONDS if grace_seconds is None else grace_seconds
         self.work_dir = Path(work_dir or settings.BATCHES_WORK_DIR)
         self.keep_work_dirs = keep_work_dirs
+        self.node = socket.gethostname()
         # Cores are handed out least-loaded first; a worker offering more cpus than the
         # machine has (oversubscription, set on purpose) shares them.
         self._core_load = dict.fromkeys(sorted(os.sched_getaffinity(0)), 0)
@@ -128,30 +133,46 @@ class LocalExecutor(Executor):
         return {job_id: run.attempt.attempt for job_id, run in self._running.items()}
 
     # -- starting -------------------------------------------------------------------
-    def submit(self, attempt: Attempt) -> None:
+    def submit(self, specs: list[AttemptSpec]) -> list[Report]:
+        reports: list[Report] = []
+        for spec in specs:
+            try:
+                reports.append(self._start(spec))
+            except LaunchError as exc:
+                reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=str(exc)))
+            except Exception as exc:  # one bad attempt must not stop the others
+                logger.exception("could not start job %s attempt %s", spec.job_id, spec.attempt)
+                reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=internal_error(exc)))
+        return reports
+
+    def _start(self, attempt: AttemptSpec) -> Started:
         if attempt.job_id in self._running:
             raise LaunchError(f"job {attempt.job_id} already has a live attempt here")
-        workdir = self.work_dir / attempt.job_id
+        # A directory per attempt: a late-dying earlier attempt can never share (or
+        # delete) the next one's files.
+        workdir = self.work_dir / f"{attempt.job_id}.{attempt.attempt}"
         try:
             workdir.mkdir(parents=True)
-        except FileExistsError:  # left by an earlier attempt: start from an empty one
+        except FileExistsError:  # left by a crashed worker: start from an empty one
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir(parents=True)
         cores = self._take_cores(attempt.cpu)
-        log = log_path(attempt.log_id)
-        with open(log, "ab") as log_file:
-            log_start = log_file.tell()
-            if attempt.attempt > 1:
-                log_file.write(f"--- attempt {attempt.attempt} ---\n".encode())
-                log_file.flush()
-            try:
-                popen = self._spawn(attempt, workdir, log_file, cores)
-            except OSError as exc:
-                self._release_cores(cores)
-                shutil.rmtree(workdir, ignore_errors=True)
-                message = f"could not start {attempt.argv[0]}: {exc.strerror or exc}"
-                log_file.write(f"{message}\n".encode())
-                raise LaunchError(message) from exc
+        try:
+            with open(log_path(attempt.log_id), "ab") as log_file:
+                log_start = log_file.tell()
+                if attempt.attempt > 1:
+                    log_file.write(f"--- attempt {attempt.attempt} ---\n".encode())
+                    log_file.flush()
+                try:
+                    popen = self._spawn(attempt, workdir, log_file, cores)
+                except OSError as exc:
+                    message = f"could not start {attempt.argv[0]}: {exc.strerror or exc}"
+                    log_file.write(f"{message}\n".encode())
+                    raise LaunchError(message) from exc
+        except BaseException:
+            self._release_cores(cores)
+            _remove_dir(workdir)
+            raise
         pidfd = None
         with contextlib.suppress(OSError, AttributeError):
             pidfd = os.pidfd_open(popen.pid)
@@ -166,8 +187,10 @@ class LocalExecutor(Executor):
             pidfd=pidfd,
         )
         self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
+        external_id = f"{popen.pid}:{process_start_time(popen.pid)}"
+        return Started(attempt.job_id, attempt.attempt, external_id=external_id, node=self.node, log_offset=log_start)
 
-    def _spawn(self, attempt: Attempt, workdir: Path, log_file: Any, cores: list[int]) -> subprocess.Popen:
+    def _spawn(self, attempt: AttemptSpec, workdir: Path, log_file: Any, cores: list[int]) -> subprocess.Popen:
         program = attempt.argv[0]
         # prlimit would report a missing program as its own exit code 1: check first.
         if not os.path.isfile(program):
@@ -198,7 +221,7 @@ class LocalExecutor(Executor):
         finally:
             os.sched_setaffinity(0, mask)
 
-    def _environment(self, attempt: Attempt, workdir: Path) -> dict[str, str]:
+    def _environment(self, attempt: AttemptSpec, workdir: Path) -> dict[str, str]:
         # A clean environment: nothing of the worker's (DATABASE_URL, SECRET_KEY...) leaks.
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -233,12 +256,14 @@ class LocalExecutor(Executor):
             self._core_load[core] -= 1
 
     # -- stopping -------------------------------------------------------------------
-    def cancel(self, *, job_id: str, reason: str) -> None:
-        run = self._running.get(job_id)
-        if run is None or run.stop_reason:
-            return
-        run.stop_reason = reason
-        self._terminate(run, time.monotonic())
+    def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str) -> None:
+        now = time.monotonic()
+        for job_id, attempt in keys:
+            run = self._running.get(job_id)
+            if run is None or run.attempt.attempt != attempt or run.stop_reason:
+                continue
+            run.stop_reason = reason
+            self._terminate(run, now)
 
     def _terminate(self, run: _Running, now: float) -> None:
         if run.term_at is None:
@@ -252,11 +277,21 @@ class LocalExecutor(Executor):
         signal_group(run.pgid, signal.SIGKILL)
 
     # -- waiting --------------------------------------------------------------------
-    def poll(self, *, timeout: float) -> list[Outcome]:
-        if self._running and timeout > 0:
-            self._selector.select(self._wait_time(timeout))
+    def poll(self, *, timeout: float, wake_fd: int | None = None) -> list[Report]:
+        if timeout > 0:
+            wait = self._wait_time(timeout)
+            if wake_fd is not None:
+                self._selector.register(wake_fd, selectors.EVENT_READ, None)
+                try:
+                    self._selector.select(wait)
+                finally:
+                    self._selector.unregister(wake_fd)
+            elif self._running:
+                self._selector.select(wait)
+            else:
+                time.sleep(wait)
         now = time.monotonic()
-        outcomes = []
+        outcomes: list[Report] = []
         for job_id, run in list(self._running.items()):
             if run.returncode is None:
                 run.returncode = run.popen.poll()

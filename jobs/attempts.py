@@ -1,0 +1,162 @@
+"""The attempt rows: opened when a worker claims a job, marked running when the executor
+starts it, closed when it ends. The only writer of `jobs.models.Attempt`.
+
+Each function writes many attempts in one or a few statements (the worker records what
+happened to dozens of attempts per step). Values always travel as parameters; on
+PostgreSQL they carry explicit casts, because a row of parameters in a derived table has
+no column types of its own.
+"""
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+
+from jobs.executors.base import Outcome, Started
+from jobs.models import Attempt, Worker
+
+# Rows per statement: well under SQLite's 32,766 bound parameters.
+_CHUNK = 500
+
+
+def _conn() -> Any:
+    return connections[DEFAULT_DB_ALIAS]
+
+
+def _column(name: str) -> str:
+    return _conn().ops.quote_name(Attempt._meta.get_field(name).column)
+
+
+def _prep(name: str, value: Any) -> Any:
+    field = Attempt._meta.get_field(name)
+    conn = _conn()
+    if field.is_relation:
+        if value is None:
+            return None
+        return field.target_field.get_db_prep_value(value, conn)
+    return field.get_db_prep_save(value, conn)
+
+
+def _typed(name: str) -> str:
+    """A parameter marker for the column `name`, cast to its type on PostgreSQL."""
+    conn = _conn()
+    if conn.vendor != "postgresql":
+        return "%s"
+    return f"%s::{Attempt._meta.get_field(name).db_type(conn)}"
+
+
+def open_attempts(*, worker: Worker, executor: str, items: Sequence[tuple[Any, int]], now: datetime) -> None:
+    """A LAUNCHING attempt row for each (job id, attempt number) the worker claimed.
+    Runs in the claim's transaction: the database refuses a second live attempt of a
+    job (a partial unique index), so a bug elsewhere fails the claim, never runs twice."""
+    names = ("job", "number", "executor", "worker", "state", "create_time", "charged", "external_id", "node", "reason")
+    columns = ", ".join(_column(name) for name in names)
+    table = _conn().ops.quote_name(Attempt._meta.db_table)
+    constants = {
+        "executor": _prep("executor", executor),
+        "worker": _prep("worker", worker.pk),
+        "state": Attempt.State.LAUNCHING.value,
+        "create_time": _prep("create_time", now),
+        "charged": _prep("charged", True),
+        "external_id": "",
+        "node": "",
+        "reason": "",
+    }
+    row = "(" + ", ".join(["%s"] * len(names)) + ")"
+    with _conn().cursor() as cursor:
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start : start + _CHUNK]
+            params: list[Any] = []
+            for job_id, number in chunk:
+                values = {**constants, "job": _prep("job", job_id), "number": number}
+                params.extend(values[name] for name in names)
+            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(chunk))}", params)  # noqa: S608
+
+
+def mark_started(*, reports: Sequence[Started], now: datetime) -> None:
+    """LAUNCHING -> RUNNING with the executor's external id, node and log offset."""
+    rows = [
+        {"job": r.job_id, "number": r.attempt, "external_id": r.external_id, "node": r.node, "log_offset": r.log_offset, "start_time": now}
+        for r in reports
+    ]
+    _update_from_rows(rows=rows, keys=("job", "number"), constant={"state": Attempt.State.RUNNING.value}, live_only=True)
+
+
+def close_attempts(*, outcomes: Iterable[Outcome], now: datetime, worker: Worker | None = None) -> None:
+    """ENDED with the outcome's exit code, reason and whether it is charged. Only live
+    attempts are closed (a second report of the same end changes nothing); with
+    `worker`, only that worker's."""
+    rows = [
+        {
+            "job": o.job_id,
+            "number": o.attempt,
+            "exit_code": o.exit_code,
+            "reason": o.reason[:500],
+            "charged": o.charged and not o.succeeded,
+            "end_time": now,
+        }
+        for o in outcomes
+    ]
+    guard = {"worker": worker.pk} if worker is not None else {}
+    _update_from_rows(rows=rows, keys=("job", "number"), constant={"state": Attempt.State.ENDED.value}, live_only=True, guard=guard)
+
+
+def _update_from_rows(
+    *, rows: list[dict[str, Any]], keys: tuple[str, ...], constant: dict[str, Any], live_only: bool, guard: dict[str, Any] | None = None
+) -> None:
+    """UPDATE attempt SET <per-row values and constants> FROM (SELECT ... UNION ALL ...) v
+    WHERE the key columns match: one statement per chunk of rows, whatever their values."""
+    if not rows:
+        return
+    conn = _conn()
+    qn = conn.ops.quote_name
+    table = qn(Attempt._meta.db_table)
+    names = list(rows[0])
+    set_parts = [f"{_column(name)} = v.{qn('v_' + name)}" for name in names if name not in keys]
+    set_params: list[Any] = []
+    for name, value in constant.items():
+        set_parts.append(f"{_column(name)} = %s")
+        set_params.append(value)
+    where = [f"{table}.{_column(key)} = v.{qn('v_' + key)}" for key in keys]
+    where_params: list[Any] = []
+    if live_only:
+        where.append(f"{table}.{_column('end_time')} IS NULL")
+    for name, value in (guard or {}).items():
+        where.append(f"{table}.{_column(name)} = %s")
+        where_params.append(_prep(name, value))
+    first = "SELECT " + ", ".join(f"{_typed(name)} AS {qn('v_' + name)}" for name in names)
+    other = "SELECT " + ", ".join(_typed(name) for name in names)
+    with conn.cursor() as cursor:
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            derived = " UNION ALL ".join([first] + [other] * (len(chunk) - 1))
+            params = [*set_params, *(_prep(name, row[name]) for row in chunk for name in names), *where_params]
+            cursor.execute(
+                f"UPDATE {table} SET {', '.join(set_parts)} FROM ({derived}) AS v WHERE {' AND '.join(where)}",  # noqa: S608
+                params,
+            )
+
+
+def live_attempts_of_workers(*, worker_ids: Iterable[Any]) -> list[Attempt]:
+    """The live attempts of these workers, with their jobs' batches (for recovery)."""
+    return list(
+        Attempt.objects.filter(worker_id__in=list(worker_ids), end_time__isnull=True)
+        .select_related("job__batch")
+        .only("id", "job_id", "number", "external_id", "worker_id", "job__log_id", "job__batch__timeout_seconds")
+        .order_by("job_id")
+    )
+
+
+def reassign(*, attempts: Sequence[Attempt], to: Worker) -> list[Attempt]:
+    """Move live attempts (and their jobs' `worker`) from a stopped or lost worker to
+    `to`, each only if still held by the worker it was read with. Returns those moved."""
+    from jobs.models import Job
+
+    moved: list[Attempt] = []
+    with transaction.atomic():
+        for attempt in attempts:
+            if Attempt.objects.filter(pk=attempt.pk, worker_id=attempt.worker_id, end_time__isnull=True).update(worker=to):
+                Job.objects.filter(pk=attempt.job_id, attempts=attempt.number).update(worker=to)
+                moved.append(attempt)
+    return moved

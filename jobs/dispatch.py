@@ -1,0 +1,137 @@
+"""Placing queued jobs: SUBMITTED jobs become RUNNABLE (or PENDING with the reason they
+wait), and PENDING jobs whose wait is over become RUNNABLE. Run by workers in their
+sweep; every status change goes through `jobs.states.transition`.
+
+A sweep costs the same with ten or a million jobs queued: it finds the batches that have
+jobs in a state by a skip scan over the (status, batch) index (one index probe per
+distinct batch, at most `_BATCHES_PER_SWEEP` of them), skips batches that no live worker
+can run without reading their jobs, and moves at most `limit` jobs.
+"""
+
+from typing import Any
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from batches.models import Batch
+from jobs.models import Job, Worker
+from jobs.states import LIVE, Status, transition
+
+# One sweep places at most this many jobs, from at most this many batches per state:
+# short transactions, and the next sweep goes on.
+_DISPATCH_LIMIT = 5000
+_BATCHES_PER_SWEEP = 100
+# pg_try_advisory_xact_lock key of the dispatcher ("disp" in ASCII).
+_DISPATCH_LOCK_KEY = 0x64697370
+
+
+def dispatch_submitted(*, limit: int = _DISPATCH_LIMIT) -> int:
+    """Move SUBMITTED jobs on, and PENDING jobs whose wait is over. Returns how many moved.
+
+    A job becomes RUNNABLE when some live worker is large enough for its batch's cpu and
+    memory and its owner is under BATCHES_USER_MAX_ACTIVE_JOBS (jobs RUNNABLE, STARTING
+    or RUNNING; 0 means no quota). Otherwise a SUBMITTED job becomes PENDING with a
+    reason naming what it waits for: a worker large enough, or a place in its owner's
+    quota. Jobs are taken in submission order within a batch, oldest batches first.
+
+    One worker dispatches at a time, in one transaction; the others skip their turn
+    (returning 0). Two dispatchers updating the same hundreds of rows deadlock on
+    PostgreSQL, and each would count the quota without seeing the other's moves.
+    """
+    with transaction.atomic():
+        if not _take_dispatch_lock():
+            return 0
+        return _dispatch(limit=limit)
+
+
+def _take_dispatch_lock() -> bool:
+    """On PostgreSQL, a transaction-scoped advisory lock, or False if another worker
+    holds it. SQLite needs none: the IMMEDIATE transaction already serialises writers."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_DISPATCH_LOCK_KEY])
+        return bool(cursor.fetchone()[0])
+
+
+def batches_with_jobs_in(status: str, *, limit: int = _BATCHES_PER_SWEEP) -> list[Any]:
+    """Ids of the (oldest, by id) batches that have jobs in `status`, at most `limit`.
+
+    A recursive query that jumps from one batch id to the next in the (status, batch)
+    index: `limit` index probes, however many jobs each batch has. (A SELECT DISTINCT
+    would read every index entry of the state: a second per million queued jobs.)"""
+    conn = connections[DEFAULT_DB_ALIAS]
+    qn = conn.ops.quote_name
+    table = qn(Job._meta.db_table)
+    batch_col, status_col = qn(Job._meta.get_field("batch").column), qn("status")
+    sql = (
+        f"WITH RECURSIVE b(batch_id, n) AS ("  # noqa: S608 (identifiers from the model; values are parameters)
+        f" SELECT (SELECT MIN({batch_col}) FROM {table} WHERE {status_col} = %s), 1"
+        f" UNION ALL"
+        f" SELECT (SELECT MIN({batch_col}) FROM {table} WHERE {status_col} = %s AND {batch_col} > b.batch_id), n + 1"
+        f" FROM b WHERE b.batch_id IS NOT NULL AND n < %s"
+        f") SELECT batch_id FROM b WHERE batch_id IS NOT NULL"
+    )
+    pk = Batch._meta.pk
+    with conn.cursor() as cursor:
+        cursor.execute(sql, [status, status, limit])
+        return [pk.to_python(row[0]) for row in cursor.fetchall()]
+
+
+def _live_capacities(*, now: Any) -> list[tuple[int, int]]:
+    return list(Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=now).values_list("cpus", "memory_mib"))
+
+
+def _dispatch(*, limit: int) -> int:
+    now = timezone.now()
+    capacities = _live_capacities(now=now)
+    quota = settings.BATCHES_USER_MAX_ACTIVE_JOBS
+    room: dict[Any, int] = {}
+    moved = 0
+    for source in (Status.SUBMITTED, Status.PENDING):
+        batch_ids = batches_with_jobs_in(source)
+        if not batch_ids:
+            continue
+        batches = list(Batch.objects.filter(pk__in=batch_ids).only("id", "owner_id", "cpu", "memory").order_by("id"))
+        if quota:
+            _fill_quota_room(room, owners={b.owner_id for b in batches} - set(room), quota=quota)
+        for batch in batches:
+            if moved >= limit:
+                return moved
+            fits = any(cpu >= batch.cpu and memory >= batch.memory for cpu, memory in capacities)
+            if source == Status.PENDING and (not fits or (quota and room[batch.owner_id] <= 0)):
+                continue  # still waiting: nothing to read
+            ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[: limit - moved])
+            if not fits:
+                largest = max(capacities, default=None)
+                have = f"the largest live worker has {largest[0]} cpu and {largest[1]} MiB" if largest else "no worker is running"
+                reason = f"No worker can run it: needs {batch.cpu} cpu and {batch.memory} MiB; {have}"
+                moved += len(transition(job_ids=ids, from_statuses=[source], to_status=Status.PENDING, reason=reason))
+                continue
+            runnable, over = (ids, []) if not quota else (ids[: max(room[batch.owner_id], 0)], ids[max(room[batch.owner_id], 0) :])
+            if runnable:
+                reason = f"Waiting for a worker with {batch.cpu} free cpu and {batch.memory} MiB"
+                changed = len(transition(job_ids=runnable, from_statuses=[source], to_status=Status.RUNNABLE, reason=reason))
+                moved += changed
+                if quota:
+                    room[batch.owner_id] -= changed
+            if over and source == Status.SUBMITTED:
+                reason = f"Over your quota: at most {quota} of your jobs may be queued or running at once; waiting for one to finish"
+                moved += len(transition(job_ids=over, from_statuses=[source], to_status=Status.PENDING, reason=reason))
+    return moved
+
+
+def _fill_quota_room(room: dict[Any, int], *, owners: set[Any], quota: int) -> None:
+    """room[owner] = how many more of the owner's jobs may become RUNNABLE (one query)."""
+    if not owners:
+        return
+    active = dict(
+        Job.objects.filter(batch__owner_id__in=owners, status__in=[Status.RUNNABLE, *LIVE])
+        .order_by()
+        .values_list("batch__owner_id")
+        .annotate(n=Count("pk"))
+    )
+    for owner in owners:
+        room[owner] = quota - active.get(owner, 0)
