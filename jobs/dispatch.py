@@ -68,9 +68,10 @@ def batches_with_jobs_in(status: str, *, limit: int = _BATCHES_PER_SWEEP) -> lis
     batch_col, status_col = qn(Job._meta.get_field("batch").column), qn("status")
     sql = (
         f"WITH RECURSIVE b(batch_id, n) AS ("  # noqa: S608 (identifiers from the model; values are parameters)
-        f" SELECT (SELECT MIN({batch_col}) FROM {table} WHERE {status_col} = %s), 1"
+        f" SELECT (SELECT {batch_col} FROM {table} WHERE {status_col} = %s ORDER BY {batch_col} LIMIT 1), 1"
         f" UNION ALL"
-        f" SELECT (SELECT MIN({batch_col}) FROM {table} WHERE {status_col} = %s AND {batch_col} > b.batch_id), n + 1"
+        f" SELECT (SELECT {batch_col} FROM {table} WHERE {status_col} = %s AND {batch_col} > b.batch_id ORDER BY {batch_col} LIMIT 1),"
+        f" n + 1"
         f" FROM b WHERE b.batch_id IS NOT NULL AND n < %s"
         f") SELECT batch_id FROM b WHERE batch_id IS NOT NULL"
     )
