@@ -12,8 +12,10 @@ from jobs.worker import WorkerConfig, WorkerLoop
 
 class Command(BaseCommand):
     help = (
-        "Claim RUNNABLE jobs that fit this machine's free cpu and memory and run them until SIGTERM or Ctrl-C "
-        "(running attempts are then stopped and requeued)."
+        "Run jobs with the executor BATCHES_EXECUTOR names until SIGTERM or Ctrl-C. Locally: claim RUNNABLE jobs "
+        "that fit this machine's free cpu and memory (running attempts are stopped and requeued at the end). "
+        "On a cluster: hand jobs to its scheduler and follow them (attempts keep running when the worker stops, "
+        "and the next worker adopts them)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -32,8 +34,6 @@ class Command(BaseCommand):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name} must be at least 1")
         executor_class = get_executor_class()
-        if executor_class.kind != "local":
-            raise CommandError(f"runworker runs the local executor; BATCHES_EXECUTOR is {settings.BATCHES_EXECUTOR}")
         executor = executor_class(worker_id="", cpus=options["cpus"], memory_mib=options["memory"])
         config = WorkerConfig.from_settings(lease_seconds=options["lease"], poll_seconds=options["poll"], fencing=not options["no_fencing"])
         loop = WorkerLoop(executor=executor, config=config)
