@@ -3,11 +3,11 @@ as Slurm jobs do, so the adopt path can be tried without a cluster.
 
 It stands in for a scheduler (mock: no cluster runs in these tests; the real Slurm
 backend has its own tests against real daemons). Each attempt runs under a small
-"step" process (this module run as a script), started in its own session, that runs
+"step" process (`fake_cluster_step.py`), started in its own session, that runs
 the argv with its output in the job's log and writes `<external id>.exit` in the
 cluster's state directory when it ends, as a cluster keeps accounting. The worker
 follows attempts by those files only, so a new worker started after the first one died
-can adopt them. The state directory is `FAKE_CLUSTER_DIR` (default: BATCHES_DATA_DIR /
+can adopt them. The state directory is `FAKE_CLUSTER_DIR` (default: DATA_DIR /
 "fake-cluster").
 """
 
@@ -26,10 +26,11 @@ from jobs.executors.base import AttemptSpec, Capacity, Executor, LiveAttempt, Ou
 from jobs.logs import log_path
 
 ROOT = Path(__file__).resolve().parent.parent
+STEP = Path(__file__).with_name("fake_cluster_step.py")
 
 
 def state_dir() -> Path:
-    path = Path(os.environ.get("FAKE_CLUSTER_DIR", str(settings.BATCHES_DATA_DIR / "fake-cluster")))
+    path = Path(os.environ.get("FAKE_CLUSTER_DIR", str(settings.DATA_DIR / "fake-cluster")))
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -59,8 +60,17 @@ class FakeClusterExecutor(Executor):
         reports: list[Report] = []
         for spec in specs:
             external_id = f"{spec.job_id}.{spec.attempt}"
-            argv = [sys.executable, __file__, str(self.dir), external_id, str(log_path(spec.log_id)), *spec.argv]
-            subprocess.Popen(argv, cwd=ROOT, start_new_session=True, stdin=subprocess.DEVNULL)  # noqa: S603
+            argv = [sys.executable, str(STEP), str(self.dir), external_id, str(log_path(spec.log_id)), *spec.argv]
+            env = {"PATH": "/usr/bin:/bin", "BATCH_JOB_ID": spec.job_id, "BATCH_ATTEMPT": str(spec.attempt)}
+            subprocess.Popen(  # noqa: S603 (an argv list)
+                argv,
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             self._running[spec.job_id] = (spec.attempt, external_id, "")
             reports.append(Started(spec.job_id, spec.attempt, external_id=external_id, node="fake-node"))
         return reports
@@ -103,18 +113,3 @@ class FakeClusterExecutor(Executor):
 
     def recover(self, *, is_dead: Callable[[str], bool]) -> int:
         return 0  # nothing of a dead worker's is to be killed: it is adopted
-
-
-def _step(state: Path, external_id: str, log: str, argv: list[str]) -> int:
-    """The 'cluster' side of one attempt: run it, record its exit code."""
-    (state / f"{external_id}.pid").write_text(str(os.getpid()))
-    with open(log, "ab") as out:
-        code = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: S603
-    temporary = state / f"{external_id}.exit.tmp"
-    temporary.write_text(str(code))
-    temporary.rename(state / f"{external_id}.exit")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_step(Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]))

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
-from jobs.models import Job, JobEvent, Worker
+from jobs.models import Attempt, Job, JobEvent, Worker
 from tests.conftest import submission
 from tests.worker_helpers import (
     all_finished,
@@ -216,3 +217,49 @@ def test_hung_worker_is_fenced_and_its_job_retried_after_the_lease(alice, catalo
     job = Job.objects.get(batch=batch)
     assert (job.status, job.attempts) == ("SUCCEEDED", 2)
     assert JobEvent.objects.filter(job=job, to_status="SUCCEEDED").count() == 1
+
+
+FAKE_CLUSTER = "tests.fake_cluster.FakeClusterExecutor"
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_attempts_that_outlive_their_worker_are_adopted_not_run_twice(alice, catalog, tmp_path, how):
+    """Through the fake cluster (attempts run outside the worker, as Slurm jobs do): the
+    first worker starts the attempt and dies (or stops); the next adopts it, follows it
+    to its end and records it once. The attempt ran once."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    release = tmp_path / "release"
+    script = f'echo "$BATCH_ATTEMPT" >> {marks}/$BATCH_JOB_ID; while [ ! -e {release} ]; do sleep 0.05; done; echo finished'
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": script}} for _ in range(3)])
+    env = {"BATCHES_EXECUTOR": FAKE_CLUSTER, "FAKE_CLUSTER_DIR": str(tmp_path / "cluster")}
+    first = start_worker(**env)
+    second = None
+    try:
+        wait_for(lambda: statuses(batch) == ["RUNNING"] * 3 and len(list(marks.iterdir())) == 3, timeout=30)
+        if how == "SIGKILL":
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+        else:
+            assert first.returncode is None
+            stop_worker_process(first)
+            assert first.returncode == 0
+        assert statuses(batch) == ["RUNNING"] * 3, "a cluster's attempts are not requeued when their worker goes"
+        second = start_worker(**env)
+        wait_for(lambda: Attempt.objects.filter(job__batch=batch, worker__pid=second.pid).count() == 3, timeout=30)
+        release.write_text("")
+        wait_for(all_finished(batch), timeout=30)
+    finally:
+        release.write_text("")
+        stop_worker_process(first)
+        if second is not None:
+            stop_worker_process(second)
+    assert statuses(batch) == ["SUCCEEDED"] * 3
+    assert all(path.read_text() == "1\n" for path in marks.iterdir()), "an attempt ran twice"
+    for job in Job.objects.filter(batch=batch):
+        assert job.attempts == 1
+        attempt = job.attempt_records.get()
+        assert (attempt.state, attempt.executor, attempt.external_id) == ("ENDED", "fakecluster", f"{job.pk}.1")
+        assert JobEvent.objects.filter(job=job, to_status="SUCCEEDED").count() == 1
+        assert b"finished" in Path(settings.BATCHES_LOG_DIR / f"{job.log_id}.log").read_bytes()
+    assert Worker.objects.get(pid=first.pid).state == ("LOST" if how == "SIGKILL" else "STOPPED")
