@@ -83,12 +83,18 @@ def mark_started(*, reports: Sequence[Started], now: datetime) -> None:
     _update_from_rows(rows=rows, keys=("job", "number"), constant={"state": Attempt.State.RUNNING.value}, live_only=True)
 
 
-def close_attempts(*, outcomes: Iterable[Outcome], now: datetime, worker: Worker | None = None) -> None:
+def close_attempts(
+    *, outcomes: Iterable[Outcome], now: datetime, worker: Worker | None = None, started: dict[tuple[str, int], Started] | None = None
+) -> None:
     """ENDED with the outcome's exit code, reason and whether it is charged. Only live
     attempts are closed (a second report of the same end changes nothing); with
-    `worker`, only that worker's."""
-    rows = [
-        {
+    `worker`, only that worker's. `started` holds starts not recorded yet: those rows
+    get their start (external id, node, log offset, time) in the same statement."""
+    started = started or {}
+    plain: list[dict[str, Any]] = []
+    with_start: list[dict[str, Any]] = []
+    for o in outcomes:
+        row = {
             "job": o.job_id,
             "number": o.attempt,
             "exit_code": o.exit_code,
@@ -96,10 +102,15 @@ def close_attempts(*, outcomes: Iterable[Outcome], now: datetime, worker: Worker
             "charged": o.charged and not o.succeeded,
             "end_time": now,
         }
-        for o in outcomes
-    ]
+        start = started.get((o.job_id, o.attempt))
+        if start is None:
+            plain.append(row)
+        else:
+            row.update(external_id=start.external_id, node=start.node, log_offset=start.log_offset, start_time=now)
+            with_start.append(row)
     guard = {"worker": worker.pk} if worker is not None else {}
-    _update_from_rows(rows=rows, keys=("job", "number"), constant={"state": Attempt.State.ENDED.value}, live_only=True, guard=guard)
+    for rows in (plain, with_start):
+        _update_from_rows(rows=rows, keys=("job", "number"), constant={"state": Attempt.State.ENDED.value}, live_only=True, guard=guard)
 
 
 def _update_from_rows(

@@ -90,10 +90,10 @@ class Job(models.Model):
         indexes = [
             # BatchStatus counts: an index-only GROUP BY status within one batch.
             models.Index(fields=["batch", "status"], name="job_batch_status"),
-            # Executors look for work by state across all batches.
-            models.Index(fields=["status", "id"], name="job_status_id"),
-            # Dispatch walks the distinct batches that have jobs in a state (a skip scan).
-            models.Index(fields=["status", "batch"], name="job_status_batch"),
+            # Workers claim RUNNABLE jobs oldest batch first, in order within a batch
+            # (ids are time-ordered), and dispatch walks the distinct batches that have
+            # jobs in a state (a skip scan): one index serves both.
+            models.Index(fields=["status", "batch", "id"], name="job_status_batch_id"),
         ]
 
     def __str__(self) -> str:
@@ -117,10 +117,12 @@ class Attempt(models.Model):
         ENDED = "ENDED"
 
     # DO_NOTHING: removed with their jobs by batches.services.delete_batches.
-    job = models.ForeignKey(Job, on_delete=models.DO_NOTHING, related_name="attempt_records")
+    # No index of their own: (job, number) and the live-attempt index below cover the
+    # look-ups, and every index is one more write per attempt.
+    job = models.ForeignKey(Job, on_delete=models.DO_NOTHING, related_name="attempt_records", db_index=False)
     number = models.PositiveSmallIntegerField()
     executor = models.CharField(max_length=20)
-    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="attempts")
+    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="attempts", db_index=False)
     external_id = models.CharField(max_length=100, blank=True)
     node = models.CharField(max_length=255, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.LAUNCHING)

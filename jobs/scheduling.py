@@ -117,14 +117,14 @@ class _Candidate(NamedTuple):
 
 def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list[_Candidate]:
     """RUNNABLE jobs whose batch fits in `fits` and that have no live attempt, oldest
-    first, at most `limit`, locked with FOR UPDATE SKIP LOCKED where the database has it
+    first (oldest batch first, in order within it: ids are time-ordered), at most `limit`, locked with FOR UPDATE SKIP LOCKED where the database has it
     (PostgreSQL), so concurrent workers take different rows without waiting.
 
     Plain SQL because the worker runs it on every claim and building it through the ORM
     cost several times more than running it; it is the ORM query
 
         Job.objects.filter(status=RUNNABLE, batch__cpu__lte=.., batch__memory__lte=..)
-        .exclude(pk__in=exclude).exclude(Exists(live attempt)).order_by("id")
+        .exclude(pk__in=exclude).exclude(Exists(live attempt)).order_by("batch", "id")
         .select_for_update(skip_locked=True, of=("self",)).values_list(...)[:limit]
 
     with identifiers from the models and every value a parameter."""
@@ -157,7 +157,7 @@ def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list
         f" AND {column(batch_table, batch, 'memory')} <= %s{not_excluded}"
         f" AND NOT EXISTS (SELECT 1 FROM {attempt_table} WHERE {column(attempt_table, attempt, 'job')} = {job_id}"
         f" AND {column(attempt_table, attempt, 'end_time')} IS NULL)"
-        f" ORDER BY {job_id} ASC LIMIT %s{lock}"
+        f" ORDER BY {column(job_table, job, 'batch')} ASC, {job_id} ASC LIMIT %s{lock}"
     )
     params.append(limit)
     args_field = job.get_field("args")
@@ -206,31 +206,30 @@ def _batch_specs(batch_ids: set[Any]) -> dict[Any, dict[str, Any]]:
 # -- recording what the executor reports ------------------------------------------------
 def record_reports(*, worker: Worker, reports: Iterable[Report]) -> int:
     """Record what happened to `worker`'s attempts, in the caller's transaction: starts
-    first (STARTING -> RUNNING, the attempt row RUNNING with its external id), then ends
-    (an attempt may have started and ended since the last call). Reports about attempts
-    that are no longer this worker's live attempt (deleted, declared lost) change
-    nothing. Returns jobs whose status changed."""
+    (STARTING -> RUNNING, the attempt row RUNNING with its external id) and ends. An
+    attempt that started and ended since the last call is written once, passing through
+    RUNNING (both events, both times). Reports about attempts that are no longer this
+    worker's live attempt (deleted, declared lost) change nothing. Returns jobs whose
+    status changed."""
     reports = list(reports)
-    started = [r for r in reports if isinstance(r, Started)]
     outcomes = [r for r in reports if isinstance(r, Outcome)]
+    ended = {(o.job_id, o.attempt) for o in outcomes}
+    started = {(r.job_id, r.attempt): r for r in reports if isinstance(r, Started)}
+    only_started = [r for key, r in started.items() if key not in ended]
     now = timezone.now()
     changed = 0
-    if started:
-        changed += _grouped(
-            worker=worker,
-            items=[(r.job_id, r.attempt) for r in started],
-            to_status=Status.RUNNING,
-            reason="",
-            sources=[Status.STARTING],
-            now=now,
-        )
-        attempt_rows.mark_started(reports=started, now=now)
+    if only_started:
+        items = [(r.job_id, r.attempt) for r in only_started]
+        changed += _grouped(worker=worker, items=items, to_status=Status.RUNNING, reason="", sources=[Status.STARTING], now=now)
+        attempt_rows.mark_started(reports=only_started, now=now)
     if outcomes:
-        changed += record_outcomes(worker=worker, outcomes=outcomes, now=now)
+        changed += record_outcomes(worker=worker, outcomes=outcomes, now=now, started={k: v for k, v in started.items() if k in ended})
     return changed
 
 
-def record_outcomes(*, worker: Worker, outcomes: list[Outcome], now: Any = None) -> int:
+def record_outcomes(
+    *, worker: Worker, outcomes: list[Outcome], now: Any = None, started: dict[tuple[str, int], Started] | None = None
+) -> int:
     """Record how attempts of `worker` ended, and decide what comes next for each job:
     - it succeeded: SUCCEEDED;
     - a cancel was asked for: FAILED `Cancelled by user` (the attempt has now stopped);
@@ -239,15 +238,17 @@ def record_outcomes(*, worker: Worker, outcomes: list[Outcome], now: Any = None)
     - it failed with attempts left (charged failures < max_attempts): RUNNABLE, its
       reason saying which attempt failed and why;
     - else FAILED with the attempt's reason.
-    Closes the attempt rows. Returns jobs whose status changed."""
+    `started` holds the starts of these attempts not recorded yet (the job passes
+    through RUNNING). Closes the attempt rows. Returns jobs whose status changed."""
     now = now or timezone.now()
+    started = started or {}
     jobs = {
         str(pk): (max_attempts, charged, cancel_at)
         for pk, max_attempts, charged, cancel_at in Job.objects.filter(pk__in=[o.job_id for o in outcomes])
         .order_by()
         .values_list("pk", "batch__max_attempts", "charged_attempts", "cancel_requested_at")
     }
-    groups: dict[tuple[str, str, int | None, bool], list[tuple[str, int]]] = defaultdict(list)
+    groups: dict[tuple[str, str, int | None, bool, bool], list[tuple[str, int]]] = defaultdict(list)
     for outcome in outcomes:
         if outcome.job_id not in jobs:
             continue  # deleted meanwhile
@@ -262,14 +263,16 @@ def record_outcomes(*, worker: Worker, outcomes: list[Outcome], now: Any = None)
             key = (Status.RUNNABLE, f"Attempt {outcome.attempt} failed ({outcome.reason}); waiting to retry", outcome.exit_code, True)
         else:
             key = (Status.FAILED, outcome.reason, outcome.exit_code, True)
-        groups[key].append((outcome.job_id, outcome.attempt))
+        groups[(*key, (outcome.job_id, outcome.attempt) in started)].append((outcome.job_id, outcome.attempt))
     changed = 0
-    for (to_status, reason, exit_code, charge), items in groups.items():
+    for (to_status, reason, exit_code, charge, unseen_start), items in groups.items():
         fields: dict[str, Any] = {"exit_code": exit_code}
         if charge:
             fields["charged_attempts"] = F("charged_attempts") + 1
+        if unseen_start:
+            fields.update(sources=[Status.STARTING], through=Status.RUNNING)
         changed += _grouped(worker=worker, items=items, to_status=to_status, reason=reason, now=now, **fields)
-    attempt_rows.close_attempts(outcomes=outcomes, now=now, worker=worker)
+    attempt_rows.close_attempts(outcomes=outcomes, now=now, worker=worker, started=started)
     return changed
 
 

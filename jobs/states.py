@@ -86,6 +86,7 @@ def transition(
     reason: str = "",
     now: datetime | None = None,
     guard: Q | None = None,
+    through: str | None = None,
     **fields: Any,
 ) -> list[Any]:
     """Move each of `job_ids` whose status is one of `from_statuses` to `to_status`.
@@ -102,25 +103,37 @@ def transition(
     (`attempts=F("attempts") + 1`); the event then records the attempt number after the
     change.
 
+    `through` names a state the jobs passed through on the way, unseen (an attempt that
+    started and ended between two writes of its worker): it gets its own event and
+    timestamps, and the row is written once.
+
     Two implementations write the same rows and events: `_fast_transition` (a few
     statements of plain SQL, used whenever `guard` and `fields` are simple enough to
     translate, which is every call the worker makes) and `_orm_transition` (the ORM,
     for anything else).
     """
-    sources = _check(from_statuses, to_status)
+    if through is None:
+        sources = _check(from_statuses, to_status)
+        steps = (to_status,)
+    else:
+        sources = _check(from_statuses, through)
+        _check([through], to_status)
+        steps = (through, to_status)
     now = now or timezone.now()
-    updates = {"status": to_status, "reason": reason, **_timestamps(to_status, now), **fields}
+    updates = {"status": to_status, "reason": reason, **fields}
+    for step in steps:
+        updates.update(_timestamps(step, now))
     ids = list(job_ids)
     if not ids:
         return []
     plan = _FastPlan.build(updates=updates, guard=guard)
     if plan is None:
-        return _orm_transition(ids=ids, sources=sources, to_status=to_status, reason=reason, now=now, guard=guard, updates=updates)
-    return _fast_transition(ids=ids, sources=sources, to_status=to_status, reason=reason, now=now, plan=plan)
+        return _orm_transition(ids=ids, sources=sources, steps=steps, reason=reason, now=now, guard=guard, updates=updates)
+    return _fast_transition(ids=ids, sources=sources, steps=steps, reason=reason, now=now, plan=plan)
 
 
 def _orm_transition(
-    *, ids: list[Any], sources: frozenset[str], to_status: str, reason: str, now: datetime, guard: Q | None, updates: dict[str, Any]
+    *, ids: list[Any], sources: frozenset[str], steps: tuple[str, ...], reason: str, now: datetime, guard: Q | None, updates: dict[str, Any]
 ) -> list[Any]:
     from jobs.models import Job, JobEvent
 
@@ -143,8 +156,11 @@ def _orm_transition(
                 attempts_now = dict(Job.objects.filter(pk__in=[pk for pk, _, _ in rows]).order_by().values_list("pk", "attempts"))
                 rows = [(pk, old, attempts_now[pk]) for pk, old, _ in rows]
             JobEvent.objects.bulk_create(
-                JobEvent(job_id=pk, from_status=old, to_status=to_status, reason=reason, time=now, attempt=attempts)
+                JobEvent(
+                    job_id=pk, from_status=before, to_status=after, reason=_step_reason(after, steps, reason), time=now, attempt=attempts
+                )
                 for pk, old, attempts in rows
+                for before, after in zip((old, *steps[:-1]), steps, strict=True)
             )
             changed.extend(pk for pk, _, _ in rows)
     return changed
@@ -262,7 +278,14 @@ def _db_value(field: models.Field, value: Any, conn: Any, *, save: bool) -> Any:
     return field.get_db_prep_save(value, conn) if save else field.get_db_prep_value(value, conn)
 
 
-def _fast_transition(*, ids: list[Any], sources: frozenset[str], to_status: str, reason: str, now: datetime, plan: _FastPlan) -> list[Any]:
+def _step_reason(step: str, steps: tuple[str, ...], reason: str) -> str:
+    """The reason belongs to the final state; a state passed through has none."""
+    return reason if step == steps[-1] else ""
+
+
+def _fast_transition(
+    *, ids: list[Any], sources: frozenset[str], steps: tuple[str, ...], reason: str, now: datetime, plan: _FastPlan
+) -> list[Any]:
     from jobs.models import Job, JobEvent
 
     conn = _db()
@@ -308,9 +331,17 @@ def _fast_transition(*, ids: list[Any], sources: frozenset[str], to_status: str,
             events: list[Any] = []
             for pk, attempts in rows:
                 old = ordered_sources[0] if old_status is None else old_status[pk]
-                events += [pk_field.get_db_prep_value(pk, conn), old, to_status, reason, attempts, event_time]
+                for before, after in zip((old, *steps[:-1]), steps, strict=True):
+                    events += [
+                        pk_field.get_db_prep_value(pk, conn),
+                        before,
+                        after,
+                        _step_reason(after, steps, reason),
+                        attempts,
+                        event_time,
+                    ]
             cursor.execute(
-                f"INSERT INTO {event_table} ({event_columns}) VALUES {', '.join([f'({_marks(_EVENT_FIELDS)})'] * len(rows))}",  # noqa: S608
+                f"INSERT INTO {event_table} ({event_columns}) VALUES {', '.join([f'({_marks(_EVENT_FIELDS)})'] * (len(rows) * len(steps)))}",  # noqa: S608
                 events,
             )
             changed.extend(pk for pk, _ in rows)

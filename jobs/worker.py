@@ -36,14 +36,18 @@ from jobs.wakeup import WorkListener
 
 logger = logging.getLogger("jobs.worker")
 
-# Reports (a start, an end) wait at most this long to be written.
+# Reports (a start, an end) wait at most this long to be written; while short jobs
+# stream through, up to the longer time (each write costs milliseconds in which nothing
+# starts, so fewer, larger writes run more jobs).
 _RECORD_WITHIN = 0.02
+_RECORD_WITHIN_BUSY = 0.1
 # ...or until this many have gathered.
-_RECORD_BATCH = 256
+_RECORD_BATCH = 512
 # Claim ahead at most this many jobs beyond the free capacity, and about as many as
-# end in this many seconds at the rate they have been ending.
-_PREFETCH_MAX = 64
-_PREFETCH_HORIZON = 0.05
+# end in this many seconds at the rate they have been ending; claim again when half
+# of them have started.
+_PREFETCH_MAX = 256
+_PREFETCH_HORIZON = 0.25
 _CLAIM_LIMIT = 128
 
 
@@ -80,6 +84,7 @@ class WorkerLoop:
         self._oldest_report = math.inf
         self._more_work = True  # the last claim was full, or new work was announced
         self._ended: deque[tuple[float, int]] = deque()  # (time, attempts ended) over the last second
+        self._ended_total = 0
         self._next_heartbeat = 0.0
         self._next_check = 0.0
         self._next_sweep = 0.0
@@ -211,6 +216,7 @@ class WorkerLoop:
         ended = sum(isinstance(r, Outcome) for r in reports)
         if ended:
             self._ended.append((now, ended))
+            self._ended_total += ended
             self._more_work = True  # room freed, and a failed attempt may be retried
         self._reports.extend(reports)
         self._oldest_report = min(self._oldest_report, now)
@@ -253,22 +259,31 @@ class WorkerLoop:
         at the recent rate (none while jobs are long)."""
         now = time.monotonic()
         while self._ended and self._ended[0][0] < now - 1.0:
-            self._ended.popleft()
-        rate = sum(count for _, count in self._ended)  # per second
+            self._ended_total -= self._ended.popleft()[1]
+        rate = self._ended_total  # per second
         return min(_PREFETCH_MAX, int(rate * _PREFETCH_HORIZON))
 
+    def _record_within(self) -> float:
+        return _RECORD_WITHIN_BUSY if self._queue else _RECORD_WITHIN
+
+    def _needs_jobs(self) -> bool:
+        """The local queue is low (below half the prefetch, or empty) and a claim could
+        take something."""
+        low = max(self._prefetch() // 2, self.executor.free().cpus, 1)
+        return len(self._queue) < low and self._claim_room() is not None
+
     def _write_due(self, now: float) -> bool:
-        if self._reports and (now - self._oldest_report >= _RECORD_WITHIN or len(self._reports) >= _RECORD_BATCH):
+        if self._reports and (now - self._oldest_report >= self._record_within() or len(self._reports) >= _RECORD_BATCH):
             return True
-        return self._claim_room() is not None and len(self._queue) < max(self.executor.free().cpus, 1)
+        return self._needs_jobs()
 
     def _wait_time(self) -> float:
         now = time.monotonic()
-        if self._more_work and self._claim_room() is not None and len(self._queue) < max(self.executor.free().cpus, 1):
+        if self._needs_jobs():
             return 0
         wait = min(self.config.poll_seconds, max(0.0, self._next_heartbeat - now))
         if self._reports:
-            wait = min(wait, max(0.0, self._oldest_report + _RECORD_WITHIN - now))
+            wait = min(wait, max(0.0, self._oldest_report + self._record_within() - now))
         if self.executor.active() or self._queue:
             wait = min(wait, max(0.0, self._next_check - now))
         return wait

@@ -71,7 +71,7 @@ def test_environment_working_dir_and_filesystems(loop, alice, alice_client, cata
     lines = log_text(alice_client, job).splitlines()
     workdir = str(settings.BATCHES_WORK_DIR / f"{job.pk}.1")  # one directory per attempt
     assert lines == [workdir, f"fs={catalog['filesystems']['scratch'].path}", f"home={workdir}", "attempt=1", "0"]
-    assert not os.path.exists(workdir), "the working directory is removed after the attempt"
+    wait_for(lambda: not os.path.exists(workdir), timeout=5, message="the working directory is removed after the attempt")
 
 
 def test_sleep_job_is_running_while_it_sleeps_and_logs_are_live(loop, alice, alice_client, catalog):

@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from typing import Any
 from django.conf import settings
 
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, Outcome, Report, Started, internal_error
-from jobs.executors.procs import group_alive, kill_processes, process_start_time, processes_with_env, signal_group, signal_name
+from jobs.executors.procs import group_alive, kill_processes, processes_with_env, signal_group, signal_name
 from jobs.logs import log_path
 
 logger = logging.getLogger("jobs.executors.local")
@@ -62,6 +63,44 @@ def _remove_dir(path: Path) -> None:
         os.rmdir(path)
     except OSError:
         shutil.rmtree(path, ignore_errors=True)
+
+
+class _Remover:
+    """Removes finished attempts' working directories on a thread of its own, a batch at
+    a time: an rmdir costs a quarter of a millisecond here, as much as starting a job,
+    and nothing waits for it (every attempt has a directory of its own). The thread
+    wakes on a timer rather than per directory, which would cost a thread switch each."""
+
+    _EVERY = 0.2
+
+    def __init__(self) -> None:
+        self._paths: list[Path] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def remove(self, path: Path) -> None:
+        self._paths.append(path)
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="workdir-remover", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._EVERY):
+            self._drain()
+
+    def _drain(self) -> None:
+        paths, self._paths = self._paths, []  # a swap: atomic under the GIL
+        for path in paths:
+            _remove_dir(path)
+
+    def flush(self) -> None:
+        """Stop the thread and remove what is left, before returning."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        self._drain()
 
 
 def machine_capacity() -> Capacity:
@@ -112,6 +151,7 @@ class LocalExecutor(Executor):
         self.grace = settings.BATCHES_KILL_GRACE_SECONDS if grace_seconds is None else grace_seconds
         self.work_dir = Path(work_dir or settings.BATCHES_WORK_DIR)
         self.keep_work_dirs = keep_work_dirs
+        self._remover = _Remover()
         self.node = socket.gethostname()
         # Cores are handed out least-loaded first; a worker offering more cpus than the
         # machine has (oversubscription, set on purpose) shares them.
@@ -187,7 +227,10 @@ class LocalExecutor(Executor):
             pidfd=pidfd,
         )
         self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
-        external_id = f"{popen.pid}:{process_start_time(popen.pid)}"
+        # The pid (with the node) names the attempt. Its start time would tell a reused
+        # pid apart, but reading /proc/<pid>/stat of a process that is still exec'ing
+        # waits for the exec, which cost as much as the spawn itself.
+        external_id = str(popen.pid)
         return Started(attempt.job_id, attempt.attempt, external_id=external_id, node=self.node, log_offset=log_start)
 
     def _spawn(self, attempt: AttemptSpec, workdir: Path, log_file: Any, cores: list[int]) -> subprocess.Popen:
@@ -330,7 +373,7 @@ class LocalExecutor(Executor):
         attempt = run.attempt
         self._used = Capacity(self._used.cpus - attempt.cpu, self._used.memory_mib - attempt.memory_mib)
         if not self.keep_work_dirs:
-            _remove_dir(run.workdir)
+            self._remover.remove(run.workdir)
         code = run.returncode
         exit_code = code if code is not None and code >= 0 else None
         if run.stop_reason:
@@ -355,6 +398,11 @@ class LocalExecutor(Executor):
                 return bool(_OOM_RE.search(handle.read()))
         except OSError:
             return False
+
+    def shutdown(self, *, grace: float) -> list[Outcome]:
+        outcomes = super().shutdown(grace=grace)
+        self._remover.flush()
+        return outcomes
 
     # -- after a crash --------------------------------------------------------------
     def recover(self, *, is_dead: Callable[[str], bool]) -> int:
