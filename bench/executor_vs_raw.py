@@ -1,7 +1,7 @@
 """Benchmark: N no-op jobs through the local executor vs the same N processes spawned
 directly, with the same parallelism.
 
-    .venv/bin/python bench/executor_vs_raw.py [--jobs 2000] [--parallel 2]
+    .venv/bin/python bench/executor_vs_raw.py [--jobs 2000] [--parallel 2] [--backlog 1000000]
 
 The executor side is the real thing: a `manage.py runworker` process offering
 `--parallel` cpus, a batch of `--jobs` jobs of a one-core `/bin/true` tool submitted
@@ -10,10 +10,16 @@ includes placing, claiming, every state change and event, log files and working
 directories). The raw side spawns `/bin/true` with subprocess, keeping `--parallel`
 processes running. A fresh SQLite database in a temporary directory is used unless
 DATABASE_URL is set (then that database must be empty or disposable).
+
+It also prints the SQL statements the worker ran per job (from the worker's own count),
+and, with `--backlog N`, runs the executor side again after queueing N jobs in other
+batches that no worker can run (larger than it; settled PENDING, as dispatch leaves
+them): a worker must not slow down because a backlog waits beside its work.
 """
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -38,7 +44,8 @@ def raw_rate(jobs: int, parallel: int) -> float:
     return jobs / (time.perf_counter() - started)
 
 
-def executor_rate(jobs: int, parallel: int, env: dict[str, str]) -> float:
+def executor_rate(jobs: int, parallel: int, env: dict[str, str]) -> tuple[float, float]:
+    """Jobs per second through a real worker, and SQL statements per job."""
     import django
 
     django.setup()
@@ -67,7 +74,8 @@ def executor_rate(jobs: int, parallel: int, env: dict[str, str]) -> float:
             str(parallel * 256),
         ],
         cwd=ROOT,
-        env=env,
+        env={**env, "LOG_LEVEL": "INFO"},
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 60
@@ -88,16 +96,44 @@ def executor_rate(jobs: int, parallel: int, env: dict[str, str]) -> float:
         failed = Job.objects.filter(batch=batch, status="FAILED").count()
         if failed:
             raise SystemExit(f"{failed} job(s) failed: {Job.objects.filter(batch=batch, status='FAILED').first().reason}")
-        return jobs / elapsed
+        rate = jobs / elapsed
     finally:
         worker.terminate()
-        worker.wait()
+        _, err = worker.communicate()
+    match = re.search(rb"(\d+) attempt end\(s\) recorded with (\d+) SQL statement", err)
+    statements = int(match.group(2)) / max(int(match.group(1)), 1) if match else float("nan")
+    return rate, statements
+
+
+def add_backlog(count: int, cpus: int) -> None:
+    """`count` jobs in batches of 100,000 that need more cpus than the worker offers,
+    settled PENDING with the reason dispatch gives them."""
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    from batches.models import Batch, Tool
+    from jobs.models import Job
+    from jobs.services import create_jobs
+
+    user, _ = User.objects.get_or_create(username="backlog")
+    tool = Tool.objects.get(name="bench-noop")
+    started = time.perf_counter()
+    for start in range(0, count, 100_000):
+        n = min(100_000, count - start)
+        batch = Batch.objects.create(owner=user, tool=tool, command=tool.command, cpu=cpus + 1, memory=256, n_jobs=n, timeout_seconds=60)
+        create_jobs(batch=batch, arguments=[{}] * n)
+    Job.objects.filter(batch__owner=user).update(status="PENDING", reason="No worker can run it")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE jobs_job")
+    print(f"backlog: {count} jobs queued in other batches ({time.perf_counter() - started:.0f} s to set up)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--parallel", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--backlog", type=int, default=0, help="then again with this many jobs queued in other batches")
     options = parser.parse_args()
 
     data = tempfile.mkdtemp(prefix="batches-bench-")
@@ -111,9 +147,14 @@ def main() -> None:
     print(f"{options.jobs} no-op jobs ({NOOP}), parallelism {options.parallel}, {os.cpu_count()} cpu(s)")
     raw = raw_rate(options.jobs, options.parallel)
     print(f"raw spawn:      {raw:8.1f} processes/s")
-    executed = executor_rate(options.jobs, options.parallel, dict(os.environ))
-    print(f"local executor: {executed:8.1f} jobs/s")
+    executed, statements = executor_rate(options.jobs, options.parallel, dict(os.environ))
+    print(f"local executor: {executed:8.1f} jobs/s, {statements:.2f} SQL statements per job")
     print(f"ratio executor/raw: {executed / raw:.2f} (target >= 0.5)")
+    if options.backlog:
+        add_backlog(options.backlog, options.parallel)
+        behind, statements = executor_rate(options.jobs, options.parallel, dict(os.environ))
+        print(f"with backlog:   {behind:8.1f} jobs/s, {statements:.2f} SQL statements per job")
+        print(f"ratio backlog/empty: {behind / executed:.2f} (target >= 0.8)")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,8 @@ class WorkerLoop:
         self._next_heartbeat = 0.0
         self._next_check = 0.0
         self._next_sweep = 0.0
+        self.statements = 0  # SQL statements run by `run()`
+        self.recorded = 0  # attempt ends written
 
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> Worker:
@@ -125,6 +127,15 @@ class WorkerLoop:
             self._fence.renew(until=self._fence_until)
 
     def run(self, *, should_stop: Callable[[], bool]) -> None:
+        with connection.execute_wrapper(self._count_statement):
+            self._run(should_stop=should_stop)
+
+    def _count_statement(self, execute: Callable, sql: str, params: object, many: bool, context: dict) -> object:
+        # What the database costs per job, for the log line at stop (and the benchmark).
+        self.statements += 1
+        return execute(sql, params, many, context)
+
+    def _run(self, *, should_stop: Callable[[], bool]) -> None:
         self.start()
         try:
             while not should_stop():
@@ -169,7 +180,13 @@ class WorkerLoop:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        logger.info("worker %s stopped (%d attempt(s) requeued)", self.worker.name, len(unstarted) + len(interrupted))
+        logger.info(
+            "worker %s stopped (%d attempt(s) requeued); %d attempt end(s) recorded with %d SQL statement(s)",
+            self.worker.name,
+            len(unstarted) + len(interrupted),
+            self.recorded,
+            self.statements,
+        )
 
     # -- one step ---------------------------------------------------------------------
     def step(self) -> bool:
@@ -193,6 +210,7 @@ class WorkerLoop:
         claim = self._claim_room()
         with transaction.atomic():
             record_reports(worker=self.worker, reports=self._reports)
+            self.recorded += sum(isinstance(r, Outcome) for r in self._reports)
             specs, broken = (
                 claim_jobs(worker=self.worker, room=claim[0], fits=self.executor.capacity(), limit=claim[1]) if claim else ([], [])
             )

@@ -89,6 +89,25 @@ def script(ids, workers):
             "guard": Q(worker=w),
             "attempts": F("attempts") - 1,
         },
+        # Started and ended between two writes: through RUNNING, two events, one write.
+        {
+            "job_ids": [ids[1]],
+            "from_statuses": [Status.RUNNABLE],
+            "to_status": Status.STARTING,
+            "now": next(tick),
+            "worker": w,
+            "attempts": F("attempts") + 1,
+        },
+        {
+            "job_ids": [ids[1]],
+            "from_statuses": [Status.STARTING],
+            "through": Status.RUNNING,
+            "to_status": Status.FAILED,
+            "reason": "exit code 4",
+            "now": next(tick),
+            "guard": Q(worker=w, attempts=2),
+            "exit_code": 4,
+        },
         # Cancel everything unfinished: RUNNABLE, PENDING and so on at once.
         {"job_ids": ids, "from_statuses": UNFINISHED, "to_status": Status.FAILED, "reason": "Cancelled by user", "now": next(tick)},
         {
