@@ -20,6 +20,7 @@ them): a worker must not slow down because a backlog waits beside its work.
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,13 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 NOOP = "/bin/true"
 
 
-def raw_rate(jobs: int, parallel: int) -> float:
+def raw_rate(jobs: int, parallel: int, argv: list[str] | None = None) -> float:
     started = time.perf_counter()
     running: dict[int, subprocess.Popen] = {}
     launched = 0
     while launched < jobs or running:
         while launched < jobs and len(running) < parallel:
-            process = subprocess.Popen([NOOP], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            process = subprocess.Popen(argv or [NOOP], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             running[process.pid] = process
             launched += 1
         pid, status = os.wait()
@@ -147,6 +148,12 @@ def main() -> None:
     print(f"{options.jobs} no-op jobs ({NOOP}), parallelism {options.parallel}, {os.cpu_count()} cpu(s)")
     raw = raw_rate(options.jobs, options.parallel)
     print(f"raw spawn:      {raw:8.1f} processes/s")
+    # What the memory limit costs today: the executor starts each job through
+    # `prlimit --as=...` (one more exec); the same spawn through it, for reference.
+    prlimit = shutil.which("prlimit")
+    if prlimit:
+        limited = raw_rate(options.jobs, options.parallel, [prlimit, f"--as={256 * 1024 * 1024}", "--", NOOP])
+        print(f"raw via prlimit:{limited:8.1f} processes/s ({limited / raw:.2f} of raw: the limit's own cost)")
     executed, statements = executor_rate(options.jobs, options.parallel, dict(os.environ))
     print(f"local executor: {executed:8.1f} jobs/s, {statements:.2f} SQL statements per job")
     print(f"ratio executor/raw: {executed / raw:.2f} (target >= 0.5)")
