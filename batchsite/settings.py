@@ -145,6 +145,19 @@ BATCHES_WORKER_MEMORY_MIB = envint("BATCHES_WORKER_MEMORY_MIB", 0)
 BATCHES_USER_MAX_ACTIVE_JOBS = envint("BATCHES_USER_MAX_ACTIVE_JOBS", 0)
 # Stopping a job: SIGTERM to its process group, this long to exit, then SIGKILL.
 BATCHES_KILL_GRACE_SECONDS = envint("BATCHES_KILL_GRACE_SECONDS", 10)
+# Sealing jobs (local executor): jobs run as this unprivileged user (the worker runs as
+# root to switch to it), in a bubblewrap sandbox, in a cgroup holding one memory and
+# one process limit for the whole attempt; their log is cut at a size. The worker uses
+# what the machine offers and says what is missing; BATCHES_REQUIRE_ISOLATION=1 makes
+# every part mandatory (a worker without one refuses to start).
+BATCHES_JOB_USER = envstr("BATCHES_JOB_USER", "")
+# `auto`: use every part the machine offers; `off`: seal nothing (development only).
+BATCHES_ISOLATION = envstr("BATCHES_ISOLATION", "auto")
+if BATCHES_ISOLATION not in {"auto", "off"}:
+    raise ImproperlyConfigured(f"BATCHES_ISOLATION must be auto or off, not {BATCHES_ISOLATION!r}")
+BATCHES_REQUIRE_ISOLATION = envbool("BATCHES_REQUIRE_ISOLATION", False)
+BATCHES_JOB_MAX_PROCESSES = envint("BATCHES_JOB_MAX_PROCESSES", 512, minimum=1)
+BATCHES_LOG_MAX_BYTES = envint("BATCHES_LOG_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
 
 # How long a token lives when issue_token is not told (0: no expiry).
 BATCHES_TOKEN_DEFAULT_DAYS = envint("BATCHES_TOKEN_DEFAULT_DAYS", 0)

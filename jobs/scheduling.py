@@ -97,6 +97,7 @@ def _specs(rows: list["_Candidate"]) -> tuple[list[AttemptSpec], list[Outcome]]:
                     memory_mib=batch["memory"],
                     timeout_seconds=batch["timeout_seconds"],
                     filesystems=batch["filesystems"],
+                    read_only=batch["read_only"],
                 )
             )
         except Exception as exc:  # one broken job must not stop the others
@@ -196,6 +197,7 @@ def _batch_specs(batch_ids: set[Any]) -> dict[Any, dict[str, Any]]:
             "memory": batch.memory,
             "timeout_seconds": batch.timeout_seconds,
             "filesystems": {fs.name: fs.path for fs in batch.filesystems.all()},
+            "read_only": tuple(fs.name for fs in batch.filesystems.all() if fs.read_only),
         }
         _SPEC_CACHE[batch.pk] = specs[batch.pk]
     while len(_SPEC_CACHE) > _SPEC_CACHE_SIZE:

@@ -15,6 +15,7 @@ from django.db import connection
 
 from batches.models import Batch, Tool
 from batches.services import submit_batch
+from jobs.executors.isolation import Isolation
 from jobs.executors.local import LocalExecutor
 from jobs.models import Job
 from jobs.worker import WorkerConfig, WorkerLoop
@@ -58,8 +59,24 @@ def make_batch(user: Any, tool: Tool, catalog: dict[str, Any], jobs: list[dict[s
     )
 
 
-def in_process_loop(*, cpus: int = 2, memory_mib: int = 4096, grace: float = 0.5, poll: float = 0.05, lease: float = 30.0) -> WorkerLoop:
-    executor = LocalExecutor(worker_id="", cpus=cpus, memory_mib=memory_mib, grace_seconds=grace)
+def in_process_loop(
+    *,
+    cpus: int = 2,
+    memory_mib: int = 4096,
+    grace: float = 0.5,
+    poll: float = 0.05,
+    lease: float = 30.0,
+    isolation: Isolation | None = None,
+) -> WorkerLoop:
+    """A worker loop in this process. Its jobs run unsealed unless `isolation` is given
+    (tests/test_isolation.py seals them; the others look at the executor's own work)."""
+    executor = LocalExecutor(
+        worker_id="",
+        cpus=cpus,
+        memory_mib=memory_mib,
+        grace_seconds=grace,
+        isolation=isolation or Isolation.none("tests without isolation"),
+    )
     loop = WorkerLoop(executor=executor, config=WorkerConfig(lease_seconds=lease, poll_seconds=poll, fencing=False))
     loop.start()
     return loop
@@ -113,6 +130,9 @@ def worker_env(**extra: str) -> dict[str, str]:
             "BATCHES_WORKER_POLL_MS": "100",
             "BATCHES_KILL_GRACE_SECONDS": "1",
             "LOG_LEVEL": "WARNING",
+            # These tests look at the executor's own work (pids, files in tmp_path);
+            # tests/test_isolation.py runs workers sealed.
+            "BATCHES_ISOLATION": "off",
         }
     )
     env.update(extra)

@@ -50,6 +50,7 @@ class AttemptSpec:
     memory_mib: int
     timeout_seconds: int
     filesystems: dict[str, str] = field(default_factory=dict)  # name -> path on the node
+    read_only: tuple[str, ...] = ()  # names of the filesystems mounted read-only
 
     @property
     def key(self) -> tuple[str, int]:
@@ -170,6 +171,12 @@ class Executor(ABC):
         method: the web server reads logs without starting an executor. The default reads
         the shared log directory, which every backend writes to."""
         return read_log_file(log_id=log_id, offset=offset, limit=limit)
+
+    def isolation_report(self) -> dict[str, bool]:
+        """Which isolation parts are in force for this executor's attempts (job_user,
+        sandbox, cgroup_memory, cgroup_pids); recorded on the worker, shown by /readyz.
+        Empty: the backend isolates attempts its own way (a cluster's)."""
+        return {}
 
     @classmethod
     def check_ready(cls) -> str | None:

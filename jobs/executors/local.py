@@ -40,6 +40,7 @@ from typing import Any
 from django.conf import settings
 
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, Outcome, Report, Started, internal_error
+from jobs.executors.isolation import AttemptCgroup, Isolation, launch, probe
 from jobs.executors.procs import group_alive, kill_processes, processes_with_env, signal_group, signal_name
 from jobs.logs import log_path
 
@@ -53,6 +54,7 @@ _OOM_RE = re.compile(
 )
 _OOM_TAIL = 4096
 _DRAIN_POLL = 0.02  # while a finished leader's group is still being stopped
+_LOG_CHECK_EVERY = 0.1  # how often a running attempt's log size is checked against the cap
 _ENV_NAME_RE = re.compile(r"[^A-Z0-9]")
 _PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
@@ -103,6 +105,10 @@ class _Remover:
         self._drain()
 
 
+def _size(count: int) -> str:
+    return f"{count // MIB} MiB" if count % MIB == 0 else f"{count} bytes"
+
+
 def machine_capacity() -> Capacity:
     cores = len(os.sched_getaffinity(0))
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MIB
@@ -126,6 +132,9 @@ class _Running:
     stop_reason: str = ""
     term_at: float | None = None
     killed: bool = False
+    cgroup: AttemptCgroup | None = None
+    log_checked_at: float = 0.0
+    log_cut: bool = False
 
     @property
     def pgid(self) -> int:
@@ -144,6 +153,7 @@ class LocalExecutor(Executor):
         grace_seconds: float | None = None,
         work_dir: Path | None = None,
         keep_work_dirs: bool = False,
+        isolation: Isolation | None = None,
     ) -> None:
         machine = machine_capacity()
         self.worker_id = worker_id
@@ -151,6 +161,13 @@ class LocalExecutor(Executor):
         self.grace = settings.BATCHES_KILL_GRACE_SECONDS if grace_seconds is None else grace_seconds
         self.work_dir = Path(work_dir or settings.BATCHES_WORK_DIR)
         self.keep_work_dirs = keep_work_dirs
+        # What seals attempts on this machine (see jobs.executors.isolation).
+        if isolation is None:
+            off = settings.BATCHES_ISOLATION == "off"
+            isolation = Isolation.none("BATCHES_ISOLATION is off") if off else probe(job_user=settings.BATCHES_JOB_USER)
+        self.isolation = isolation
+        self.log_max_bytes = settings.BATCHES_LOG_MAX_BYTES
+        self._leftover_cgroups: list[AttemptCgroup] = []
         self._remover = _Remover()
         self.node = socket.gethostname()
         # Cores are handed out least-loaded first; a worker offering more cpus than the
@@ -161,6 +178,9 @@ class LocalExecutor(Executor):
         self._selector = selectors.DefaultSelector()
         settings.BATCHES_LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.isolation.job_user is not None:
+            # The job user must reach its own working directory, and list no other.
+            os.chmod(self.work_dir, 0o711)  # noqa: S103 (traverse only: no listing)
 
     # -- capacity -------------------------------------------------------------------
     def capacity(self) -> Capacity:
@@ -171,6 +191,9 @@ class LocalExecutor(Executor):
 
     def active(self) -> dict[str, int]:
         return {job_id: run.attempt.attempt for job_id, run in self._running.items()}
+
+    def isolation_report(self) -> dict[str, bool]:
+        return self.isolation.in_force()
 
     # -- starting -------------------------------------------------------------------
     def submit(self, specs: list[AttemptSpec]) -> list[Report]:
@@ -204,7 +227,7 @@ class LocalExecutor(Executor):
                     log_file.write(f"--- attempt {attempt.attempt} ---\n".encode())
                     log_file.flush()
                 try:
-                    popen = self._spawn(attempt, workdir, log_file, cores)
+                    popen, cgroup = self._spawn(attempt, workdir, log_file, cores)
                 except OSError as exc:
                     message = f"could not start {attempt.argv[0]}: {exc.strerror or exc}"
                     log_file.write(f"{message}\n".encode())
@@ -225,6 +248,7 @@ class LocalExecutor(Executor):
             log_start=log_start,
             deadline=time.monotonic() + attempt.timeout_seconds,
             pidfd=pidfd,
+            cgroup=cgroup,
         )
         self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
         # The pid (with the node) names the attempt. Its start time would tell a reused
@@ -233,24 +257,34 @@ class LocalExecutor(Executor):
         external_id = str(popen.pid)
         return Started(attempt.job_id, attempt.attempt, external_id=external_id, node=self.node, log_offset=log_start)
 
-    def _spawn(self, attempt: AttemptSpec, workdir: Path, log_file: Any, cores: list[int]) -> subprocess.Popen:
+    def _spawn(self, attempt: AttemptSpec, workdir: Path, log_file: Any, cores: list[int]) -> tuple[subprocess.Popen, AttemptCgroup | None]:
         program = attempt.argv[0]
-        # prlimit would report a missing program as its own exit code 1: check first.
+        # prlimit and bwrap would report a missing program as their own exit code 1.
         if not os.path.isfile(program):
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
         if not os.access(program, os.X_OK):
             raise PermissionError(errno.EACCES, "Permission denied", program)
         limit = attempt.memory_mib * MIB
-        options: dict[str, Any] = {}
-        if _PRLIMIT:
-            argv = [_PRLIMIT, f"--as={limit}", "--", *attempt.argv]
-        else:
-            argv = attempt.argv
-            options["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        filesystems = [(path, name in attempt.read_only) for name, path in attempt.filesystems.items()]
+        argv, options, cgroup = launch(
+            self.isolation,
+            argv=attempt.argv,
+            workdir=workdir,
+            filesystems=filesystems,
+            memory_bytes=limit,
+            max_processes=settings.BATCHES_JOB_MAX_PROCESSES,
+            name=f"{attempt.job_id}.{attempt.attempt}",
+        )
+        if cgroup is None:
+            # No cgroup: a per-process address-space limit is the best there is.
+            if _PRLIMIT:
+                argv = [_PRLIMIT, f"--as={limit}", "--", *argv]
+            else:
+                options["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         mask = os.sched_getaffinity(0)
         os.sched_setaffinity(0, cores)
         try:
-            return subprocess.Popen(  # noqa: S603 (an argv list: no shell ever runs)
+            popen = subprocess.Popen(  # noqa: S603 (an argv list: no shell ever runs)
                 argv,
                 cwd=workdir,
                 env=self._environment(attempt, workdir),
@@ -261,8 +295,13 @@ class LocalExecutor(Executor):
                 close_fds=True,
                 **options,
             )
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
         finally:
             os.sched_setaffinity(0, mask)
+        return popen, cgroup
 
     def _environment(self, attempt: AttemptSpec, workdir: Path) -> dict[str, str]:
         # A clean environment: nothing of the worker's (DATABASE_URL, SECRET_KEY...) leaks.
@@ -312,12 +351,16 @@ class LocalExecutor(Executor):
         if run.term_at is None:
             run.term_at = now
             signal_group(run.pgid, signal.SIGTERM)
+            if run.cgroup is not None:
+                run.cgroup.signal_all(signal.SIGTERM)
             if self.grace <= 0:
                 self._kill(run)
 
     def _kill(self, run: _Running) -> None:
         run.killed = True
         signal_group(run.pgid, signal.SIGKILL)
+        if run.cgroup is not None:
+            run.cgroup.signal_all(signal.SIGKILL)
 
     # -- waiting --------------------------------------------------------------------
     def poll(self, *, timeout: float, wake_fd: int | None = None) -> list[Report]:
@@ -345,6 +388,8 @@ class LocalExecutor(Executor):
             if run.returncode is None and not run.stop_reason and now >= run.deadline:
                 run.stop_reason = f"timed out after {run.attempt.timeout_seconds} s"
                 self._terminate(run, now)
+            if not run.stop_reason and now >= run.log_checked_at + _LOG_CHECK_EVERY:
+                self._check_log(run, now)
             if run.term_at is not None and not run.killed and now >= run.term_at + self.grace:
                 self._kill(run)
             if run.returncode is None:
@@ -356,6 +401,25 @@ class LocalExecutor(Executor):
             del self._running[job_id]
             outcomes.append(self._finish(run))
         return outcomes
+
+    def _check_log(self, run: _Running, now: float) -> None:
+        """Stop an attempt whose section of the log has grown past the cap."""
+        run.log_checked_at = now
+        try:
+            size = log_path(run.attempt.log_id).stat().st_size
+        except OSError:
+            return
+        if size - run.log_start > self.log_max_bytes:
+            run.stop_reason = f"log over {_size(self.log_max_bytes)}"
+            run.log_cut = True
+            self._terminate(run, now)
+
+    def _cut_log(self, run: _Running) -> None:
+        """Cut the log at the cap (what was written between two checks goes) and say so."""
+        with contextlib.suppress(OSError), open(log_path(run.attempt.log_id), "r+b") as handle:
+            handle.truncate(run.log_start + self.log_max_bytes)
+            handle.seek(0, os.SEEK_END)
+            handle.write(f"\n--- log cut at {_size(self.log_max_bytes)}: the attempt was stopped ---\n".encode())
 
     def _wait_time(self, timeout: float) -> float:
         now = time.monotonic()
@@ -375,19 +439,33 @@ class LocalExecutor(Executor):
         if not self.keep_work_dirs:
             self._remover.remove(run.workdir)
         code = run.returncode
+        out_of_memory = run.cgroup is not None and run.cgroup.out_of_memory()
+        self._remove_cgroup(run.cgroup)
+        if run.log_cut:
+            self._cut_log(run)
+        if self.isolation.bwrap is not None and code is not None and code > 128 and code - 128 < signal.NSIG:
+            code = -(code - 128)  # bwrap exits 128+N when its child was killed by signal N
         exit_code = code if code is not None and code >= 0 else None
+        limit = f"limit {attempt.memory_mib} MiB"
+        if out_of_memory:
+            # The kernel killed a process of the attempt at the cgroup's limit: the job
+            # failed, whatever its main process made of it.
+            return Outcome(attempt.job_id, attempt.attempt, succeeded=False, exit_code=exit_code, reason=f"killed: out of memory ({limit})")
         if run.stop_reason:
             return Outcome(attempt.job_id, attempt.attempt, succeeded=False, exit_code=exit_code, reason=run.stop_reason)
         if code == 0:
             return Outcome(attempt.job_id, attempt.attempt, succeeded=True, exit_code=0)
-        limit = f"limit {attempt.memory_mib} MiB"
-        if self._ran_out_of_memory(run):
+        if run.cgroup is None and self._ran_out_of_memory(run):
             reason = f"killed: out of memory ({limit})" if code < 0 else f"out of memory ({limit}): exit code {code}"
         elif code > 0:
             reason = f"exit code {code}"
         else:
             reason = f"killed by signal {-code} ({signal_name(-code)})"
         return Outcome(attempt.job_id, attempt.attempt, succeeded=False, exit_code=exit_code, reason=reason)
+
+    def _remove_cgroup(self, cgroup: AttemptCgroup | None) -> None:
+        pending = [*self._leftover_cgroups, *([cgroup] if cgroup else [])]
+        self._leftover_cgroups = [group for group in pending if not group.remove()]
 
     def _ran_out_of_memory(self, run: _Running) -> bool:
         path = log_path(run.attempt.log_id)
