@@ -14,9 +14,12 @@ from jobs.executors.procs import boot_id, process_alive, process_start_time
 from jobs.models import Worker
 
 
-def register_worker(*, executor: str, capacity: Capacity, lease_seconds: float, keeps_attempts: bool = False) -> Worker:
+def register_worker(
+    *, executor: str, capacity: Capacity, lease_seconds: float, keeps_attempts: bool = False, isolation: dict[str, bool] | None = None
+) -> Worker:
     """A new ACTIVE worker row for this process, with a lease of `lease_seconds`.
-    `keeps_attempts`: its attempts outlive it (see `Worker.keeps_attempts`)."""
+    `keeps_attempts`: its attempts outlive it (see `Worker.keeps_attempts`);
+    `isolation`: which isolation parts are in force for its attempts."""
     now = timezone.now()
     pid = os.getpid()
     node = socket.gethostname()
@@ -33,6 +36,7 @@ def register_worker(*, executor: str, capacity: Capacity, lease_seconds: float, 
         heartbeat_at=now,
         lease_expires=now + timedelta(seconds=lease_seconds),
         keeps_attempts=keeps_attempts,
+        isolation=isolation or {},
     )
 
 

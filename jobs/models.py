@@ -40,6 +40,9 @@ class Worker(models.Model):
     heartbeat_at = models.DateTimeField(default=timezone.now)
     lease_expires = models.DateTimeField()
     stopped_at = models.DateTimeField(null=True, blank=True)
+    isolation = models.JSONField(
+        default=dict, blank=True, help_text="Which isolation parts seal its attempts: job_user, sandbox, cgroup_memory, cgroup_pids."
+    )
     keeps_attempts = models.BooleanField(
         default=False,
         help_text="Its attempts outlive it (a cluster runs them): the next worker of the same executor adopts them "

@@ -35,3 +35,13 @@ def job_events(*, job: Job) -> QuerySet[JobEvent]:
 def live_worker_count() -> int:
     """Workers whose lease has not run out."""
     return Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=timezone.now()).count()
+
+
+def live_worker_isolation() -> dict[str, bool]:
+    """For each isolation part, whether every live worker that reports it has it in
+    force (cluster workers report none: their scheduler isolates)."""
+    parts: dict[str, bool] = {}
+    for report in Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=timezone.now()).values_list("isolation", flat=True):
+        for part, in_force in (report or {}).items():
+            parts[part] = parts.get(part, True) and bool(in_force)
+    return parts

@@ -105,6 +105,7 @@ class WorkerLoop:
             capacity=self.executor.capacity(),
             lease_seconds=self.config.lease_seconds,
             keeps_attempts=self.executor.attempts_survive_worker,
+            isolation=self.executor.isolation_report(),
         )
         self.executor.worker_id = str(self.worker.pk)
         if self.config.fencing and not self.executor.attempts_survive_worker:

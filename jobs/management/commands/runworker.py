@@ -35,6 +35,16 @@ class Command(BaseCommand):
                 raise CommandError(f"--{name} must be at least 1")
         executor_class = get_executor_class()
         executor = executor_class(worker_id="", cpus=options["cpus"], memory_mib=options["memory"])
+        isolation = getattr(executor, "isolation", None)
+        if isolation is not None:
+            missing = isolation.missing
+            if missing and settings.BATCHES_REQUIRE_ISOLATION:
+                raise CommandError(
+                    "BATCHES_REQUIRE_ISOLATION is set and this machine cannot seal jobs: "
+                    + "; ".join(f"{part}: {why}" for part, why in missing.items())
+                )
+            log = self.stderr.write if missing else self.stdout.write
+            log(f"job isolation: {isolation.describe()}")
         config = WorkerConfig.from_settings(lease_seconds=options["lease"], poll_seconds=options["poll"], fencing=not options["no_fencing"])
         loop = WorkerLoop(executor=executor, config=config)
         stopping: list[int] = []
