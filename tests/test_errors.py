@@ -161,7 +161,12 @@ def test_other_database_errors_are_500_not_503(db, alice, error):
 
 
 def test_readiness_reports_the_database(db, anon_client):
-    assert anon_client.get("/readyz").json() == {"status": "ok", "checks": {"database": "ok", "executor": "ok"}, "workers": 0, "isolation": {}}
+    assert anon_client.get("/readyz").json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "executor": "ok"},
+        "workers": 0,
+        "isolation": {},
+    }
     with connection.execute_wrapper(DeadDatabase()):
         response = anon_client.get("/readyz")
     assert response.status_code == 503
