@@ -130,6 +130,16 @@ def add_backlog(count: int, cpus: int) -> None:
     print(f"backlog: {count} jobs queued in other batches ({time.perf_counter() - started:.0f} s to set up)")
 
 
+def prepare_environment() -> None:
+    """Settings for this process and the workers it starts: a fresh data folder."""
+    os.environ.setdefault("SECRET_KEY", "bench-only")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchsite.settings")
+    os.environ["BATCHES_DATA_DIR"] = tempfile.mkdtemp(prefix="batches-bench-")
+    os.environ.setdefault("BATCHES_WORKER_POLL_MS", "50")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    sys.path.insert(0, str(ROOT))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
@@ -137,13 +147,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=0, help="then again with this many jobs queued in other batches")
     options = parser.parse_args()
 
-    data = tempfile.mkdtemp(prefix="batches-bench-")
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchsite.settings")
-    os.environ["BATCHES_DATA_DIR"] = data
-    os.environ.setdefault("BATCHES_WORKER_POLL_MS", "50")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(ROOT))
+    prepare_environment()
 
     print(f"{options.jobs} no-op jobs ({NOOP}), parallelism {options.parallel}, {os.cpu_count()} cpu(s)")
     raw = raw_rate(options.jobs, options.parallel)

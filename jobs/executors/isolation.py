@@ -90,6 +90,18 @@ def launch(
     return argv, options, cgroup
 
 
+def allow_traverse(path: Path) -> None:
+    """Let the job user pass through `path` and the folders above it to its attempt's
+    working directory (bubblewrap, running as the job user, opens the path to mount it):
+    add the traverse bit (never read) where it is missing. The folders keep their
+    contents unlisted; what the job user may read is decided by each file's own mode,
+    and inside the sandbox none of them is visible anyway."""
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            folder.chmod(mode | 0o001)
+
+
 def probe(*, job_user: str) -> Isolation:
     """Look at this machine: the job user, bubblewrap, cgroup controllers."""
     isolation = Isolation()

@@ -40,7 +40,7 @@ from typing import Any
 from django.conf import settings
 
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, Outcome, Report, Started, internal_error
-from jobs.executors.isolation import AttemptCgroup, Isolation, launch, probe
+from jobs.executors.isolation import AttemptCgroup, Isolation, allow_traverse, launch, probe
 from jobs.executors.procs import group_alive, kill_processes, processes_with_env, signal_group, signal_name
 from jobs.logs import log_path
 
@@ -179,8 +179,7 @@ class LocalExecutor(Executor):
         settings.BATCHES_LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self.isolation.job_user is not None:
-            # The job user must reach its own working directory, and list no other.
-            os.chmod(self.work_dir, 0o711)  # noqa: S103 (traverse only: no listing)
+            allow_traverse(self.work_dir)
 
     # -- capacity -------------------------------------------------------------------
     def capacity(self) -> Capacity:
