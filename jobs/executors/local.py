@@ -30,7 +30,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from django.conf import settings
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, Outcome, Report, Started, internal_error
 from jobs.executors.isolation import AttemptCgroup, Isolation, allow_traverse, launch, probe
 from jobs.executors.procs import group_alive, kill_processes, processes_with_env, signal_group, signal_name
+from jobs.executors.workdirs import Remover, remove_dir
 from jobs.logs import log_path
 
 logger = logging.getLogger("jobs.executors.local")
@@ -57,52 +57,6 @@ _DRAIN_POLL = 0.02  # while a finished leader's group is still being stopped
 _LOG_CHECK_EVERY = 0.1  # how often a running attempt's log size is checked against the cap
 _ENV_NAME_RE = re.compile(r"[^A-Z0-9]")
 _PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
-
-
-def _remove_dir(path: Path) -> None:
-    # Most jobs leave their working directory empty: one rmdir, the tree walk otherwise.
-    try:
-        os.rmdir(path)
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-class _Remover:
-    """Removes finished attempts' working directories on a thread of its own, a batch at
-    a time: an rmdir costs a quarter of a millisecond here, as much as starting a job,
-    and nothing waits for it (every attempt has a directory of its own). The thread
-    wakes on a timer rather than per directory, which would cost a thread switch each."""
-
-    _EVERY = 0.2
-
-    def __init__(self) -> None:
-        self._paths: list[Path] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def remove(self, path: Path) -> None:
-        self._paths.append(path)
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="workdir-remover", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._EVERY):
-            self._drain()
-
-    def _drain(self) -> None:
-        paths, self._paths = self._paths, []  # a swap: atomic under the GIL
-        for path in paths:
-            _remove_dir(path)
-
-    def flush(self) -> None:
-        """Stop the thread and remove what is left, before returning."""
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-        self._drain()
 
 
 def _size(count: int) -> str:
@@ -168,7 +122,7 @@ class LocalExecutor(Executor):
         self.isolation = isolation
         self.log_max_bytes = settings.BATCHES_LOG_MAX_BYTES
         self._leftover_cgroups: list[AttemptCgroup] = []
-        self._remover = _Remover()
+        self._remover = Remover()
         self.node = socket.gethostname()
         # Cores are handed out least-loaded first; a worker offering more cpus than the
         # machine has (oversubscription, set on purpose) shares them.
@@ -233,7 +187,7 @@ class LocalExecutor(Executor):
                     raise LaunchError(message) from exc
         except BaseException:
             self._release_cores(cores)
-            _remove_dir(workdir)
+            remove_dir(workdir)
             raise
         pidfd = None
         with contextlib.suppress(OSError, AttributeError):
