@@ -156,6 +156,11 @@ BATCHES_ISOLATION = envstr("BATCHES_ISOLATION", "auto")
 if BATCHES_ISOLATION not in {"auto", "off"}:
     raise ImproperlyConfigured(f"BATCHES_ISOLATION must be auto or off, not {BATCHES_ISOLATION!r}")
 BATCHES_REQUIRE_ISOLATION = envbool("BATCHES_REQUIRE_ISOLATION", False)
+# Sandboxed jobs: `none` (their own loopback only: the database, Redis and the rest of
+# the network are out of reach) or `host` (the machine's network, for jobs that download).
+BATCHES_JOB_NETWORK = envstr("BATCHES_JOB_NETWORK", "none")
+if BATCHES_JOB_NETWORK not in {"none", "host"}:
+    raise ImproperlyConfigured(f"BATCHES_JOB_NETWORK must be none or host, not {BATCHES_JOB_NETWORK!r}")
 BATCHES_JOB_MAX_PROCESSES = envint("BATCHES_JOB_MAX_PROCESSES", 512, minimum=1)
 BATCHES_LOG_MAX_BYTES = envint("BATCHES_LOG_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
 

@@ -293,3 +293,23 @@ def test_reserving_address_space_is_not_using_memory(loop, alice, filesystems):
     drive(loop, all_finished(batch))
     job = Job.objects.get(batch=batch)
     assert (job.status, log_of(job)) == ("SUCCEEDED", "reserved\n"), job.reason
+
+
+def test_a_sandboxed_job_cannot_reach_the_database_or_other_services(loop, alice, filesystems):
+    """The service's PostgreSQL (trust auth on loopback here), Redis and the rest listen
+    on the machine's loopback; a job has a loopback of its own."""
+    code = (
+        "import socket\n"
+        "for port in (5432, 6379, 8000):\n"
+        "    try:\n"
+        "        socket.create_connection(('127.0.0.1', port), timeout=2).close()\n"
+        "        print('REACHED', port)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', port)\n"
+    )
+    probe_tool = python_tool("netprobe", code)
+    batch = submit(alice, probe_tool, [filesystems["scratch"]], [{"args": {}}])
+    drive(loop, all_finished(batch))
+    job = Job.objects.get(batch=batch)
+    assert job.status == "SUCCEEDED", job.reason
+    assert "REACHED" not in log_of(job), log_of(job)

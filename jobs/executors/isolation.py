@@ -44,6 +44,7 @@ class Isolation:
     bwrap: str | None = None
     cgroups: "Cgroups | None" = None
     missing: dict[str, str] = field(default_factory=dict)
+    network: bool = False  # sandboxed jobs share the machine's network (BATCHES_JOB_NETWORK)
 
     def in_force(self) -> dict[str, bool]:
         return {part: part not in self.missing for part in PARTS}
@@ -86,7 +87,7 @@ def launch(
         visible = [*SYSTEM_PATHS, *SYSTEM_LINKS, *(path for path, _ in filesystems), str(workdir)]
         if not any(program == root or program.startswith(root.rstrip("/") + "/") for root in visible):
             raise FileNotFoundError(errno.ENOENT, "not inside the sandbox (only /usr, /etc, /opt and the batch's filesystems are)", program)
-        argv = sandbox_argv(bwrap=isolation.bwrap, workdir=workdir, filesystems=filesystems, argv=argv)
+        argv = sandbox_argv(bwrap=isolation.bwrap, workdir=workdir, filesystems=filesystems, argv=argv, network=isolation.network)
     return argv, options, cgroup
 
 
@@ -102,9 +103,9 @@ def allow_traverse(path: Path) -> None:
             folder.chmod(mode | 0o001)
 
 
-def probe(*, job_user: str) -> Isolation:
+def probe(*, job_user: str, network: bool = False) -> Isolation:
     """Look at this machine: the job user, bubblewrap, cgroup controllers."""
-    isolation = Isolation()
+    isolation = Isolation(network=network)
     root = os.geteuid() == 0
     if not job_user:
         isolation.missing["job_user"] = "BATCHES_JOB_USER is not set"
@@ -130,9 +131,13 @@ def probe(*, job_user: str) -> Isolation:
     return isolation
 
 
-def sandbox_argv(*, bwrap: str, workdir: Path, filesystems: list[tuple[str, bool]], argv: list[str]) -> list[str]:
-    """bwrap's argv around `argv`; `filesystems` lists (path, read_only)."""
-    out = [bwrap, "--unshare-all", "--share-net", "--die-with-parent", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (the sandbox's own, private /tmp)
+def sandbox_argv(*, bwrap: str, workdir: Path, filesystems: list[tuple[str, bool]], argv: list[str], network: bool = False) -> list[str]:
+    """bwrap's argv around `argv`; `filesystems` lists (path, read_only). Without
+    `network` the sandbox has only its own loopback: a job cannot reach the service's
+    database or any other service of the machine or its network."""
+    out = [bwrap, "--unshare-all", "--die-with-parent", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (the sandbox's own, private /tmp)
+    if network:
+        out.insert(2, "--share-net")
     for path in SYSTEM_PATHS:
         if os.path.isdir(path):
             out += ["--ro-bind", path, path]

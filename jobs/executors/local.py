@@ -118,7 +118,11 @@ class LocalExecutor(Executor):
         # What seals attempts on this machine (see jobs.executors.isolation).
         if isolation is None:
             off = settings.BATCHES_ISOLATION == "off"
-            isolation = Isolation.none("BATCHES_ISOLATION is off") if off else probe(job_user=settings.BATCHES_JOB_USER)
+            isolation = (
+                Isolation.none("BATCHES_ISOLATION is off")
+                if off
+                else probe(job_user=settings.BATCHES_JOB_USER, network=settings.BATCHES_JOB_NETWORK == "host")
+            )
         self.isolation = isolation
         self.log_max_bytes = settings.BATCHES_LOG_MAX_BYTES
         self._leftover_cgroups: list[AttemptCgroup] = []
