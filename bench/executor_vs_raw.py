@@ -137,6 +137,8 @@ def prepare_environment() -> None:
     os.environ["BATCHES_DATA_DIR"] = tempfile.mkdtemp(prefix="batches-bench-")
     os.environ.setdefault("BATCHES_WORKER_POLL_MS", "50")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # The execution core, unsealed: bench/sandbox_cost.py measures what sealing adds.
+    os.environ.setdefault("BATCHES_ISOLATION", "off")
     sys.path.insert(0, str(ROOT))
 
 

@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--job-user", default=os.environ.get("BATCHES_JOB_USER", "batches-job"))
     options = parser.parse_args()
-    executor_vs_raw.prepare_environment()
+    executor_vs_raw.prepare_environment()  # BATCHES_ISOLATION: set per run below
     plain, _ = executor_vs_raw.executor_rate(options.jobs, 1, {**os.environ, "BATCHES_ISOLATION": "off"})
     sealed_env = {**os.environ, "BATCHES_ISOLATION": "auto", "BATCHES_JOB_USER": options.job_user, "BATCHES_REQUIRE_ISOLATION": "1"}
     sealed, _ = executor_vs_raw.executor_rate(options.jobs, 1, sealed_env)

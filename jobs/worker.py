@@ -32,7 +32,7 @@ from jobs.leases import expire_dead_local_workers, register_worker, renew_lease,
 from jobs.models import Worker
 from jobs.scheduling import LOST_CONTACT, adopt_attempts, check_attempts, claim_jobs, record_reports, recover_lost_workers
 from jobs.states import CANCELLED_REASON
-from jobs.wakeup import WorkListener
+from jobs.wakeup import LocalWorkListener, WorkListener
 
 logger = logging.getLogger("jobs.worker")
 
@@ -78,7 +78,7 @@ class WorkerLoop:
         self.worker: Worker | None = None
         self._fence: Fence | None = None
         self._fence_until = math.inf
-        self._listener: WorkListener | None = None
+        self._listener: WorkListener | LocalWorkListener | None = None
         self._queue: deque[AttemptSpec] = deque()  # claimed, not started yet
         self._reports: list[Report] = []  # from the executor, not written yet
         self._oldest_report = math.inf
