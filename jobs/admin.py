@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from jobs.models import Job, JobEvent, Worker
+from jobs.models import Attempt, Job, JobEvent, Worker
 from jobs.services import CancelStillStopping, cancel_jobs, retry_failed_jobs
 
 
@@ -14,6 +14,38 @@ class JobEventInline(admin.TabularInline):
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return False
+
+
+class AttemptInline(admin.TabularInline):
+    model = Attempt
+    extra = 0
+    can_delete = False
+    fields = ["number", "state", "worker", "node", "external_id", "start_time", "end_time", "exit_code", "reason", "charged"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return False
+
+
+@admin.register(Attempt)
+class AttemptAdmin(admin.ModelAdmin):
+    """Attempts are written by workers only; the admin shows them."""
+
+    list_display = ["job", "number", "state", "executor", "worker", "node", "external_id", "start_time", "end_time", "exit_code", "reason"]
+    list_filter = ["state", "executor", "charged"]
+    search_fields = ["=job__id", "=external_id"]
+    list_select_related = ["worker"]
+    raw_id_fields = ["job", "worker"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Attempt | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Attempt | None = None) -> bool:
         return False
 
 
@@ -37,8 +69,11 @@ class JobAdmin(admin.ModelAdmin):
         "create_time",
         "start_time",
         "stop_time",
+        "charged_attempts",
+        "cancel_requested_at",
+        "cancel_requested_by",
     ]
-    inlines = [JobEventInline]
+    inlines = [AttemptInline, JobEventInline]
     actions = ["cancel", "retry"]
     show_full_result_count = False  # COUNT(*) over millions of jobs on every page is slow
 

@@ -7,7 +7,7 @@ from django.test import Client
 
 from accounts.models import ApiToken
 from batches.models import Batch
-from jobs.models import Job, JobEvent
+from jobs.models import Attempt, Job, JobEvent
 from jobs.states import Status
 from tests.conftest import make_client, submission
 
@@ -39,6 +39,7 @@ def batch(alice, catalog) -> Batch:
         "/admin/jobs/job/",
         "/admin/jobs/job/?status__exact=SUBMITTED",
         "/admin/jobs/worker/",
+        "/admin/jobs/attempt/",
         "/admin/accounts/apitoken/",
     ],
 )
@@ -50,14 +51,18 @@ def test_every_list_renders(admin_client, batch, page):
 
 def test_detail_pages_render(admin_client, batch, catalog):
     job = Job.objects.filter(batch=batch).first()
+    attempt = Attempt.objects.create(job=job, number=1, executor="local", external_id="4242", reason="exit code 3")
     for url in [
         f"/admin/batches/batch/{batch.pk}/change/",
         f"/admin/jobs/job/{job.pk}/change/",
         f"/admin/batches/tool/{catalog['tools']['echo'].pk}/change/",
         f"/admin/batches/filesystem/{catalog['filesystems']['scratch'].pk}/change/",
         f"/admin/accounts/apitoken/{ApiToken.objects.first().pk}/change/",
+        f"/admin/jobs/attempt/{attempt.pk}/change/",
     ]:
         assert admin_client.get(url).status_code == 200, url
+    # The job page shows its attempts.
+    assert b"4242" in admin_client.get(f"/admin/jobs/job/{job.pk}/change/").content
 
 
 def test_ordinary_users_cannot_enter(alice):
