@@ -313,3 +313,18 @@ def test_a_sandboxed_job_cannot_reach_the_database_or_other_services(loop, alice
     job = Job.objects.get(batch=batch)
     assert job.status == "SUCCEEDED", job.reason
     assert "REACHED" not in log_of(job), log_of(job)
+
+
+def test_no_attempt_cgroup_is_left_behind(isolation, alice, filesystems):
+    loop = in_process_loop(isolation=isolation)
+    try:
+        batch = submit(
+            alice, script_tool(), [filesystems["scratch"]], [{"args": {"script": "sleep 30 & sleep 30 & echo x"}} for _ in range(3)]
+        )
+        drive(loop, all_finished(batch))
+    finally:
+        loop.stop()
+    names = {f"{job.pk}.1" for job in Job.objects.filter(batch=batch)}
+    cgroups = isolation.cgroups
+    left = [path.name for base in (cgroups.memory, cgroups.pids) for path in base.iterdir() if path.name in names]
+    assert left == []

@@ -18,6 +18,7 @@ import os
 import pwd
 import shutil
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,19 @@ class Cgroups:
                 return None, f"cannot delegate the memory and pids controllers in {batches}: {exc}"
             return cls(version=2, memory=batches, pids=batches), ""
         return None, "no memory and pids cgroup controllers are mounted"
+
+    def remove_stale(self, *, older_than: float = 60.0) -> int:
+        """Remove attempt cgroups left empty by workers that died before removing them
+        (old enough that no worker is still about to start a process in them)."""
+        removed = 0
+        cutoff = time.time() - older_than
+        for base in dict.fromkeys([self.memory, self.pids]):
+            for path in base.iterdir() if base.is_dir() else []:
+                with contextlib.suppress(OSError):
+                    if path.is_dir() and path.stat().st_mtime < cutoff and not (path / "cgroup.procs").read_text().strip():
+                        path.rmdir()
+                        removed += 1
+        return removed
 
     def create(self, *, name: str, memory_bytes: int, max_processes: int, owner: int | None) -> "AttemptCgroup":
         """A cgroup for one attempt with its limits; `owner` (the job user) may move

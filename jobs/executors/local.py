@@ -357,6 +357,8 @@ class LocalExecutor(Executor):
                 continue
             del self._running[job_id]
             outcomes.append(self._finish(run))
+        if self._leftover_cgroups:
+            self._remove_cgroup(None)  # processes that were still dying a moment ago
         return outcomes
 
     def _check_log(self, run: _Running, now: float) -> None:
@@ -436,6 +438,10 @@ class LocalExecutor(Executor):
 
     def shutdown(self, *, grace: float) -> list[Outcome]:
         outcomes = super().shutdown(grace=grace)
+        deadline = time.monotonic() + 2.0
+        while self._leftover_cgroups and time.monotonic() < deadline:
+            self._remove_cgroup(None)
+            time.sleep(0.02)
         self._remover.flush()
         return outcomes
 
@@ -451,4 +457,6 @@ class LocalExecutor(Executor):
         for worker_id, pids in by_worker.items():
             if is_dead(worker_id):
                 killed += kill_processes(pids)
+        if self.isolation.cgroups is not None:
+            self.isolation.cgroups.remove_stale()
         return killed
