@@ -350,3 +350,20 @@ def test_cancel_service_is_idempotent_on_finished_jobs(loop, alice, catalog):
     drive(loop, all_finished(batch))
     assert cancel_jobs(jobs=Job.objects.filter(batch=batch)).changed == 0
     assert retry_failed_jobs(jobs=Job.objects.filter(batch=batch)) == 0
+
+
+def test_a_deep_tree_in_the_working_directory_is_removed(loop, alice, catalog, settings):
+    """A tree 1,500 folders deep made shutil.rmtree raise RecursionError, which killed
+    the thread that removes working directories."""
+    code = "import os\nfor _ in range(1500):\n    os.mkdir('d')\n    os.chdir('d')\nopen('f', 'w').write('x')"
+    deep = python_tool("deep", code)
+    batch = make_batch(alice, deep, catalog, [{"args": {}}])
+    drive(loop, all_finished(batch))
+    job = Job.objects.get(batch=batch)
+    assert job.status == "SUCCEEDED", job.reason
+    workdir = settings.BATCHES_WORK_DIR / f"{job.pk}.1"
+    wait_for(lambda: not workdir.exists(), timeout=10, message="the deep working directory was not removed")
+    later = make_batch(alice, catalog["tools"]["echo"], catalog, [{"args": {"message": "after"}}])
+    drive(loop, all_finished(later))
+    later_dir = settings.BATCHES_WORK_DIR / f"{Job.objects.get(batch=later).pk}.1"
+    wait_for(lambda: not later_dir.exists(), timeout=5, message="the remover stopped working")

@@ -328,3 +328,22 @@ def test_no_attempt_cgroup_is_left_behind(isolation, alice, filesystems):
     cgroups = isolation.cgroups
     left = [path.name for base in (cgroups.memory, cgroups.pids) for path in base.iterdir() if path.name in names]
     assert left == []
+
+
+def test_the_working_directory_is_bounded_by_the_memory_limit(loop, alice, filesystems):
+    """The sandboxed working directory lives in memory: a job cannot fill the disk with
+    it (it found 8 GiB free to take), and what it writes counts against its memory."""
+    batch = submit(alice, script_tool(), [filesystems["scratch"]], [{"args": {"script": "head -c 300000000 /dev/zero > big"}}], memory=64)
+    drive(loop, all_finished(batch))
+    job = Job.objects.get(batch=batch)
+    assert job.status == "FAILED"
+    assert job.reason == "killed: out of memory (limit 64 MiB)" or "No space left on device" in log_of(job), (job.reason, log_of(job))
+
+
+def test_no_user_namespaces_inside_the_sandbox(loop, alice, bob, filesystems):
+    """Every tenant runs as the job user and the kernel counts user namespaces per user:
+    a job holding them all stopped every other job's sandbox from starting."""
+    batch = submit(alice, script_tool(), [filesystems["scratch"]], [{"args": {"script": "unshare -U true && echo NESTED"}}])
+    drive(loop, all_finished(batch))
+    job = Job.objects.get(batch=batch)
+    assert "NESTED" not in log_of(job), log_of(job)

@@ -88,7 +88,14 @@ def launch(
         visible = [*SYSTEM_PATHS, *SYSTEM_LINKS, *(path for path, _ in filesystems), str(workdir)]
         if not any(program == root or program.startswith(root.rstrip("/") + "/") for root in visible):
             raise FileNotFoundError(errno.ENOENT, "not inside the sandbox (only /usr, /etc, /opt and the batch's filesystems are)", program)
-        argv = sandbox_argv(bwrap=isolation.bwrap, workdir=workdir, filesystems=filesystems, argv=argv, network=isolation.network)
+        argv = sandbox_argv(
+            bwrap=isolation.bwrap,
+            workdir=workdir,
+            filesystems=filesystems,
+            argv=argv,
+            workdir_bytes=memory_bytes,
+            network=isolation.network,
+        )
     return argv, options, cgroup
 
 
@@ -132,13 +139,24 @@ def probe(*, job_user: str, network: bool = False) -> Isolation:
     return isolation
 
 
-def sandbox_argv(*, bwrap: str, workdir: Path, filesystems: list[tuple[str, bool]], argv: list[str], network: bool = False) -> list[str]:
-    """bwrap's argv around `argv`; `filesystems` lists (path, read_only). Without
-    `network` the sandbox has only its own loopback: a job cannot reach the service's
-    database or any other service of the machine or its network."""
-    out = [bwrap, "--unshare-all", "--die-with-parent", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (the sandbox's own, private /tmp)
+def sandbox_argv(
+    *, bwrap: str, workdir: Path, filesystems: list[tuple[str, bool]], argv: list[str], workdir_bytes: int, network: bool = False
+) -> list[str]:
+    """bwrap's argv around `argv`; `filesystems` lists (path, read_only).
+
+    - The working directory is a tmpfs of `workdir_bytes` at its usual path: in memory,
+      so the attempt's memory limit bounds it (a job cannot fill the disk with it, and
+      nothing of it is left to delete afterwards).
+    - No user namespaces inside: every tenant's job runs as the same user, and the
+      kernel counts namespaces per user, so one job creating them could stop every
+      other job's sandbox from starting.
+    - Without `network` the sandbox has only its own loopback: a job cannot reach the
+      service's database or any other service of the machine or its network.
+    """
+    out = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
     if network:
-        out.insert(2, "--share-net")
+        out.append("--share-net")
+    out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (the sandbox's own, private /tmp)
     for path in SYSTEM_PATHS:
         if os.path.isdir(path):
             out += ["--ro-bind", path, path]
@@ -150,7 +168,7 @@ def sandbox_argv(*, bwrap: str, workdir: Path, filesystems: list[tuple[str, bool
     for path, read_only in sorted(filesystems):
         if os.path.isdir(path):
             out += ["--ro-bind" if read_only else "--bind", path, path]
-    out += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--", *argv]
+    out += ["--size", str(workdir_bytes), "--tmpfs", str(workdir), "--chdir", str(workdir), "--", *argv]
     return out
 
 

@@ -174,7 +174,7 @@ class LocalExecutor(Executor):
         try:
             workdir.mkdir(parents=True)
         except FileExistsError:  # left by a crashed worker: start from an empty one
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove_dir(workdir)
             workdir.mkdir(parents=True)
         cores = self._take_cores(attempt.cpu)
         try:
