@@ -83,8 +83,14 @@ def convert(value: Any, spec: dict[str, Any], *, filesystem_roots: Iterable[str]
             raise ArgumentError(f"must be an integer, not {_describe(value)}")
         return str(value)
     if kind == "number":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ArgumentError(f"must be a number, not {_describe(value)}")
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer beyond any float: no program reads it as a number
+            finite = False
+        if not finite:
+            raise ArgumentError("must be a finite number within ±1.8e308")
         return repr(value) if isinstance(value, float) else str(value)
     if not isinstance(value, str):
         raise ArgumentError(f"must be a string, not {_describe(value)}")

@@ -206,6 +206,8 @@ ARGS = [
     ("fail", [{"args": {"code": 2.5}}], "jobs[0].args.code", "must be an integer"),
     ("fail", [{"args": {"code": True}}], "jobs[0].args.code", "must be an integer"),
     ("sleep", [{"args": {"seconds": "1"}}], "jobs[0].args.seconds", "must be a number"),
+    # An integer beyond any float (1 and 309 zeros) was a 500 (OverflowError).
+    ("sleep", [{"args": {"seconds": 10**309}}], "jobs[0].args.seconds", "finite number"),
     ("wc", [{"args": {"file": "relative/path"}}], "jobs[0].args.file", "absolute path"),
 ]
 
