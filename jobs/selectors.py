@@ -11,7 +11,7 @@ from jobs.models import Job, JobEvent, Worker
 
 def batch_jobs(*, batch_id: Any) -> QuerySet[Job]:
     """Jobs of one batch; the caller has already checked the batch is the user's."""
-    return Job.objects.filter(batch_id=batch_id).only("id", "index", "log_id", "args", "status", "batch_id")
+    return Job.objects.filter(batch_id=batch_id).only("id", "index", "log_id", "args", "status", "reason", "batch_id")
 
 
 def get_user_job(*, user: AbstractBaseUser, batch_id: Any, job_id: Any) -> Job | None:

@@ -140,11 +140,11 @@ def test_get_jobs_lists_the_batch_jobs(alice_client, catalog):
     jobs = response.json()
     assert isinstance(jobs, list) and len(jobs) == 2
     for job, message in zip(jobs, ["hello", "world"], strict=True):
-        assert set(job) == {"job_id", "job_tool", "job_log_id", "job_argument_list", "status"}
+        assert set(job) == {"job_id", "job_tool", "job_log_id", "job_argument_list", "status", "reason"}
         assert is_id(job["job_id"]) and is_id(job["job_log_id"])
         check_tool_ref(job["job_tool"], catalog["tools"]["echo"])
         assert job["job_argument_list"] == [{"argument_key": "message", "argument_value": message}]
-        assert job["status"] == "SUBMITTED"
+        assert job["status"] == "SUBMITTED" and job["reason"] == ""
 
 
 def test_get_job_returns_one_object(alice_client, catalog):
@@ -426,6 +426,8 @@ def test_jobs_filter_by_status(alice_client, catalog):
     failed = alice_client.get(f"{url}?status=FAILED").json()
     assert [j["job_id"] for j in failed] == [str(ids[1]), str(ids[3])]
     assert all(j["status"] == "FAILED" for j in failed)
+    # Why they failed, without one request per job.
+    assert [j["reason"] for j in failed] == ["exit code 1", "exit code 2"]
     assert len(alice_client.get(f"{url}?status=SUBMITTED").json()) == 2
     assert alice_client.get(f"{url}?status=RUNNING").json() == []
     items, pages = walk(alice_client, f"{url}?status=SUBMITTED&limit=1")

@@ -29,6 +29,7 @@ class JobSerializer(serializers.Serializer):
     job_log_id = serializers.UUIDField(source="log_id")
     job_argument_list = serializers.SerializerMethodField()
     status = serializers.ChoiceField(choices=Status.choices)
+    reason = serializers.CharField(help_text="Why the job is in its state (empty when there is nothing to say), as in JobDetail.")
 
     @extend_schema_field(JobToolSerializer)
     def get_job_tool(self, job: Job) -> dict[str, Any]:
@@ -48,6 +49,7 @@ class JobSerializer(serializers.Serializer):
             "job_log_id": str(job.log_id),
             "job_argument_list": self.get_job_argument_list(job),
             "status": job.status,
+            "reason": job.reason,
         }
 
 
