@@ -71,3 +71,24 @@ class Batch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})" if self.name else str(self.id)
+
+
+class IdempotencyKey(models.Model):
+    """A client's `Idempotency-Key` on `POST /batches`: the same key with the same body
+    gives back the batch it created; with another body it is refused. Kept at least
+    `KEEP` (a day), then forgotten (`cleanup`)."""
+
+    KEEP_HOURS = 24
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the submitted body, canonical JSON.")
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="+")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key")]
+        indexes = [models.Index(fields=["created"], name="idempotency_created")]
+
+    def __str__(self) -> str:
+        return self.key

@@ -7,11 +7,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from batches.models import Batch, Filesystem, Tool
+from batches.models import Batch, Filesystem, IdempotencyKey, Tool
 from batches.parameters import ArgumentsInvalid, resolve_arguments
 from batches.selectors import granted_filesystems, visible_tools
 from jobs.logs import delete_logs
@@ -71,6 +71,45 @@ def submit_batch(
         create_jobs(batch=batch, arguments=resolved)
         notify_work()
     return batch
+
+
+class IdempotencyKeyReused(Exception):
+    """The Idempotency-Key was used before with another body."""
+
+
+def submit_batch_once(*, user: AbstractBaseUser, key: str, fingerprint: str, **submission: Any) -> tuple[Batch, bool]:
+    """`submit_batch` at most once per (user, key) within IdempotencyKey.KEEP_HOURS.
+
+    Returns (batch, created). The same key with the same body `fingerprint` gives back
+    the batch the first request created (created False), even when two requests race
+    (the database's unique key decides); with another body it raises
+    IdempotencyKeyReused. An expired key is forgotten and may be used again."""
+    previous = _previous_submission(user=user, key=key)
+    if previous is None:
+        try:
+            with transaction.atomic():
+                batch = submit_batch(user=user, **submission)
+                IdempotencyKey.objects.create(owner=user, key=key, fingerprint=fingerprint, batch=batch)
+            return batch, True
+        except IntegrityError:
+            previous = _previous_submission(user=user, key=key)  # a concurrent request won
+            if previous is None:
+                raise
+    if previous.fingerprint != fingerprint:
+        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for another request body; use a new key for a new batch")
+    return previous.batch, False
+
+
+def _previous_submission(*, user: AbstractBaseUser, key: str) -> IdempotencyKey | None:
+    cutoff = timezone.now() - timedelta(hours=IdempotencyKey.KEEP_HOURS)
+    IdempotencyKey.objects.filter(owner=user, key=key, created__lt=cutoff).delete()
+    return IdempotencyKey.objects.filter(owner=user, key=key).select_related("batch").first()
+
+
+def forget_idempotency_keys(*, now: datetime | None = None) -> int:
+    """Delete keys older than IdempotencyKey.KEEP_HOURS; returns how many."""
+    cutoff = (now or timezone.now()) - timedelta(hours=IdempotencyKey.KEEP_HOURS)
+    return IdempotencyKey.objects.filter(created__lt=cutoff).delete()[0]
 
 
 def _check_limits(*, tool: Tool, cpu: int, memory: int, n_jobs: int, max_attempts: int, timeout_seconds: int | None) -> None:

@@ -32,6 +32,7 @@ _TITLES = {
     409: "Conflict",
     413: "Request too large",
     415: "Unsupported media type",
+    422: "Unprocessable request",
     429: "Too many requests",
     500: "Internal server error",
     503: "Service unavailable",
@@ -47,6 +48,7 @@ _TYPES = {
     409: "conflict",
     413: "too-large",
     415: "unsupported-media-type",
+    422: "unprocessable",
     429: "throttled",
     500: "internal-error",
     503: "unavailable",
@@ -57,6 +59,12 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the resource's current state."
     default_code = "conflict"
+
+
+class Unprocessable(exceptions.APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "The request is well-formed but cannot be carried out."
+    default_code = "unprocessable"
 
 
 class PayloadTooLarge(exceptions.APIException):

@@ -1,9 +1,14 @@
 """Batch, tool and filesystem routes. Views parse, call one service or selector, and
 shape the answer; every read is scoped to request.user."""
 
+import hashlib
+import json
+import re
+
 from django.http import Http404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,8 +22,27 @@ from batches.api.serializers import (
 )
 from batches.models import Batch, Filesystem
 from batches.selectors import get_user_batch, granted_filesystems, status_counts, user_batches, visible_tools
-from batches.services import delete_batches, submit_batch
+from batches.services import IdempotencyKeyReused, delete_batches, submit_batch, submit_batch_once
 from batchsite.pagination import KeysetPagination
+from batchsite.problems import Unprocessable
+
+_KEY_RE = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _KEY_RE.match(key):
+        raise ValidationError({"Idempotency-Key": ["must be 1 to 255 printable ASCII characters, not starting with a space"]})
+    return key
+
+
+def _fingerprint(body: object) -> str:
+    """The body as canonical JSON (key order and spacing do not matter), hashed."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
 
 NOT_FOUND = OpenApiResponse(description="No such batch for this user (another user's batch is also 404).")
 
@@ -41,26 +65,52 @@ class BatchListView(generics.GenericAPIView):
     @extend_schema(
         operation_id="submit_batch",
         summary="Submit a batch of jobs",
+        description=(
+            "With an `Idempotency-Key` header (1 to 255 printable characters, kept 24 hours per user), a repeated "
+            "request with the same key and body creates nothing and answers 200 with the batch the first one "
+            "created; the same key with another body is a 422 problem."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _KEY_RE.pattern},
+                OpenApiParameter.HEADER,
+                description="Makes a retried submission safe: at most one batch per key.",
+            )
+        ],
         request=BatchSubmissionSerializer,
-        responses={201: BatchSerializer},
+        responses={
+            201: BatchSerializer,
+            200: OpenApiResponse(BatchSerializer, description="A repeat of an earlier request with the same Idempotency-Key and body."),
+            422: OpenApiResponse(description="The Idempotency-Key was used with another body."),
+        },
     )
     def post(self, request: Request) -> Response:
+        key = _idempotency_key(request)
         submission = BatchSubmissionSerializer(data=request.data)
         submission.is_valid(raise_exception=True)
         data = submission.validated_data
-        batch = submit_batch(
-            user=request.user,
-            tool_id=data["tool_id"],
-            cpu=data["hardware"]["cpu"],
-            memory=data["hardware"]["memory"],
-            filesystem_ids=data["hardware"]["filesystem_list"],
-            jobs=data["jobs"],
-            name=data["name"],
-            max_attempts=data["max_attempts"],
-            timeout_seconds=data["timeout_seconds"],
-        )
+        fields = {
+            "tool_id": data["tool_id"],
+            "cpu": data["hardware"]["cpu"],
+            "memory": data["hardware"]["memory"],
+            "filesystem_ids": data["hardware"]["filesystem_list"],
+            "jobs": data["jobs"],
+            "name": data["name"],
+            "max_attempts": data["max_attempts"],
+            "timeout_seconds": data["timeout_seconds"],
+        }
+        created = True
+        if key is None:
+            batch = submit_batch(user=request.user, **fields)
+        else:
+            try:
+                batch, created = submit_batch_once(user=request.user, key=key, fingerprint=_fingerprint(request.data), **fields)
+            except IdempotencyKeyReused as exc:
+                raise Unprocessable(str(exc)) from exc
         batch = user_batches(user=request.user).get(pk=batch.pk)
-        return Response(BatchSerializer(batch).data, status=status.HTTP_201_CREATED, headers={"Location": f"/batches/{batch.pk}"})
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(BatchSerializer(batch).data, status=code, headers={"Location": f"/batches/{batch.pk}"})
 
     @extend_schema(operation_id="delete_batches", summary="Cancel and delete all of the caller's batches", responses={204: None})
     def delete(self, request: Request) -> Response:

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from batches.services import cleanup_batches
+from batches.services import cleanup_batches, forget_idempotency_keys
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -34,3 +34,5 @@ class Command(BaseCommand):
         batches, jobs = cleanup_batches(older_than=older_than, dry_run=options["dry_run"])
         verb = "would delete" if options["dry_run"] else "deleted"
         self.stdout.write(f"{verb} {batches} batch(es) and {jobs} job(s) finished more than {options['older_than']} ago")
+        if not options["dry_run"]:
+            self.stdout.write(f"forgot {forget_idempotency_keys()} Idempotency-Key(s) older than a day")
