@@ -31,7 +31,7 @@ class BoundedJSONParser(JSONParser):
         if not raw.strip():
             raise ParseError("The request body is empty; send a JSON object.")
         try:
-            data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+            data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, object_hook=_ObjectBudget(_max_objects()))
         except UnicodeDecodeError:
             raise ParseError("The request body is not UTF-8.") from None
         except (ValueError, RecursionError) as exc:
@@ -39,6 +39,30 @@ class BoundedJSONParser(JSONParser):
         if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(data):
             raise ParseError("The request body contains a lone UTF-16 surrogate escape (\\uD800-\\uDFFF), which is not a character.")
         return data
+
+
+def _max_objects() -> int:
+    """The most JSON objects a valid body holds: a submission has two per job (the job
+    and its args) and a few more."""
+    return 2 * settings.BATCHES_MAX_JOBS_PER_BATCH + 64
+
+
+class _ObjectBudget:
+    """An object_hook that stops the parse once the body holds more objects than any
+    valid request: 10 million `{}` fit in the body cap, and building them cost a minute
+    and over a GiB before any check could run."""
+
+    def __init__(self, budget: int) -> None:
+        self.left = budget
+
+    def __call__(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.left -= 1
+        if self.left < 0:
+            raise PayloadTooLarge(
+                f"The request body holds more JSON objects than any valid request; a batch has at most "
+                f"{settings.BATCHES_MAX_JOBS_PER_BATCH} jobs."
+            )
+        return obj
 
 
 def _has_lone_surrogate(data: Any) -> bool:

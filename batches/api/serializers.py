@@ -120,10 +120,20 @@ class JobInSerializer(serializers.Serializer):
     )
 
 
+class BoundedListField(serializers.ListField):
+    """A list whose length is checked before its items: DRF's own ListField validates
+    every item first, so a million empty jobs cost a minute of CPU before the 400."""
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if isinstance(data, list) and self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)
+
+
 class BatchSubmissionSerializer(serializers.Serializer):
     tool_id = serializers.UUIDField()
     hardware = HardwareInSerializer()
-    jobs = serializers.ListField(child=JobInSerializer(), allow_empty=False, min_length=1, max_length=settings.BATCHES_MAX_JOBS_PER_BATCH)
+    jobs = BoundedListField(child=JobInSerializer(), allow_empty=False, min_length=1, max_length=settings.BATCHES_MAX_JOBS_PER_BATCH)
     # The pattern only documents what DRF's CharField already refuses (NUL characters),
     # so clients and fuzzers know a schema-valid name is an accepted one.
     name = StrictCharField(max_length=200, required=False, default="", allow_blank=True, validators=[NO_NUL])
