@@ -33,6 +33,10 @@ class BatchAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # batches are submitted through the API
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Batch]:
+        # Deleted batches are on their way out (their rows go in chunks): not shown.
+        return super().get_queryset(request).filter(deleted_at__isnull=True)
+
     def get_deleted_objects(self, objs, request: HttpRequest):
         # Django would list (and permission-check) every job of every batch on the
         # confirmation page: a million rows. A batch's jobs and events go with it.

@@ -63,11 +63,17 @@ class Batch(models.Model):
     max_attempts = models.PositiveSmallIntegerField(default=1)
     timeout_seconds = models.PositiveIntegerField(help_text="Wall-clock limit per attempt.")
     create_time = models.DateTimeField(default=timezone.now, editable=False)
+    deleted_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Deleted: gone from its owner's view; its rows and logs are being removed."
+    )
 
     class Meta:
         verbose_name_plural = "batches"
         ordering = ["id"]
-        indexes = [models.Index(fields=["owner", "id"], name="batch_owner_id")]
+        indexes = [
+            models.Index(fields=["owner", "id"], name="batch_owner_id"),
+            models.Index(fields=["deleted_at"], name="batch_deleted", condition=models.Q(deleted_at__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})" if self.name else str(self.id)

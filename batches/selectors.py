@@ -22,11 +22,11 @@ def granted_filesystems(*, user: AbstractBaseUser) -> QuerySet[Filesystem]:
 
 def user_batches(*, user: AbstractBaseUser) -> QuerySet[Batch]:
     """The caller's batches, with what the Batch shape needs in two queries."""
-    return Batch.objects.filter(owner=user).select_related("tool").prefetch_related("filesystems")
+    return Batch.objects.filter(owner=user, deleted_at__isnull=True).select_related("tool").prefetch_related("filesystems")
 
 
 def get_user_batch(*, user: AbstractBaseUser, batch_id: Any) -> Batch | None:
-    return Batch.objects.filter(owner=user, pk=batch_id).select_related("tool").first()
+    return Batch.objects.filter(owner=user, pk=batch_id, deleted_at__isnull=True).select_related("tool").first()
 
 
 def status_counts(*, batch: Batch) -> dict[str, int]:

@@ -155,7 +155,7 @@ def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list
         f"SELECT {selected} FROM {job_table}"  # noqa: S608 (identifiers from the models; values are parameters)
         f" INNER JOIN {batch_table} ON ({column(job_table, job, 'batch')} = {column(batch_table, batch, 'id')})"
         f" WHERE {column(job_table, job, 'status')} = %s AND {column(batch_table, batch, 'cpu')} <= %s"
-        f" AND {column(batch_table, batch, 'memory')} <= %s{not_excluded}"
+        f" AND {column(batch_table, batch, 'memory')} <= %s AND {column(batch_table, batch, 'deleted_at')} IS NULL{not_excluded}"
         f" AND NOT EXISTS (SELECT 1 FROM {attempt_table} WHERE {column(attempt_table, attempt, 'job')} = {job_id}"
         f" AND {column(attempt_table, attempt, 'end_time')} IS NULL)"
         f" ORDER BY {column(job_table, job, 'batch')} ASC, {job_id} ASC LIMIT %s{lock}"
@@ -299,7 +299,8 @@ class AttemptCheck(NamedTuple):
 
 def check_attempts(*, worker: Worker, attempts: dict[str, int]) -> AttemptCheck:
     """Of `attempts` (job id -> attempt number, this worker's), which are orphaned (the
-    job was deleted, declared lost, or moved on) and which have a cancel request."""
+    job or its batch was deleted, it was declared lost, or moved on) and which have a
+    cancel request."""
     ids = list(attempts)
     live: dict[str, tuple[int, bool]] = {}
     for start in range(0, len(ids), 500):

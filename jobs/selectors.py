@@ -17,7 +17,7 @@ def batch_jobs(*, batch_id: Any) -> QuerySet[Job]:
 def get_user_job(*, user: AbstractBaseUser, batch_id: Any, job_id: Any) -> Job | None:
     """One job with its batch and the batch's filesystems (two queries)."""
     return (
-        Job.objects.filter(pk=job_id, batch_id=batch_id, batch__owner=user)
+        Job.objects.filter(pk=job_id, batch_id=batch_id, batch__owner=user, batch__deleted_at__isnull=True)
         .select_related("batch")
         .prefetch_related("batch__filesystems")
         .first()
@@ -25,7 +25,7 @@ def get_user_job(*, user: AbstractBaseUser, batch_id: Any, job_id: Any) -> Job |
 
 
 def get_user_job_by_log(*, user: AbstractBaseUser, log_id: Any) -> Job | None:
-    return Job.objects.filter(log_id=log_id, batch__owner=user).first()
+    return Job.objects.filter(log_id=log_id, batch__owner=user, batch__deleted_at__isnull=True).first()
 
 
 def job_events(*, job: Job) -> QuerySet[JobEvent]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from batches.services import PURGE_CHUNK, purge_deleted_batches
 from jobs.dispatch import dispatch_submitted
 from jobs.executors.base import AttemptSpec, Capacity, Executor, Outcome, Report
 from jobs.fencing import Fence
@@ -358,6 +359,8 @@ class WorkerLoop:
         if self.executor.attempts_survive_worker:
             self._adopt()
         dispatch_submitted()
+        # Deleted batches leave their owner's view at once; their rows go a chunk a sweep.
+        purge_deleted_batches(budget=PURGE_CHUNK)
         # Jobs may have become RUNNABLE in many ways since the last claim (placed just
         # now, retried, requeued elsewhere): look again at least once per sweep.
         self._more_work = True
