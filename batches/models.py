@@ -63,6 +63,12 @@ class Batch(models.Model):
     max_attempts = models.PositiveSmallIntegerField(default=1)
     timeout_seconds = models.PositiveIntegerField(help_text="Wall-clock limit per attempt.")
     create_time = models.DateTimeField(default=timezone.now, editable=False)
+    cancel_requested_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="A cancel of the whole batch is under way (its jobs are cancelled in chunks)."
+    )
+    cancel_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
     deleted_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="Deleted: gone from its owner's view; its rows and logs are being removed."
     )
@@ -73,6 +79,7 @@ class Batch(models.Model):
         indexes = [
             models.Index(fields=["owner", "id"], name="batch_owner_id"),
             models.Index(fields=["deleted_at"], name="batch_deleted", condition=models.Q(deleted_at__isnull=False)),
+            models.Index(fields=["cancel_requested_at"], name="batch_cancelling", condition=models.Q(cancel_requested_at__isnull=False)),
         ]
 
     def __str__(self) -> str:

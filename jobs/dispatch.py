@@ -96,7 +96,9 @@ def _dispatch(*, limit: int) -> int:
         if not batch_ids:
             continue
         batches = list(
-            Batch.objects.filter(pk__in=batch_ids, deleted_at__isnull=True).only("id", "owner_id", "cpu", "memory").order_by("id")
+            Batch.objects.filter(pk__in=batch_ids, deleted_at__isnull=True, cancel_requested_at__isnull=True)
+            .only("id", "owner_id", "cpu", "memory")
+            .order_by("id")
         )
         if quota:
             _fill_quota_room(room, owners={b.owner_id for b in batches} - set(room), quota=quota)

@@ -155,7 +155,8 @@ def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list
         f"SELECT {selected} FROM {job_table}"  # noqa: S608 (identifiers from the models; values are parameters)
         f" INNER JOIN {batch_table} ON ({column(job_table, job, 'batch')} = {column(batch_table, batch, 'id')})"
         f" WHERE {column(job_table, job, 'status')} = %s AND {column(batch_table, batch, 'cpu')} <= %s"
-        f" AND {column(batch_table, batch, 'memory')} <= %s AND {column(batch_table, batch, 'deleted_at')} IS NULL{not_excluded}"
+        f" AND {column(batch_table, batch, 'memory')} <= %s AND {column(batch_table, batch, 'deleted_at')} IS NULL"
+        f" AND {column(batch_table, batch, 'cancel_requested_at')} IS NULL{not_excluded}"
         f" AND NOT EXISTS (SELECT 1 FROM {attempt_table} WHERE {column(attempt_table, attempt, 'job')} = {job_id}"
         f" AND {column(attempt_table, attempt, 'end_time')} IS NULL)"
         f" ORDER BY {column(job_table, job, 'batch')} ASC, {job_id} ASC LIMIT %s{lock}"

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from batches.models import Batch
 from batchsite.ids import uuid7
 from jobs.models import Job
-from jobs.states import CANCELLED_REASON, LIVE, QUEUED, Status, request_cancel, transition
+from jobs.states import CANCELLED_REASON, LIVE, QUEUED, UNFINISHED, Status, request_cancel, transition
 from jobs.wakeup import notify_work
 
 
@@ -63,6 +63,52 @@ def cancel_jobs(*, jobs: QuerySet[Job], by: Any = None, reason: str = CANCELLED_
     return CancelResult(cancelled=len(cancelled), stopping=len(stopping))
 
 
+# Jobs cancelled per transaction when a whole batch is cancelled.
+CANCEL_CHUNK = 5000
+
+
+def cancel_batch(*, batch: Batch, by: Any = None) -> CancelResult:
+    """Cancel every unfinished job of `batch`, in bounded work whatever its size.
+
+    The batch is marked (no worker claims its jobs from then on) and one chunk of its
+    jobs is cancelled here, as `cancel_jobs` does; workers' sweeps cancel the rest
+    (`advance_batch_cancels`), and clear the mark when none is left to cancel. Returns
+    the jobs concerned: all the batch's unfinished jobs, of which `stopping` are
+    running (they are FAILED once their attempts have stopped)."""
+    now = timezone.now()
+    with transaction.atomic():
+        Batch.objects.filter(pk=batch.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=now, cancel_requested_by=by)
+        counts = dict(Job.objects.filter(batch=batch, status__in=UNFINISHED).order_by().values_list("status").annotate(n=Count("pk")))
+        notify_work()
+    advance_batch_cancels(budget=CANCEL_CHUNK, batch_ids=[batch.pk])
+    live = sum(counts.get(status, 0) for status in LIVE)
+    return CancelResult(cancelled=sum(counts.values()) - live, stopping=live)
+
+
+def advance_batch_cancels(*, budget: int = CANCEL_CHUNK, batch_ids: list[Any] | None = None) -> int:
+    """Go on with the cancels of whole batches: up to `budget` jobs, `CANCEL_CHUNK` per
+    transaction (queued jobs FAILED `Cancelled by user`, running ones asked to stop).
+    A batch with nothing left to cancel loses its mark. Returns jobs changed."""
+    cancelling = Batch.objects.filter(cancel_requested_at__isnull=False)
+    if batch_ids is not None:
+        cancelling = cancelling.filter(pk__in=batch_ids)
+    changed = 0
+    for batch_id, by in cancelling.order_by("cancel_requested_at").values_list("pk", "cancel_requested_by")[:100]:
+        while changed < budget:
+            size = min(CANCEL_CHUNK, budget - changed)
+            pending = Job.objects.filter(batch_id=batch_id).filter(
+                Q(status__in=QUEUED) | Q(status__in=LIVE, cancel_requested_at__isnull=True)
+            )
+            ids = list(pending.order_by("pk").values_list("pk", flat=True)[:size])
+            if not ids:
+                Batch.objects.filter(pk=batch_id).update(cancel_requested_at=None, cancel_requested_by=None)
+                break
+            changed += cancel_jobs(jobs=Job.objects.filter(pk__in=ids), by=by).changed or len(ids)
+        if changed >= budget:
+            break
+    return changed
+
+
 def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
     """Put the FAILED jobs of `jobs` back to RUNNABLE for a new attempt, with a fresh
     `max_attempts`; jobs in any other state are untouched. Refused with
@@ -71,6 +117,9 @@ def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
     stopping = jobs.filter(status__in=LIVE, cancel_requested_at__isnull=False).count()
     if stopping:
         raise CancelStillStopping(stopping)
+    cancelling = jobs.filter(batch__cancel_requested_at__isnull=False, status__in=UNFINISHED).count()
+    if cancelling:
+        raise CancelStillStopping(cancelling)
     ids = list(jobs.filter(status=Status.FAILED).values_list("pk", flat=True))
     changed = transition(
         job_ids=ids,

@@ -32,6 +32,7 @@ from jobs.fencing import Fence
 from jobs.leases import expire_dead_local_workers, register_worker, renew_lease, stop_worker, worker_is_dead
 from jobs.models import Worker
 from jobs.scheduling import LOST_CONTACT, adopt_attempts, check_attempts, claim_jobs, record_reports, recover_lost_workers
+from jobs.services import advance_batch_cancels
 from jobs.states import CANCELLED_REASON
 from jobs.wakeup import LocalWorkListener, WorkListener
 
@@ -360,7 +361,9 @@ class WorkerLoop:
             self._adopt()
         dispatch_submitted()
         # Deleted batches leave their owner's view at once; their rows go a chunk a sweep.
+        # Cancelled batches likewise.
         purge_deleted_batches(budget=PURGE_CHUNK)
+        advance_batch_cancels()
         # Jobs may have become RUNNABLE in many ways since the last claim (placed just
         # now, retried, requeued elsewhere): look again at least once per sweep.
         self._more_work = True

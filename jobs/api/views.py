@@ -21,7 +21,7 @@ from jobs.api.serializers import JobDetailSerializer, JobEventSerializer, JobSer
 from jobs.logs import read_log
 from jobs.models import Job
 from jobs.selectors import batch_jobs, get_user_job, get_user_job_by_log, job_events
-from jobs.services import CancelResult, CancelStillStopping, cancel_jobs, retry_failed_jobs
+from jobs.services import CancelResult, CancelStillStopping, cancel_batch, cancel_jobs, retry_failed_jobs
 from jobs.states import Status
 
 NOT_FOUND = OpenApiResponse(description="No such batch or job for this user (another user's is also 404).")
@@ -136,13 +136,17 @@ class BatchCancelView(APIView):
     @extend_schema(
         operation_id="cancel_batch",
         summary="Cancel every unfinished job of the batch",
-        description="Queued jobs are FAILED (Cancelled by user) at once; running ones once their attempt has stopped.",
+        description=(
+            "Answers at once whatever the batch's size: its jobs are no longer started, queued jobs become FAILED "
+            "(Cancelled by user) within moments, running ones once their attempt has stopped. A retry is refused "
+            "(409) until the cancel is complete."
+        ),
         request=None,
         responses={200: CANCELLED, 404: NOT_FOUND},
     )
     def post(self, request: Request, batch_id: str) -> Response:
         batch = _user_batch(request, batch_id)
-        return _cancelled(cancel_jobs(jobs=Job.objects.filter(batch=batch), by=request.user))
+        return _cancelled(cancel_batch(batch=batch, by=request.user))
 
 
 class BatchRetryView(APIView):
