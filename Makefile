@@ -31,7 +31,7 @@ run: venv $(DATA)/secret_key
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py demo_setup --url http://$(HOST):$(PORT)
 	@export SECRET_KEY_FILE=$(DATA)/secret_key; \
 	$(BIN)/python manage.py runworker & worker=$$!; \
-	$(BIN)/gunicorn batchsite.wsgi --bind $(HOST):$(PORT) --workers 2 --access-logfile - & server=$$!; \
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c batchsite/gunicorn.conf.py batchsite.wsgi & server=$$!; \
 	trap 'kill -TERM $$worker $$server 2>/dev/null' INT TERM; \
 	while kill -0 $$worker 2>/dev/null && kill -0 $$server 2>/dev/null; do sleep 1; done; \
 	kill -TERM $$worker $$server 2>/dev/null; wait $$worker; wait $$server; true

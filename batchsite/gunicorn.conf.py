@@ -1,0 +1,41 @@
+"""gunicorn's settings for this service (`gunicorn -c batchsite/gunicorn.conf.py
+batchsite.wsgi`; `make run` uses it). Environment: HOST, PORT, WEB_WORKERS,
+WEB_TIMEOUT.
+
+Every request does bounded work (large deletes and cancels go on in the workers'
+sweeps), so a request taking longer than `timeout` is stuck, and its worker is replaced.
+Errors gunicorn answers itself, before Django sees the request (a request line or
+headers over the limits, a malformed request), are RFC 9457 problems like every other
+error of the API, not HTML pages: gunicorn has no setting for their format, so its one
+function that writes them is replaced here.
+"""
+
+import json
+import os
+
+from gunicorn import util
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_WORKERS", "2"))
+timeout = int(os.environ.get("WEB_TIMEOUT", "60"))
+graceful_timeout = 30
+keepalive = 5
+# Request line, header count and header size limits (gunicorn's defaults, written out).
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+accesslog = "-"
+
+
+def _write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
+    body = json.dumps(
+        {"type": f"urn:batches:problem:http-{status_int}", "title": reason, "status": status_int, "detail": mesg or reason}
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("latin1")
+    util.write_nonblock(sock, head + body)
+
+
+util.write_error = _write_problem

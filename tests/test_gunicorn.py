@@ -1,0 +1,94 @@
+"""The shipped gunicorn set-up, as a real server on loopback: chunked bodies are read,
+and the errors gunicorn answers itself are problem documents, not HTML pages."""
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import make_client, submission
+from tests.worker_helpers import ROOT, worker_env
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server():
+    port = free_port()
+    env = worker_env(HOST="127.0.0.1", PORT=str(port), WEB_WORKERS="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "batchsite/gunicorn.conf.py", "batchsite.wsgi"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline and process.poll() is None, "gunicorn did not start"
+        time.sleep(0.2)
+    yield port
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_a_chunked_submission_is_read(server, alice, catalog):
+    token = make_client(alice).token
+    body = json.dumps(submission(catalog)).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", server, timeout=10)
+    connection.request(
+        "POST",
+        "/batches",
+        body=iter([body[:40], body[40:]]),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        encode_chunked=True,
+    )
+    response = connection.getresponse()
+    assert response.status == 201, response.read()
+    assert json.loads(response.read())["n_jobs"] == 2
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"NOT A REQUEST LINE\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n", 431),
+    ],
+    ids=["long-request-line", "malformed", "too-many-headers"],
+)
+def test_errors_before_django_are_problems(server, request_bytes, status):
+    code, headers, body = raw(server, request_bytes)
+    assert code in (status, 400)
+    assert headers["Content-Type"] == "application/problem+json"
+    problem = json.loads(body)
+    assert problem["status"] == code and problem["title"] and problem["detail"]
