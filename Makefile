@@ -27,6 +27,7 @@ $(DATA)/secret_key:
 # Ctrl-C (or SIGTERM) stops both: the worker requeues what it was running.
 run: venv $(DATA)/secret_key
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py migrate --no-input -v 0
+	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py createcachetable
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py sync_catalog catalog/demo.yaml
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py demo_setup --url http://$(HOST):$(PORT)
 	@export SECRET_KEY_FILE=$(DATA)/secret_key; \

@@ -3,10 +3,34 @@
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, throttling
 from rest_framework.request import Request
 
 from accounts.services import authenticate_token
+
+
+class FailedAuthenticationThrottle(throttling.SimpleRateThrottle):
+    """Counts failed token authentications per client address (in the shared cache),
+    and refuses that address once it has failed `auth_failures` times in the period:
+    guessing tokens gets 429s, not answers. Successes are not counted."""
+
+    scope = "auth_failures"
+
+    def get_cache_key(self, request: Request, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        # Like SimpleRateThrottle's, but a request does not count until it has failed.
+        self.key = self.get_cache_key(request, view)
+        self.history = self.cache.get(self.key, [])
+        self.now = self.timer()
+        while self.history and self.history[-1] <= self.now - self.duration:
+            self.history.pop()
+        return len(self.history) < self.num_requests
+
+    def record_failure(self) -> None:
+        self.history.insert(0, self.now)
+        self.cache.set(self.key, self.history, self.duration)
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -27,10 +51,15 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             value = api_key.strip()
         else:
             return None
+        failures = FailedAuthenticationThrottle()
+        if not failures.allow_request(request, None):
+            raise exceptions.Throttled(wait=failures.wait(), detail="Too many failed authentications from this address.")
         if not value:
+            failures.record_failure()
             raise exceptions.AuthenticationFailed("The token is empty.")
         token = authenticate_token(plaintext=value)
         if token is None:
+            failures.record_failure()
             raise exceptions.AuthenticationFailed("The token is invalid, expired or revoked.")
         return token.user, token
 

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "accounts",
     "batches",
     "jobs",
@@ -50,7 +51,30 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as its documentation asks: locks out admin logins that keep failing.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# The admin login: django-axes counts failures per user name and client address in the
+# database and locks that pair out (BATCHES_LOGIN_FAILURES in a row, for an hour).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = envint("BATCHES_LOGIN_FAILURES", 5, minimum=1)
+AXES_COOLOFF_TIME = 1  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # commands print only what they are asked for (issue_token: the token)
+
+# Throttle counts live in a cache every web process shares: the database's (the table
+# `make run` and the set-up create with `createcachetable`), or Redis with
+# BATCHES_CACHE_URL=redis://host:6379/0. A per-process cache let 4 processes take 4
+# times the rate.
+_CACHE_URL = envstr("BATCHES_CACHE_URL", "")
+if _CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_URL}}
+elif _CACHE_URL:
+    raise ImproperlyConfigured(f"BATCHES_CACHE_URL must be a redis:// URL (or empty for the database cache), not {_CACHE_URL!r}")
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "batches_cache"}}
 
 ROOT_URLCONF = "batchsite.urls"
 CSRF_FAILURE_VIEW = "batchsite.errors.forbidden"
@@ -179,7 +203,12 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "batchsite.problems.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": envstr("BATCHES_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "user": envstr("BATCHES_THROTTLE_RATE", "6000/min"),
+        # Failed token authentications per client address: past it, 429 before the
+        # token is even looked at.
+        "auth_failures": envstr("BATCHES_AUTH_FAILURE_RATE", "60/min"),
+    },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%SZ",
     "UNICODE_JSON": True,

@@ -8,6 +8,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 from rest_framework.throttling import UserRateThrottle
 
+from accounts.authentication import FailedAuthenticationThrottle
 from accounts.services import issue_token
 from batches.models import Batch
 from tests.conftest import submission
@@ -179,3 +180,42 @@ def test_readiness_reports_an_unusable_executor(db, anon_client, settings):
     response = anon_client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["executor"] == "unavailable: the 'slurm' executor is not implemented yet"
+
+
+@pytest.fixture
+def five_failures(monkeypatch):
+    monkeypatch.setattr(FailedAuthenticationThrottle, "THROTTLE_RATES", {"auth_failures": "5/min"})
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_failed_authentications_are_throttled_per_address(anon_client, alice_client, five_failures):
+    """2,000 bad tokens used to get 2,000 401s: guessing was free."""
+    for _ in range(5):
+        assert anon_client.get("/batches", HTTP_AUTHORIZATION="Bearer bt_nope_guess").status_code == 401
+    response = anon_client.get("/batches", HTTP_AUTHORIZATION="Bearer bt_nope_guess")
+    assert_problem(response, 429)
+    assert 1 <= int(response["Retry-After"]) <= 60
+    # From that address even a good token waits; from another address nothing changed.
+    assert anon_client.get("/batches", HTTP_AUTHORIZATION=f"Bearer {alice_client.token}").status_code == 429
+    assert anon_client.get("/batches", HTTP_AUTHORIZATION="Bearer bt_nope_x", REMOTE_ADDR="10.9.9.9").status_code == 401
+    # Successes are not counted.
+    cache.clear()
+    for _ in range(10):
+        assert alice_client.get("/batches").status_code == 200
+
+
+def test_admin_logins_that_keep_failing_are_locked_out(root, settings):
+    from django.test import Client
+
+    root.set_password("right")
+    root.save()
+    client = Client()
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        response = client.post("/admin/login/?next=/admin/", {"username": "root", "password": "wrong"})
+        assert response.status_code == 200  # the form again, with its error
+    assert client.post("/admin/login/?next=/admin/", {"username": "root", "password": "wrong"}).status_code == 429
+    locked = client.post("/admin/login/?next=/admin/", {"username": "root", "password": "right"})
+    assert locked.status_code in (403, 429), locked.status_code
+    assert not client.get("/admin/").wsgi_request.user.is_authenticated

@@ -9,6 +9,8 @@ import sys
 import time
 
 import pytest
+from django.core.management import call_command
+from django.test import override_settings
 
 from tests.conftest import make_client, submission
 from tests.worker_helpers import ROOT, worker_env
@@ -23,30 +25,44 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server():
-    port = free_port()
-    env = worker_env(HOST="127.0.0.1", PORT=str(port), WEB_WORKERS="1")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "batchsite/gunicorn.conf.py", "batchsite.wsgi"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline and process.poll() is None, "gunicorn did not start"
-        time.sleep(0.2)
-    yield port
-    process.terminate()
-    process.wait(timeout=30)
+def start_server():
+    """Starts gunicorn with the shipped config (and `env` overrides); returns its port."""
+    # The server runs the real settings: their shared cache lives in the database.
+    with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "batches_cache"}}):
+        call_command("createcachetable")
+    processes: list[subprocess.Popen] = []
+
+    def start(**env: str) -> int:
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "batchsite/gunicorn.conf.py", "batchsite.wsgi"],
+            cwd=ROOT,
+            env=worker_env(HOST="127.0.0.1", PORT=str(port), **{"WEB_WORKERS": "1", **env}),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                connection.request("GET", "/healthz")
+                if connection.getresponse().status == 200:
+                    return port
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "gunicorn did not start"
+            time.sleep(0.2)
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def server(start_server):
+    return start_server()
 
 
 def raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -92,3 +108,16 @@ def test_errors_before_django_are_problems(server, request_bytes, status):
     assert headers["Content-Type"] == "application/problem+json"
     problem = json.loads(body)
     assert problem["status"] == code and problem["title"] and problem["detail"]
+
+
+def test_the_throttle_is_shared_by_every_web_process(start_server, alice):
+    """With a per-process cache, 4 processes let 40 of 60 requests through at 10/min."""
+    port = start_server(WEB_WORKERS="4", BATCHES_THROTTLE_RATE="10/min")
+    token = make_client(alice).token
+    codes = []
+    for _ in range(30):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # new connections: any process
+        connection.request("GET", "/batches", headers={"Authorization": f"Bearer {token}"})
+        codes.append(connection.getresponse().status)
+    assert codes.count(200) == 10, codes
+    assert set(codes) == {200, 429}
