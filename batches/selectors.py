@@ -33,7 +33,8 @@ def status_counts(*, batch: Batch) -> dict[str, int]:
     """Jobs per status, lower-case keys, every status present. One GROUP BY on the
     (batch, status) index."""
     counts = {status.lower(): 0 for status in Status.values}
-    rows = Job.objects.filter(batch=batch).order_by().values_list("status").annotate(n=Count("pk"))
+    # COUNT(*), not COUNT(id): PostgreSQL then answers from the index alone.
+    rows = Job.objects.filter(batch=batch).order_by().values_list("status").annotate(n=Count("*"))
     for status, n in rows:
         counts[status.lower()] = n
     return counts
