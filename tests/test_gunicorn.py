@@ -7,12 +7,16 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
+from batches.models import Batch
+from jobs.models import Job
 from tests.conftest import make_client, submission
+from tests.load import run_load
 from tests.worker_helpers import ROOT, worker_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -121,3 +125,23 @@ def test_the_throttle_is_shared_by_every_web_process(start_server, alice):
         codes.append(connection.getresponse().status)
     assert codes.count(200) == 10, codes
     assert set(codes) == {200, 429}
+
+
+def test_a_mixed_load_gets_no_server_error_and_loses_nothing(start_server, catalog):
+    """Eight clients for 15 s through the shipped gunicorn set-up: submissions (some of
+    20,000 jobs), reads, cancels and deletes. No 5xx, and every batch answered 201 is in
+    the database with all its jobs (bench/mixed_load.py runs it longer and wider)."""
+    from django.contrib.auth.models import User
+
+    port = start_server(WEB_WORKERS="4")
+    tokens = [make_client(User.objects.create_user(f"load{i}")).token for i in range(8)]
+    result = run_load(port=port, tokens=tokens, body=submission(catalog), seconds=15)
+    assert result.server_errors() == {}, result.server_errors()
+    assert result.errors == []
+    assert sum(len(codes) for codes in result.codes.values()) > 50
+    kept = {batch_id: n for batch_id, n in result.created.items() if batch_id not in result.deleted}
+    assert kept and dict(Batch.objects.filter(pk__in=kept, deleted_at__isnull=True).values_list("pk", "n_jobs")) == {
+        uuid.UUID(batch_id): n for batch_id, n in kept.items()
+    }
+    for batch_id, n in kept.items():
+        assert Job.objects.filter(batch_id=batch_id).count() == n
