@@ -44,6 +44,12 @@ def _fingerprint(body: object) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+DELETED = (
+    "Answers at once whatever the size: the batch is gone from every route (404) when the answer comes, its "
+    "running jobs are stopped, and its jobs, events and logs are removed in the background."
+)
+
+
 NOT_FOUND = OpenApiResponse(description="No such batch for this user (another user's batch is also 404).")
 
 
@@ -112,7 +118,7 @@ class BatchListView(generics.GenericAPIView):
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(BatchSerializer(batch).data, status=code, headers={"Location": f"/batches/{batch.pk}"})
 
-    @extend_schema(operation_id="delete_batches", summary="Cancel and delete all of the caller's batches", responses={204: None})
+    @extend_schema(operation_id="delete_batches", summary="Delete all of the caller's batches", description=DELETED, responses={204: None})
     def delete(self, request: Request) -> Response:
         delete_batches(batches=Batch.objects.filter(owner=request.user))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -129,7 +135,7 @@ class BatchDetailView(APIView):
     def get(self, request: Request, batch_id: str) -> Response:
         return Response(status_counts(batch=self._batch(request, batch_id)))
 
-    @extend_schema(operation_id="delete_batch", summary="Cancel and delete one batch", responses={204: None, 404: NOT_FOUND})
+    @extend_schema(operation_id="delete_batch", summary="Delete one batch", description=DELETED, responses={204: None, 404: NOT_FOUND})
     def delete(self, request: Request, batch_id: str) -> Response:
         delete_batches(batches=Batch.objects.filter(owner=request.user, pk=self._batch(request, batch_id).pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
