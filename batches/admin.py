@@ -1,13 +1,38 @@
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from batches.catalog import check_tool
 from batches.models import Batch, Filesystem, Tool
 from batches.services import delete_batches
 
 
+class ToolForm(forms.ModelForm):
+    """The catalog's own check (batches.catalog.check_tool) guards the admin too: a
+    string command or a misspelt parameter type used to save, then made GET /tools and
+    submissions to the tool fail with 500 for every user."""
+
+    class Meta:
+        model = Tool
+        fields = ["name", "description", "command", "parameters", "timeout_seconds", "enabled"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if "command" in data and "parameters" in data:
+            try:
+                data["command"], data["parameters"] = check_tool(command=data["command"], parameters=data["parameters"])
+            except ValueError as exc:
+                field = "command" if str(exc).startswith("command") else "parameters"
+                self.add_error(field, str(exc))
+        return data
+
+
 @admin.register(Tool)
 class ToolAdmin(admin.ModelAdmin):
+    form = ToolForm
     list_display = ["name", "description", "enabled", "timeout_seconds"]
     list_filter = ["enabled"]
     search_fields = ["name", "description"]

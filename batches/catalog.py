@@ -64,15 +64,23 @@ def _checked_name(section: str, index: int, entry: Any, keys: set[str]) -> str:
     return name
 
 
+def check_tool(*, command: Any, parameters: Any) -> tuple[list[str], dict[str, Any]]:
+    """The one check of a tool's argv template and parameters, whoever writes the tool
+    (the catalog file, the admin's form): returns them normalised, or raises ValueError
+    saying what is wrong. A tool that passes can be listed and run."""
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        raise ValueError("parameters must be a mapping of name -> {type, required, default, choices, description}")
+    checked = {pname: check_spec(pname, spec) for pname, spec in parameters.items()}
+    return check_command(command, checked), checked
+
+
 def _clean_tool(index: int, entry: Any) -> dict[str, Any]:
     name = _checked_name("tools", index, entry, TOOL_KEYS)
     where = f"tool {name}"
-    params = entry.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise CatalogError(f"{where}: parameters must be a mapping")
     try:
-        parameters = {pname: check_spec(pname, spec) for pname, spec in params.items()}
-        command = check_command(entry.get("command"), parameters)
+        command, parameters = check_tool(command=entry.get("command"), parameters=entry.get("parameters") or {})
     except ValueError as exc:
         raise CatalogError(f"{where}: {exc}") from None
     timeout = entry.get("timeout_seconds")

@@ -83,14 +83,14 @@ class JobAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         return False  # jobs go with their batch
 
-    @admin.action(description="Cancel selected jobs")
+    @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         result = cancel_jobs(jobs=queryset, by=request.user)
         self.message_user(
             request, f"Cancelled {result.changed} job(s); {result.stopping} of them stop once their attempt has.", messages.SUCCESS
         )
 
-    @admin.action(description="Retry selected FAILED jobs")
+    @admin.action(description="Retry selected FAILED jobs", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         try:
             self.message_user(request, f"Retried {retry_failed_jobs(jobs=queryset)} job(s).", messages.SUCCESS)

@@ -96,3 +96,46 @@ def test_deleting_a_batch_takes_its_jobs_and_events(admin_client, batch):
 
 def test_a_token_cannot_be_added_in_the_admin(admin_client):
     assert admin_client.get("/admin/accounts/apitoken/add/").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("command", "parameters", "field", "words"),
+    [
+        ('"/bin/echo hi"', "{}", "command", "non-empty list of strings"),
+        ('["/bin/echo", "{m}"]', '{"m": {"type": "strin"}}', "parameters", "type must be one of"),
+        ('["/bin/echo", "{other}"]', '{"m": {"type": "string"}}', "command", "undeclared parameters"),
+        ('["echo"]', "{}", "command", "absolute path"),
+    ],
+)
+def test_the_tool_form_runs_the_catalogs_checks(admin_client, alice_client, catalog, command, parameters, field, words):
+    """Saving a string command or a misspelt parameter type said "changed successfully",
+    then GET /tools answered 500 for every user."""
+    tool = catalog["tools"]["echo"]
+    form = {
+        "name": tool.name,
+        "description": tool.description,
+        "command": command,
+        "parameters": parameters,
+        "timeout_seconds": "",
+        "enabled": "on",
+    }
+    response = admin_client.post(f"/admin/batches/tool/{tool.pk}/change/", form)
+    assert response.status_code == 200, "the form comes back with its error"
+    assert words in str(response.context["adminform"].form.errors[field])
+    tool.refresh_from_db()
+    assert tool.command == ["/bin/echo", "{message}"]
+    assert alice_client.get("/tools").status_code == 200
+
+
+def test_view_only_staff_cannot_cancel_or_retry(batch, db):
+    from django.contrib.auth.models import Permission, User
+
+    viewer = User.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_job", "view_batch"]))
+    client = Client()
+    client.force_login(viewer)
+    ids = [str(pk) for pk in Job.objects.filter(batch=batch).values_list("pk", flat=True)]
+    assert client.get("/admin/jobs/job/").status_code == 200
+    for action in ("cancel", "retry"):
+        client.post("/admin/jobs/job/", {"action": action, "_selected_action": ids})
+    assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"SUBMITTED"}
