@@ -6,7 +6,7 @@ DATA := data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean superuser shell manage port-free
 
 $(BIN)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.12 ...)")'
@@ -25,17 +25,33 @@ $(DATA)/secret_key:
 # Migrate a SQLite database in data/, load the demo catalog, print a token and a curl
 # line, then run a job worker and the gunicorn server together in the foreground.
 # Ctrl-C (or SIGTERM) stops both: the worker requeues what it was running.
-run: venv $(DATA)/secret_key
+run: venv $(DATA)/secret_key port-free
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py migrate --no-input -v 0
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py createcachetable
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py sync_catalog catalog/demo.yaml
-	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py demo_setup --url http://$(HOST):$(PORT)
+	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py demo_setup --url http://$(HOST):$(PORT) --token-file $(DATA)/demo_token
 	@export SECRET_KEY_FILE=$(DATA)/secret_key; \
 	$(BIN)/python manage.py runworker & worker=$$!; \
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c batchsite/gunicorn.conf.py batchsite.wsgi & server=$$!; \
 	trap 'kill -TERM $$worker $$server 2>/dev/null' INT TERM; \
 	while kill -0 $$worker 2>/dev/null && kill -0 $$server 2>/dev/null; do sleep 1; done; \
-	kill -TERM $$worker $$server 2>/dev/null; wait $$worker; wait $$server; true
+	kill -TERM $$worker $$server 2>/dev/null; wait $$worker; wait $$server
+
+# Refuse to start (non-zero) when something already listens on HOST:PORT.
+port-free:
+	@$(PYTHON) -c 'import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
+	sys.exit(0) if s.connect_ex(("$(HOST)", $(PORT))) else sys.exit("$(HOST):$(PORT) is taken by another program: stop it, or run make run PORT=8001")'
+
+# The operators' commands with the project's environment (virtualenv, data/ secret key).
+superuser: venv $(DATA)/secret_key
+	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py createsuperuser
+
+shell: venv $(DATA)/secret_key
+	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py shell
+
+# make manage ARGS="issue_token alice --create-user"
+manage: venv $(DATA)/secret_key
+	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

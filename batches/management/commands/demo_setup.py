@@ -1,13 +1,16 @@
 """python manage.py demo_setup: a demo user, a token, and ready-to-paste curl lines.
 
-Used by `make run`; safe to run again (each run issues a fresh token)."""
+Used by `make run`; safe to run again: with `--token-file` the token is kept there
+(mode 0600) and reused while it is valid, so runs do not pile up demo tokens."""
 
+import os
 import shlex
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounts.services import issue_token
+from accounts.services import authenticate_token, issue_token
 from batches.selectors import granted_filesystems, visible_tools
 
 
@@ -17,6 +20,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--user", default="demo")
         parser.add_argument("--url", default="http://127.0.0.1:8000")
+        parser.add_argument("--token-file", default="", help="keep the token here and reuse it while it is valid")
 
     def handle(self, *args, **options) -> None:
         user, _ = get_user_model().objects.get_or_create(username=options["user"])
@@ -24,17 +28,31 @@ class Command(BaseCommand):
         if tool is None:
             raise CommandError("no echo tool: run `python manage.py sync_catalog catalog/demo.yaml` first")
         filesystems = [str(fs.pk) for fs in granted_filesystems(user=user).filter(name="scratch")]
-        _, token = issue_token(user=user, name="make run")
+        token = self._token(user=user, path=options["token_file"])
         url = options["url"].rstrip("/")
         body = (
             f'{{"tool_id": "{tool.pk}", "hardware": {{"cpu": 1, "memory": 256, "filesystem_list": {filesystems!r}}}, '
             '"jobs": [{"args": {"message": "hello"}}, {"args": {"message": "world"}}]}'
         ).replace("'", '"')
         auth = shlex.quote(f"Authorization: Bearer {token}")
-        self.stdout.write(f"\nAPI token for user {user.username} (shown once):\n  {token}\n")
+        self.stdout.write(f"\nAPI token for user {user.username}:\n  {token}\n")
         self.stdout.write("Submit a batch of two echo jobs:")
         self.stdout.write(f"  curl -s -H {auth} -H 'Content-Type: application/json' -d {shlex.quote(body)} {url}/batches\n")
         self.stdout.write("Then, with the batch_id it prints:")
         self.stdout.write(f"  curl -s -H {auth} {url}/batches/BATCH_ID")
         self.stdout.write(f"  curl -s -H {auth} {url}/batches/BATCH_ID/jobs")
-        self.stdout.write(f"API docs: {url}/api/docs/   Admin: {url}/admin/ (createsuperuser first)\n")
+        self.stdout.write(f"API docs: {url}/api/docs/   Admin: {url}/admin/ (make superuser first)\n")
+
+    def _token(self, *, user: Any, path: str) -> str:
+        if path and os.path.exists(path):
+            with open(path) as handle:
+                kept = handle.read().strip()
+            found = authenticate_token(plaintext=kept)
+            if found is not None and found.user_id == user.pk:
+                return kept
+        _, token = issue_token(user=user, name="make run")
+        if path:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(token + "\n")
+        return token
