@@ -38,6 +38,7 @@ from typing import Any
 
 from django.conf import settings
 
+from jobs.executors import attempt_logs
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, Outcome, Report, Started, internal_error
 from jobs.executors.isolation import AttemptCgroup, Isolation, allow_traverse, launch, probe
 from jobs.executors.procs import group_alive, kill_processes, processes_with_env, signal_group, signal_name
@@ -47,20 +48,10 @@ from jobs.logs import log_path
 logger = logging.getLogger("jobs.executors.local")
 
 MIB = 1024 * 1024
-# Messages programs print when an allocation fails under RLIMIT_AS (Python, glibc,
-# C++, Java, Go, numpy, R): a failed job whose log ends with one ran out of memory.
-_OOM_RE = re.compile(
-    rb"MemoryError|Cannot allocate memory|std::bad_alloc|[Oo]ut of memory|OutOfMemoryError|Unable to allocate|cannot allocate"
-)
-_OOM_TAIL = 4096
 _DRAIN_POLL = 0.02  # while a finished leader's group is still being stopped
 _LOG_CHECK_EVERY = 0.1  # how often a running attempt's log size is checked against the cap
 _ENV_NAME_RE = re.compile(r"[^A-Z0-9]")
 _PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
-
-
-def _size(count: int) -> str:
-    return f"{count // MIB} MiB" if count % MIB == 0 else f"{count} bytes"
 
 
 def machine_capacity() -> Capacity:
@@ -364,21 +355,10 @@ class LocalExecutor(Executor):
     def _check_log(self, run: _Running, now: float) -> None:
         """Stop an attempt whose section of the log has grown past the cap."""
         run.log_checked_at = now
-        try:
-            size = log_path(run.attempt.log_id).stat().st_size
-        except OSError:
-            return
-        if size - run.log_start > self.log_max_bytes:
-            run.stop_reason = f"log over {_size(self.log_max_bytes)}"
+        if attempt_logs.grew_past(log_id=run.attempt.log_id, start=run.log_start, cap=self.log_max_bytes):
+            run.stop_reason = f"log over {attempt_logs.human_size(self.log_max_bytes)}"
             run.log_cut = True
             self._terminate(run, now)
-
-    def _cut_log(self, run: _Running) -> None:
-        """Cut the log at the cap (what was written between two checks goes) and say so."""
-        with contextlib.suppress(OSError), open(log_path(run.attempt.log_id), "r+b") as handle:
-            handle.truncate(run.log_start + self.log_max_bytes)
-            handle.seek(0, os.SEEK_END)
-            handle.write(f"\n--- log cut at {_size(self.log_max_bytes)}: the attempt was stopped ---\n".encode())
 
     def _wait_time(self, timeout: float) -> float:
         now = time.monotonic()
@@ -401,7 +381,7 @@ class LocalExecutor(Executor):
         out_of_memory = run.cgroup is not None and run.cgroup.out_of_memory()
         self._remove_cgroup(run.cgroup)
         if run.log_cut:
-            self._cut_log(run)
+            attempt_logs.cut(log_id=attempt.log_id, start=run.log_start, cap=self.log_max_bytes)
         if self.isolation.bwrap is not None and code is not None and code > 128 and code - 128 < signal.NSIG:
             code = -(code - 128)  # bwrap exits 128+N when its child was killed by signal N
         exit_code = code if code is not None and code >= 0 else None
@@ -414,7 +394,7 @@ class LocalExecutor(Executor):
             return Outcome(attempt.job_id, attempt.attempt, succeeded=False, exit_code=exit_code, reason=run.stop_reason)
         if code == 0:
             return Outcome(attempt.job_id, attempt.attempt, succeeded=True, exit_code=0)
-        if run.cgroup is None and self._ran_out_of_memory(run):
+        if run.cgroup is None and attempt_logs.says_out_of_memory(log_id=attempt.log_id, start=run.log_start):
             reason = f"killed: out of memory ({limit})" if code < 0 else f"out of memory ({limit}): exit code {code}"
         elif code > 0:
             reason = f"exit code {code}"
@@ -425,16 +405,6 @@ class LocalExecutor(Executor):
     def _remove_cgroup(self, cgroup: AttemptCgroup | None) -> None:
         pending = [*self._leftover_cgroups, *([cgroup] if cgroup else [])]
         self._leftover_cgroups = [group for group in pending if not group.remove()]
-
-    def _ran_out_of_memory(self, run: _Running) -> bool:
-        path = log_path(run.attempt.log_id)
-        try:
-            with path.open("rb") as handle:
-                size = handle.seek(0, 2)
-                handle.seek(max(run.log_start, size - _OOM_TAIL))
-                return bool(_OOM_RE.search(handle.read()))
-        except OSError:
-            return False
 
     def shutdown(self, *, grace: float) -> list[Outcome]:
         outcomes = super().shutdown(grace=grace)
