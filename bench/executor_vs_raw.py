@@ -25,9 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+from harness import ROOT, wait_for_worker
+
 NOOP = "/bin/true"
 
 
@@ -57,7 +58,7 @@ def executor_rate(jobs: int, parallel: int, env: dict[str, str]) -> tuple[float,
 
     from batches.models import Filesystem, Tool
     from batches.services import submit_batch
-    from jobs.models import Job, Worker
+    from jobs.models import Job
 
     call_command("migrate", verbosity=0)
     user, _ = User.objects.get_or_create(username="bench")
@@ -79,11 +80,7 @@ def executor_rate(jobs: int, parallel: int, env: dict[str, str]) -> tuple[float,
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not Worker.objects.filter(state="ACTIVE", pid=worker.pid).exists():
-            if time.monotonic() > deadline or worker.poll() is not None:
-                raise SystemExit("the worker did not start")
-            time.sleep(0.1)
+        wait_for_worker(worker)
         # Timed from just before the submission to the moment the worker recorded the
         # last job's end (its stop_time, written with its SUCCEEDED event): the wait
         # below only notices the end and adds nothing to the figure. Both times come
@@ -131,15 +128,8 @@ def add_backlog(count: int, cpus: int) -> None:
 
 
 def prepare_environment() -> None:
-    """Settings for this process and the workers it starts: a fresh data folder."""
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchsite.settings")
-    os.environ["BATCHES_DATA_DIR"] = tempfile.mkdtemp(prefix="batches-bench-")
-    os.environ.setdefault("BATCHES_WORKER_POLL_MS", "50")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
     # The execution core, unsealed: bench/sandbox_cost.py measures what sealing adds.
-    os.environ.setdefault("BATCHES_ISOLATION", "off")
-    sys.path.insert(0, str(ROOT))
+    harness.prepare_environment(BATCHES_WORKER_POLL_MS="50", BATCHES_ISOLATION="off")
 
 
 def main() -> None:

@@ -16,12 +16,11 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+from harness import ROOT
 
 
 def main() -> None:
@@ -31,13 +30,7 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=4)
     options = parser.parse_args()
 
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchsite.settings")
-    os.environ["BATCHES_DATA_DIR"] = tempfile.mkdtemp(prefix="batches-bench-")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ.setdefault("BATCHES_ISOLATION", "off")
-    os.environ.setdefault("BATCHES_THROTTLE_RATE", "1000000/min")
-    sys.path.insert(0, str(ROOT))
+    harness.prepare_environment(BATCHES_ISOLATION="off", BATCHES_THROTTLE_RATE="1000000/min")
     import django
 
     django.setup()

@@ -12,15 +12,14 @@ a temporary directory is used unless DATABASE_URL is set (then it must be dispos
 """
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+from harness import ROOT
 
 
 def main() -> None:
@@ -29,11 +28,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=0.3, help="seconds between rounds")
     options = parser.parse_args()
 
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchsite.settings")
-    os.environ["BATCHES_DATA_DIR"] = tempfile.mkdtemp(prefix="batches-bench-")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(ROOT))
+    harness.prepare_environment()
     import django
 
     django.setup()
@@ -44,7 +39,7 @@ def main() -> None:
 
     from batches.models import Filesystem, Tool
     from batches.services import submit_batch
-    from jobs.models import Job, Worker
+    from jobs.models import Job
 
     call_command("migrate", verbosity=0)
     user, _ = User.objects.get_or_create(username="bench")
@@ -53,11 +48,7 @@ def main() -> None:
     worker = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runworker", "--cpus", "1", "--memory", "256"], cwd=ROOT)
     waits: list[float] = []
     try:
-        deadline = time.monotonic() + 60
-        while not Worker.objects.filter(state="ACTIVE", pid=worker.pid).exists():
-            if time.monotonic() > deadline or worker.poll() is not None:
-                raise SystemExit("the worker did not start")
-            time.sleep(0.1)
+        harness.wait_for_worker(worker)
         time.sleep(1.0)
         for _ in range(options.rounds):
             batch = submit_batch(user=user, tool_id=tool.pk, cpu=1, memory=256, filesystem_ids=[scratch.pk], jobs=[{"args": {}}])

@@ -149,25 +149,25 @@ def _update_from_rows(
             )
 
 
-def live_attempts_of_workers(*, worker_ids: Iterable[Any]) -> list[Attempt]:
-    """The live attempts of these workers, with their jobs' batches (for recovery)."""
-    return list(
-        Attempt.objects.filter(worker_id__in=list(worker_ids), end_time__isnull=True)
-        .select_related("job__batch")
-        .only("id", "job_id", "number", "external_id", "worker_id", "job__log_id", "job__batch__timeout_seconds")
-        .order_by("job_id")
-    )
-
-
 def reassign(*, attempts: Sequence[Attempt], to: Worker) -> list[Attempt]:
-    """Move live attempts (and their jobs' `worker`) from a stopped or lost worker to
-    `to`, each only if still held by the worker it was read with. Returns those moved."""
+    """Move live attempts (and their jobs' `worker`) from stopped or lost workers to
+    `to`, each only if still held by the worker it was read with (the rows are locked
+    while they move). Returns those moved. A few statements per old worker and chunk,
+    whatever the number of attempts."""
     from jobs.models import Job
 
+    by_worker: dict[Any, list[Attempt]] = {}
+    for attempt in attempts:
+        by_worker.setdefault(attempt.worker_id, []).append(attempt)
     moved: list[Attempt] = []
     with transaction.atomic():
-        for attempt in attempts:
-            if Attempt.objects.filter(pk=attempt.pk, worker_id=attempt.worker_id, end_time__isnull=True).update(worker=to):
-                Job.objects.filter(pk=attempt.job_id, attempts=attempt.number).update(worker=to)
-                moved.append(attempt)
+        for old, group in by_worker.items():
+            for start in range(0, len(group), _CHUNK):
+                chunk = {attempt.pk: attempt for attempt in group[start : start + _CHUNK]}
+                held = Attempt.objects.select_for_update().filter(pk__in=list(chunk), worker_id=old, end_time__isnull=True)
+                ids = list(held.values_list("pk", flat=True))
+                Attempt.objects.filter(pk__in=ids).update(worker=to)
+                # A live attempt is its job's latest: the job follows it.
+                Job.objects.filter(pk__in=[chunk[pk].job_id for pk in ids]).update(worker=to)
+                moved.extend(chunk[pk] for pk in ids)
     return moved

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from batches.models import Batch
+from batches.selectors import status_counts
 from batchsite.ids import uuid7
 from jobs.models import Job
 from jobs.states import CANCELLED_REASON, LIVE, QUEUED, UNFINISHED, Status, request_cancel, transition
@@ -78,11 +79,12 @@ def cancel_batch(*, batch: Batch, by: Any = None) -> CancelResult:
     now = timezone.now()
     with transaction.atomic():
         Batch.objects.filter(pk=batch.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=now, cancel_requested_by=by)
-        counts = dict(Job.objects.filter(batch=batch, status__in=UNFINISHED).order_by().values_list("status").annotate(n=Count("pk")))
+        counts = status_counts(batch=batch)
         notify_work()
     advance_batch_cancels(budget=CANCEL_CHUNK, batch_ids=[batch.pk])
-    live = sum(counts.get(status, 0) for status in LIVE)
-    return CancelResult(cancelled=sum(counts.values()) - live, stopping=live)
+    live = sum(counts[status.lower()] for status in LIVE)
+    queued = sum(counts[status.lower()] for status in QUEUED)
+    return CancelResult(cancelled=queued, stopping=live)
 
 
 def advance_batch_cancels(*, budget: int = CANCEL_CHUNK, batch_ids: list[Any] | None = None) -> int:
@@ -103,7 +105,9 @@ def advance_batch_cancels(*, budget: int = CANCEL_CHUNK, batch_ids: list[Any] | 
             if not ids:
                 Batch.objects.filter(pk=batch_id).update(cancel_requested_at=None, cancel_requested_by=None)
                 break
-            changed += cancel_jobs(jobs=Job.objects.filter(pk__in=ids), by=by).changed or len(ids)
+            # At least len(ids) towards the budget: jobs another writer moved meanwhile
+            # must not keep this loop going.
+            changed += max(cancel_jobs(jobs=Job.objects.filter(pk__in=ids), by=by).changed, len(ids))
         if changed >= budget:
             break
     return changed
@@ -114,12 +118,11 @@ def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
     `max_attempts`; jobs in any other state are untouched. Refused with
     CancelStillStopping while a job of `jobs` has a cancel whose attempt has not stopped
     yet. Returns how many changed."""
-    stopping = jobs.filter(status__in=LIVE, cancel_requested_at__isnull=False).count()
+    stopping = jobs.filter(
+        Q(status__in=LIVE, cancel_requested_at__isnull=False) | Q(status__in=UNFINISHED, batch__cancel_requested_at__isnull=False)
+    ).count()
     if stopping:
         raise CancelStillStopping(stopping)
-    cancelling = jobs.filter(batch__cancel_requested_at__isnull=False, status__in=UNFINISHED).count()
-    if cancelling:
-        raise CancelStillStopping(cancelling)
     ids = list(jobs.filter(status=Status.FAILED).values_list("pk", flat=True))
     changed = transition(
         job_ids=ids,

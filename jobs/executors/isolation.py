@@ -101,10 +101,11 @@ def launch(
 
 def allow_traverse(path: Path) -> None:
     """Let the job user pass through `path` and the folders above it to its attempt's
-    working directory (bubblewrap, running as the job user, opens the path to mount it):
-    add the traverse bit (never read) where it is missing. The folders keep their
-    contents unlisted; what the job user may read is decided by each file's own mode,
-    and inside the sandbox none of them is visible anyway."""
+    working directory (without a sandbox HOME and TMPDIR name it by its full path; in
+    one, bubblewrap, running as the job user, may have to make its mount point inside a
+    granted filesystem that holds it): add the traverse bit (never read) where it is
+    missing. The folders keep their contents unlisted; what the job user may read is
+    decided by each file's own mode."""
     for folder in [path, *path.parents]:
         mode = folder.stat().st_mode
         if not mode & 0o001:
