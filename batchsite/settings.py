@@ -169,6 +169,26 @@ BATCHES_WORKER_MEMORY_MIB = envint("BATCHES_WORKER_MEMORY_MIB", 0)
 BATCHES_USER_MAX_ACTIVE_JOBS = envint("BATCHES_USER_MAX_ACTIVE_JOBS", 0)
 # Stopping a job: SIGTERM to its process group, this long to exit, then SIGKILL.
 BATCHES_KILL_GRACE_SECONDS = envint("BATCHES_KILL_GRACE_SECONDS", 10)
+# The slurm executor (BATCHES_EXECUTOR=slurm). BATCHES_SLURM_DIR holds each submission's
+# task files and exit statuses, and BATCHES_LOG_DIR the logs: both must be on a
+# filesystem that the worker, the web server and every compute node share.
+BATCHES_SLURM_DIR = Path(envstr("BATCHES_SLURM_DIR", str(DATA_DIR / "slurm"))).resolve()
+BATCHES_SLURM_PARTITION = envstr("BATCHES_SLURM_PARTITION", "")
+BATCHES_SLURM_ACCOUNT = envstr("BATCHES_SLURM_ACCOUNT", "")
+# Where sbatch, squeue, scancel and sinfo are (empty: on PATH).
+BATCHES_SLURM_BIN = envstr("BATCHES_SLURM_BIN", "")
+# The Python 3 that runs each task's small job script on the nodes (standard library only).
+BATCHES_SLURM_PYTHON = envstr("BATCHES_SLURM_PYTHON", "/usr/bin/python3")
+# Attempts in Slurm's hands at once (queued or running), counted in cpus.
+BATCHES_SLURM_MAX_SUBMITTED = envint("BATCHES_SLURM_MAX_SUBMITTED", 10_000, minimum=1)
+# At most this many tasks of one array run at once (sbatch --array=...%N; 0: no limit).
+BATCHES_SLURM_ARRAY_THROTTLE = envint("BATCHES_SLURM_ARRAY_THROTTLE", 0)
+# How often the controller is asked (squeue); exit-status files are read more often.
+BATCHES_SLURM_POLL_MS = envint("BATCHES_SLURM_POLL_MS", 1000, minimum=50)
+# Longest wait for one Slurm command before the controller counts as unreachable.
+BATCHES_SLURM_COMMAND_TIMEOUT = envint("BATCHES_SLURM_COMMAND_TIMEOUT", 10, minimum=1)
+# Working directories on the nodes (empty: the node's $TMPDIR or /tmp).
+BATCHES_SLURM_NODE_WORK_DIR = envstr("BATCHES_SLURM_NODE_WORK_DIR", "")
 # Sealing jobs (local executor): jobs run as this unprivileged user (the worker runs as
 # root to switch to it), in a bubblewrap sandbox, in a cgroup holding one memory and
 # one process limit for the whole attempt; their log is cut at a size. The worker uses

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
-from jobs.executors.base import Outcome, Started
+from jobs.executors.base import Outcome, Queued, Started
 from jobs.models import Attempt, Worker
 
 # Rows per statement: well under SQLite's 32,766 bound parameters.
@@ -81,6 +81,13 @@ def mark_started(*, reports: Sequence[Started], now: datetime) -> None:
         for r in reports
     ]
     _update_from_rows(rows=rows, keys=("job", "number"), constant={"state": Attempt.State.RUNNING.value}, live_only=True)
+
+
+def mark_queued(*, reports: Sequence[Queued]) -> None:
+    """The external id (and node, once placed) of attempts waiting in a cluster's queue;
+    they stay LAUNCHING until they start."""
+    rows = [{"job": r.job_id, "number": r.attempt, "external_id": r.external_id, "node": r.node} for r in reports]
+    _update_from_rows(rows=rows, keys=("job", "number"), constant={}, live_only=True)
 
 
 def close_attempts(

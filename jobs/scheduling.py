@@ -25,9 +25,9 @@ from django.utils import timezone
 from batches.models import Batch
 from batches.parameters import render_argv
 from jobs import attempts as attempt_rows
-from jobs.executors.base import AttemptSpec, Capacity, LiveAttempt, Outcome, Report, Started, internal_error
+from jobs.executors.base import AttemptSpec, Capacity, LiveAttempt, Outcome, Queued, Report, Started, internal_error
 from jobs.models import Attempt, Job, Worker
-from jobs.states import CANCELLED_REASON, LIVE, Status, transition
+from jobs.states import CANCELLED_REASON, HELD, LIVE, Status, set_reason, transition
 
 logger = logging.getLogger("jobs.scheduling")
 
@@ -207,26 +207,72 @@ def _batch_specs(batch_ids: set[Any]) -> dict[Any, dict[str, Any]]:
 
 
 # -- recording what the executor reports ------------------------------------------------
-def record_reports(*, worker: Worker, reports: Iterable[Report]) -> int:
+def record_reports(*, worker: Worker, reports: Iterable[Report], from_queue: bool = False) -> int:
     """Record what happened to `worker`'s attempts, in the caller's transaction: starts
     (STARTING -> RUNNING, the attempt row RUNNING with its external id) and ends. An
     attempt that started and ended since the last call is written once, passing through
     RUNNING (both events, both times). Reports about attempts that are no longer this
     worker's live attempt (deleted, declared lost) change nothing. Returns jobs whose
-    status changed."""
+    status changed.
+
+    `from_queue`: the executor queues work itself (a cluster). Its attempts may wait in
+    the cluster's queue with their job RUNNABLE (`Queued` reports); a start or an end of
+    such an attempt first brings its job back to STARTING, the way it came."""
     reports = list(reports)
     outcomes = [r for r in reports if isinstance(r, Outcome)]
     ended = {(o.job_id, o.attempt) for o in outcomes}
     started = {(r.job_id, r.attempt): r for r in reports if isinstance(r, Started)}
     only_started = [r for key, r in started.items() if key not in ended]
+    queued = {(r.job_id, r.attempt): r for r in reports if isinstance(r, Queued)}  # the latest of each
     now = timezone.now()
     changed = 0
+    if queued:
+        changed += _record_queued(
+            worker=worker, reports=[r for key, r in queued.items() if key not in ended and key not in started], now=now
+        )
+    if from_queue and (started or ended):
+        changed += _grouped(
+            worker=worker,
+            items=[*started, *ended],
+            to_status=Status.STARTING,
+            reason="Started by the cluster",
+            sources=[Status.RUNNABLE],
+            now=now,
+        )
     if only_started:
         items = [(r.job_id, r.attempt) for r in only_started]
         changed += _grouped(worker=worker, items=items, to_status=Status.RUNNING, reason="", sources=[Status.STARTING], now=now)
         attempt_rows.mark_started(reports=only_started, now=now)
     if outcomes:
         changed += record_outcomes(worker=worker, outcomes=outcomes, now=now, started={k: v for k, v in started.items() if k in ended})
+    return changed
+
+
+def queue_reason(report: Queued) -> str:
+    """What a job waiting in a cluster's queue says in `reason`."""
+    if report.placed:
+        return f"Starting on {report.node}" if report.node else "Starting"
+    return f"Queued as {report.external_id}: {report.reason}" if report.external_id else report.reason
+
+
+def _record_queued(*, worker: Worker, reports: list[Queued], now: Any) -> int:
+    """Queued attempts: RUNNABLE with the scheduler's reason (or STARTING once placed),
+    and their external ids on the attempt rows."""
+    changed = 0
+    by_target: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+    for report in reports:
+        by_target[(Status.STARTING if report.placed else Status.RUNNABLE, queue_reason(report))].append((report.job_id, report.attempt))
+    for (to_status, reason), items in by_target.items():
+        source = Status.RUNNABLE if to_status == Status.STARTING else Status.STARTING
+        changed += _grouped(worker=worker, items=items, to_status=to_status, reason=reason, sources=[source], now=now)
+        if to_status == Status.RUNNABLE:
+            # Already waiting: only the reason changes (no new state, no event).
+            by_attempt: dict[int, list[str]] = defaultdict(list)
+            for job_id, attempt in items:
+                by_attempt[attempt].append(job_id)
+            for attempt, ids in by_attempt.items():
+                set_reason(job_ids=ids, status=Status.RUNNABLE, reason=reason, guard=Q(worker=worker, attempts=attempt))
+    attempt_rows.mark_queued(reports=[r for r in reports if r.external_id])
     return changed
 
 
@@ -307,7 +353,7 @@ def check_attempts(*, worker: Worker, attempts: dict[str, int]) -> AttemptCheck:
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         rows = (
-            Job.objects.filter(pk__in=chunk, worker=worker, status__in=LIVE).order_by().values_list("pk", "attempts", "cancel_requested_at")
+            Job.objects.filter(pk__in=chunk, worker=worker, status__in=HELD).order_by().values_list("pk", "attempts", "cancel_requested_at")
         )
         live.update((str(pk), (number, cancel_at is not None)) for pk, number, cancel_at in rows)
     orphaned = {job_id for job_id, number in attempts.items() if live.get(job_id, (None,))[0] != number}
@@ -358,6 +404,7 @@ def adopt_attempts(*, worker: Worker) -> list[LiveAttempt]:
             timeout_seconds=a.job.batch.timeout_seconds,
             memory_mib=a.job.batch.memory,
             cpu=a.job.batch.cpu,
+            running=a.state == Attempt.State.RUNNING,
         )
         for a in moved
     ]

@@ -15,7 +15,7 @@ from batches.models import Batch
 from batches.selectors import status_counts
 from batchsite.ids import uuid7
 from jobs.models import Job
-from jobs.states import CANCELLED_REASON, LIVE, QUEUED, UNFINISHED, Status, request_cancel, transition
+from jobs.states import CANCELLED_REASON, HELD, LIVE, QUEUED, UNFINISHED, Status, has_live_attempt, request_cancel, transition
 from jobs.wakeup import notify_work
 
 
@@ -46,7 +46,9 @@ def cancel_jobs(*, jobs: QuerySet[Job], by: Any = None, reason: str = CANCELLED_
     never start a second attempt beside the one still stopping. Idempotent."""
     now = timezone.now()
     with transaction.atomic():
-        queued = list(jobs.filter(status__in=QUEUED).values_list("pk", flat=True))
+        # Queued: no attempt anywhere. A RUNNABLE job whose attempt waits in a cluster's
+        # queue is live: its attempt must be stopped first.
+        queued = list(jobs.filter(status__in=QUEUED).exclude(has_live_attempt()).values_list("pk", flat=True))
         cancelled = transition(
             job_ids=queued,
             from_statuses=QUEUED,
@@ -57,7 +59,7 @@ def cancel_jobs(*, jobs: QuerySet[Job], by: Any = None, reason: str = CANCELLED_
             cancel_requested_by=by,
         )
         # After the queued ones: a job claimed meanwhile is live by now and asked here.
-        live = list(jobs.filter(status__in=LIVE).values_list("pk", flat=True))
+        live = list(jobs.filter(Q(status__in=LIVE) | Q(status=Status.RUNNABLE) & has_live_attempt()).values_list("pk", flat=True))
         stopping = request_cancel(job_ids=live, by=by, now=now)
         if stopping:
             notify_work()
@@ -98,9 +100,7 @@ def advance_batch_cancels(*, budget: int = CANCEL_CHUNK, batch_ids: list[Any] | 
     for batch_id, by in cancelling.order_by("cancel_requested_at").values_list("pk", "cancel_requested_by")[:100]:
         while changed < budget:
             size = min(CANCEL_CHUNK, budget - changed)
-            pending = Job.objects.filter(batch_id=batch_id).filter(
-                Q(status__in=QUEUED) | Q(status__in=LIVE, cancel_requested_at__isnull=True)
-            )
+            pending = Job.objects.filter(batch_id=batch_id).filter(status__in=UNFINISHED, cancel_requested_at__isnull=True)
             ids = list(pending.order_by("pk").values_list("pk", flat=True)[:size])
             if not ids:
                 Batch.objects.filter(pk=batch_id).update(cancel_requested_at=None, cancel_requested_by=None)
@@ -119,7 +119,7 @@ def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
     CancelStillStopping while a job of `jobs` has a cancel whose attempt has not stopped
     yet. Returns how many changed."""
     stopping = jobs.filter(
-        Q(status__in=LIVE, cancel_requested_at__isnull=False) | Q(status__in=UNFINISHED, batch__cancel_requested_at__isnull=False)
+        Q(status__in=HELD, cancel_requested_at__isnull=False) | Q(status__in=UNFINISHED, batch__cancel_requested_at__isnull=False)
     ).count()
     if stopping:
         raise CancelStillStopping(stopping)

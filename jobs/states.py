@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
-from django.db.models import F, Q, Value
+from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 
@@ -35,6 +35,9 @@ TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED})
 UNFINISHED = frozenset(set(Status) - TERMINAL)
 QUEUED = frozenset({Status.SUBMITTED, Status.PENDING, Status.RUNNABLE})
 LIVE = frozenset({Status.STARTING, Status.RUNNING})
+# States in which a job may have a live attempt: LIVE, and RUNNABLE while its attempt
+# waits in a cluster's own queue (Slurm PENDING).
+HELD = LIVE | {Status.RUNNABLE}
 
 ALLOWED: dict[str, frozenset[str]] = {
     Status.SUBMITTED: frozenset({Status.PENDING, Status.RUNNABLE, Status.FAILED}),
@@ -365,8 +368,26 @@ def transition_one(
 CANCEL_PENDING_REASON = "Cancel requested; waiting for the attempt to stop"
 
 
+def has_live_attempt() -> Exists:
+    """True for a job with a live attempt row (started, or waiting in a cluster's queue)."""
+    from jobs.models import Attempt
+
+    return Exists(Attempt.objects.filter(job=OuterRef("pk"), end_time__isnull=True))
+
+
+def set_reason(*, job_ids: Iterable[Any], status: str, reason: str, guard: Q | None = None) -> int:
+    """Change the reason of the jobs of `job_ids` still in `status` (a job waiting in a
+    cluster's queue says why, and the why changes: `Priority`, then `Resources`). Not a
+    transition: the status stays, and no event is written."""
+    from jobs.models import Job
+
+    jobs = Job.objects.filter(pk__in=list(job_ids), status=status).exclude(reason=reason)
+    return (jobs.filter(guard) if guard is not None else jobs).update(reason=reason)
+
+
 def request_cancel(*, job_ids: Iterable[Any], by: Any = None, now: datetime | None = None) -> list[Any]:
-    """Ask for the live attempts (STARTING, RUNNING) of `job_ids` to be stopped: record
+    """Ask for the live attempts (STARTING, RUNNING, or RUNNABLE waiting in a cluster's
+    queue) of `job_ids` to be stopped: record
     who asked and when, and say so in `reason`. The status does not change here: the job
     becomes FAILED `Cancelled by user` once its worker confirms the attempt has stopped
     (`jobs.scheduling.record_reports`). Returns the ids asked for the first time."""
@@ -377,10 +398,10 @@ def request_cancel(*, job_ids: Iterable[Any], by: Any = None, now: datetime | No
     changed: list[Any] = []
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        pending = Job.objects.filter(pk__in=chunk, status__in=LIVE, cancel_requested_at__isnull=True)
-        found = list(pending.values_list("pk", flat=True))
+        pending = Job.objects.filter(Q(status__in=LIVE) | Q(status=Status.RUNNABLE) & has_live_attempt(), pk__in=chunk)
+        found = list(pending.filter(cancel_requested_at__isnull=True).values_list("pk", flat=True))
         if found:
-            Job.objects.filter(pk__in=found, status__in=LIVE, cancel_requested_at__isnull=True).update(
+            Job.objects.filter(pk__in=found, status__in=HELD, cancel_requested_at__isnull=True).update(
                 cancel_requested_at=now, cancel_requested_by=by, reason=CANCEL_PENDING_REASON
             )
             changed.extend(found)

@@ -174,7 +174,7 @@ class WorkerLoop:
             for outcome in self.executor.shutdown(grace=float(settings.BATCHES_KILL_GRACE_SECONDS)):
                 interrupted.append(outcome if outcome.succeeded else replace(outcome, reason=stopped, charged=False))
         with transaction.atomic():
-            record_reports(worker=self.worker, reports=[*self._reports, *unstarted, *interrupted])
+            record_reports(worker=self.worker, reports=[*self._reports, *unstarted, *interrupted], from_queue=self.executor.queues_work)
             stop_worker(worker=self.worker)
         self._reports = []
         if self._fence is not None:
@@ -212,7 +212,7 @@ class WorkerLoop:
             return bool(self._reports)
         claim = self._claim_room()
         with transaction.atomic():
-            record_reports(worker=self.worker, reports=self._reports)
+            record_reports(worker=self.worker, reports=self._reports, from_queue=self.executor.queues_work)
             self.recorded += sum(isinstance(r, Outcome) for r in self._reports)
             specs, broken = (
                 claim_jobs(worker=self.worker, room=claim[0], fits=self.executor.capacity(), limit=claim[1]) if claim else ([], [])

@@ -175,11 +175,24 @@ def test_readiness_reports_the_database(db, anon_client):
     assert anon_client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_readiness_reports_an_unusable_executor(db, anon_client, settings):
-    settings.BATCHES_EXECUTOR = "slurm"  # configured, but no backend is built yet
+def test_readiness_reports_an_unusable_executor(db, anon_client, settings, tmp_path):
+    """The slurm executor with no Slurm commands where it looks for them (a real
+    controller going away is tests/test_slurm.py's)."""
+    from jobs.executors.slurm import SlurmExecutor
+
+    settings.BATCHES_EXECUTOR = "slurm"
+    settings.BATCHES_SLURM_BIN = str(tmp_path / "nowhere")
+    SlurmExecutor._ready = (float("-inf"), None)
+    response = anon_client.get("/readyz")
+    SlurmExecutor._ready = (float("-inf"), None)
+    assert response.status_code == 503
+    assert response.json()["checks"]["executor"] == (
+        "unavailable: Slurm controller: sinfo not found (are the Slurm client commands installed?)"
+    )
+    settings.BATCHES_EXECUTOR = "tests.nowhere.Executor"
     response = anon_client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["checks"]["executor"] == "unavailable: the 'slurm' executor is not implemented yet"
+    assert response.json()["checks"]["executor"].startswith("unavailable: BATCHES_EXECUTOR 'tests.nowhere.Executor': cannot import")
 
 
 @pytest.fixture

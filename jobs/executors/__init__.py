@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, LiveAttempt, Outcome, Report, Started
+from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, LiveAttempt, Outcome, Queued, Report, Started
 
 __all__ = [
     "AttemptSpec",
@@ -15,6 +15,7 @@ __all__ = [
     "LaunchError",
     "LiveAttempt",
     "Outcome",
+    "Queued",
     "Report",
     "Started",
     "get_executor_class",
@@ -33,8 +34,6 @@ def get_executor_class(name: str | None = None) -> type[Executor]:
     try:
         executor_class = import_string(path)
     except ImportError as exc:
-        if name == "slurm":
-            raise ImproperlyConfigured("the 'slurm' executor is not implemented yet") from exc
         raise ImproperlyConfigured(f"BATCHES_EXECUTOR {name!r}: cannot import {path}: {exc}") from exc
     if not (isinstance(executor_class, type) and issubclass(executor_class, Executor)):
         raise ImproperlyConfigured(f"BATCHES_EXECUTOR {name!r}: {path} is not an Executor class")

@@ -68,6 +68,7 @@ class LiveAttempt:
     timeout_seconds: int
     memory_mib: int
     cpu: int
+    running: bool = False  # recorded as started (else still launching or queued)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,21 @@ class Started:
     external_id: str
     node: str = ""
     log_offset: int | None = None
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The attempt is in a cluster's own queue, not started: the job shows RUNNABLE with
+    the scheduler's `reason` (`Resources`, `Priority`...), or STARTING once `placed` on a
+    node that sets it up. Sent when the attempt enters the queue and whenever either
+    changes; only executors that `queues_work` send it."""
+
+    job_id: str
+    attempt: int
+    external_id: str
+    reason: str = ""
+    placed: bool = False
+    node: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,7 +114,7 @@ class Outcome:
     charged: bool = True
 
 
-Report = Started | Outcome
+Report = Started | Queued | Outcome
 
 
 def internal_error(exc: BaseException) -> str:

@@ -23,7 +23,6 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import resource
 import selectors
 import shutil
@@ -40,6 +39,7 @@ from django.conf import settings
 
 from jobs.executors import attempt_logs
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, Outcome, Report, Started, internal_error
+from jobs.executors.environment import job_environment
 from jobs.executors.isolation import AttemptCgroup, Isolation, allow_traverse, launch, probe
 from jobs.executors.procs import group_alive, kill_processes, processes_with_env, signal_group, signal_name
 from jobs.executors.workdirs import Remover, remove_dir
@@ -50,7 +50,6 @@ logger = logging.getLogger("jobs.executors.local")
 MIB = 1024 * 1024
 _DRAIN_POLL = 0.02  # while a finished leader's group is still being stopped
 _LOG_CHECK_EVERY = 0.1  # how often a running attempt's log size is checked against the cap
-_ENV_NAME_RE = re.compile(r"[^A-Z0-9]")
 _PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
 
@@ -58,10 +57,6 @@ def machine_capacity() -> Capacity:
     cores = len(os.sched_getaffinity(0))
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MIB
     return Capacity(cpus=cores, memory_mib=memory)
-
-
-def filesystem_env_name(name: str) -> str:
-    return "BATCH_FS_" + _ENV_NAME_RE.sub("_", name.upper())
 
 
 @dataclass
@@ -235,7 +230,7 @@ class LocalExecutor(Executor):
             popen = subprocess.Popen(  # noqa: S603 (an argv list: no shell ever runs)
                 argv,
                 cwd=workdir,
-                env=self._environment(attempt, workdir),
+                env=job_environment(attempt, worker_id=self.worker_id, workdir=str(workdir)),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -250,30 +245,6 @@ class LocalExecutor(Executor):
         finally:
             os.sched_setaffinity(0, mask)
         return popen, cgroup
-
-    def _environment(self, attempt: AttemptSpec, workdir: Path) -> dict[str, str]:
-        # A clean environment: nothing of the worker's (DATABASE_URL, SECRET_KEY...) leaks.
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(workdir),
-            "TMPDIR": str(workdir),
-            "LANG": "C.UTF-8",
-            "BATCH_JOB_ID": attempt.job_id,
-            "BATCH_BATCH_ID": attempt.batch_id,
-            "BATCH_ATTEMPT": str(attempt.attempt),
-            "BATCH_LOG_ID": attempt.log_id,
-            "BATCH_WORKER_ID": self.worker_id,
-            "BATCH_CPUS": str(attempt.cpu),
-            "BATCH_MEMORY_MIB": str(attempt.memory_mib),
-            "BATCH_WORK_DIR": str(workdir),
-            # Common runtimes size themselves from these rather than from the limits.
-            "OMP_NUM_THREADS": str(attempt.cpu),
-            "MALLOC_ARENA_MAX": "2",
-            "PYTHONUNBUFFERED": "1",
-        }
-        for name, path in attempt.filesystems.items():
-            env[filesystem_env_name(name)] = path
-        return env
 
     def _take_cores(self, count: int) -> list[int]:
         chosen = sorted(self._core_load, key=lambda core: (self._core_load[core], core))[: max(1, count)]

@@ -1,0 +1,547 @@
+"""The slurm executor: attempts become tasks of Slurm job arrays.
+
+A submission is the attempts of one batch that the worker starts together: one `sbatch
+--array=0-N` with the batch's hardware (`--cpus-per-task`, `--mem`, a `--time` a little
+longer than the batch's timeout, `--no-requeue`, the partition and account of the
+settings). Its folder in the shared `BATCHES_SLURM_DIR` holds a manifest (which job and
+attempt each task is), one task file per attempt (argv, environment, log file, timeout),
+and what the tasks write on the nodes: `<i>.start` and `<i>.exit`. The job script is
+`slurm_task.py`, standard library only.
+
+What is known, and from where:
+- the external id of an attempt is `<array job id>_<index>`, as squeue and scancel
+  name it; the submission is named `batches-<token>` (its folder's name);
+- a start or an end comes from the status files as soon as the node writes them, and
+  from the controller (squeue) every `BATCHES_SLURM_POLL_MS`: PENDING is a `Queued`
+  report with Slurm's reason, CONFIGURING a placed one, RUNNING a start, and an ended
+  state (COMPLETED, FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, CANCELLED...) an outcome
+  told by `slurm_outcomes.describe_end`. A task the controller has forgotten is settled
+  from its exit-status file, never left running.
+
+Never twice: the manifest is written before sbatch. If sbatch's answer is lost (it
+timed out, the controller went away mid-call), the submission is looked up by name
+before anything is sent again; it is sent again only once the controller answers twice,
+some seconds apart, that it knows no such job and no task of it has started. A worker
+that takes over (`adopt`) finds its attempts' submissions from the manifests, with or
+without an external id recorded. While the controller does not answer, nothing new is
+claimed (`free()` is empty) and waiting attempts say so in their reason.
+
+Attempts outlive the worker (`attempts_survive_worker`): a stopping worker leaves them
+to Slurm, and the next worker adopts them.
+"""
+
+import contextlib
+import json
+import logging
+import math
+import os
+import select
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from batchsite.ids import uuid7
+from jobs.executors.base import AttemptSpec, Capacity, Executor, LiveAttempt, Outcome, Queued, Report, Started, internal_error
+from jobs.executors.environment import job_environment
+from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable, TaskState
+from jobs.executors.slurm_outcomes import ENDED, PLACED, RUNNING, WAITING, describe_end
+from jobs.logs import log_path
+
+logger = logging.getLogger("jobs.executors.slurm")
+
+TASK_SCRIPT = Path(__file__).with_name("slurm_task.py")
+_FILES_EVERY = 0.1  # seconds between reads of the status files
+_LOST_ANSWER_WAIT = 2.0  # seconds before a submission not found is sent again
+_EXIT_WAIT = 3.0  # seconds an exit file with a signal waits for Slurm's word on why
+_KEEP_FOLDERS = 3600.0  # seconds a finished submission's folder is kept
+_READY_CACHE = 5.0
+
+
+def commands_from_settings() -> SlurmCommands:
+    return SlurmCommands(bin_dir=settings.BATCHES_SLURM_BIN, timeout=float(settings.BATCHES_SLURM_COMMAND_TIMEOUT))
+
+
+@dataclass
+class _Submission:
+    token: str
+    folder: Path
+    options: list[str]
+    slurm_id: str = ""  # "" until sbatch answers or squeue finds it
+    lost_since: float | None = None  # sbatch's answer was lost: look it up since then
+    not_found: int = 0  # controller answers in a row that did not list it
+    tasks: dict[int, "_Task"] = field(default_factory=dict)  # open tasks by index
+
+    @property
+    def name(self) -> str:
+        return f"batches-{self.token}"
+
+    def external_id(self, index: int) -> str:
+        return f"{self.slurm_id}_{index}" if self.slurm_id else ""
+
+
+@dataclass
+class _Task:
+    job_id: str
+    attempt: int
+    index: int
+    submission: _Submission
+    timeout: int
+    memory_mib: int
+    cpu: int
+    shown: str = ""  # what was last reported: "", "queued:<reason>", "placed", "running"
+    cancel_reason: str = ""
+    exit_seen: float | None = None  # an exit file waits for Slurm's state since then
+
+
+class SlurmExecutor(Executor):
+    kind = "slurm"
+    queues_work = True
+    attempts_survive_worker = True
+
+    _ready: tuple[float, str | None] = (-math.inf, None)
+
+    def __init__(self, *, worker_id: str = "", cpus: int | None = None, memory_mib: int | None = None, **_: object) -> None:
+        self.worker_id = worker_id
+        self.commands = commands_from_settings()
+        self.dir = settings.BATCHES_SLURM_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        settings.BATCHES_LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self._capacity = self._largest_job(cpus, memory_mib)
+        self._tasks: dict[str, _Task] = {}
+        self._submissions: dict[str, _Submission] = {}
+        self._to_cancel: set[str] = set()
+        self._unreachable = ""
+        self._next_files = 0.0
+        self._next_controller = 0.0
+        self._next_cleanup = 0.0
+        self._script = self._write_script()
+
+    def _largest_job(self, cpus: int | None, memory_mib: int | None) -> Capacity:
+        if cpus and memory_mib:
+            return Capacity(cpus, memory_mib)
+        try:
+            node_cpus, node_memory = self.commands.largest_node(partition=settings.BATCHES_SLURM_PARTITION)
+        except (SlurmUnavailable, SlurmRefused) as exc:
+            logger.warning("cannot ask Slurm for its largest node (%s); using BATCHES_MAX_CPU and BATCHES_MAX_MEMORY_MIB", exc)
+            node_cpus, node_memory = settings.BATCHES_MAX_CPU, settings.BATCHES_MAX_MEMORY_MIB
+        return Capacity(cpus or node_cpus, memory_mib or node_memory)
+
+    def _write_script(self) -> Path:
+        """The job script, with the nodes' Python on its first line (sbatch copies it)."""
+        lines = TASK_SCRIPT.read_text().splitlines(keepends=True)
+        script = self.dir / "slurm_task.py"
+        temporary = script.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(f"#!{settings.BATCHES_SLURM_PYTHON}\n" + "".join(lines[1:]))
+        temporary.chmod(0o755)
+        temporary.replace(script)
+        return script
+
+    # -- capacity ---------------------------------------------------------------------
+    def capacity(self) -> Capacity:
+        return self._capacity
+
+    def free(self) -> Capacity:
+        if self._unreachable:
+            return Capacity(0, 0)  # claim nothing more while the controller is away
+        in_flight = sum(task.cpu for task in self._tasks.values())
+        room = settings.BATCHES_SLURM_MAX_SUBMITTED - in_flight
+        return Capacity(room, room * self._capacity.memory_mib)
+
+    def active(self) -> dict[str, int]:
+        return {job_id: task.attempt for job_id, task in self._tasks.items()}
+
+    # -- submitting -------------------------------------------------------------------
+    def submit(self, specs: list[AttemptSpec]) -> list[Report]:
+        """One sbatch --array per batch among `specs`."""
+        reports: list[Report] = []
+        groups: dict[str, list[AttemptSpec]] = defaultdict(list)
+        for spec in specs:
+            groups[spec.batch_id].append(spec)
+        for group in groups.values():
+            try:
+                submission = self._prepare(group)
+            except Exception as exc:  # an unwritable shared folder...: these attempts fail, not the worker
+                logger.exception("cannot prepare a Slurm submission for batch %s", group[0].batch_id)
+                reports.extend(Outcome(s.job_id, s.attempt, succeeded=False, reason=internal_error(exc)) for s in group)
+                continue
+            reports.extend(self._send(submission, indexes=sorted(submission.tasks)))
+        return reports
+
+    def _prepare(self, specs: list[AttemptSpec]) -> _Submission:
+        token = uuid7().hex
+        folder = self.dir / token
+        folder.mkdir(parents=True)
+        first = specs[0]
+        submission = _Submission(token=token, folder=folder, options=self._options(first, folder, token))
+        for index, spec in enumerate(specs):
+            task = {
+                "job_id": spec.job_id,
+                "attempt": spec.attempt,
+                "argv": spec.argv,
+                "env": job_environment(spec, worker_id=self.worker_id, workdir=None),
+                "log": str(log_path(spec.log_id)),
+                "timeout": spec.timeout_seconds,
+                "work_root": settings.BATCHES_SLURM_NODE_WORK_DIR,
+            }
+            (folder / f"{index}.json").write_text(json.dumps(task))
+            submission.tasks[index] = _Task(spec.job_id, spec.attempt, index, submission, spec.timeout_seconds, spec.memory_mib, spec.cpu)
+        # Written before sbatch: whoever finds an attempt without its answer looks here.
+        manifest = {"attempts": [[spec.job_id, spec.attempt] for spec in specs], "options": submission.options}
+        _write_atomic(folder / "manifest.json", json.dumps(manifest))
+        self._track(submission)
+        return submission
+
+    def _options(self, spec: AttemptSpec, folder: Path, token: str) -> list[str]:
+        minutes = math.ceil((spec.timeout_seconds + 60) / 60)  # the task stops it at the timeout; this is a backstop
+        options = [
+            f"--job-name=batches-{token}",
+            f"--comment=batches batch {spec.batch_id}",
+            f"--chdir={folder}",
+            f"--output={folder}/%a.out",
+            f"--cpus-per-task={spec.cpu}",
+            f"--mem={spec.memory_mib}M",
+            f"--time={minutes}",
+            "--no-requeue",
+            "--export=NONE",
+        ]
+        if settings.BATCHES_SLURM_PARTITION:
+            options.append(f"--partition={settings.BATCHES_SLURM_PARTITION}")
+        if settings.BATCHES_SLURM_ACCOUNT:
+            options.append(f"--account={settings.BATCHES_SLURM_ACCOUNT}")
+        return options
+
+    def _track(self, submission: _Submission) -> None:
+        self._submissions[submission.token] = submission
+        for task in submission.tasks.values():
+            self._tasks[task.job_id] = task
+
+    def _send(self, submission: _Submission, *, indexes: list[int]) -> list[Report]:
+        """sbatch the tasks `indexes` of `submission`. What is known comes back: nothing
+        when Slurm took it (the next poll tells its state), outcomes when it refused,
+        `Queued` reports when the controller did not answer."""
+        throttle = settings.BATCHES_SLURM_ARRAY_THROTTLE
+        array = _ranges(indexes) + (f"%{throttle}" if throttle else "")
+        try:
+            slurm_id = self.commands.submit(
+                options=[f"--array={array}", *submission.options], script=str(self._script), script_args=[str(submission.folder)]
+            )
+        except SlurmUnavailable as exc:
+            found = self._look_up(submission)
+            if found is None:
+                submission.lost_since = time.monotonic()
+                self._unreachable = str(exc)
+                logger.warning("sbatch of %s got no answer (%s); it will be looked up before anything is sent again", submission.name, exc)
+                return self._waiting(submission.tasks.values(), f"Slurm controller unreachable ({exc}); the submission waits")
+            slurm_id = found
+        except SlurmRefused as exc:
+            found = self._look_up(submission)
+            if found is None:
+                logger.error("Slurm refused %s: %s", submission.name, exc)
+                return [self._finish(task, reason=f"Slurm refused the job: {exc}") for task in list(submission.tasks.values())]
+            slurm_id = found
+        self._confirm(submission, slurm_id)
+        return []
+
+    def _look_up(self, submission: _Submission) -> str | None:
+        """The array job id of `submission` if the controller knows it, else None
+        (unknown, or the controller does not answer)."""
+        try:
+            states = self.commands.tasks(names=[submission.name])
+        except (SlurmUnavailable, SlurmRefused):
+            return None
+        return states[0].array_id if states else None
+
+    def _confirm(self, submission: _Submission, slurm_id: str) -> None:
+        submission.slurm_id, submission.lost_since, submission.not_found = slurm_id, None, 0
+        _write_atomic(submission.folder / "slurm_id", slurm_id)
+        for task in submission.tasks.values():
+            if task.cancel_reason:
+                self._to_cancel.add(submission.external_id(task.index))
+
+    def _waiting(self, tasks: Iterable[_Task], reason: str) -> list[Report]:
+        reports: list[Report] = []
+        for task in tasks:
+            if task.shown not in ("running", f"queued:{reason}"):
+                task.shown = f"queued:{reason}"
+                reports.append(Queued(task.job_id, task.attempt, external_id=task.submission.external_id(task.index), reason=reason))
+        return reports
+
+    # -- following --------------------------------------------------------------------
+    def poll(self, *, timeout: float, wake_fd: int | None = None) -> list[Report]:
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            reports: list[Report] = []
+            self._flush_cancels()
+            if now >= self._next_files:
+                reports.extend(self._read_files(now))
+                self._next_files = now + _FILES_EVERY
+            if now >= self._next_controller and self._submissions:
+                reports.extend(self._ask_controller(now))
+                interval = settings.BATCHES_SLURM_POLL_MS / 1000
+                self._next_controller = now + (max(interval, 5.0) if self._unreachable else interval)
+            if now >= self._next_cleanup:
+                self._remove_old_folders()
+                self._next_cleanup = now + 60
+            if reports or now >= deadline:
+                return reports
+            wait = max(0.0, min(deadline, self._next_files, self._next_controller if self._submissions else deadline) - now)
+            if wake_fd is not None:
+                readable, _, _ = select.select([wake_fd], [], [], wait)
+                if readable:
+                    return []
+            else:
+                time.sleep(wait)
+
+    def _read_files(self, now: float) -> list[Report]:
+        """Starts and ends that the nodes have written."""
+        reports: list[Report] = []
+        for submission in list(self._submissions.values()):
+            try:
+                names = set(os.listdir(submission.folder))
+            except OSError:
+                continue
+            for task in list(submission.tasks.values()):
+                if task.shown != "running" and f"{task.index}.start" in names:
+                    reports.append(self._started(task, node=""))
+                if f"{task.index}.exit" not in names:
+                    continue
+                status = _read_json(submission.folder / f"{task.index}.exit")
+                if status is None:
+                    continue
+                # A clean exit or our own timeout says all; a signal waits a little for
+                # Slurm to say why (time limit, memory, preemption, scancel).
+                plain = isinstance(status.get("code"), int) or status.get("timed_out") or status.get("error")
+                if plain or task.cancel_reason:
+                    # The task exits with the program's status: Slurm's state is FAILED.
+                    failed = isinstance(status.get("code"), int) and status["code"] > 0
+                    reports.append(self._end(task, state="FAILED" if failed else None, status=status))
+                elif task.exit_seen is None:
+                    task.exit_seen = now
+                elif now - task.exit_seen > _EXIT_WAIT:
+                    reports.append(self._end(task, state=None, status=status))
+        return reports
+
+    def _ask_controller(self, now: float) -> list[Report]:
+        try:
+            states = self.commands.tasks(names=[s.name for s in self._submissions.values()])
+        except (SlurmUnavailable, SlurmRefused) as exc:
+            if not self._unreachable:
+                logger.warning("Slurm controller unreachable: %s", exc)
+            self._unreachable = str(exc)
+            return self._waiting(list(self._tasks.values()), f"Slurm controller unreachable ({exc}); state unknown")
+        if self._unreachable:
+            logger.warning("Slurm controller answers again")
+        self._unreachable = ""
+        by_task: dict[tuple[str, int], TaskState] = {(state.name, state.index): state for state in states}
+        reports: list[Report] = []
+        for submission in list(self._submissions.values()):
+            if not submission.slurm_id:
+                found = next((s.array_id for s in states if s.name == submission.name), None)
+                if found:
+                    self._confirm(submission, found)
+                else:
+                    reports.extend(self._not_submitted(submission, now))
+                    continue
+            for task in list(submission.tasks.values()):
+                state = by_task.get((submission.name, task.index))
+                reports.extend(self._follow(task, state))
+        return reports
+
+    def _follow(self, task: _Task, state: TaskState | None) -> list[Report]:
+        submission = task.submission
+        external_id = submission.external_id(task.index)
+        if state is None:  # forgotten by the controller: what did the node write?
+            return [self._end(task, state=None, status=_read_json(submission.folder / f"{task.index}.exit"))]
+        if state.state in WAITING:
+            reason = state.reason if state.reason and state.reason != "None" else "waiting for the scheduler"
+            if task.shown != f"queued:{reason}" and task.shown not in ("placed", "running"):
+                task.shown = f"queued:{reason}"
+                return [Queued(task.job_id, task.attempt, external_id=external_id, reason=reason)]
+        elif state.state in PLACED:
+            if task.shown not in ("placed", "running"):
+                task.shown = "placed"
+                return [Queued(task.job_id, task.attempt, external_id=external_id, placed=True, node=state.nodes)]
+        elif state.state in RUNNING:
+            if task.shown != "running":
+                return [self._started(task, node=state.nodes)]
+        elif state.state in ENDED:
+            status = _read_json(submission.folder / f"{task.index}.exit")
+            if status is None and state.state == "COMPLETED" and task.exit_seen is None:
+                task.exit_seen = time.monotonic()  # the shared filesystem may show it a moment later
+                return []
+            reports: list[Report] = []
+            if task.shown != "running" and (submission.folder / f"{task.index}.start").exists():
+                reports.append(self._started(task, node=state.nodes))
+            reports.append(self._end(task, state=state.state, status=status))
+            return reports
+        return []
+
+    def _not_submitted(self, submission: _Submission, now: float) -> list[Report]:
+        """A submission whose sbatch got no answer, which the controller does not list."""
+        submission.not_found += 1
+        if submission.lost_since is None or submission.not_found < 2 or now - submission.lost_since < _LOST_ANSWER_WAIT:
+            return []
+        cancelled = [task for task in submission.tasks.values() if task.cancel_reason]
+        reports: list[Report] = [self._finish(task, reason=task.cancel_reason) for task in cancelled]
+        if any((submission.folder / f"{index}.start").exists() for index in submission.tasks):
+            # It ran, and the controller has forgotten it: settle from the files.
+            return reports + [
+                self._end(task, state=None, status=_read_json(submission.folder / f"{task.index}.exit"))
+                for task in list(submission.tasks.values())
+            ]
+        if submission.tasks:
+            logger.warning("%s never reached Slurm; sending it again", submission.name)
+            reports.extend(self._send(submission, indexes=sorted(submission.tasks)))
+        return reports
+
+    def _started(self, task: _Task, *, node: str) -> Started:
+        task.shown = "running"
+        start = _read_json(task.submission.folder / f"{task.index}.start") or {}
+        return Started(
+            task.job_id,
+            task.attempt,
+            external_id=task.submission.external_id(task.index),
+            node=start.get("node") or node,
+            log_offset=start.get("log_offset"),
+        )
+
+    def _end(self, task: _Task, *, state: str | None, status: dict | None) -> Outcome:
+        end = describe_end(state=state, status=status, timeout=task.timeout, memory_mib=task.memory_mib, cancel_reason=task.cancel_reason)
+        return self._finish(task, reason=end.reason, succeeded=end.succeeded, exit_code=end.exit_code)
+
+    def _finish(self, task: _Task, *, reason: str, succeeded: bool = False, exit_code: int | None = None) -> Outcome:
+        submission = task.submission
+        submission.tasks.pop(task.index, None)
+        if self._tasks.get(task.job_id) is task:
+            del self._tasks[task.job_id]
+        if not submission.tasks:
+            self._submissions.pop(submission.token, None)
+            with contextlib.suppress(OSError):
+                (submission.folder / "done").touch()
+        return Outcome(task.job_id, task.attempt, succeeded=succeeded, exit_code=exit_code, reason=reason)
+
+    # -- stopping ---------------------------------------------------------------------
+    def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str) -> None:
+        """scancel the attempts, in as few calls as possible; each outcome follows from
+        poll. A submission still being looked up is cancelled once found (or never sent)."""
+        for job_id, attempt in keys:
+            task = self._tasks.get(job_id)
+            if task is None or task.attempt != attempt or task.cancel_reason:
+                continue
+            task.cancel_reason = reason
+            if task.submission.slurm_id:
+                self._to_cancel.add(task.submission.external_id(task.index))
+        self._flush_cancels()
+
+    def _flush_cancels(self) -> None:
+        if not self._to_cancel:
+            return
+        try:
+            self.commands.cancel(external_ids=sorted(self._to_cancel))
+        except SlurmUnavailable as exc:
+            logger.warning("scancel failed (%s); trying again", exc)
+            return
+        self._to_cancel.clear()
+
+    # -- taking over ------------------------------------------------------------------
+    def adopt(self, attempts: list[LiveAttempt]) -> list[Report]:
+        """Follow the live attempts a stopped or lost worker left: each is found in the
+        manifests of the shared folder. One that is in none was never handed to Slurm:
+        it is reported ended, not charged, and runs again."""
+        wanted = {(a.job_id, a.attempt): a for a in attempts if a.job_id not in self._tasks}
+        found = self._find_in_manifests(set(wanted))
+        reports: list[Report] = []
+        for key, attempt in wanted.items():
+            if key not in found:
+                reports.append(Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason="never reached Slurm", charged=False))
+                continue
+            token, index = found[key]
+            submission = self._submissions.get(token) or self._load_submission(token)
+            task = _Task(attempt.job_id, attempt.attempt, index, submission, attempt.timeout_seconds, attempt.memory_mib, attempt.cpu)
+            task.shown = "running" if attempt.running else ""
+            submission.tasks[index] = task
+            self._tasks[attempt.job_id] = task
+        self._next_controller = 0.0  # ask about them now
+        return reports
+
+    def _load_submission(self, token: str) -> _Submission:
+        folder = self.dir / token
+        manifest = _read_json(folder / "manifest.json") or {}
+        slurm_id = (folder / "slurm_id").read_text().strip() if (folder / "slurm_id").exists() else ""
+        submission = _Submission(token=token, folder=folder, options=list(manifest.get("options", [])), slurm_id=slurm_id)
+        if not slurm_id:
+            submission.lost_since = -math.inf  # its answer was lost with the worker: look it up
+        self._submissions[token] = submission
+        return submission
+
+    def _find_in_manifests(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, int]]:
+        found: dict[tuple[str, int], tuple[str, int]] = {}
+        if not keys:
+            return found
+        for folder in self.dir.iterdir():
+            if not folder.is_dir() or (folder / "done").exists():
+                continue
+            manifest = _read_json(folder / "manifest.json")
+            for index, (job_id, attempt) in enumerate((manifest or {}).get("attempts", [])):
+                if (job_id, attempt) in keys:
+                    found[(job_id, attempt)] = (folder.name, index)
+        return found
+
+    def recover(self, *, is_dead: Callable[[str], bool]) -> int:
+        return 0  # a dead worker's attempts are adopted, not stopped
+
+    def _remove_old_folders(self) -> None:
+        limit = time.time() - _KEEP_FOLDERS
+        with contextlib.suppress(OSError):
+            for folder in self.dir.iterdir():
+                done = folder / "done"
+                with contextlib.suppress(OSError):
+                    if done.exists() and done.stat().st_mtime < limit:
+                        shutil.rmtree(folder, ignore_errors=True)
+
+    @classmethod
+    def check_ready(cls) -> str | None:
+        """None when the controller answers (asked at most every few seconds)."""
+        checked, problem = cls._ready
+        if time.monotonic() - checked < _READY_CACHE:
+            return problem
+        try:
+            commands_from_settings().ping()
+            problem = None
+        except (SlurmUnavailable, SlurmRefused) as exc:
+            problem = f"Slurm controller: {exc}"
+        cls._ready = (time.monotonic(), problem)
+        return problem
+
+
+def _ranges(indexes: list[int]) -> str:
+    """`0-9,12,15-16`: sbatch's --array syntax for sorted indexes."""
+    parts: list[str] = []
+    start = previous = indexes[0]
+    for index in indexes[1:] + [None]:
+        if index is not None and index == previous + 1:
+            previous = index
+            continue
+        parts.append(f"{start}-{previous}" if previous > start else str(start))
+        if index is not None:
+            start = previous = index
+    return ",".join(parts)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)

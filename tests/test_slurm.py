@@ -1,0 +1,276 @@
+"""The slurm executor against a real Slurm cluster (`scripts/slurm-cluster start`): real
+sbatch, squeue and scancel, real slurmctld and slurmd, jobs running on the node.
+
+Where no cluster answers `sinfo`, these tests skip and say why; CI sets
+BATCHES_REQUIRE_SLURM=1, and there a missing cluster fails them. The tests of a
+controller outage stop and start slurmctld, which needs root and a cluster started by
+the project's script."""
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from jobs.executors.base import LiveAttempt, Outcome
+from jobs.executors.slurm import SlurmExecutor
+from jobs.executors.slurm_commands import SlurmCommands, SlurmUnavailable
+from jobs.models import Attempt, Job, JobEvent
+from jobs.scheduling import claim_jobs
+from jobs.services import cancel_batch, retry_failed_jobs
+from jobs.worker import WorkerConfig, WorkerLoop
+from tests.worker_helpers import (
+    ROOT,
+    all_finished,
+    drive,
+    make_batch,
+    script_tool,
+    start_worker,
+    statuses,
+    stop_worker_process,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+SCRIPT = ROOT / "scripts" / "slurm-cluster"
+
+
+def _cluster_problem() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "the Slurm client commands are not installed (apt-get install slurm-wlm munge; scripts/slurm-cluster start)"
+    try:
+        SlurmCommands(timeout=5).ping()
+    except SlurmUnavailable as exc:
+        return f"no Slurm cluster answers sinfo ({exc}); start one with scripts/slurm-cluster start"
+    return None
+
+
+_PROBLEM = _cluster_problem()
+if _PROBLEM and os.environ.get("BATCHES_REQUIRE_SLURM") == "1":
+    pytest.fail(f"BATCHES_REQUIRE_SLURM is set: {_PROBLEM}", pytrace=False)
+pytestmark.append(pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or ""))
+
+
+def _our_cluster() -> bool:
+    conf = Path("/etc/slurm/slurm.conf")
+    return os.geteuid() == 0 and conf.exists() and "Written by scripts/slurm-cluster" in conf.read_text()
+
+
+@pytest.fixture
+def slurm(settings, tmp_path):
+    settings.BATCHES_SLURM_DIR = tmp_path / "slurm"
+    settings.BATCHES_SLURM_POLL_MS = 200
+    settings.BATCHES_SLURM_COMMAND_TIMEOUT = 5
+    SlurmExecutor._ready = (float("-inf"), None)
+    return settings
+
+
+def slurm_loop(**options) -> WorkerLoop:
+    loop = WorkerLoop(executor=SlurmExecutor(**options), config=WorkerConfig(lease_seconds=30, poll_seconds=0.1, fencing=False))
+    loop.start()
+    return loop
+
+
+def in_squeue(external_ids: list[str]) -> set[str]:
+    """Which of `external_ids` squeue lists as pending or running."""
+    out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i|%T"], capture_output=True, text=True, check=True).stdout  # noqa: S607
+    live = {line.split("|")[0] for line in out.split() if line.split("|")[1] in {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING"}}
+    return live & set(external_ids)
+
+
+def log_of(job: Job) -> str:
+    path = settings.BATCHES_LOG_DIR / f"{job.log_id}.log"
+    return path.read_text() if path.exists() else ""
+
+
+def external_ids(batch) -> list[str]:
+    return list(Attempt.objects.filter(job__batch=batch).exclude(external_id="").values_list("external_id", flat=True))
+
+
+def test_a_200_job_batch_runs_to_succeeded_with_readable_logs(alice, alice_client, catalog, slurm):
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": f"echo hello {i} from $SLURM_JOB_ID"}} for i in range(200)])
+    loop = slurm_loop()
+    try:
+        drive(loop, all_finished(batch), timeout=240)
+    finally:
+        loop.stop()
+    assert statuses(batch) == ["SUCCEEDED"] * 200
+    # Many jobs go in one sbatch --array, not one sbatch per job.
+    arrays = {external_id.split("_")[0] for external_id in external_ids(batch)}
+    assert len(arrays) <= 200 // 100 + 2
+    for job in Job.objects.filter(batch=batch).order_by("index")[:20]:
+        attempt = job.attempt_records.get()
+        assert attempt.external_id.count("_") == 1 and attempt.node
+        response = alice_client.get(f"/logs/{job.log_id}")
+        assert response.status_code == 200
+        body = response.json() if response["Content-Type"].startswith("application/json") else None
+        text = body["content"] if body else response.content.decode()
+        assert f"hello {job.index} from " in text
+        # The job ran as the attempt Slurm reports (SLURM_JOB_ID is the task's own id).
+        assert job.exit_code == 0 and job.reason == ""
+
+
+def test_an_exit_code_a_timeout_and_hardware_reach_slurm(alice, catalog, slurm):
+    failing = make_batch(alice, script_tool(), catalog, [{"args": {"script": "echo bad; exit 3"}}])
+    slow = make_batch(alice, script_tool(), catalog, [{"args": {"script": "sleep 60"}}], timeout_seconds=2)
+    sized = make_batch(alice, script_tool(), catalog, [{"args": {"script": "sleep 0.5"}}], cpu=2, memory=300)
+    loop = slurm_loop()
+    try:
+        drive(loop, lambda: all(all_finished(b)() for b in (failing, slow, sized)), timeout=90)
+    finally:
+        loop.stop()
+    job = Job.objects.get(batch=failing)
+    assert (job.status, job.exit_code, job.reason) == ("FAILED", 3, "exit code 3 (Slurm: FAILED)")
+    assert "bad" in log_of(job)
+    job = Job.objects.get(batch=slow)
+    assert job.status == "FAILED" and job.reason.startswith("timed out after 2 s")
+    assert job.stop_time is not None and (job.stop_time - job.start_time).total_seconds() < 30
+    job = Job.objects.get(batch=sized)
+    assert job.status == "SUCCEEDED"
+    array_id = job.attempt_records.get().external_id
+    shown = subprocess.run(["scontrol", "show", "job", array_id], capture_output=True, text=True).stdout  # noqa: S607
+    if shown:  # still known to the controller (MinJobAge)
+        assert "NumCPUs=2" in shown and "mem=300M" in shown and "Requeue=0" in shown
+        assert "TimeLimit=01:01:00" in shown  # the default hour, and a minute's backstop
+
+
+def test_pending_jobs_are_runnable_with_slurms_reason_and_cancel_stops_queued_and_running(alice, catalog, slurm):
+    # Each job takes the node's every cpu: one runs, the others wait for Resources.
+    cpus = SlurmExecutor().capacity().cpus
+    slurm.BATCHES_MAX_CPU = cpus  # what the API accepts: the cluster's largest node
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "sleep 120"}} for _ in range(3)], cpu=cpus, memory=200)
+    loop = slurm_loop()
+    try:
+        drive(loop, lambda: sorted(statuses(batch)) == ["RUNNABLE", "RUNNABLE", "RUNNING"] and len(external_ids(batch)) == 3, timeout=60)
+        waiting = Job.objects.filter(batch=batch, status="RUNNABLE")
+        assert all("Resources" in job.reason or "Priority" in job.reason for job in waiting), [j.reason for j in waiting]
+        ids = external_ids(batch)
+        assert in_squeue(ids) == set(ids)
+        # A retry is refused while the cancel is still on its way to Slurm.
+        result = cancel_batch(batch=batch, by=alice)
+        assert result.changed == 3
+        with pytest.raises(Exception, match="still stopping"):
+            retry_failed_jobs(jobs=Job.objects.filter(batch=batch))
+        drive(loop, all_finished(batch), timeout=60)
+        assert in_squeue(ids) == set(), "scancel left jobs in the queue"
+    finally:
+        loop.stop()
+    for job in Job.objects.filter(batch=batch):
+        assert (job.status, job.reason) == ("FAILED", "Cancelled by user")
+        assert job.attempt_records.get().state == "ENDED"
+
+
+def test_a_lost_sbatch_answer_is_found_again_not_submitted_twice(alice, catalog, slurm, tmp_path):
+    """sbatch reaches the controller but its answer never comes back (a wrapper runs the
+    real sbatch, then fails as a timed-out connection does)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("squeue", "scancel", "sinfo"):
+        (bin_dir / name).symlink_to(shutil.which(name))
+    calls = tmp_path / "sbatch-calls"
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(
+        f'#!/bin/sh\necho call >> {calls}\n{shutil.which("sbatch")} "$@" >/dev/null\n'
+        'echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2\nexit 1\n'
+    )
+    sbatch.chmod(0o755)
+    slurm.BATCHES_SLURM_BIN = str(bin_dir)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": f"echo x >> {marks}/$BATCH_JOB_ID"}} for _ in range(5)])
+    loop = slurm_loop(cpus=16, memory_mib=4096)
+    try:
+        drive(loop, all_finished(batch), timeout=60)
+    finally:
+        loop.stop()
+    assert statuses(batch) == ["SUCCEEDED"] * 5
+    assert calls.read_text().count("call") == 1, "sent twice"
+    assert sorted(path.read_text() for path in marks.iterdir()) == ["x\n"] * 5
+    assert len({external_id.split("_")[0] for external_id in external_ids(batch)}) == 1
+
+
+def test_a_restarted_worker_adopts_slurm_jobs_and_none_is_lost_or_run_twice(alice, catalog, slurm, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    release = tmp_path / "release"
+    script = f'echo "$BATCH_ATTEMPT" >> {marks}/$BATCH_JOB_ID; while [ ! -e {release} ]; do sleep 0.1; done; echo finished'
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": script}} for _ in range(6)])
+    env = {"BATCHES_EXECUTOR": "slurm", "BATCHES_SLURM_DIR": str(tmp_path / "slurm"), "BATCHES_SLURM_POLL_MS": "200"}
+    first = start_worker(**env)
+    second = None
+    try:
+        wait_for(lambda: statuses(batch) == ["RUNNING"] * 6 and len(list(marks.iterdir())) == 6, timeout=60)
+        ids = external_ids(batch)
+        assert stop_worker_process(first) is not None and first.returncode == 0
+        assert statuses(batch) == ["RUNNING"] * 6, "a stopping worker must not cancel or requeue Slurm jobs"
+        assert in_squeue(ids) == set(ids)
+        second = start_worker(**env)
+        wait_for(lambda: Attempt.objects.filter(job__batch=batch, worker__pid=second.pid).count() == 6, timeout=30)
+        release.write_text("")
+        wait_for(all_finished(batch), timeout=60)
+    finally:
+        release.write_text("")
+        stop_worker_process(first)
+        if second is not None:
+            stop_worker_process(second)
+    assert statuses(batch) == ["SUCCEEDED"] * 6
+    assert all(path.read_text() == "1\n" for path in marks.iterdir()), "an attempt ran twice"
+    for job in Job.objects.filter(batch=batch):
+        assert job.attempts == 1 and "finished" in log_of(job)
+        assert JobEvent.objects.filter(job=job, to_status="SUCCEEDED").count() == 1
+
+
+def test_an_attempt_whose_worker_died_before_recording_its_slurm_id_is_adopted(alice, catalog, slurm, tmp_path):
+    """The worker sent the array and died before writing the external ids: the next
+    worker finds the attempts in the submission's manifest, and one that never reached
+    Slurm runs again without using up an attempt."""
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "echo once"}}])
+    job = Job.objects.get(batch=batch)
+    loop = slurm_loop()
+    first = loop.executor
+    specs, _ = claim_jobs(worker=loop.worker, room=first.capacity(), fits=first.capacity(), limit=10)
+    assert first.submit(specs) == []
+    # The second executor knows only the database's (empty) external id.
+    second = SlurmExecutor()
+    live = LiveAttempt(job_id=str(job.pk), attempt=1, log_id=str(job.log_id), external_id="", timeout_seconds=60, memory_mib=256, cpu=1)
+    never = LiveAttempt(job_id="0" * 32, attempt=1, log_id="x", external_id="", timeout_seconds=60, memory_mib=256, cpu=1)
+    reports = second.adopt([live, never])
+    assert [(r.job_id, r.reason, r.charged) for r in reports] == [("0" * 32, "never reached Slurm", False)]
+    ended: list[Outcome] = []
+    deadline = time.monotonic() + 30
+    while not ended and time.monotonic() < deadline:
+        ended = [r for r in second.poll(timeout=0.5) if isinstance(r, Outcome)]
+    assert [(o.job_id, o.succeeded) for o in ended] == [(str(job.pk), True)]
+    assert log_of(job) == "once\n", "the adopted attempt ran once"
+    loop.stop()
+
+
+@pytest.mark.skipif(not _our_cluster(), reason="stopping slurmctld needs root and a cluster started by scripts/slurm-cluster")
+def test_a_controller_outage_loses_nothing(alice, anon_client, catalog, slurm, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = f"echo x >> {marks}/$BATCH_JOB_ID; sleep 2"
+    first = make_batch(alice, script_tool(), catalog, [{"args": {"script": script}} for _ in range(4)])
+    slurm.BATCHES_EXECUTOR = "slurm"
+    loop = slurm_loop()
+    try:
+        drive(loop, lambda: "RUNNING" in statuses(first), timeout=60)
+        subprocess.run([str(SCRIPT), "stop-controller"], check=True)  # noqa: S603
+        SlurmExecutor._ready = (float("-inf"), None)
+        response = anon_client.get("/readyz")
+        assert response.status_code == 503 and "Slurm controller" in response.json()["checks"]["executor"]
+        second = make_batch(alice, script_tool(), catalog, [{"args": {"script": script}} for _ in range(3)])
+        drive(loop, lambda: any("unreachable" in job.reason for job in Job.objects.filter(batch__in=[first, second])), timeout=60)
+        subprocess.run([str(SCRIPT), "start-controller"], check=True)  # noqa: S603
+        drive(loop, lambda: all_finished(first)() and all_finished(second)(), timeout=120)
+    finally:
+        subprocess.run([str(SCRIPT), "start-controller"], check=False)  # noqa: S603
+        loop.stop()
+    assert statuses(first) == ["SUCCEEDED"] * 4 and statuses(second) == ["SUCCEEDED"] * 3
+    assert sorted(path.read_text() for path in marks.iterdir()) == ["x\n"] * 7
+    SlurmExecutor._ready = (float("-inf"), None)
+    assert anon_client.get("/readyz").status_code == 200
