@@ -1,0 +1,63 @@
+"""How Slurm's states and the job script's exit-status file become a job's outcome, and
+the small parsers of the slurm executor: pure functions, no cluster needed."""
+
+import pytest
+
+from jobs.executors.slurm import _ranges
+from jobs.executors.slurm_commands import _unreachable, parse_squeue
+from jobs.executors.slurm_outcomes import describe_end
+
+
+def end(state, status=None, **options):
+    result = describe_end(state=state, status=status, timeout=options.pop("timeout", 60), memory_mib=256, **options)
+    return (result.succeeded, result.exit_code, result.reason)
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "expected"),
+    [
+        ("COMPLETED", {"code": 0}, (True, 0, "")),
+        ("COMPLETED", None, (True, 0, "")),
+        ("FAILED", {"code": 3}, (False, 3, "exit code 3 (Slurm: FAILED)")),
+        (None, {"code": 3}, (False, 3, "exit code 3")),
+        ("TIMEOUT", {"signal": 15}, (False, None, "timed out after 60 s: killed at Slurm's time limit (Slurm: TIMEOUT)")),
+        ("FAILED", {"code": None, "timed_out": True, "signal": 15}, (False, None, "timed out after 60 s")),
+        ("OUT_OF_MEMORY", {"signal": 9}, (False, None, "killed: out of memory (limit 256 MiB) (Slurm: OUT_OF_MEMORY)")),
+        ("NODE_FAIL", None, (False, None, "node failure (Slurm: NODE_FAIL)")),
+        ("PREEMPTED", {"signal": 15}, (False, None, "preempted by a job of higher priority (Slurm: PREEMPTED)")),
+        ("BOOT_FAIL", None, (False, None, "the node failed to boot (Slurm: BOOT_FAIL)")),
+        ("CANCELLED", {"signal": 15}, (False, None, "cancelled in Slurm (not by this service) (Slurm: CANCELLED)")),
+        ("FAILED", {"signal": 9}, (False, None, "killed by signal 9 (SIGKILL) (Slurm: FAILED)")),
+        (
+            "FAILED",
+            {"error": "could not start /nope: No such file or directory"},
+            (False, None, "could not start /nope: No such file or directory (Slurm: FAILED)"),
+        ),
+        ("FAILED", None, (False, None, "the job script failed before running the command (Slurm: FAILED)")),
+        (None, None, (False, None, "Slurm no longer reports this job and it left no exit status (node failure?)")),
+    ],
+)
+def test_every_slurm_end_has_a_reason_a_person_understands(state, status, expected):
+    assert end(state, status) == expected
+
+
+def test_a_cancel_of_ours_says_so_whatever_slurm_calls_it():
+    assert end("CANCELLED", {"signal": 15}, cancel_reason="Cancelled by user") == (False, None, "Cancelled by user")
+
+
+def test_array_ranges_and_squeue_lines():
+    assert _ranges([0]) == "0"
+    assert _ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    states = parse_squeue(
+        "12_3|12|3|PENDING|Resources||batches-ab\n13|13|N/A|RUNNING|None|vm|other\n12_4|12|4|RUNNING|None|vm|batches-ab\n"
+    )
+    assert [(s.external_id, s.state, s.reason, s.nodes) for s in states] == [
+        ("12_3", "PENDING", "Resources", ""),
+        ("12_4", "RUNNING", "None", "vm"),
+    ]
+
+
+def test_an_unreachable_controller_is_told_from_a_refusal():
+    assert _unreachable("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)")
+    assert _unreachable("slurm_load_jobs error: Socket timed out on send/recv operation")
+    assert not _unreachable("sbatch: error: Batch job submission failed: Invalid partition name specified")
