@@ -118,6 +118,9 @@ def test_an_exit_code_a_timeout_and_hardware_reach_slurm(alice, catalog, slurm):
     failing = make_batch(alice, script_tool(), catalog, [{"args": {"script": "echo bad; exit 3"}}])
     slow = make_batch(alice, script_tool(), catalog, [{"args": {"script": "sleep 60"}}], timeout_seconds=2)
     sized = make_batch(alice, script_tool(), catalog, [{"args": {"script": "sleep 0.5"}}], cpu=2, memory=300)
+    # Nothing of the worker's environment reaches a job, not even through its parent
+    # (the job script, which runs as the same user).
+    nosy = make_batch(alice, script_tool(), catalog, [{"args": {"script": "env; tr '\\0' '\\n' < /proc/$PPID/environ"}}])
     loop = slurm_loop()
     try:
         drive(loop, lambda: all(all_finished(b)() for b in (failing, slow, sized)), timeout=90)
@@ -129,6 +132,10 @@ def test_an_exit_code_a_timeout_and_hardware_reach_slurm(alice, catalog, slurm):
     job = Job.objects.get(batch=slow)
     assert job.status == "FAILED" and job.reason.startswith("timed out after 2 s")
     assert job.stop_time is not None and (job.stop_time - job.start_time).total_seconds() < 30
+    job = Job.objects.get(batch=nosy)
+    assert job.status == "SUCCEEDED" and f"BATCH_JOB_ID={job.pk}" in log_of(job)
+    assert "SECRET_KEY" not in log_of(job) and "DATABASE_URL" not in log_of(job) and "SLURM_ARRAY_TASK_ID" in log_of(job)
+    assert os.environ.get("SECRET_KEY"), "the test needs a secret in the worker's environment"
     job = Job.objects.get(batch=sized)
     assert job.status == "SUCCEEDED"
     array_id = job.attempt_records.get().external_id

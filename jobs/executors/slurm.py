@@ -207,7 +207,6 @@ class SlurmExecutor(Executor):
             f"--mem={spec.memory_mib}M",
             f"--time={minutes}",
             "--no-requeue",
-            "--export=NONE",
         ]
         if settings.BATCHES_SLURM_PARTITION:
             options.append(f"--partition={settings.BATCHES_SLURM_PARTITION}")

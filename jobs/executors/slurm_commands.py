@@ -8,6 +8,7 @@ that not every site builds).
 """
 
 import contextlib
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -64,7 +65,7 @@ class SlurmCommands:
         argv = [self._path(name), *args]
         try:
             done = subprocess.run(  # noqa: S603 (an argv list; values never reach a shell)
-                argv, capture_output=True, text=True, timeout=self.timeout, stdin=subprocess.DEVNULL, check=False
+                argv, capture_output=True, text=True, timeout=self.timeout, stdin=subprocess.DEVNULL, check=False, env=client_environment()
             )
         except FileNotFoundError as exc:
             raise SlurmUnavailable(f"{name} not found (are the Slurm client commands installed?)") from exc
@@ -121,6 +122,18 @@ class SlurmCommands:
     def ping(self) -> None:
         """Raises SlurmUnavailable unless the controller answers."""
         self.run("sinfo", ["--noheader", "--format=%a", "--responding"])
+
+
+# What the Slurm commands see of the worker's environment. sbatch passes its environment
+# on to the job (--export=ALL): the worker's secrets (DATABASE_URL, SECRET_KEY...) must
+# not reach a job. (`--export=NONE` would keep them out too, but makes every task fetch
+# the user's login environment on the node: twice the launch time per task here.)
+_CLIENT_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR"})
+_CLIENT_PREFIXES = ("SLURM_", "SBATCH_", "SQUEUE_", "SCANCEL_", "SINFO_")
+
+
+def client_environment() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name in _CLIENT_NAMES or name.startswith(_CLIENT_PREFIXES)}
 
 
 def parse_squeue(out: str) -> list[TaskState]:
