@@ -64,7 +64,7 @@ def _our_cluster() -> bool:
 def slurm(settings, tmp_path):
     settings.BATCHES_SLURM_DIR = tmp_path / "slurm"
     settings.BATCHES_SLURM_POLL_MS = 200
-    settings.BATCHES_SLURM_COMMAND_TIMEOUT = 5
+    settings.BATCHES_SLURM_COMMAND_TIMEOUT = 3
     SlurmExecutor._ready = (float("-inf"), None)
     return settings
 
@@ -256,28 +256,54 @@ def test_an_attempt_whose_worker_died_before_recording_its_slurm_id_is_adopted(a
     loop.stop()
 
 
+def _controller(action: str) -> None:
+    subprocess.run([str(SCRIPT), f"{action}-controller"], check=True)  # noqa: S603
+    SlurmExecutor._ready = (float("-inf"), None)
+
+
 @pytest.mark.skipif(not _our_cluster(), reason="stopping slurmctld needs root and a cluster started by scripts/slurm-cluster")
 def test_a_controller_outage_loses_nothing(alice, anon_client, catalog, slurm, tmp_path):
+    """slurmctld goes away twice. First while jobs run: they end and are recorded from
+    their exit files, /readyz says so, and once the controller is back new work is taken
+    again. Then while a job waits for the whole node: it says why it waits, and runs when
+    the controller is back. Every job ran once."""
     marks = tmp_path / "marks"
     marks.mkdir()
-    script = f"echo x >> {marks}/$BATCH_JOB_ID; sleep 2"
-    first = make_batch(alice, script_tool(), catalog, [{"args": {"script": script}} for _ in range(4)])
+    cpus = SlurmExecutor().capacity().cpus
+    slurm.BATCHES_MAX_CPU = cpus
     slurm.BATCHES_EXECUTOR = "slurm"
+
+    def jobs(count: int, seconds: float = 0) -> list[dict]:
+        return [{"args": {"script": f"echo x >> {marks}/$BATCH_JOB_ID; sleep {seconds}"}} for _ in range(count)]
+
     loop = slurm_loop()
     try:
-        drive(loop, lambda: "RUNNING" in statuses(first), timeout=60)
-        subprocess.run([str(SCRIPT), "stop-controller"], check=True)  # noqa: S603
-        SlurmExecutor._ready = (float("-inf"), None)
+        running = make_batch(alice, script_tool(), catalog, jobs(2, seconds=2))
+        drive(loop, lambda: statuses(running) == ["RUNNING"] * 2, timeout=60)
+        _controller("stop")
+        drive(loop, all_finished(running), timeout=60)
+        assert statuses(running) == ["SUCCEEDED"] * 2, "ends written by the nodes are recorded during the outage"
+        assert loop.executor.free().cpus == 0, "the worker noticed the outage: it claims nothing"
         response = anon_client.get("/readyz")
         assert response.status_code == 503 and "Slurm controller" in response.json()["checks"]["executor"]
-        second = make_batch(alice, script_tool(), catalog, [{"args": {"script": script}} for _ in range(3)])
-        drive(loop, lambda: any("unreachable" in job.reason for job in Job.objects.filter(batch__in=[first, second])), timeout=60)
-        subprocess.run([str(SCRIPT), "start-controller"], check=True)  # noqa: S603
-        drive(loop, lambda: all_finished(first)() and all_finished(second)(), timeout=120)
+        _controller("start")
+        later = make_batch(alice, script_tool(), catalog, jobs(3))
+        drive(loop, all_finished(later), timeout=60)
+
+        busy = make_batch(alice, script_tool(), catalog, jobs(2, seconds=3))
+        whole_node = make_batch(alice, script_tool(), catalog, jobs(1), cpu=cpus)
+        waiting = Job.objects.filter(batch=whole_node)
+        drive(loop, lambda: statuses(busy) == ["RUNNING"] * 2 and "Resources" in waiting.get().reason, timeout=60)
+        _controller("stop")
+        drive(loop, lambda: "Slurm controller unreachable" in waiting.get().reason, timeout=60)
+        assert waiting.get().status == "RUNNABLE"
+        _controller("start")
+        drive(loop, lambda: all_finished(busy)() and all_finished(whole_node)(), timeout=120)
     finally:
         subprocess.run([str(SCRIPT), "start-controller"], check=False)  # noqa: S603
         loop.stop()
-    assert statuses(first) == ["SUCCEEDED"] * 4 and statuses(second) == ["SUCCEEDED"] * 3
-    assert sorted(path.read_text() for path in marks.iterdir()) == ["x\n"] * 7
+    for batch, count in ((running, 2), (later, 3), (busy, 2), (whole_node, 1)):
+        assert statuses(batch) == ["SUCCEEDED"] * count
+    assert sorted(path.read_text() for path in marks.iterdir()) == ["x\n"] * 8
     SlurmExecutor._ready = (float("-inf"), None)
     assert anon_client.get("/readyz").status_code == 200

@@ -3,8 +3,8 @@ the small parsers of the slurm executor: pure functions, no cluster needed."""
 
 import pytest
 
-from jobs.executors.slurm import _ranges
 from jobs.executors.slurm_commands import _unreachable, parse_squeue
+from jobs.executors.slurm_folders import array_ranges
 from jobs.executors.slurm_outcomes import describe_end
 
 
@@ -46,8 +46,8 @@ def test_a_cancel_of_ours_says_so_whatever_slurm_calls_it():
 
 
 def test_array_ranges_and_squeue_lines():
-    assert _ranges([0]) == "0"
-    assert _ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert array_ranges([0]) == "0"
+    assert array_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
     states = parse_squeue(
         "12_3|12|3|PENDING|Resources||batches-ab\n13|13|N/A|RUNNING|None|vm|other\n12_4|12|4|RUNNING|None|vm|batches-ab\n"
     )

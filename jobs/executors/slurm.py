@@ -30,17 +30,12 @@ Attempts outlive the worker (`attempts_survive_worker`): a stopping worker leave
 to Slurm, and the next worker adopts them.
 """
 
-import contextlib
-import json
 import logging
 import math
-import os
 import select
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
@@ -49,53 +44,20 @@ from batchsite.ids import uuid7
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LiveAttempt, Outcome, Queued, Report, Started, internal_error
 from jobs.executors.environment import job_environment
 from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable, TaskState
+from jobs.executors.slurm_folders import Submission, Task, array_ranges, find_in_manifests, remove_old_folders, write_script
 from jobs.executors.slurm_outcomes import ENDED, PLACED, RUNNING, WAITING, describe_end
 from jobs.logs import log_path
 
 logger = logging.getLogger("jobs.executors.slurm")
 
-TASK_SCRIPT = Path(__file__).with_name("slurm_task.py")
 _FILES_EVERY = 0.1  # seconds between reads of the status files
 _LOST_ANSWER_WAIT = 2.0  # seconds before a submission not found is sent again
 _EXIT_WAIT = 3.0  # seconds an exit file with a signal waits for Slurm's word on why
-_KEEP_FOLDERS = 3600.0  # seconds a finished submission's folder is kept
 _READY_CACHE = 5.0
 
 
 def commands_from_settings() -> SlurmCommands:
     return SlurmCommands(bin_dir=settings.BATCHES_SLURM_BIN, timeout=float(settings.BATCHES_SLURM_COMMAND_TIMEOUT))
-
-
-@dataclass
-class _Submission:
-    token: str
-    folder: Path
-    options: list[str]
-    slurm_id: str = ""  # "" until sbatch answers or squeue finds it
-    lost_since: float | None = None  # sbatch's answer was lost: look it up since then
-    not_found: int = 0  # controller answers in a row that did not list it
-    tasks: dict[int, "_Task"] = field(default_factory=dict)  # open tasks by index
-
-    @property
-    def name(self) -> str:
-        return f"batches-{self.token}"
-
-    def external_id(self, index: int) -> str:
-        return f"{self.slurm_id}_{index}" if self.slurm_id else ""
-
-
-@dataclass
-class _Task:
-    job_id: str
-    attempt: int
-    index: int
-    submission: _Submission
-    timeout: int
-    memory_mib: int
-    cpu: int
-    shown: str = ""  # what was last reported: "", "queued:<reason>", "placed", "running"
-    cancel_reason: str = ""
-    exit_seen: float | None = None  # an exit file waits for Slurm's state since then
 
 
 class SlurmExecutor(Executor):
@@ -112,14 +74,14 @@ class SlurmExecutor(Executor):
         self.dir.mkdir(parents=True, exist_ok=True)
         settings.BATCHES_LOG_DIR.mkdir(parents=True, exist_ok=True)
         self._capacity = self._largest_job(cpus, memory_mib)
-        self._tasks: dict[str, _Task] = {}
-        self._submissions: dict[str, _Submission] = {}
+        self._tasks: dict[str, Task] = {}
+        self._submissions: dict[str, Submission] = {}
         self._to_cancel: set[str] = set()
         self._unreachable = ""
         self._next_files = 0.0
         self._next_controller = 0.0
         self._next_cleanup = 0.0
-        self._script = self._write_script()
+        self._script = write_script(root=self.dir, python=settings.BATCHES_SLURM_PYTHON)
 
     def _largest_job(self, cpus: int | None, memory_mib: int | None) -> Capacity:
         if cpus and memory_mib:
@@ -131,17 +93,6 @@ class SlurmExecutor(Executor):
             node_cpus, node_memory = settings.BATCHES_MAX_CPU, settings.BATCHES_MAX_MEMORY_MIB
         return Capacity(cpus or node_cpus, memory_mib or node_memory)
 
-    def _write_script(self) -> Path:
-        """The job script, with the nodes' Python on its first line (sbatch copies it)."""
-        lines = TASK_SCRIPT.read_text().splitlines(keepends=True)
-        script = self.dir / "slurm_task.py"
-        temporary = script.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(f"#!{settings.BATCHES_SLURM_PYTHON}\n" + "".join(lines[1:]))
-        temporary.chmod(0o755)
-        temporary.replace(script)
-        return script
-
-    # -- capacity ---------------------------------------------------------------------
     def capacity(self) -> Capacity:
         return self._capacity
 
@@ -172,14 +123,10 @@ class SlurmExecutor(Executor):
             reports.extend(self._send(submission, indexes=sorted(submission.tasks)))
         return reports
 
-    def _prepare(self, specs: list[AttemptSpec]) -> _Submission:
+    def _prepare(self, specs: list[AttemptSpec]) -> Submission:
         token = uuid7().hex
-        folder = self.dir / token
-        folder.mkdir(parents=True)
-        first = specs[0]
-        submission = _Submission(token=token, folder=folder, options=self._options(first, folder, token))
-        for index, spec in enumerate(specs):
-            task = {
+        tasks = [
+            {
                 "job_id": spec.job_id,
                 "attempt": spec.attempt,
                 "argv": spec.argv,
@@ -188,11 +135,11 @@ class SlurmExecutor(Executor):
                 "timeout": spec.timeout_seconds,
                 "work_root": settings.BATCHES_SLURM_NODE_WORK_DIR,
             }
-            (folder / f"{index}.json").write_text(json.dumps(task))
-            submission.tasks[index] = _Task(spec.job_id, spec.attempt, index, submission, spec.timeout_seconds, spec.memory_mib, spec.cpu)
-        # Written before sbatch: whoever finds an attempt without its answer looks here.
-        manifest = {"attempts": [[spec.job_id, spec.attempt] for spec in specs], "options": submission.options}
-        _write_atomic(folder / "manifest.json", json.dumps(manifest))
+            for spec in specs
+        ]
+        submission = Submission.create(root=self.dir, token=token, options=self._options(specs[0], self.dir / token, token), tasks=tasks)
+        for index, spec in enumerate(specs):
+            submission.tasks[index] = Task(spec.job_id, spec.attempt, index, submission, spec.timeout_seconds, spec.memory_mib, spec.cpu)
         self._track(submission)
         return submission
 
@@ -214,17 +161,17 @@ class SlurmExecutor(Executor):
             options.append(f"--account={settings.BATCHES_SLURM_ACCOUNT}")
         return options
 
-    def _track(self, submission: _Submission) -> None:
+    def _track(self, submission: Submission) -> None:
         self._submissions[submission.token] = submission
         for task in submission.tasks.values():
             self._tasks[task.job_id] = task
 
-    def _send(self, submission: _Submission, *, indexes: list[int]) -> list[Report]:
+    def _send(self, submission: Submission, *, indexes: list[int]) -> list[Report]:
         """sbatch the tasks `indexes` of `submission`. What is known comes back: nothing
         when Slurm took it (the next poll tells its state), outcomes when it refused,
         `Queued` reports when the controller did not answer."""
         throttle = settings.BATCHES_SLURM_ARRAY_THROTTLE
-        array = _ranges(indexes) + (f"%{throttle}" if throttle else "")
+        array = array_ranges(indexes) + (f"%{throttle}" if throttle else "")
         try:
             slurm_id = self.commands.submit(
                 options=[f"--array={array}", *submission.options], script=str(self._script), script_args=[str(submission.folder)]
@@ -246,7 +193,7 @@ class SlurmExecutor(Executor):
         self._confirm(submission, slurm_id)
         return []
 
-    def _look_up(self, submission: _Submission) -> str | None:
+    def _look_up(self, submission: Submission) -> str | None:
         """The array job id of `submission` if the controller knows it, else None
         (unknown, or the controller does not answer)."""
         try:
@@ -255,19 +202,18 @@ class SlurmExecutor(Executor):
             return None
         return states[0].array_id if states else None
 
-    def _confirm(self, submission: _Submission, slurm_id: str) -> None:
-        submission.slurm_id, submission.lost_since, submission.not_found = slurm_id, None, 0
-        _write_atomic(submission.folder / "slurm_id", slurm_id)
+    def _confirm(self, submission: Submission, slurm_id: str) -> None:
+        submission.record_slurm_id(slurm_id)
         for task in submission.tasks.values():
             if task.cancel_reason:
-                self._to_cancel.add(submission.external_id(task.index))
+                self._to_cancel.add(task.external_id)
 
-    def _waiting(self, tasks: Iterable[_Task], reason: str) -> list[Report]:
+    def _waiting(self, tasks: Iterable[Task], reason: str) -> list[Report]:
         reports: list[Report] = []
         for task in tasks:
             if task.shown not in ("running", f"queued:{reason}"):
                 task.shown = f"queued:{reason}"
-                reports.append(Queued(task.job_id, task.attempt, external_id=task.submission.external_id(task.index), reason=reason))
+                reports.append(Queued(task.job_id, task.attempt, external_id=task.external_id, reason=reason))
         return reports
 
     # -- following --------------------------------------------------------------------
@@ -280,12 +226,12 @@ class SlurmExecutor(Executor):
             if now >= self._next_files:
                 reports.extend(self._read_files(now))
                 self._next_files = now + _FILES_EVERY
-            if now >= self._next_controller and self._submissions:
-                reports.extend(self._ask_controller(now))
+            if now >= self._next_controller and (self._submissions or self._unreachable):
+                reports.extend(self._ask_controller(now) if self._submissions else self._ping())
                 interval = settings.BATCHES_SLURM_POLL_MS / 1000
                 self._next_controller = now + (max(interval, 5.0) if self._unreachable else interval)
             if now >= self._next_cleanup:
-                self._remove_old_folders()
+                remove_old_folders(root=self.dir)
                 self._next_cleanup = now + 60
             if reports or now >= deadline:
                 return reports
@@ -301,16 +247,13 @@ class SlurmExecutor(Executor):
         """Starts and ends that the nodes have written."""
         reports: list[Report] = []
         for submission in list(self._submissions.values()):
-            try:
-                names = set(os.listdir(submission.folder))
-            except OSError:
-                continue
+            names = submission.listing()
             for task in list(submission.tasks.values()):
                 if task.shown != "running" and f"{task.index}.start" in names:
                     reports.append(self._started(task, node=""))
                 if f"{task.index}.exit" not in names:
                     continue
-                status = _read_json(submission.folder / f"{task.index}.exit")
+                status = task.status("exit")
                 if status is None:
                     continue
                 # A clean exit or our own timeout says all; a signal waits a little for
@@ -325,6 +268,17 @@ class SlurmExecutor(Executor):
                 elif now - task.exit_seen > _EXIT_WAIT:
                     reports.append(self._end(task, state=None, status=status))
         return reports
+
+    def _ping(self) -> list[Report]:
+        """With nothing to follow: is the controller back? (Until it is, nothing is claimed.)"""
+        try:
+            self.commands.ping()
+        except (SlurmUnavailable, SlurmRefused) as exc:
+            self._unreachable = str(exc)
+            return []
+        logger.warning("Slurm controller answers again")
+        self._unreachable = ""
+        return []
 
     def _ask_controller(self, now: float) -> list[Report]:
         try:
@@ -352,11 +306,11 @@ class SlurmExecutor(Executor):
                 reports.extend(self._follow(task, state))
         return reports
 
-    def _follow(self, task: _Task, state: TaskState | None) -> list[Report]:
+    def _follow(self, task: Task, state: TaskState | None) -> list[Report]:
         submission = task.submission
-        external_id = submission.external_id(task.index)
+        external_id = task.external_id
         if state is None:  # forgotten by the controller: what did the node write?
-            return [self._end(task, state=None, status=_read_json(submission.folder / f"{task.index}.exit"))]
+            return [self._end(task, state=None, status=task.status("exit"))]
         if state.state in WAITING:
             reason = state.reason if state.reason and state.reason != "None" else "waiting for the scheduler"
             if task.shown != f"queued:{reason}" and task.shown not in ("placed", "running"):
@@ -370,59 +324,55 @@ class SlurmExecutor(Executor):
             if task.shown != "running":
                 return [self._started(task, node=state.nodes)]
         elif state.state in ENDED:
-            status = _read_json(submission.folder / f"{task.index}.exit")
+            status = task.status("exit")
             if status is None and state.state == "COMPLETED" and task.exit_seen is None:
                 task.exit_seen = time.monotonic()  # the shared filesystem may show it a moment later
                 return []
             reports: list[Report] = []
-            if task.shown != "running" and (submission.folder / f"{task.index}.start").exists():
+            if task.shown != "running" and submission.has(task.index, "start"):
                 reports.append(self._started(task, node=state.nodes))
             reports.append(self._end(task, state=state.state, status=status))
             return reports
         return []
 
-    def _not_submitted(self, submission: _Submission, now: float) -> list[Report]:
+    def _not_submitted(self, submission: Submission, now: float) -> list[Report]:
         """A submission whose sbatch got no answer, which the controller does not list."""
         submission.not_found += 1
         if submission.lost_since is None or submission.not_found < 2 or now - submission.lost_since < _LOST_ANSWER_WAIT:
             return []
         cancelled = [task for task in submission.tasks.values() if task.cancel_reason]
         reports: list[Report] = [self._finish(task, reason=task.cancel_reason) for task in cancelled]
-        if any((submission.folder / f"{index}.start").exists() for index in submission.tasks):
+        if any(submission.has(index, "start") for index in submission.tasks):
             # It ran, and the controller has forgotten it: settle from the files.
-            return reports + [
-                self._end(task, state=None, status=_read_json(submission.folder / f"{task.index}.exit"))
-                for task in list(submission.tasks.values())
-            ]
+            return reports + [self._end(task, state=None, status=task.status("exit")) for task in list(submission.tasks.values())]
         if submission.tasks:
             logger.warning("%s never reached Slurm; sending it again", submission.name)
             reports.extend(self._send(submission, indexes=sorted(submission.tasks)))
         return reports
 
-    def _started(self, task: _Task, *, node: str) -> Started:
+    def _started(self, task: Task, *, node: str) -> Started:
         task.shown = "running"
-        start = _read_json(task.submission.folder / f"{task.index}.start") or {}
+        start = task.status("start") or {}
         return Started(
             task.job_id,
             task.attempt,
-            external_id=task.submission.external_id(task.index),
+            external_id=task.external_id,
             node=start.get("node") or node,
             log_offset=start.get("log_offset"),
         )
 
-    def _end(self, task: _Task, *, state: str | None, status: dict | None) -> Outcome:
+    def _end(self, task: Task, *, state: str | None, status: dict | None) -> Outcome:
         end = describe_end(state=state, status=status, timeout=task.timeout, memory_mib=task.memory_mib, cancel_reason=task.cancel_reason)
         return self._finish(task, reason=end.reason, succeeded=end.succeeded, exit_code=end.exit_code)
 
-    def _finish(self, task: _Task, *, reason: str, succeeded: bool = False, exit_code: int | None = None) -> Outcome:
+    def _finish(self, task: Task, *, reason: str, succeeded: bool = False, exit_code: int | None = None) -> Outcome:
         submission = task.submission
         submission.tasks.pop(task.index, None)
         if self._tasks.get(task.job_id) is task:
             del self._tasks[task.job_id]
         if not submission.tasks:
             self._submissions.pop(submission.token, None)
-            with contextlib.suppress(OSError):
-                (submission.folder / "done").touch()
+            submission.mark_done()
         return Outcome(task.job_id, task.attempt, succeeded=succeeded, exit_code=exit_code, reason=reason)
 
     # -- stopping ---------------------------------------------------------------------
@@ -435,11 +385,14 @@ class SlurmExecutor(Executor):
                 continue
             task.cancel_reason = reason
             if task.submission.slurm_id:
-                self._to_cancel.add(task.submission.external_id(task.index))
+                self._to_cancel.add(task.external_id)
         self._flush_cancels()
 
     def _flush_cancels(self) -> None:
-        if not self._to_cancel:
+        # While the controller is away, one command per poll (squeue) asks whether it is
+        # back: a scancel that would wait its whole timeout too could hold the worker
+        # past its heartbeat.
+        if not self._to_cancel or self._unreachable:
             return
         try:
             self.commands.cancel(external_ids=sorted(self._to_cancel))
@@ -454,55 +407,30 @@ class SlurmExecutor(Executor):
         manifests of the shared folder. One that is in none was never handed to Slurm:
         it is reported ended, not charged, and runs again."""
         wanted = {(a.job_id, a.attempt): a for a in attempts if a.job_id not in self._tasks}
-        found = self._find_in_manifests(set(wanted))
+        found = find_in_manifests(root=self.dir, keys=set(wanted))
         reports: list[Report] = []
         for key, attempt in wanted.items():
             if key not in found:
                 reports.append(Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason="never reached Slurm", charged=False))
                 continue
             token, index = found[key]
-            submission = self._submissions.get(token) or self._load_submission(token)
-            task = _Task(attempt.job_id, attempt.attempt, index, submission, attempt.timeout_seconds, attempt.memory_mib, attempt.cpu)
+            submission = self._submissions.get(token) or self._load_submission(token, external_id=attempt.external_id)
+            task = Task(attempt.job_id, attempt.attempt, index, submission, attempt.timeout_seconds, attempt.memory_mib, attempt.cpu)
             task.shown = "running" if attempt.running else ""
             submission.tasks[index] = task
             self._tasks[attempt.job_id] = task
         self._next_controller = 0.0  # ask about them now
         return reports
 
-    def _load_submission(self, token: str) -> _Submission:
-        folder = self.dir / token
-        manifest = _read_json(folder / "manifest.json") or {}
-        slurm_id = (folder / "slurm_id").read_text().strip() if (folder / "slurm_id").exists() else ""
-        submission = _Submission(token=token, folder=folder, options=list(manifest.get("options", [])), slurm_id=slurm_id)
-        if not slurm_id:
+    def _load_submission(self, token: str, *, external_id: str = "") -> Submission:
+        submission = Submission.load(root=self.dir, token=token, external_id=external_id)
+        if not submission.slurm_id:
             submission.lost_since = -math.inf  # its answer was lost with the worker: look it up
         self._submissions[token] = submission
         return submission
 
-    def _find_in_manifests(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, int]]:
-        found: dict[tuple[str, int], tuple[str, int]] = {}
-        if not keys:
-            return found
-        for folder in self.dir.iterdir():
-            if not folder.is_dir() or (folder / "done").exists():
-                continue
-            manifest = _read_json(folder / "manifest.json")
-            for index, (job_id, attempt) in enumerate((manifest or {}).get("attempts", [])):
-                if (job_id, attempt) in keys:
-                    found[(job_id, attempt)] = (folder.name, index)
-        return found
-
     def recover(self, *, is_dead: Callable[[str], bool]) -> int:
         return 0  # a dead worker's attempts are adopted, not stopped
-
-    def _remove_old_folders(self) -> None:
-        limit = time.time() - _KEEP_FOLDERS
-        with contextlib.suppress(OSError):
-            for folder in self.dir.iterdir():
-                done = folder / "done"
-                with contextlib.suppress(OSError):
-                    if done.exists() and done.stat().st_mtime < limit:
-                        shutil.rmtree(folder, ignore_errors=True)
 
     @classmethod
     def check_ready(cls) -> str | None:
@@ -517,30 +445,3 @@ class SlurmExecutor(Executor):
             problem = f"Slurm controller: {exc}"
         cls._ready = (time.monotonic(), problem)
         return problem
-
-
-def _ranges(indexes: list[int]) -> str:
-    """`0-9,12,15-16`: sbatch's --array syntax for sorted indexes."""
-    parts: list[str] = []
-    start = previous = indexes[0]
-    for index in indexes[1:] + [None]:
-        if index is not None and index == previous + 1:
-            previous = index
-            continue
-        parts.append(f"{start}-{previous}" if previous > start else str(start))
-        if index is not None:
-            start = previous = index
-    return ",".join(parts)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)

@@ -1,0 +1,176 @@
+"""The slurm executor's shared folder (`BATCHES_SLURM_DIR`): one folder per submission,
+seen by the worker and by every node.
+
+    <token>/manifest.json    which job and attempt each task is, and the sbatch options;
+                             written before sbatch, so a lost answer can be found again
+    <token>/<i>.json         task i: argv, environment, log file, timeout (for slurm_task.py)
+    <token>/slurm_id         the array job id, once Slurm has answered
+    <token>/<i>.start        written on the node when task i begins (node, log offset)
+    <token>/<i>.exit         written on the node when it ends (code, signal, timed_out, error)
+    <token>/<i>.out          Slurm's own output for task i (a job script that could not start)
+    <token>/done             every task's end has been reported; removed an hour later
+    slurm_task.py            the job script, with the nodes' Python on its first line
+
+Every file another process reads is written to a temporary name and renamed."""
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TASK_SCRIPT = Path(__file__).with_name("slurm_task.py")
+KEEP_FOLDERS = 3600.0  # seconds a finished submission's folder is kept
+
+
+@dataclass
+class Submission:
+    """One sbatch --array: the attempts of one batch sent together."""
+
+    token: str
+    folder: Path
+    options: list[str]
+    slurm_id: str = ""  # "" until sbatch answers or squeue finds it
+    lost_since: float | None = None  # sbatch's answer was lost: look it up since then
+    not_found: int = 0  # controller answers in a row that did not list it
+    tasks: dict[int, "Task"] = field(default_factory=dict)  # open tasks by index
+
+    @property
+    def name(self) -> str:
+        return f"batches-{self.token}"
+
+    def external_id(self, index: int) -> str:
+        return f"{self.slurm_id}_{index}" if self.slurm_id else ""
+
+    @classmethod
+    def create(cls, *, root: Path, token: str, options: list[str], tasks: list[dict[str, Any]]) -> "Submission":
+        """The folder with its task files and manifest (`tasks[i]` is task i)."""
+        folder = root / token
+        folder.mkdir(parents=True)
+        for index, task in enumerate(tasks):
+            (folder / f"{index}.json").write_text(json.dumps(task))
+        manifest = {"attempts": [[task["job_id"], task["attempt"]] for task in tasks], "options": options}
+        write_atomic(folder / "manifest.json", json.dumps(manifest))
+        return cls(token=token, folder=folder, options=options)
+
+    @classmethod
+    def load(cls, *, root: Path, token: str, external_id: str = "") -> "Submission":
+        """A submission another worker made; its array id from the folder or from an
+        attempt's recorded `external_id`, else unknown (its answer was lost)."""
+        folder = root / token
+        manifest = read_json(folder / "manifest.json") or {}
+        recorded = folder / "slurm_id"
+        slurm_id = recorded.read_text().strip() if recorded.exists() else external_id.split("_")[0]
+        return cls(token=token, folder=folder, options=list(manifest.get("options", [])), slurm_id=slurm_id)
+
+    def record_slurm_id(self, slurm_id: str) -> None:
+        self.slurm_id, self.lost_since, self.not_found = slurm_id, None, 0
+        write_atomic(self.folder / "slurm_id", slurm_id)
+
+    def listing(self) -> set[str]:
+        try:
+            return set(os.listdir(self.folder))
+        except OSError:
+            return set()
+
+    def status(self, index: int, kind: str) -> dict | None:
+        """What the node wrote: kind `start` or `exit`; None if nothing (yet)."""
+        return read_json(self.folder / f"{index}.{kind}")
+
+    def has(self, index: int, kind: str) -> bool:
+        return (self.folder / f"{index}.{kind}").exists()
+
+    def mark_done(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.folder / "done").touch()
+
+
+@dataclass
+class Task:
+    """One attempt, as task `index` of its submission."""
+
+    job_id: str
+    attempt: int
+    index: int
+    submission: Submission
+    timeout: int
+    memory_mib: int
+    cpu: int
+    shown: str = ""  # what was last reported: "", "queued:<reason>", "placed", "running"
+    cancel_reason: str = ""
+    exit_seen: float | None = None  # an exit file waits for Slurm's state since then
+
+    @property
+    def external_id(self) -> str:
+        return self.submission.external_id(self.index)
+
+    def status(self, kind: str) -> dict | None:
+        return self.submission.status(self.index, kind)
+
+
+def write_script(*, root: Path, python: str) -> Path:
+    """The job script in the shared folder, with the nodes' Python on its first line
+    (sbatch copies it at each submission)."""
+    lines = TASK_SCRIPT.read_text().splitlines(keepends=True)
+    script = root / "slurm_task.py"
+    temporary = script.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(f"#!{python}\n" + "".join(lines[1:]))
+    temporary.chmod(0o755)
+    temporary.replace(script)
+    return script
+
+
+def find_in_manifests(*, root: Path, keys: set[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, int]]:
+    """(job id, attempt) -> (token, index) for each of `keys` that an unfinished
+    submission holds."""
+    found: dict[tuple[str, int], tuple[str, int]] = {}
+    if not keys:
+        return found
+    for folder in root.iterdir():
+        if not folder.is_dir() or (folder / "done").exists():
+            continue
+        manifest = read_json(folder / "manifest.json")
+        for index, (job_id, attempt) in enumerate((manifest or {}).get("attempts", [])):
+            if (job_id, attempt) in keys:
+                found[(job_id, attempt)] = (folder.name, index)
+    return found
+
+
+def remove_old_folders(*, root: Path) -> None:
+    """Folders whose every end was reported more than KEEP_FOLDERS ago."""
+    limit = time.time() - KEEP_FOLDERS
+    with contextlib.suppress(OSError):
+        for folder in root.iterdir():
+            with contextlib.suppress(OSError):
+                if (folder / "done").stat().st_mtime < limit:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+
+def array_ranges(indexes: list[int]) -> str:
+    """`0-9,12,15-16`: sbatch's --array syntax for sorted indexes."""
+    parts: list[str] = []
+    start = previous = indexes[0]
+    for index in [*indexes[1:], None]:
+        if index is not None and index == previous + 1:
+            previous = index
+            continue
+        parts.append(f"{start}-{previous}" if previous > start else str(start))
+        if index is not None:
+            start = previous = index
+    return ",".join(parts)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
