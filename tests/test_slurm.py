@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from batches.models import Batch
+from batches.services import delete_batches
 from jobs.executors.base import LiveAttempt, Outcome
 from jobs.executors.slurm import SlurmExecutor
 from jobs.executors.slurm_commands import SlurmCommands, SlurmUnavailable
@@ -62,11 +64,17 @@ def _our_cluster() -> bool:
 
 @pytest.fixture
 def slurm(settings, tmp_path):
+    """Settings for the slurm executor; afterwards, whatever the test left in Slurm's
+    queue (its jobs outlive the worker, by design) is cancelled."""
     settings.BATCHES_SLURM_DIR = tmp_path / "slurm"
     settings.BATCHES_SLURM_POLL_MS = 200
     settings.BATCHES_SLURM_COMMAND_TIMEOUT = 3
     SlurmExecutor._ready = (float("-inf"), None)
-    return settings
+    yield settings
+    if (tmp_path / "slurm").exists():
+        for folder in (tmp_path / "slurm").iterdir():
+            if folder.is_dir():
+                subprocess.run(["scancel", f"--name=batches-{folder.name}"], capture_output=True, check=False)  # noqa: S603, S607
 
 
 def slurm_loop(**options) -> WorkerLoop:
@@ -152,9 +160,15 @@ def test_pending_jobs_are_runnable_with_slurms_reason_and_cancel_stops_queued_an
     batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "sleep 120"}} for _ in range(3)], cpu=cpus, memory=200)
     loop = slurm_loop()
     try:
-        drive(loop, lambda: sorted(statuses(batch)) == ["RUNNABLE", "RUNNABLE", "RUNNING"] and len(external_ids(batch)) == 3, timeout=60)
         waiting = Job.objects.filter(batch=batch, status="RUNNABLE")
-        assert all("Resources" in job.reason or "Priority" in job.reason for job in waiting), [j.reason for j in waiting]
+
+        def one_runs_two_wait_for_the_node() -> bool:
+            # Slurm's reason is `None` for a moment before its scheduler has looked.
+            reasons_given = all("Resources" in job.reason or "Priority" in job.reason for job in waiting.all())
+            return sorted(statuses(batch)) == ["RUNNABLE", "RUNNABLE", "RUNNING"] and len(external_ids(batch)) == 3 and reasons_given
+
+        drive(loop, one_runs_two_wait_for_the_node, timeout=60)
+        assert all(job.reason.startswith(f"Queued as {job.attempt_records.get().external_id}: ") for job in waiting.all())
         ids = external_ids(batch)
         assert in_squeue(ids) == set(ids)
         # A retry is refused while the cancel is still on its way to Slurm.
@@ -169,6 +183,21 @@ def test_pending_jobs_are_runnable_with_slurms_reason_and_cancel_stops_queued_an
     for job in Job.objects.filter(batch=batch):
         assert (job.status, job.reason) == ("FAILED", "Cancelled by user")
         assert job.attempt_records.get().state == "ENDED"
+
+
+def test_deleting_a_batch_scancels_its_slurm_jobs(alice, catalog, slurm):
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "sleep 120"}} for _ in range(3)])
+    loop = slurm_loop()
+    try:
+        drive(loop, lambda: statuses(batch) == ["RUNNING"] * 3, timeout=60)
+        ids = external_ids(batch)
+        assert in_squeue(ids) == set(ids)
+        delete_batches(batches=Batch.objects.filter(pk=batch.pk))
+        drive(loop, lambda: not loop.executor.active(), timeout=60)
+    finally:
+        loop.stop()
+    assert in_squeue(ids) == set(), "the deleted batch's jobs still run in Slurm"
+    assert not Job.objects.filter(batch_id=batch.pk).exists()
 
 
 def test_a_lost_sbatch_answer_is_found_again_not_submitted_twice(alice, catalog, slurm, tmp_path):

@@ -172,18 +172,20 @@ class SlurmExecutor(Executor):
         `Queued` reports when the controller did not answer."""
         throttle = settings.BATCHES_SLURM_ARRAY_THROTTLE
         array = array_ranges(indexes) + (f"%{throttle}" if throttle else "")
+        if self._unreachable:  # don't wait for another timeout: it goes out once the controller answers
+            submission.lost_since = -math.inf
+            return self._waiting(submission.tasks.values(), f"Slurm controller unreachable ({self._unreachable}); the submission waits")
         try:
             slurm_id = self.commands.submit(
                 options=[f"--array={array}", *submission.options], script=str(self._script), script_args=[str(submission.folder)]
             )
         except SlurmUnavailable as exc:
-            found = self._look_up(submission)
-            if found is None:
-                submission.lost_since = time.monotonic()
-                self._unreachable = str(exc)
-                logger.warning("sbatch of %s got no answer (%s); it will be looked up before anything is sent again", submission.name, exc)
-                return self._waiting(submission.tasks.values(), f"Slurm controller unreachable ({exc}); the submission waits")
-            slurm_id = found
+            # It may have reached the controller all the same: it is looked up (at the
+            # next poll) before anything is sent again.
+            submission.lost_since = time.monotonic()
+            self._unreachable = str(exc)
+            logger.warning("sbatch of %s got no answer (%s); it will be looked up before anything is sent again", submission.name, exc)
+            return self._waiting(submission.tasks.values(), f"no answer from the Slurm controller ({exc}); the submission waits")
         except SlurmRefused as exc:
             found = self._look_up(submission)
             if found is None:
