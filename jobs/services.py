@@ -15,7 +15,18 @@ from batches.models import Batch
 from batches.selectors import status_counts
 from batchsite.ids import uuid7
 from jobs.models import Job
-from jobs.states import CANCELLED_REASON, HELD, LIVE, QUEUED, UNFINISHED, Status, has_live_attempt, request_cancel, transition
+from jobs.states import (
+    CANCELLED_REASON,
+    HELD,
+    LIVE,
+    QUEUED,
+    UNFINISHED,
+    Status,
+    has_live_attempt,
+    holding_an_attempt,
+    request_cancel,
+    transition,
+)
 from jobs.wakeup import notify_work
 
 
@@ -59,7 +70,7 @@ def cancel_jobs(*, jobs: QuerySet[Job], by: Any = None, reason: str = CANCELLED_
             cancel_requested_by=by,
         )
         # After the queued ones: a job claimed meanwhile is live by now and asked here.
-        live = list(jobs.filter(Q(status__in=LIVE) | Q(status=Status.RUNNABLE) & has_live_attempt()).values_list("pk", flat=True))
+        live = list(jobs.filter(holding_an_attempt()).values_list("pk", flat=True))
         stopping = request_cancel(job_ids=live, by=by, now=now)
         if stopping:
             notify_work()

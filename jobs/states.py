@@ -375,6 +375,12 @@ def has_live_attempt() -> Exists:
     return Exists(Attempt.objects.filter(job=OuterRef("pk"), end_time__isnull=True))
 
 
+def holding_an_attempt() -> Q:
+    """Jobs whose attempt must stop before they can end: STARTING, RUNNING, or RUNNABLE
+    while the attempt waits in a cluster's queue."""
+    return Q(status__in=LIVE) | Q(status=Status.RUNNABLE) & has_live_attempt()
+
+
 def set_reason(*, job_ids: Iterable[Any], status: str, reason: str, guard: Q | None = None) -> int:
     """Change the reason of the jobs of `job_ids` still in `status` (a job waiting in a
     cluster's queue says why, and the why changes: `Priority`, then `Resources`). Not a
@@ -398,7 +404,7 @@ def request_cancel(*, job_ids: Iterable[Any], by: Any = None, now: datetime | No
     changed: list[Any] = []
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        pending = Job.objects.filter(Q(status__in=LIVE) | Q(status=Status.RUNNABLE) & has_live_attempt(), pk__in=chunk)
+        pending = Job.objects.filter(holding_an_attempt(), pk__in=chunk)
         found = list(pending.filter(cancel_requested_at__isnull=True).values_list("pk", flat=True))
         if found:
             Job.objects.filter(pk__in=found, status__in=HELD, cancel_requested_at__isnull=True).update(
