@@ -2,6 +2,7 @@
 batch's jobs. Status changes go through `jobs.states`; workers learn of a cancel by the
 job's cancel request (and, on PostgreSQL, are woken to look at once)."""
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -170,28 +171,19 @@ _PER_ROW = ("id", "index", "args", "log_id")
 
 def create_jobs(*, batch: Batch, arguments: Sequence[dict[str, str]]) -> int:
     """Insert one SUBMITTED job per argument set (`index` is its position), all created
-    at the batch's create_time, 2,000 rows per INSERT. Returns how many. Jobs are born
-    SUBMITTED (the model's default): no transition, no event.
+    at the batch's create_time: one COPY on PostgreSQL, else 2,000 rows per INSERT.
+    Returns how many. Jobs are born SUBMITTED (the model's default): no transition, no
+    event.
 
     Written in SQL because the ORM's bulk_create spent ten times the database's time
     building model instances for a large batch. Values are converted by the model's own
-    fields, so they are stored exactly as the ORM would store them. On PostgreSQL the
-    per-row values travel as four arrays (`INSERT ... SELECT ... FROM UNNEST(...)`)
-    rather than as 24,000 separate parameters.
+    fields, so they are stored exactly as the ORM would store them.
     """
     conn = connections[router.db_for_write(Job)]
+    if conn.vendor == "postgresql":
+        return _copy_jobs(conn=conn, batch=batch, arguments=arguments)
     fields = list(Job._meta.concrete_fields)
-    fixed = {"batch": batch.pk, "create_time": batch.create_time}
-    constants: dict[str, Any] = {}
-    for field in fields:
-        if field.name in _PER_ROW:
-            continue
-        if field.name not in fixed and field.has_default() and callable(field.default):
-            # A callable default (a fresh id, the time now) differs per row: it must be
-            # listed in _PER_ROW or fixed above, not silently shared by every job.
-            raise RuntimeError(f"create_jobs does not know how to fill Job.{field.name}")
-        value = fixed[field.name] if field.name in fixed else field.get_default()
-        constants[field.name] = _prep(field, value, conn)
+    constants = _constants(batch=batch, conn=conn, fields=fields)
     per_row_fields = [Job._meta.get_field(name) for name in _PER_ROW]
     rows_per_insert = _rows_per_insert(conn, len(fields))
     qn = conn.ops.quote_name
@@ -207,18 +199,52 @@ def create_jobs(*, batch: Batch, arguments: Sequence[dict[str, str]]) -> int:
             }
             for field in per_row_fields:
                 columns[field.name] = [_prep(field, value, conn) for value in columns[field.name]]
-            if conn.vendor == "postgresql":
-                # SELECT u.id, %s, u.index, ... FROM UNNEST(%s::uuid[], ...) AS u(...)
-                select = ", ".join(f"u.{qn(f.name)}" if f.name in _PER_ROW else f"%s::{f.db_type(conn)}" for f in fields)
-                arrays = ", ".join(f"%s::{f.db_type(conn)}[]" for f in per_row_fields)
-                names = ", ".join(qn(name) for name in _PER_ROW)
-                sql = f"{insert} SELECT {select} FROM UNNEST({arrays}) AS u({names})"  # noqa: S608 (identifiers and %s only)
-                params = [constants[f.name] for f in fields if f.name not in _PER_ROW] + [columns[name] for name in _PER_ROW]
-            else:
-                row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-                sql = f"{insert} VALUES {', '.join([row] * len(chunk))}"
-                params = [columns[f.name][i] if f.name in _PER_ROW else constants[f.name] for i in range(len(chunk)) for f in fields]
+            row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+            sql = f"{insert} VALUES {', '.join([row] * len(chunk))}"
+            params = [columns[f.name][i] if f.name in _PER_ROW else constants[f.name] for i in range(len(chunk)) for f in fields]
             cursor.execute(sql, params)
+    return len(arguments)
+
+
+def _constants(*, batch: Batch, conn: Any, fields: list[Any]) -> dict[str, Any]:
+    """The value of every column that is the same for all the batch's jobs, converted
+    by its field as the ORM would."""
+    fixed = {"batch": batch.pk, "create_time": batch.create_time}
+    constants: dict[str, Any] = {}
+    for field in fields:
+        if field.name in _PER_ROW:
+            continue
+        if field.name not in fixed and field.has_default() and callable(field.default):
+            # A callable default (a fresh id, the time now) differs per row: it must be
+            # listed in _PER_ROW or fixed above, not silently shared by every job.
+            raise RuntimeError(f"create_jobs does not know how to fill Job.{field.name}")
+        value = fixed[field.name] if field.name in fixed else field.get_default()
+        constants[field.name] = _prep(field, value, conn)
+    return constants
+
+
+def _copy_jobs(*, conn: Any, batch: Batch, arguments: Sequence[dict[str, str]]) -> int:
+    """`create_jobs` on PostgreSQL: one COPY, the server's fastest way in (its INSERT
+    spent most of a 100,000-job submission turning parameters into text, twice). The
+    constant columns are converted by the model's fields as for INSERT; the per-row ones
+    are plain values psycopg writes itself (UUIDs, integers, JSON text)."""
+    fields = list(Job._meta.concrete_fields)
+    constants = _constants(batch=batch, conn=conn, fields=fields)
+    qn = conn.ops.quote_name
+    columns = ", ".join(qn(field.column) for field in fields)
+    positions = {name: i for i, name in enumerate(field.name for field in fields)}
+    template = [constants.get(field.name) for field in fields]
+    slots = [positions[name] for name in _PER_ROW]
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+    with (
+        transaction.atomic(using=conn.alias),
+        conn.cursor() as cursor,
+        cursor.copy(f"COPY {qn(Job._meta.db_table)} ({columns}) FROM STDIN") as copy,
+    ):
+        for index, args in enumerate(arguments):
+            row = template.copy()
+            row[slots[0]], row[slots[1]], row[slots[2]], row[slots[3]] = uuid7(), index, dumps(args), uuid7()
+            copy.write_row(row)
     return len(arguments)
 
 

@@ -79,6 +79,17 @@ def test_surrogate_pairs_are_characters(alice_client, catalog):
     assert jobs[0]["job_argument_list"][0]["argument_value"] == "\U0001f600 \u00e9"
 
 
+def test_argument_values_are_stored_byte_for_byte(alice_client, catalog):
+    """What the bulk insert's text formats could mangle (COPY's escapes, JSON's): each
+    value comes back exactly as sent."""
+    values = ["back\\slash \\N \\\\", "tab\tnew\nline\rcr \"quotes\" 'single'", "\\x00 not a nul", "a,b;c|d", "\u00e9\u4e2d\U0001f600", " "]
+    body = submission(catalog, jobs=[{"args": {"message": value}} for value in values])
+    response = alice_client.post("/batches", body, format="json")
+    assert response.status_code == 201, response.content
+    jobs = alice_client.get(f"/batches/{response.json()['batch_id']}/jobs").json()
+    assert [job["job_argument_list"][0]["argument_value"] for job in jobs] == values
+
+
 @pytest.mark.parametrize("body", [[1, 2], "a string", 42, True, [{"tool_id": "x"}]])
 def test_body_not_an_object(alice_client, nothing_written, body):
     response = alice_client.post("/batches", body, format="json")
