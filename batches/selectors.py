@@ -3,7 +3,7 @@
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
 from batches.models import Batch, Filesystem, Tool
 from jobs.models import Job
@@ -23,6 +23,34 @@ def granted_filesystems(*, user: AbstractBaseUser) -> QuerySet[Filesystem]:
 def user_batches(*, user: AbstractBaseUser) -> QuerySet[Batch]:
     """The caller's batches, with what the Batch shape needs in two queries."""
     return Batch.objects.filter(owner=user, deleted_at__isnull=True).select_related("tool").prefetch_related("filesystems")
+
+
+# What the Batch shape needs of each batch, as plain values (no model instances).
+BATCH_ROW = ("id", "name", "n_jobs", "cpu", "memory", "max_attempts", "timeout_seconds", "create_time", "tool_id")
+
+
+def user_batch_rows(*, user: AbstractBaseUser) -> QuerySet:
+    """The caller's batches as rows of plain values with their tool's name and
+    description: a page of 1,000 batches as model instances (with their tools and
+    prefetched filesystems) cost 25 times its query."""
+    return Batch.objects.filter(owner=user, deleted_at__isnull=True).values(
+        *BATCH_ROW, tool_name=F("tool__name"), tool_description=F("tool__description")
+    )
+
+
+def filesystems_of_page(*, user: AbstractBaseUser, rows: list[dict[str, Any]]) -> dict[Any, list[tuple[Any, str]]]:
+    """Batch id -> its filesystems' (id, name), by name, for a page of `user_batch_rows`
+    in id order, in one query on the id range (an IN list of 1,000 ids cost more to
+    send than to answer)."""
+    found: dict[Any, list[tuple[Any, str]]] = {row["id"]: [] for row in rows}
+    if not rows:
+        return found
+    through = Batch.filesystems.through
+    in_range = through.objects.filter(batch__owner=user, batch_id__gte=rows[0]["id"], batch_id__lte=rows[-1]["id"])
+    for batch_id, fs_id, fs_name in in_range.order_by("filesystem__name").values_list("batch_id", "filesystem_id", "filesystem__name"):
+        if batch_id in found:  # not a deleted batch between two of the page's
+            found[batch_id].append((fs_id, fs_name))
+    return found
 
 
 def get_user_batch(*, user: AbstractBaseUser, batch_id: Any) -> Batch | None:

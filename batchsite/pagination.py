@@ -73,7 +73,7 @@ class KeysetPagination(BasePagination):
         rows = list(queryset[: limit + 1])
         if len(rows) > limit:
             rows = rows[:limit]
-            last = getattr(rows[-1], field)
+            last = rows[-1][field] if isinstance(rows[-1], dict) else getattr(rows[-1], field)
             url = request.build_absolute_uri()
             url = replace_query_param(url, self.cursor_query_param, _encode(last))
             self.next_url = replace_query_param(url, self.limit_query_param, limit)

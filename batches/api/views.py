@@ -19,9 +19,18 @@ from batches.api.serializers import (
     BatchSubmissionSerializer,
     FilesystemSerializer,
     ToolSerializer,
+    batch_representation,
 )
 from batches.models import Batch, Filesystem
-from batches.selectors import get_user_batch, granted_filesystems, status_counts, user_batches, visible_tools
+from batches.selectors import (
+    filesystems_of_page,
+    get_user_batch,
+    granted_filesystems,
+    status_counts,
+    user_batch_rows,
+    user_batches,
+    visible_tools,
+)
 from batches.services import IdempotencyKeyReused, delete_batches, submit_batch, submit_batch_once
 from batchsite.pagination import KeysetPagination
 from batchsite.problems import Unprocessable
@@ -65,8 +74,9 @@ class BatchListView(generics.GenericAPIView):
 
     @extend_schema(operation_id="list_batches", summary="List the caller's batches", responses=BatchSerializer(many=True))
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(BatchSerializer(page, many=True).data)
+        page = self.paginate_queryset(user_batch_rows(user=request.user))
+        filesystems = filesystems_of_page(user=request.user, rows=page)
+        return self.get_paginated_response([batch_representation(row, filesystems[row["id"]]) for row in page])
 
     @extend_schema(
         operation_id="submit_batch",
