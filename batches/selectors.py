@@ -60,9 +60,20 @@ def get_user_batch(*, user: AbstractBaseUser, batch_id: Any) -> Batch | None:
 def status_counts(*, batch: Batch) -> dict[str, int]:
     """Jobs per status, lower-case keys, every status present. One GROUP BY on the
     (batch, status) index."""
+    return _counts(Job.objects.filter(batch=batch))
+
+
+def user_batch_status_counts(*, user: AbstractBaseUser, batch_id: Any) -> dict[str, int] | None:
+    """`status_counts` of the caller's batch `batch_id`, or None if it has no such
+    (undeleted) batch: one query, the ownership checked in its join (a batch always
+    has jobs until it is deleted)."""
+    counts = _counts(Job.objects.filter(batch_id=batch_id, batch__owner=user, batch__deleted_at__isnull=True))
+    return counts if any(counts.values()) else None
+
+
+def _counts(jobs: QuerySet[Job]) -> dict[str, int]:
     counts = {status.lower(): 0 for status in Status.values}
     # COUNT(*), not COUNT(id): PostgreSQL then answers from the index alone.
-    rows = Job.objects.filter(batch=batch).order_by().values_list("status").annotate(n=Count("*"))
-    for status, n in rows:
+    for status, n in jobs.order_by().values_list("status").annotate(n=Count("*")):
         counts[status.lower()] = n
     return counts

@@ -6,6 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from batches.models import Batch
 from jobs.models import Job, JobEvent, Worker
 
 
@@ -17,13 +18,16 @@ def batch_jobs(*, batch_id: Any) -> QuerySet:
 
 
 def get_user_job(*, user: AbstractBaseUser, batch_id: Any, job_id: Any) -> Job | None:
-    """One job with its batch and the batch's filesystems (two queries)."""
+    """One job of the caller's, with its batch (one query)."""
     return (
-        Job.objects.filter(pk=job_id, batch_id=batch_id, batch__owner=user, batch__deleted_at__isnull=True)
-        .select_related("batch")
-        .prefetch_related("batch__filesystems")
-        .first()
+        Job.objects.filter(pk=job_id, batch_id=batch_id, batch__owner=user, batch__deleted_at__isnull=True).select_related("batch").first()
     )
+
+
+def batch_filesystem_ids(*, batch_id: Any) -> list[Any]:
+    """Ids of the batch's filesystems, by name (one query, no model instances)."""
+    through = Batch.filesystems.through
+    return list(through.objects.filter(batch_id=batch_id).order_by("filesystem__name").values_list("filesystem_id", flat=True))
 
 
 def get_user_job_by_log(*, user: AbstractBaseUser, log_id: Any) -> Job | None:

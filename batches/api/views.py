@@ -26,8 +26,8 @@ from batches.selectors import (
     filesystems_of_page,
     get_user_batch,
     granted_filesystems,
-    status_counts,
     user_batch_rows,
+    user_batch_status_counts,
     user_batches,
     visible_tools,
 )
@@ -143,7 +143,10 @@ class BatchDetailView(APIView):
 
     @extend_schema(operation_id="get_batch_status", summary="Job counts per status", responses={200: BatchStatusSerializer, 404: NOT_FOUND})
     def get(self, request: Request, batch_id: str) -> Response:
-        return Response(status_counts(batch=self._batch(request, batch_id)))
+        counts = user_batch_status_counts(user=request.user, batch_id=batch_id)
+        if counts is None:
+            raise Http404
+        return Response(counts)
 
     @extend_schema(operation_id="delete_batch", summary="Delete one batch", description=DELETED, responses={204: None, 404: NOT_FOUND})
     def delete(self, request: Request, batch_id: str) -> Response:

@@ -77,11 +77,11 @@ class JobDetailSerializer(serializers.Serializer):
 
     @extend_schema_field(JobHardwareSerializer)
     def get_hardware(self, job: Job) -> dict[str, Any]:
-        batch = job.batch
+        # The batch's filesystem ids come in the context (jobs.selectors.batch_filesystem_ids).
         return {
-            "filesystems": [str(fs.pk) for fs in batch.filesystems.all()],
-            "memory": batch.memory,
-            "cpu": batch.cpu,
+            "filesystems": [str(fs_id) for fs_id in self.context["filesystem_ids"]],
+            "memory": job.batch.memory,
+            "cpu": job.batch.cpu,
         }
 
 

@@ -20,7 +20,7 @@ from batchsite.problems import Conflict
 from jobs.api.serializers import JobDetailSerializer, JobEventSerializer, JobSerializer
 from jobs.logs import read_log
 from jobs.models import Job
-from jobs.selectors import batch_jobs, get_user_job, get_user_job_by_log, job_events
+from jobs.selectors import batch_filesystem_ids, batch_jobs, get_user_job, get_user_job_by_log, job_events
 from jobs.services import CancelResult, CancelStillStopping, cancel_batch, cancel_jobs, retry_failed_jobs
 from jobs.states import Status
 
@@ -110,7 +110,8 @@ class JobListView(generics.ListAPIView):
 class JobDetailView(APIView):
     @extend_schema(operation_id="get_job", summary="One job's attributes", responses={200: JobDetailSerializer, 404: NOT_FOUND})
     def get(self, request: Request, batch_id: str, job_id: str) -> Response:
-        return Response(JobDetailSerializer(_user_job(request, batch_id, job_id)).data)
+        job = _user_job(request, batch_id, job_id)
+        return Response(JobDetailSerializer(job, context={"filesystem_ids": batch_filesystem_ids(batch_id=job.batch_id)}).data)
 
 
 class JobEventListView(generics.ListAPIView):
