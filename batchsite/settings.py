@@ -41,6 +41,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every answer, problems included, carries the request's id.
+    "batchsite.requests_log.RequestIdMiddleware",
     "batchsite.middleware.ProblemMiddleware",
     "batchsite.middleware.TrailingSlashMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -239,7 +241,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Submit batches of compute jobs (one tool, one hardware configuration, many "
         "argument sets), follow their status and read their logs. Lists are bare JSON "
-        'arrays paginated with `?limit=` and a `Link: <...>; rel="next"` header.'
+        'arrays paginated with `?limit=` and a `Link: <...>; rel="next"` header. Every answer '
+        "carries an `X-Request-ID` header (the client's own, if it sent a sane one) that the "
+        "server's logs carry too."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -254,10 +258,24 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# LOG_FORMAT=json: one JSON object per record (for a log collector); `text` for people.
+# Either way every record written while a request is served carries its request id.
+LOG_FORMAT = envstr("LOG_FORMAT", "text")
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "batchsite.requests_log.RequestIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request_id"], "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
