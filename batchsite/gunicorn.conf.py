@@ -12,6 +12,8 @@ function that writes them is replaced here.
 
 import json
 import os
+import shutil
+import tempfile
 
 from gunicorn import util
 
@@ -39,3 +41,18 @@ def _write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
 
 
 util.write_error = _write_problem
+
+# GET /metrics counts submissions in every web process: prometheus_client's multiprocess
+# mode shares them through files in this folder (set before the workers start, emptied
+# at each start; see batchsite/metrics.py).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="batches-metrics-")
+else:
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+def child_exit(server, worker) -> None:  # noqa: ANN001 (gunicorn's hook)
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -211,6 +211,9 @@ BATCHES_JOB_MAX_PROCESSES = envint("BATCHES_JOB_MAX_PROCESSES", 512, minimum=1)
 BATCHES_LOG_MAX_BYTES = envint("BATCHES_LOG_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
 
 # How long a token lives when issue_token is not told (0: no expiry).
+# GET /metrics: with a token, scrapers send `Authorization: Bearer <token>`; without,
+# only requests from this machine are answered.
+BATCHES_METRICS_TOKEN = envstr("BATCHES_METRICS_TOKEN", "")
 BATCHES_TOKEN_DEFAULT_DAYS = envint("BATCHES_TOKEN_DEFAULT_DAYS", 0)
 
 REST_FRAMEWORK = {

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from batches.api import views as batch_views
 from batchsite.health import healthz, readyz
+from batchsite.metrics import metrics_view
 from jobs.api import views as job_views
 
 urlpatterns = [
@@ -25,6 +26,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
 ]

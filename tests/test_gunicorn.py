@@ -127,6 +127,26 @@ def test_the_throttle_is_shared_by_every_web_process(start_server, alice):
     assert set(codes) == {200, 429}
 
 
+def test_metrics_count_the_submissions_of_every_web_process(start_server, alice, catalog):
+    """Four gunicorn processes each take some of 12 submissions (new connections); one
+    scrape, answered by any of them, counts all 12 (prometheus_client's multiprocess
+    mode, set up by the shipped config)."""
+    port = start_server(WEB_WORKERS="4")
+    token = make_client(alice).token
+    body = json.dumps(submission(catalog)).encode()
+    for _ in range(12):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/batches", body=body, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        assert connection.getresponse().status == 201
+    for _ in range(4):  # whichever process answers
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200 and response.getheader("X-Request-ID")
+        text = response.read().decode()
+        assert "batches_submissions_total 12.0" in text and "batches_submitted_jobs_total 24.0" in text, text[-800:]
+
+
 def test_a_mixed_load_gets_no_server_error_and_loses_nothing(start_server, catalog):
     """Eight clients for 15 s through the shipped gunicorn set-up: submissions (some of
     20,000 jobs), reads, cancels and deletes. No 5xx, and every batch answered 201 is in

@@ -32,6 +32,7 @@ from batches.selectors import (
     visible_tools,
 )
 from batches.services import IdempotencyKeyReused, delete_batches, submit_batch, submit_batch_once
+from batchsite.metrics import count_submission
 from batchsite.pagination import KeysetPagination
 from batchsite.problems import Unprocessable
 
@@ -125,6 +126,8 @@ class BatchListView(generics.GenericAPIView):
             except IdempotencyKeyReused as exc:
                 raise Unprocessable(str(exc)) from exc
         batch = user_batches(user=request.user).get(pk=batch.pk)
+        if created:
+            count_submission(jobs=batch.n_jobs)
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(BatchSerializer(batch).data, status=code, headers={"Location": f"/batches/{batch.pk}"})
 

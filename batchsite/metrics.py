@@ -1,0 +1,132 @@
+"""Prometheus metrics (`GET /metrics`), with the standard client library.
+
+Most figures are read from the database at each scrape, so every web process answers
+the same and nothing is lost when one restarts: jobs per state, queue depth and the
+oldest waiting job, job durations of the last hour, workers per state and the age of
+each live worker's heartbeat. Submissions are counted where they happen (the web
+processes); under gunicorn their counts are shared through prometheus_client's
+multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (batchsite/gunicorn.conf.py sets
+it up).
+
+Who may scrape: with BATCHES_METRICS_TOKEN set, a request carrying
+`Authorization: Bearer <that token>`; without it, requests from this machine only.
+"""
+
+import hmac
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count, F
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.registry import Collector
+
+from batchsite.problems import problem_response
+from jobs.models import Job, Worker
+from jobs.states import QUEUED, Status
+
+SUBMISSIONS = Counter("batches_submissions", "Batches submitted through the API.")
+SUBMITTED_JOBS = Counter("batches_submitted_jobs", "Jobs in the batches submitted through the API.")
+
+_DURATION_WINDOW = timedelta(hours=1)
+_DURATION_SAMPLE = 10_000  # most recent finished jobs a scrape looks at
+_LOOPBACK = {"127.0.0.1", "::1"}
+
+
+def count_submission(*, jobs: int) -> None:
+    SUBMISSIONS.inc()
+    SUBMITTED_JOBS.inc(jobs)
+
+
+class DatabaseCollector(Collector):
+    """What the database says now."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily | SummaryMetricFamily]:
+        now = timezone.now()
+        counts = dict.fromkeys(Status.values, 0)
+        counts.update(Job.objects.order_by().values_list("status").annotate(n=Count("*")))
+        jobs = GaugeMetricFamily("batches_jobs", "Jobs per state.", labels=["state"])
+        for state, n in counts.items():
+            jobs.add_metric([state], n)
+        yield jobs
+        yield GaugeMetricFamily(
+            "batches_queue_depth", "Jobs waiting to run (SUBMITTED, PENDING, RUNNABLE).", value=sum(counts[s] for s in QUEUED)
+        )
+        yield GaugeMetricFamily(
+            "batches_oldest_waiting_seconds", "Age of the oldest job waiting to run (0: none waits).", value=_oldest_wait(now)
+        )
+        yield _durations(now)
+        workers = GaugeMetricFamily("batches_workers", "Workers per state.", labels=["state"])
+        by_state = dict.fromkeys(Worker.State.values, 0)
+        by_state.update(Worker.objects.order_by().values_list("state").annotate(n=Count("*")))
+        for state, n in by_state.items():
+            workers.add_metric([state], n)
+        yield workers
+        heartbeat = GaugeMetricFamily(
+            "batches_worker_heartbeat_age_seconds", "Seconds since each active worker's last heartbeat.", labels=["worker", "executor"]
+        )
+        for name, executor, beat in Worker.objects.filter(state=Worker.State.ACTIVE).values_list("name", "executor", "heartbeat_at"):
+            heartbeat.add_metric([name, executor], max(0.0, (now - beat).total_seconds()))
+        yield heartbeat
+
+
+def _oldest_wait(now: datetime) -> float:
+    # A job is created with its batch, and batch ids grow with time: the oldest waiting
+    # job is in the smallest batch id of each waiting state, the first entry of the
+    # (status, batch, id) index for that state.
+    oldest = None
+    for status in QUEUED:
+        first = Job.objects.filter(status=status).order_by("batch_id").values_list("batch__create_time", flat=True)[:1]
+        for created in first:
+            oldest = created if oldest is None else min(oldest, created)
+    return max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+
+
+def _durations(now: datetime) -> SummaryMetricFamily:
+    finished = (
+        Job.objects.filter(status__in=[Status.SUCCEEDED, Status.FAILED], stop_time__gte=now - _DURATION_WINDOW, start_time__isnull=False)
+        .order_by("-stop_time")
+        .annotate(took=F("stop_time") - F("start_time"))
+        .values_list("took", flat=True)[:_DURATION_SAMPLE]
+    )
+    seconds = [took.total_seconds() for took in finished]
+    summary = SummaryMetricFamily(
+        "batches_job_duration_seconds", "Run time of the jobs that finished in the last hour (at most the last 10,000).", labels=[]
+    )
+    summary.add_metric([], count_value=len(seconds), sum_value=sum(seconds))
+    return summary
+
+
+def _registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector())
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)  # the submission counters of every web process
+    else:
+        registry.register(SUBMISSIONS)
+        registry.register(SUBMITTED_JOBS)
+    return registry
+
+
+def _allowed(request: HttpRequest) -> bool:
+    token = settings.BATCHES_METRICS_TOKEN
+    if token:
+        sent = request.headers.get("Authorization", "")
+        return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
+    return request.META.get("REMOTE_ADDR") in _LOOPBACK
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not _allowed(request):
+        if settings.BATCHES_METRICS_TOKEN:
+            detail = "Send Authorization: Bearer <BATCHES_METRICS_TOKEN>."
+        else:
+            detail = "Metrics are served to this machine only (set BATCHES_METRICS_TOKEN to scrape from elsewhere)."
+        return problem_response(403, detail)
+    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,60 @@
+"""GET /metrics: scraped and parsed with the Prometheus text parser; the figures match
+the database; only this machine or a holder of BATCHES_METRICS_TOKEN may scrape."""
+
+from datetime import timedelta
+
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from batches.models import Batch
+from jobs.executors.base import Capacity
+from jobs.leases import register_worker
+from jobs.models import Job
+from tests.conftest import submission
+
+
+def scrape(client, **headers) -> dict[str, dict[tuple, float]]:
+    response = client.get("/metrics", REMOTE_ADDR=headers.pop("REMOTE_ADDR", "127.0.0.1"), **headers)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain")
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def test_metrics_match_the_database(alice_client, anon_client, catalog):
+    before = scrape(anon_client)
+    submitted_before = before.get("batches_submissions_total", {}).get((), 0)
+    jobs_before = before.get("batches_submitted_jobs_total", {}).get((), 0)
+    batch_id = alice_client.post(
+        "/batches", submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(5)]), format="json"
+    ).json()["batch_id"]
+    jobs = list(Job.objects.filter(batch_id=batch_id).order_by("index"))
+    now = timezone.now()
+    Job.objects.filter(pk=jobs[0].pk).update(status="SUCCEEDED", start_time=now - timedelta(seconds=30), stop_time=now)
+    Job.objects.filter(pk=jobs[1].pk).update(status="RUNNING", start_time=now)
+    Batch.objects.filter(pk=batch_id).update(create_time=now - timedelta(minutes=10))
+    register_worker(executor="local", capacity=Capacity(2, 1024), lease_seconds=30, keeps_attempts=False, isolation={})
+
+    samples = scrape(anon_client)
+    by_state = {dict(labels)["state"]: value for labels, value in samples["batches_jobs"].items()}
+    assert by_state == {"SUBMITTED": 3, "PENDING": 0, "RUNNABLE": 0, "STARTING": 0, "RUNNING": 1, "SUCCEEDED": 1, "FAILED": 0}
+    assert samples["batches_queue_depth"][()] == 3
+    assert 600 <= samples["batches_oldest_waiting_seconds"][()] < 700
+    assert samples["batches_job_duration_seconds_count"][()] == 1
+    assert 29 <= samples["batches_job_duration_seconds_sum"][()] <= 31
+    assert samples["batches_submissions_total"][()] == submitted_before + 1
+    assert samples["batches_submitted_jobs_total"][()] == jobs_before + 5
+    assert dict(samples["batches_workers"])[(("state", "ACTIVE"),)] == 1
+    [(labels, age)] = samples["batches_worker_heartbeat_age_seconds"].items()
+    assert dict(labels)["executor"] == "local" and 0 <= age < 5
+
+
+def test_metrics_are_not_for_everyone(db, anon_client, settings):
+    assert anon_client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 403
+    settings.BATCHES_METRICS_TOKEN = "scrape-secret"
+    assert anon_client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+    assert anon_client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    assert scrape(anon_client, REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer scrape-secret")["batches_queue_depth"][()] == 0
