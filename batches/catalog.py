@@ -33,6 +33,7 @@ class SyncReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # saved all the same, but likely to fail jobs
 
     def __str__(self) -> str:
         return f"{len(self.created)} created, {len(self.updated)} updated, {len(self.unchanged)} unchanged"
@@ -153,8 +154,8 @@ def sync_catalog(*, data: dict[str, Any], create_dirs: bool = True) -> SyncRepor
     unknown = set(data) - {"tools", "filesystems"}
     if unknown:
         raise CatalogError(f"unknown top-level keys {sorted(unknown)}; expected tools and filesystems")
-    tools = [_clean_tool(i, entry) for i, entry in enumerate(data.get("tools") or [])]
-    filesystems = [_clean_filesystem(i, entry) for i, entry in enumerate(data.get("filesystems") or [])]
+    tools = [_clean_tool(i, entry) for i, entry in enumerate(_section(data, "tools"))]
+    filesystems = [_clean_filesystem(i, entry) for i, entry in enumerate(_section(data, "filesystems"))]
     for kind, entries in (("tool", tools), ("filesystem", filesystems)):
         names = [entry["name"] for entry in entries]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -184,4 +185,19 @@ def sync_catalog(*, data: dict[str, Any], create_dirs: bool = True) -> SyncRepor
             record(f"filesystem {values['name']}", created, changed or (granted and not created))
             if create_dirs:
                 Path(values["path"]).mkdir(parents=True, exist_ok=True)
+    for values in tools:
+        program = values["command"][0]
+        if program.startswith("/") and not (Path(program).is_file() and os.access(program, os.X_OK)):
+            report.warnings.append(f"tool {values['name']}: {program} is not an executable file on this machine")
+    for values in filesystems:
+        if not Path(values["path"]).is_dir():
+            report.warnings.append(f"filesystem {values['name']}: {values['path']} is not a directory on this machine")
     return report
+
+
+def _section(data: dict[str, Any], key: str) -> list[Any]:
+    """`data[key]`: a list of entries (missing or empty: none)."""
+    entries = data.get(key) or []
+    if not isinstance(entries, list):
+        raise CatalogError(f"{key} must be a list of mappings, not {type(entries).__name__}")
+    return entries

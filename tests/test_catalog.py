@@ -192,3 +192,28 @@ def test_unreadable_files(db, tmp_path, content, suffix, message):
 def test_missing_file(db, tmp_path):
     with pytest.raises(CommandError, match="no such file"):
         sync(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"tools": 5}, "tools must be a list of mappings, not int"),
+        ({"filesystems": "scratch"}, "filesystems must be a list of mappings, not str"),
+        ({"tools": {"name": "echo"}}, "tools must be a list of mappings, not dict"),
+    ],
+)
+def test_a_malformed_section_is_a_clear_error_not_a_traceback(db, tmp_path, data, message):
+    with pytest.raises(CommandError, match=message):
+        sync(write(tmp_path, data, ".json"))
+
+
+def test_a_missing_program_or_path_is_warned_about(db, tmp_path):
+    data = {
+        "tools": [{"name": "ghost", "command": ["/nonexistent/bin/ghost", "{x}"], "parameters": {"x": {"type": "string"}}}],
+        "filesystems": [{"name": "gone", "path": str(tmp_path / "not-there"), "public": True}],
+    }
+    err = io.StringIO()
+    call_command("sync_catalog", str(write(tmp_path, data)), "--no-create-dirs", stdout=io.StringIO(), stderr=err)
+    assert "tool ghost: /nonexistent/bin/ghost is not an executable file on this machine" in err.getvalue()
+    assert f"filesystem gone: {tmp_path / 'not-there'} is not a directory on this machine" in err.getvalue()
+    assert Tool.objects.filter(name="ghost").exists(), "a warning, not a refusal: the program may exist on the workers"

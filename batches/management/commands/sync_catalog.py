@@ -26,4 +26,6 @@ class Command(BaseCommand):
             self.stdout.write(f"created {label}")
         for label in report.updated:
             self.stdout.write(f"updated {label}")
+        for warning in report.warnings:
+            self.stderr.write(self.style.WARNING(f"warning: {warning}"))
         self.stdout.write(self.style.SUCCESS(f"catalog {path}: {report}"))
