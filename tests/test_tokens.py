@@ -170,3 +170,42 @@ def test_issue_token_unknown_user_without_create_user(db):
 def test_issue_token_refuses_negative_days(alice):
     with pytest.raises(CommandError, match="--days"):
         run_issue_token("alice", "--days", "-1")
+
+
+def test_operators_list_and_revoke_tokens_from_the_command_line(alice, bob, db):
+    import io
+
+    from django.core.management import CommandError, call_command
+    from rest_framework.test import APIClient
+
+    from accounts.models import ApiToken
+    from accounts.services import issue_token
+
+    first, first_secret = issue_token(user=alice, name="laptop")
+    _, second_secret = issue_token(user=alice, name="ci")
+    bobs, bobs_secret = issue_token(user=bob)
+    out = io.StringIO()
+    call_command("list_tokens", stdout=out)
+    listing = out.getvalue()
+    assert first.prefix in listing and bobs.prefix in listing and "laptop" in listing and "3 token(s)" in listing
+    assert first_secret not in listing and first_secret.rsplit("_", 1)[1] not in listing, "a secret was printed"
+    out = io.StringIO()
+    call_command("list_tokens", "bob", stdout=out)
+    assert bobs.prefix in out.getvalue() and first.prefix not in out.getvalue()
+
+    with pytest.raises(CommandError, match="no token with prefix nosuchprefix"):
+        call_command("revoke_token", first.prefix, "nosuchprefix", stdout=io.StringIO())
+    assert ApiToken.objects.get(pk=first.pk).revoked_at is None, "nothing is revoked when a prefix is wrong"
+    call_command("revoke_token", first.prefix, stdout=io.StringIO())
+
+    def status(secret: str) -> int:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        return client.get("/batches").status_code
+
+    assert (status(first_secret), status(second_secret), status(bobs_secret)) == (401, 200, 200)
+    call_command("revoke_token", "--user", "alice", stdout=io.StringIO())
+    assert (status(second_secret), status(bobs_secret)) == (401, 200)
+    out = io.StringIO()
+    call_command("list_tokens", "--active", stdout=out)
+    assert "1 token(s)" in out.getvalue() and bobs.prefix in out.getvalue()

@@ -1,0 +1,27 @@
+"""python manage.py revoke_token PREFIX...: revoke API tokens by their public prefix."""
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts.models import ApiToken
+from accounts.services import revoke_token
+
+
+class Command(BaseCommand):
+    help = "Revoke API tokens by their prefix (the 12 characters after bt_, as list_tokens shows), or every token of --user."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("prefix", nargs="*", help="token prefixes")
+        parser.add_argument("--user", help="revoke every token of this user")
+
+    def handle(self, *args, **options) -> None:
+        if not options["prefix"] and not options["user"]:
+            raise CommandError("name token prefixes, or --user USER")
+        tokens = list(ApiToken.objects.filter(prefix__in=options["prefix"]))
+        missing = sorted(set(options["prefix"]) - {token.prefix for token in tokens})
+        if missing:
+            raise CommandError(f"no token with prefix {', '.join(missing)} (nothing revoked)")
+        if options["user"]:
+            tokens += list(ApiToken.objects.filter(user__username=options["user"]))
+        for token in tokens:
+            revoke_token(token=token)
+        self.stdout.write(self.style.SUCCESS(f"revoked {len({token.pk for token in tokens})} token(s)"))
