@@ -57,6 +57,28 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# Behind a TLS-terminating reverse proxy (the deployment guide, docs/deploy.md), set
+# BATCHES_HTTPS=1: cookies are sent over HTTPS only, plain HTTP is redirected (but for
+# the probes and metrics, which load balancers and scrapers reach directly), the proxy's
+# X-Forwarded-Proto says which was used, and browsers are told to keep to HTTPS (HSTS).
+BATCHES_HTTPS = envbool("BATCHES_HTTPS", False)
+if BATCHES_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$", r"^metrics/?$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = envint("BATCHES_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("BATCHES_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = envbool("BATCHES_HSTS_PRELOAD", False)
+
+# Reverse proxies in front of the web server that append to X-Forwarded-For (0: none;
+# clients' own X-Forwarded-For is then ignored). Throttles and the admin lockout count
+# per client address.
+BATCHES_TRUSTED_PROXIES = envint("BATCHES_TRUSTED_PROXIES", 0)
+AXES_IPWARE_PROXY_COUNT = BATCHES_TRUSTED_PROXIES or None
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if BATCHES_TRUSTED_PROXIES else ("REMOTE_ADDR",)
+
 # The admin login: django-axes counts failures per user name and client address in the
 # database and locks that pair out (BATCHES_LOGIN_FAILURES in a row, for an hour).
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
@@ -235,6 +257,10 @@ REST_FRAMEWORK = {
         "auth_failures": envstr("BATCHES_AUTH_FAILURE_RATE", "60/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # The client's address, for the throttles: the connection's own, or with trusted
+    # proxies in front, the address the nearest of them saw. (DRF's default trusts any
+    # X-Forwarded-For a client sends, so a forged one escaped the failure throttle.)
+    "NUM_PROXIES": BATCHES_TRUSTED_PROXIES,
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%SZ",
     "UNICODE_JSON": True,
 }

@@ -232,3 +232,42 @@ def test_admin_logins_that_keep_failing_are_locked_out(root, settings):
     locked = client.post("/admin/login/?next=/admin/", {"username": "root", "password": "right"})
     assert locked.status_code in (403, 429), locked.status_code
     assert not client.get("/admin/").wsgi_request.user.is_authenticated
+
+
+def test_a_forged_x_forwarded_for_does_not_escape_the_failure_throttle(anon_client, five_failures):
+    """DRF trusts X-Forwarded-For unless told how many proxies there are: a client
+    rotating the header was a new address each time, and guessed tokens freely."""
+    codes = [
+        anon_client.get("/batches", HTTP_AUTHORIZATION="Bearer bt_nope_guess", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}").status_code
+        for i in range(8)
+    ]
+    assert codes == [401] * 5 + [429] * 3, codes
+
+
+def test_a_forged_x_forwarded_for_does_not_escape_the_admin_lockout(root, settings):
+    from django.test import Client
+
+    root.set_password("right")
+    root.save()
+    client = Client()
+    codes = [
+        client.post(
+            "/admin/login/?next=/admin/", {"username": "root", "password": "wrong"}, HTTP_X_FORWARDED_FOR=f"198.51.100.{i}"
+        ).status_code
+        for i in range(settings.AXES_FAILURE_LIMIT + 2)
+    ]
+    assert codes[settings.AXES_FAILURE_LIMIT - 1 :] == [429] * 3, codes
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(anon_client, five_failures, settings):
+    """With BATCHES_TRUSTED_PROXIES=1 the address the proxy appended is the client's:
+    two clients behind the same proxy are throttled apart; what a client put in front
+    of the proxy's entry changes nothing."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+
+    def attempt(client_address: str, forged: str = "") -> int:
+        chain = f"{forged}, {client_address}" if forged else client_address
+        return anon_client.get("/batches", HTTP_AUTHORIZATION="Bearer bt_nope_guess", HTTP_X_FORWARDED_FOR=chain).status_code
+
+    assert [attempt("203.0.113.7", forged=f"10.0.0.{i}") for i in range(6)] == [401] * 5 + [429]
+    assert attempt("203.0.113.8") == 401
