@@ -15,7 +15,12 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-venv: $(BIN)/.installed
+# The command-line client, runnable from anywhere: .venv/bin/batches (`batches --help`).
+$(BIN)/batches: $(BIN)/.installed
+	@printf '#!/bin/sh\nPYTHONPATH="%s$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s/python" -m client "$$@"\n' "$(CURDIR)" "$(abspath $(BIN))" > $@
+	@chmod +x $@
+
+venv: $(BIN)/.installed $(BIN)/batches
 
 $(DATA)/secret_key:
 	@mkdir -p $(DATA)

@@ -1,0 +1,95 @@
+"""The HTTP side of the `batches` client: where the service is, the token, and one
+clear error per failed call. No Django here: the client runs wherever Python does.
+
+The URL and token come from the command line, else the environment (BATCHES_URL,
+BATCHES_TOKEN), else `~/.config/batches/config.toml` (`url = "..."`, `token = "..."`;
+BATCHES_CONFIG names another file)."""
+
+import os
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class ApiError(Exception):
+    """A call the service refused or could not answer, as one line a person can act on."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str
+    token: str
+
+    @classmethod
+    def load(cls, *, url: str | None = None, token: str | None = None) -> "Settings":
+        path = Path(os.environ.get("BATCHES_CONFIG", Path.home() / ".config" / "batches" / "config.toml"))
+        stored: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                stored = tomllib.loads(path.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ApiError(f"{path}: {exc}") from None
+        url = url or os.environ.get("BATCHES_URL") or stored.get("url") or DEFAULT_URL
+        token = token or os.environ.get("BATCHES_TOKEN") or stored.get("token") or ""
+        if not token:
+            raise ApiError(f'no token: set BATCHES_TOKEN, pass --token, or put token = "..." in {path}')
+        return cls(url=url.rstrip("/"), token=token)
+
+
+class Api:
+    def __init__(self, settings: Settings, *, timeout: float = 60.0) -> None:
+        self.http = httpx.Client(base_url=settings.url, headers={"Authorization": f"Bearer {settings.token}"}, timeout=timeout)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach {self.http.base_url}: {exc}") from None
+        if response.status_code >= 400:
+            raise ApiError(describe(response))
+        return response
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
+
+    def post(self, path: str, body: Any = None) -> Any:
+        response = self.request("POST", path, json=body)
+        return response.json() if response.content else None
+
+    def delete(self, path: str) -> None:
+        self.request("DELETE", path)
+
+    def pages(self, path: str, **params: Any) -> Iterator[Any]:
+        """Every item of a list route, following its `Link: rel="next"` pages."""
+        response = self.request("GET", path, params={"limit": 1000, **{k: v for k, v in params.items() if v is not None}})
+        while True:
+            yield from response.json()
+            following = response.links.get("next", {}).get("url")
+            if not following:
+                return
+            response = self.request("GET", following)
+
+    def log(self, log_id: str, *, offset: int = 0) -> tuple[bytes, int]:
+        response = self.request("GET", f"/logs/{log_id}", params={"offset": offset})
+        return response.content, int(response.headers.get("X-Log-Size", offset + len(response.content)))
+
+
+def describe(response: httpx.Response) -> str:
+    """`404 Not Found: no batch ...` or `400: jobs[0].args.message: required`."""
+    try:
+        problem = response.json()
+    except ValueError:
+        return f"{response.status_code} {response.reason_phrase}"
+    if not isinstance(problem, dict):
+        return f"{response.status_code} {response.reason_phrase}"
+    errors = problem.get("errors") or []
+    if errors:
+        fields = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in errors)
+        return f"{response.status_code} {problem.get('title', response.reason_phrase)}: {fields}"
+    return f"{response.status_code} {problem.get('title', response.reason_phrase)}: {problem.get('detail', '')}".rstrip(": ")

@@ -1,0 +1,314 @@
+"""`batches`: the service from a terminal.
+
+    batches tools
+    batches submit echo --arg message=hi --sweep n=1,2,3 [--from-file jobs.csv|jobs.jsonl] [--watch]
+    batches ls | status BATCH | watch BATCH | jobs BATCH [--status FAILED]
+    batches logs BATCH JOB [-f]
+    batches cancel BATCH [JOB] | retry BATCH | rm BATCH
+
+Every read takes `--json` (the API's own JSON, for scripts). Tools and filesystems are
+named by name or id. An error is one line on stderr and a non-zero exit; `watch` exits
+0 only when every job of the batch succeeded.
+"""
+
+import csv
+import io
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from client.api import Api, ApiError, Settings
+
+STATES = ["submitted", "pending", "runnable", "starting", "running", "succeeded", "failed"]
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _api(ctx: click.Context) -> Api:
+    return ctx.obj["api"]
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+class _Group(click.Group):
+    """API errors as one line and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ApiError as exc:
+            click.echo(f"batches: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, help=__doc__.split("\n\n")[0])
+@click.option("--url", envvar="BATCHES_URL", help="The service (default http://127.0.0.1:8000).")
+@click.option("--token", envvar="BATCHES_TOKEN", help="An API token (issue_token).")
+@click.pass_context
+def main(ctx: click.Context, url: str | None, token: str | None) -> None:
+    ctx.ensure_object(dict)
+    try:
+        ctx.obj["api"] = Api(Settings.load(url=url, token=token))
+    except ApiError as exc:
+        click.echo(f"batches: {exc}", err=True)
+        ctx.exit(1)
+
+
+# -- catalog ----------------------------------------------------------------------------
+def _find(items: list[dict[str, Any]], key: str, wanted: str, kind: str) -> dict[str, Any]:
+    for item in items:
+        if wanted in (item[f"{key}_id"], item[f"{key}_name"]):
+            return item
+    names = ", ".join(sorted(item[f"{key}_name"] for item in items)) or "none"
+    raise ApiError(f"no {kind} {wanted!r} (yours: {names})")
+
+
+@main.command(help="Tools you can run, with their parameters.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tools(ctx: click.Context, as_json: bool) -> None:
+    found = list(_api(ctx).pages("/tools"))
+    if as_json:
+        return _print_json(found)
+    table = _table("name", "parameters", "description", "id")
+    for tool in found:
+        parameters = ", ".join(f"{name}:{p['type']}{'' if p.get('required') else '?'}" for name, p in tool.get("parameters", {}).items())
+        table.add_row(tool["tool_name"], parameters, tool["tool_description"], tool["tool_id"])
+    out.print(table)
+
+
+# -- submitting -------------------------------------------------------------------------
+def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint=option)
+        pairs.append((key, rest))
+    return pairs
+
+
+def _jobs_from_file(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".csv":
+        return [dict(row) for row in csv.DictReader(io.StringIO(text))]
+    jobs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise click.BadParameter(f"{path}:{number}: not JSON ({exc})", param_hint="--from-file") from None
+        if not isinstance(item, dict):
+            raise click.BadParameter(f"{path}:{number}: not an object", param_hint="--from-file")
+        jobs.append(item["args"] if isinstance(item.get("args"), dict) else item)
+    return jobs
+
+
+def build_jobs(args: list[tuple[str, str]], sweeps: list[tuple[str, str]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One job per row of the file (or one job), times every combination of the sweeps;
+    `--arg` values apply to all."""
+    fixed = dict(args)
+    combinations = [
+        dict(zip([k for k, _ in sweeps], values, strict=True)) for values in itertools.product(*[v.split(",") for _, v in sweeps])
+    ]
+    return [{"args": {**fixed, **row, **combo}} for row in (rows or [{}]) for combo in combinations]
+
+
+@main.command(help="Submit a batch of TOOL (a name or an id).")
+@click.argument("tool")
+@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="An argument for every job.")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2", help="One job per value (several: every combination).")
+@click.option(
+    "--from-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Jobs from a .csv (header: keys) or .jsonl file."
+)
+@click.option("--cpu", type=int, default=1, show_default=True)
+@click.option("--memory", type=int, default=256, show_default=True, help="MiB per job.")
+@click.option("--fs", "filesystems", multiple=True, help="A filesystem to expose (name or id).")
+@click.option("--name", default="")
+@click.option("--max-attempts", type=int, default=1, show_default=True)
+@click.option("--timeout", type=int, default=None, help="Seconds per attempt (default: the tool's).")
+@click.option("--watch", "then_watch", is_flag=True, help="Then follow it to the end (as `watch`).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def submit(
+    ctx: click.Context,
+    tool: str,
+    args: tuple,
+    sweeps: tuple,
+    from_file: Path | None,
+    cpu: int,
+    memory: int,
+    filesystems: tuple,
+    name: str,
+    max_attempts: int,
+    timeout: int | None,
+    then_watch: bool,
+    as_json: bool,
+) -> None:  # noqa: E501
+    api = _api(ctx)
+    chosen = _find(list(api.pages("/tools")), "tool", tool, "tool")
+    known = list(api.pages("/filesystems")) if filesystems else []
+    jobs = build_jobs(_pairs(args, "--arg"), _pairs(sweeps, "--sweep"), _jobs_from_file(from_file) if from_file else [])
+    body = {
+        "tool_id": chosen["tool_id"],
+        "hardware": {
+            "cpu": cpu,
+            "memory": memory,
+            "filesystem_list": [_find(known, "filesystem", fs, "filesystem")["filesystem_id"] for fs in filesystems],
+        },
+        "jobs": jobs,
+        "name": name,
+        "max_attempts": max_attempts,
+        "timeout_seconds": timeout,
+    }
+    batch = api.post("/batches", body)
+    if as_json:
+        _print_json(batch)
+    else:
+        out.print(f"submitted {batch['n_jobs']} job(s) of {chosen['tool_name']}: batch {batch['batch_id']}")
+    if then_watch:
+        ctx.invoke(watch, batch=batch["batch_id"])
+
+
+# -- following --------------------------------------------------------------------------
+@main.command(name="ls", help="Your batches.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_batches(ctx: click.Context, as_json: bool) -> None:
+    found = list(_api(ctx).pages("/batches"))
+    if as_json:
+        return _print_json(found)
+    table = _table("batch", "tool", "jobs", "name", "created")
+    for batch in found:
+        table.add_row(batch["batch_id"], batch["batch_tool"]["tool_name"], str(batch["n_jobs"]), batch["name"], batch["create_time"])
+    out.print(table)
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    return "  ".join(f"{state} {counts[state]}" for state in STATES if counts.get(state))
+
+
+@main.command(help="Job counts per state.")
+@click.argument("batch")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, batch: str, as_json: bool) -> None:
+    counts = _api(ctx).get(f"/batches/{batch}")
+    if as_json:
+        return _print_json(counts)
+    out.print(f"{sum(counts.values())} job(s): {_counts_line(counts)}")
+
+
+@main.command(help="Follow a batch to its end: exit 0 only if every job succeeded.")
+@click.argument("batch")
+@click.option("--every", type=float, default=1.0, show_default=True, help="Seconds between looks.")
+@click.pass_context
+def watch(ctx: click.Context, batch: str, every: float = 1.0) -> None:
+    api = _api(ctx)
+    counts = api.get(f"/batches/{batch}")
+    total = sum(counts.values())
+    started, first_done = time.monotonic(), counts["succeeded"] + counts["failed"]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[detail]}"),
+    ]
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(f"batch {batch[:8]}", total=total, detail="")
+        while True:
+            done = counts["succeeded"] + counts["failed"]
+            elapsed = time.monotonic() - started
+            rate = (done - first_done) / elapsed if elapsed > 0 else 0.0
+            progress.update(task, completed=done, detail=f"{_counts_line(counts)}  {rate:.1f} jobs/s")
+            if done >= total:
+                break
+            time.sleep(every)
+            counts = api.get(f"/batches/{batch}")
+    out.print(f"batch {batch}: {_counts_line(counts)}")
+    ctx.exit(0 if counts["succeeded"] == total else 1)
+
+
+@main.command(help="Jobs of a batch, in submission order.")
+@click.argument("batch")
+@click.option("--status", "state", type=click.Choice([s.upper() for s in STATES], case_sensitive=False), help="Only jobs in this state.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def jobs(ctx: click.Context, batch: str, state: str | None, as_json: bool) -> None:
+    found = list(_api(ctx).pages(f"/batches/{batch}/jobs", status=state.upper() if state else None))
+    if as_json:
+        return _print_json(found)
+    table = _table("job", "status", "arguments", "reason")
+    for job in found:
+        arguments = " ".join(f"{a['argument_key']}={a['argument_value']}" for a in job["job_argument_list"])
+        table.add_row(job["job_id"], job["status"], arguments, job["reason"])
+    out.print(table)
+
+
+@main.command(help="A job's output (stdout and stderr); -f follows it while it runs.")
+@click.argument("batch")
+@click.argument("job")
+@click.option("-f", "--follow", is_flag=True)
+@click.option("--every", type=float, default=0.5, show_default=True, help="Seconds between looks when following.")
+@click.pass_context
+def logs(ctx: click.Context, batch: str, job: str, follow: bool, every: float) -> None:
+    api = _api(ctx)
+    offset = 0
+    while True:
+        detail = api.get(f"/batches/{batch}/jobs/{job}")  # before the read: a job seen ended has written all
+        data, size = api.log(detail["log_id"], offset=offset)
+        if data:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            offset += len(data)
+        if offset < size:
+            continue
+        if not follow or detail["status"] in ("SUCCEEDED", "FAILED"):
+            return
+        time.sleep(every)
+
+
+# -- acting -----------------------------------------------------------------------------
+@main.command(help="Cancel a batch's unfinished jobs, or one job.")
+@click.argument("batch")
+@click.argument("job", required=False)
+@click.pass_context
+def cancel(ctx: click.Context, batch: str, job: str | None) -> None:
+    path = f"/batches/{batch}/jobs/{job}/cancel" if job else f"/batches/{batch}/cancel"
+    result = _api(ctx).post(path) or {}
+    out.print(f"cancelled: {json.dumps(result)}")
+
+
+@main.command(help="Run a batch's failed jobs again.")
+@click.argument("batch")
+@click.pass_context
+def retry(ctx: click.Context, batch: str) -> None:
+    result = _api(ctx).post(f"/batches/{batch}/retry") or {}
+    out.print(f"retried {result.get('changed', 0)} job(s)")
+
+
+@main.command(name="rm", help="Delete batches (their jobs are stopped, their logs removed).")
+@click.argument("batches", nargs=-1, required=True)
+@click.pass_context
+def remove(ctx: click.Context, batches: tuple[str, ...]) -> None:
+    for batch in batches:
+        _api(ctx).delete(f"/batches/{batch}")
+        out.print(f"deleted {batch}")

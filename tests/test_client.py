@@ -1,0 +1,89 @@
+"""The `batches` command-line client against a live server (gunicorn with the shipped
+config) and a real worker, run as a user would run it: a process, its output read."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.conftest import make_client
+from tests.test_gunicorn import start_server  # noqa: F401 (a fixture)
+from tests.worker_helpers import ROOT, script_tool, start_worker, stop_worker_process, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture
+def cli(start_server, alice, catalog):  # noqa: F811
+    script_tool()
+    port = start_server()
+    worker = start_worker()
+    env = {
+        "PATH": os.environ["PATH"],
+        "BATCHES_URL": f"http://127.0.0.1:{port}",
+        "BATCHES_TOKEN": make_client(alice).token,
+        "HOME": "/nonexistent",
+    }
+
+    def run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "client", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        if check:
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done
+
+    yield run
+    stop_worker_process(worker)
+
+
+def test_submit_a_sweep_watch_it_and_read_its_jobs_and_logs(cli, tmp_path):
+    assert "echo" in cli("tools").stdout
+    batch = json.loads(cli("submit", "echo", "--sweep", "message=alpha,beta,gamma", "--json").stdout)
+    assert batch["n_jobs"] == 3 and batch["batch_tool"]["tool_name"] == "echo"
+    watched = cli("watch", batch["batch_id"], "--every", "0.2")
+    assert "succeeded 3" in watched.stdout
+    jobs = json.loads(cli("jobs", batch["batch_id"], "--json").stdout)
+    assert sorted(a["argument_value"] for job in jobs for a in job["job_argument_list"]) == ["alpha", "beta", "gamma"]
+    assert {job["status"] for job in jobs} == {"SUCCEEDED"}
+    assert "message=beta" in cli("jobs", batch["batch_id"]).stdout
+    first = next(job for job in jobs if job["job_argument_list"][0]["argument_value"] == "alpha")
+    assert cli("logs", batch["batch_id"], first["job_id"]).stdout == "alpha\n"
+    assert "succeeded 3" in cli("status", batch["batch_id"]).stdout
+    assert batch["batch_id"] in cli("ls").stdout
+    # Jobs from a file, a sweep on top: 2 rows x 2 values.
+    rows = tmp_path / "jobs.csv"
+    rows.write_text("message\nfrom-file-1\nfrom-file-2\n")
+    from_file = json.loads(cli("submit", "echo", "--from-file", str(rows), "--json").stdout)
+    assert from_file["n_jobs"] == 2
+    cli("rm", from_file["batch_id"])
+    assert cli("status", from_file["batch_id"], check=False).returncode == 1
+
+
+def test_logs_follow_a_running_job_to_its_end(cli):
+    batch = json.loads(cli("submit", "script", "--arg", "script=echo one; sleep 1.5; echo two", "--json").stdout)
+    job = json.loads(cli("jobs", batch["batch_id"], "--json").stdout)[0]
+    wait_for(lambda: json.loads(cli("jobs", batch["batch_id"], "--json").stdout)[0]["status"] == "RUNNING", timeout=30)
+    followed = cli("logs", batch["batch_id"], job["job_id"], "-f", "--every", "0.1")
+    assert followed.stdout == "one\ntwo\n"
+
+
+def test_cancel_and_a_failed_watch_exit_non_zero(cli):
+    batch = json.loads(cli("submit", "script", "--sweep", "script=sleep 60,sleep 61", "--json").stdout)
+    wait_for(lambda: "running 2" in cli("status", batch["batch_id"]).stdout, timeout=30)
+    assert "cancelled" in cli("cancel", batch["batch_id"]).stdout
+    watched = cli("watch", batch["batch_id"], "--every", "0.2", check=False)
+    assert watched.returncode == 1 and "failed 2" in watched.stdout
+    assert {job["reason"] for job in json.loads(cli("jobs", batch["batch_id"], "--status", "failed", "--json").stdout)} == {
+        "Cancelled by user"
+    }
+
+
+def test_errors_are_one_line_and_non_zero(cli):
+    missing = cli("status", str(uuid.uuid4()), check=False)
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and missing.stderr.startswith("batches: 404")
+    unknown = cli("submit", "no-such-tool", "--arg", "x=1", check=False)
+    assert unknown.returncode == 1 and "no tool 'no-such-tool' (yours: " in unknown.stderr
+    bad = cli("submit", "echo", "--arg", "colour=red", check=False)
+    assert bad.returncode == 1 and "jobs[0].args" in bad.stderr and "Traceback" not in bad.stderr
