@@ -41,6 +41,8 @@ class Command(BaseCommand):
         self.stdout.write("Then, with the batch_id it prints:")
         self.stdout.write(f"  curl -s -H {auth} {url}/batches/BATCH_ID")
         self.stdout.write(f"  curl -s -H {auth} {url}/batches/BATCH_ID/jobs")
+        self.stdout.write("Or with the command-line client, following the batch to its end:")
+        self.stdout.write(f"  BATCHES_URL={url} BATCHES_TOKEN={token} .venv/bin/batches submit echo --sweep message=hello,world --watch\n")
         self.stdout.write(f"API docs: {url}/api/docs/   Admin: {url}/admin/ (make superuser first)\n")
 
     def _token(self, *, user: Any, path: str) -> str:
