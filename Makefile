@@ -8,11 +8,18 @@ PORT ?= 8000
 
 .PHONY: run test lint venv clean superuser shell manage port-free
 
+# uv installs the same pins in seconds where it is on the machine; pip otherwise.
+INSTALL = if command -v uv >/dev/null 2>&1; then uv pip install --quiet --python $(BIN)/python -r $(1); else $(BIN)/pip install --quiet --disable-pip-version-check -r $(1); fi
+
+# What running needs (make run); the test tools come with make test.
 $(BIN)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.12 ...)")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(call INSTALL,requirements.txt)
+	touch $@
+
+$(BIN)/.dev-installed: requirements-dev.txt $(BIN)/.installed
+	$(call INSTALL,requirements-dev.txt)
 	touch $@
 
 # The command-line client, runnable from anywhere: .venv/bin/batches (`batches --help`).
@@ -58,7 +65,7 @@ shell: venv $(DATA)/secret_key
 manage: venv $(DATA)/secret_key
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py $(ARGS)
 
-lint: venv
+lint: venv $(BIN)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	SECRET_KEY=lint-only $(BIN)/python manage.py makemigrations --check --dry-run
