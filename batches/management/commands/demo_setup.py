@@ -5,6 +5,8 @@ Used by `make run`; safe to run again: with `--token-file` the token is kept the
 
 import os
 import shlex
+import sys
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -42,7 +44,12 @@ class Command(BaseCommand):
         self.stdout.write(f"  curl -s -H {auth} {url}/batches/BATCH_ID")
         self.stdout.write(f"  curl -s -H {auth} {url}/batches/BATCH_ID/jobs")
         self.stdout.write("Or with the command-line client, following the batch to its end:")
-        self.stdout.write(f"  BATCHES_URL={url} BATCHES_TOKEN={token} .venv/bin/batches submit echo --sweep message=hello,world --watch\n")
+        client = Path(sys.executable).parent / "batches"  # next to this virtualenv's python (make venv puts it there)
+        if client.is_relative_to(Path.cwd()):
+            client = client.relative_to(Path.cwd())
+        self.stdout.write(
+            f"  BATCHES_URL={url} BATCHES_TOKEN={token} {shlex.quote(str(client))} submit echo --sweep message=hello,world --watch\n"
+        )
         self.stdout.write(f"API docs: {url}/api/docs/   Admin: {url}/admin/ (make superuser first)\n")
 
     def _token(self, *, user: Any, path: str) -> str:
