@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from batchsite.problems import problem_response
 from jobs.models import Job, Worker
+from jobs.selectors import jobs_per_state, oldest_waiting_since
 from jobs.states import QUEUED, Status
 
 SUBMISSIONS = Counter("batches_submissions", "Batches submitted through the API.")
@@ -48,8 +49,7 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | SummaryMetricFamily]:
         now = timezone.now()
-        counts = dict.fromkeys(Status.values, 0)
-        counts.update(Job.objects.order_by().values_list("status").annotate(n=Count("*")))
+        counts = jobs_per_state()
         jobs = GaugeMetricFamily("batches_jobs", "Jobs per state.", labels=["state"])
         for state, n in counts.items():
             jobs.add_metric([state], n)
@@ -76,14 +76,7 @@ class DatabaseCollector(Collector):
 
 
 def _oldest_wait(now: datetime) -> float:
-    # A job is created with its batch, and batch ids grow with time: the oldest waiting
-    # job is in the smallest batch id of each waiting state, the first entry of the
-    # (status, batch, id) index for that state.
-    oldest = None
-    for status in QUEUED:
-        first = Job.objects.filter(status=status).order_by("batch_id").values_list("batch__create_time", flat=True)[:1]
-        for created in first:
-            oldest = created if oldest is None else min(oldest, created)
+    oldest = oldest_waiting_since()
     return max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
 
 

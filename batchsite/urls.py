@@ -6,6 +6,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from batches.api import views as batch_views
+from batchsite.dashboard import dashboard_view
 from batchsite.health import healthz, readyz
 from batchsite.metrics import metrics_view
 from jobs.api import views as job_views
@@ -28,6 +29,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("readyz", readyz, name="readyz"),
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
 ]
 

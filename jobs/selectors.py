@@ -1,13 +1,15 @@
 """Reads of jobs, always through a batch the caller owns."""
 
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from batches.models import Batch
 from jobs.models import Job, JobEvent, Worker
+from jobs.states import QUEUED, UNFINISHED, Status
 
 
 def batch_jobs(*, batch_id: Any) -> QuerySet:
@@ -51,3 +53,46 @@ def live_worker_isolation() -> dict[str, bool]:
         for part, in_force in (report or {}).items():
             parts[part] = parts.get(part, True) and bool(in_force)
     return parts
+
+
+def jobs_per_state() -> dict[str, int]:
+    """Every state's job count, the whole table (one GROUP BY on the status index)."""
+    counts = dict.fromkeys(Status.values, 0)
+    counts.update(Job.objects.order_by().values_list("status").annotate(n=Count("*")))
+    return counts
+
+
+def oldest_waiting_since() -> datetime | None:
+    """When the oldest job still waiting to run (SUBMITTED, PENDING, RUNNABLE) was
+    created, or None. A job is created with its batch and batch ids grow with time: the
+    oldest waiting job is in the smallest batch id of each waiting state, the first entry
+    of the (status, batch, id) index for that state: a few index look-ups, whatever the
+    backlog."""
+    oldest = None
+    for status in QUEUED:
+        for created in Job.objects.filter(status=status).order_by("batch_id").values_list("batch__create_time", flat=True)[:1]:
+            oldest = created if oldest is None else min(oldest, created)
+    return oldest
+
+
+def unfinished_jobs_by_batch() -> dict[Any, int]:
+    """Batch id -> its jobs not finished yet (an index-only walk of the unfinished ones)."""
+    return dict(Job.objects.filter(status__in=UNFINISHED).order_by().values_list("batch_id").annotate(n=Count("*")))
+
+
+def active_workers() -> list[dict[str, Any]]:
+    """Active workers with their offer, their live attempts and their last heartbeat."""
+    from jobs.models import Attempt
+
+    live = dict(
+        Attempt.objects.filter(end_time__isnull=True, worker__state=Worker.State.ACTIVE)
+        .order_by()
+        .values_list("worker_id")
+        .annotate(n=Count("*"))
+    )
+    workers = (
+        Worker.objects.filter(state=Worker.State.ACTIVE)
+        .order_by("name")
+        .values("id", "name", "executor", "node", "cpus", "memory_mib", "heartbeat_at", "lease_expires")
+    )
+    return [{**worker, "attempts": live.get(worker["id"], 0)} for worker in workers]

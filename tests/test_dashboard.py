@@ -1,0 +1,64 @@
+"""The operators' dashboard: what runs, what waits, whose, and which workers are alive,
+in a fixed number of queries whatever the number of jobs."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from batches.models import Batch
+from jobs.executors.base import Capacity
+from jobs.leases import register_worker
+from jobs.models import Job
+from tests.conftest import submission
+
+
+@pytest.fixture
+def operator(db) -> Client:
+    """A staff user who may only view jobs and batches (not a superuser)."""
+    user = User.objects.create_user("operator", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=["view_job", "view_batch", "view_worker"]))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_dashboard_answers_what_runs_what_waits_and_whose(operator, alice_client, bob_client, catalog):
+    alices = alice_client.post(
+        "/batches", submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(4)]), format="json"
+    ).json()
+    bob_client.post("/batches", submission(catalog, tool="sleep", jobs=[{"args": {"seconds": 1}}]), format="json")
+    Batch.objects.filter(pk=alices["batch_id"]).update(create_time=timezone.now() - timedelta(minutes=5))
+    Job.objects.filter(batch_id=alices["batch_id"], index=0).update(status="SUCCEEDED")
+    register_worker(executor="local", capacity=Capacity(2, 1024), lease_seconds=30, keeps_attempts=False, isolation={})
+    operator.get("/admin/dashboard/")
+    with CaptureQueriesContext(connection) as queries:
+        response = operator.get("/admin/dashboard/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Jobs per state (5)" in page and "4 job(s) waiting to run; the oldest since" in page
+    context = response.context
+    assert dict(context["states"])["SUCCEEDED"] == 1 and dict(context["states"])["SUBMITTED"] == 4
+    assert dict(context["per_user"]) == {"alice": 3, "bob": 1}
+    assert dict(context["per_tool"]) == {"echo": 3, "sleep": 1}
+    assert 300 <= context["oldest_waiting_seconds"] < 400
+    assert [w["cpus"] for w in context["workers"]] == [2] and context["workers"][0]["heartbeat_age"] < 5
+    fixed = len(queries.captured_queries)
+    # Ten more batches of jobs change nothing in the number of queries.
+    for _ in range(10):
+        alice_client.post("/batches", submission(catalog), format="json")
+    with CaptureQueriesContext(connection) as queries:
+        operator.get("/admin/dashboard/")
+    assert len(queries.captured_queries) == fixed, [q["sql"][:120] for q in queries.captured_queries]
+    assert "/admin/dashboard/" in operator.get("/admin/").content.decode()
+
+
+def test_the_dashboard_is_for_staff_only(alice, db):
+    client = Client()
+    assert client.get("/admin/dashboard/").status_code == 302
+    client.force_login(alice)
+    assert client.get("/admin/dashboard/").status_code == 302
