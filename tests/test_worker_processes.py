@@ -263,3 +263,32 @@ def test_attempts_that_outlive_their_worker_are_adopted_not_run_twice(alice, cat
         assert JobEvent.objects.filter(job=job, to_status="SUCCEEDED").count() == 1
         assert b"finished" in Path(settings.BATCHES_LOG_DIR / f"{job.log_id}.log").read_bytes()
     assert Worker.objects.get(pid=first.pid).state == ("LOST" if how == "SIGKILL" else "STOPPED")
+
+
+def test_stale_jobs_reports_and_settles_the_jobs_of_a_silent_worker(alice, catalog):
+    """A worker that stopped answering (here: its lease set in the past) holds a RUNNING
+    job; the command says so, and --settle recovers it as a worker's sweep would."""
+    from datetime import timedelta
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from jobs.executors.base import Capacity
+    from jobs.leases import register_worker
+    from jobs.states import Status
+
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "true"}}])
+    worker = register_worker(executor="local", capacity=Capacity(2, 1024), lease_seconds=30, keeps_attempts=False, isolation={})
+    Job.objects.filter(batch=batch).update(status=Status.RUNNING, worker=worker, attempts=1)
+    Worker.objects.filter(pk=worker.pk).update(lease_expires=timezone.now() - timedelta(seconds=90))
+    out = StringIO()
+    call_command("stale_jobs", stdout=out)
+    assert f"worker {worker.name} (local): lease ran out" in out.getvalue() and "1 live job(s)" in out.getvalue()
+    assert statuses(batch) == ["RUNNING"], "a report changes nothing"
+    out = StringIO()
+    call_command("stale_jobs", "--settle", stdout=out)
+    assert "settled: 1 job(s) recovered" in out.getvalue()
+    job = Job.objects.get(batch=batch)
+    assert (job.status, job.reason) == ("FAILED", "worker lost")
+    assert Worker.objects.get(pk=worker.pk).state == "LOST"
