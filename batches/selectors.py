@@ -3,7 +3,7 @@
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, Exists, F, Q, QuerySet
 
 from batches.models import Batch, Filesystem, Tool
 from jobs.models import Job
@@ -65,9 +65,12 @@ def status_counts(*, batch: Batch) -> dict[str, int]:
 
 def user_batch_status_counts(*, user: AbstractBaseUser, batch_id: Any) -> dict[str, int] | None:
     """`status_counts` of the caller's batch `batch_id`, or None if it has no such
-    (undeleted) batch: one query, the ownership checked in its join (a batch always
-    has jobs until it is deleted)."""
-    counts = _counts(Job.objects.filter(batch_id=batch_id, batch__owner=user, batch__deleted_at__isnull=True))
+    (undeleted) batch: one query, the ownership checked in it (a batch always has jobs
+    until it is deleted)."""
+    # The ownership as an uncorrelated EXISTS (a one-time filter), not a join: joined,
+    # PostgreSQL gave up the index-only count of a 1,000,000-job batch (330 ms, not 177).
+    owned = Batch.objects.filter(pk=batch_id, owner=user, deleted_at__isnull=True)
+    counts = _counts(Job.objects.filter(Exists(owned), batch_id=batch_id))
     return counts if any(counts.values()) else None
 
 
