@@ -20,7 +20,7 @@ from batches.services import delete_batches
 from jobs.executors.base import LiveAttempt, Outcome
 from jobs.executors.slurm import SlurmExecutor
 from jobs.executors.slurm_commands import SlurmCommands, SlurmUnavailable
-from jobs.models import Attempt, Job, JobEvent
+from jobs.models import Attempt, Job
 from jobs.scheduling import claim_jobs
 from jobs.services import cancel_batch, retry_failed_jobs
 from jobs.worker import WorkerConfig, WorkerLoop
@@ -28,6 +28,8 @@ from tests.worker_helpers import (
     ROOT,
     all_finished,
     drive,
+    hand_over,
+    held_jobs_script,
     make_batch,
     script_tool,
     start_worker,
@@ -231,34 +233,22 @@ def test_a_lost_sbatch_answer_is_found_again_not_submitted_twice(alice, catalog,
 
 
 def test_a_restarted_worker_adopts_slurm_jobs_and_none_is_lost_or_run_twice(alice, catalog, slurm, tmp_path):
-    marks = tmp_path / "marks"
+    marks, release = tmp_path / "marks", tmp_path / "release"
     marks.mkdir()
-    release = tmp_path / "release"
-    script = f'echo "$BATCH_ATTEMPT" >> {marks}/$BATCH_JOB_ID; while [ ! -e {release} ]; do sleep 0.1; done; echo finished'
-    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": script}} for _ in range(6)])
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": held_jobs_script(marks, release)}} for _ in range(6)])
     env = {"BATCHES_EXECUTOR": "slurm", "BATCHES_SLURM_DIR": str(tmp_path / "slurm"), "BATCHES_SLURM_POLL_MS": "200"}
     first = start_worker(**env)
-    second = None
     try:
         wait_for(lambda: statuses(batch) == ["RUNNING"] * 6 and len(list(marks.iterdir())) == 6, timeout=60)
         ids = external_ids(batch)
         assert stop_worker_process(first) is not None and first.returncode == 0
         assert statuses(batch) == ["RUNNING"] * 6, "a stopping worker must not cancel or requeue Slurm jobs"
         assert in_squeue(ids) == set(ids)
-        second = start_worker(**env)
-        wait_for(lambda: Attempt.objects.filter(job__batch=batch, worker__pid=second.pid).count() == 6, timeout=30)
-        release.write_text("")
-        wait_for(all_finished(batch), timeout=60)
-    finally:
+    except BaseException:
         release.write_text("")
         stop_worker_process(first)
-        if second is not None:
-            stop_worker_process(second)
-    assert statuses(batch) == ["SUCCEEDED"] * 6
-    assert all(path.read_text() == "1\n" for path in marks.iterdir()), "an attempt ran twice"
-    for job in Job.objects.filter(batch=batch):
-        assert job.attempts == 1 and "finished" in log_of(job)
-        assert JobEvent.objects.filter(job=job, to_status="SUCCEEDED").count() == 1
+        raise
+    hand_over(batch, env=env, first=first, marks=marks, release=release, count=6)
 
 
 def test_an_attempt_whose_worker_died_before_recording_its_slurm_id_is_adopted(alice, catalog, slurm, tmp_path):

@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
-from jobs.models import Attempt, Job, JobEvent, Worker
+from jobs.models import Job, JobEvent, Worker
 from tests.conftest import submission
 from tests.worker_helpers import (
     all_finished,
+    hand_over,
+    held_jobs_script,
     make_batch,
     pid_alive,
     script_tool,
@@ -227,14 +228,11 @@ def test_attempts_that_outlive_their_worker_are_adopted_not_run_twice(alice, cat
     """Through the fake cluster (attempts run outside the worker, as Slurm jobs do): the
     first worker starts the attempt and dies (or stops); the next adopts it, follows it
     to its end and records it once. The attempt ran once."""
-    marks = tmp_path / "marks"
+    marks, release = tmp_path / "marks", tmp_path / "release"
     marks.mkdir()
-    release = tmp_path / "release"
-    script = f'echo "$BATCH_ATTEMPT" >> {marks}/$BATCH_JOB_ID; while [ ! -e {release} ]; do sleep 0.05; done; echo finished'
-    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": script}} for _ in range(3)])
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": held_jobs_script(marks, release)}} for _ in range(3)])
     env = {"BATCHES_EXECUTOR": FAKE_CLUSTER, "FAKE_CLUSTER_DIR": str(tmp_path / "cluster")}
     first = start_worker(**env)
-    second = None
     try:
         wait_for(lambda: statuses(batch) == ["RUNNING"] * 3 and len(list(marks.iterdir())) == 3, timeout=30)
         if how == "SIGKILL":
@@ -245,23 +243,14 @@ def test_attempts_that_outlive_their_worker_are_adopted_not_run_twice(alice, cat
             stop_worker_process(first)
             assert first.returncode == 0
         assert statuses(batch) == ["RUNNING"] * 3, "a cluster's attempts are not requeued when their worker goes"
-        second = start_worker(**env)
-        wait_for(lambda: Attempt.objects.filter(job__batch=batch, worker__pid=second.pid).count() == 3, timeout=30)
-        release.write_text("")
-        wait_for(all_finished(batch), timeout=30)
-    finally:
+    except BaseException:
         release.write_text("")
         stop_worker_process(first)
-        if second is not None:
-            stop_worker_process(second)
-    assert statuses(batch) == ["SUCCEEDED"] * 3
-    assert all(path.read_text() == "1\n" for path in marks.iterdir()), "an attempt ran twice"
+        raise
+    hand_over(batch, env=env, first=first, marks=marks, release=release, count=3, timeout=30)
     for job in Job.objects.filter(batch=batch):
-        assert job.attempts == 1
         attempt = job.attempt_records.get()
         assert (attempt.state, attempt.executor, attempt.external_id) == ("ENDED", "fakecluster", f"{job.pk}.1")
-        assert JobEvent.objects.filter(job=job, to_status="SUCCEEDED").count() == 1
-        assert b"finished" in Path(settings.BATCHES_LOG_DIR / f"{job.log_id}.log").read_bytes()
     assert Worker.objects.get(pid=first.pid).state == ("LOST" if how == "SIGKILL" else "STOPPED")
 
 

@@ -170,3 +170,36 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def held_jobs_script(marks: Path, release: Path) -> str:
+    """A job that writes its attempt number to `marks/<job id>`, then waits until
+    `release` exists and prints "finished": it shows whether an attempt ran twice."""
+    return f'echo "$BATCH_ATTEMPT" >> {marks}/$BATCH_JOB_ID; while [ ! -e {release} ]; do sleep 0.05; done; echo finished'
+
+
+def hand_over(
+    batch: Any, *, env: dict[str, str], first: subprocess.Popen, marks: Path, release: Path, count: int, timeout: float = 60
+) -> None:
+    """The second half of an adoption test: a new worker of the same executor adopts the
+    `count` live attempts that `first` (stopped or dead) left, the jobs are released and
+    end, and each ran exactly once with one SUCCEEDED event. Stops both workers."""
+    from jobs.models import Attempt, JobEvent
+
+    second = None
+    try:
+        second = start_worker(**env)
+        wait_for(lambda: Attempt.objects.filter(job__batch=batch, worker__pid=second.pid).count() == count, timeout=30)
+        release.write_text("")
+        wait_for(all_finished(batch), timeout=timeout)
+    finally:
+        release.write_text("")
+        stop_worker_process(first)
+        if second is not None:
+            stop_worker_process(second)
+    assert statuses(batch) == ["SUCCEEDED"] * count
+    assert all(path.read_text() == "1\n" for path in marks.iterdir()), "an attempt ran twice"
+    for job in Job.objects.filter(batch=batch):
+        assert job.attempts == 1
+        assert JobEvent.objects.filter(job=job, to_status="SUCCEEDED").count() == 1
+        assert b"finished" in (settings.BATCHES_LOG_DIR / f"{job.log_id}.log").read_bytes()
