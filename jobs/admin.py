@@ -1,9 +1,17 @@
+from datetime import datetime
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from jobs.models import Attempt, Job, JobEvent, Worker
 from jobs.services import CancelStillStopping, cancel_jobs, retry_failed_jobs
+
+
+def _to_the_second(moment: datetime | None) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 class JobEventInline(admin.TabularInline):
@@ -51,10 +59,13 @@ class AttemptAdmin(admin.ModelAdmin):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "batch", "index", "status", "reason", "attempts", "create_time", "start_time", "stop_time"]
-    list_filter = ["status"]
-    search_fields = ["=id", "=batch__id", "=log_id"]
-    list_select_related = ["batch"]
+    list_display = ["id", "status", "reason", "tool", "batch", "owner", "attempts", "worker", "created", "started", "stopped", "duration"]
+    list_filter = ["status", ("create_time", admin.DateFieldListFilter), "batch__tool", "batch__owner", "worker"]
+    # Exact matches on indexed columns only: a job, batch or log id, or the owner's name.
+    search_fields = ["=id", "=batch__id", "=log_id", "=batch__owner__username"]
+    search_help_text = "A job, batch or log id, or an owner's user name (exact)."
+    list_select_related = ["batch__tool", "batch__owner", "worker"]
+    ordering = ["-id"]  # ids grow with time: newest first, on the primary key's index
     raw_id_fields = ["batch"]
     readonly_fields = [
         "id",
@@ -82,6 +93,38 @@ class JobAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         return False  # jobs go with their batch
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> Any:
+        # Every field is read-only (only the state machine writes a job): no save buttons.
+        extra = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False, "show_delete": False}
+        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+
+    @admin.display(description="tool", ordering="batch__tool__name")
+    def tool(self, job: Job) -> str:
+        return job.batch.tool.name
+
+    @admin.display(description="owner", ordering="batch__owner__username")
+    def owner(self, job: Job) -> str:
+        return job.batch.owner.get_username()
+
+    @admin.display(description="created", ordering="id")
+    def created(self, job: Job) -> str:
+        return _to_the_second(job.create_time)
+
+    @admin.display(description="started", ordering="start_time")
+    def started(self, job: Job) -> str:
+        return _to_the_second(job.start_time)
+
+    @admin.display(description="stopped", ordering="stop_time")
+    def stopped(self, job: Job) -> str:
+        return _to_the_second(job.stop_time)
+
+    @admin.display(description="duration")
+    def duration(self, job: Job) -> str:
+        if job.start_time is None:
+            return "-"
+        seconds = ((job.stop_time or timezone.now()) - job.start_time).total_seconds()
+        return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
     @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:

@@ -139,3 +139,40 @@ def test_view_only_staff_cannot_cancel_or_retry(batch, db):
     for action in ("cancel", "retry"):
         client.post("/admin/jobs/job/", {"action": action, "_selected_action": ids})
     assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"SUBMITTED"}
+
+
+def test_an_operator_finds_one_users_failed_jobs_and_reads_them(alice, bob, catalog, db):
+    """`q=alice` found 0 jobs (exact ids only) and there was no owner filter; times were
+    to the minute; read-only job pages showed SAVE buttons."""
+    from django.contrib.auth.models import Permission, User
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for owner in (alice, bob):
+        make_client(owner).post("/batches", submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(3)]), format="json")
+    failed = Job.objects.filter(batch__owner=alice).order_by("index").first()
+    Job.objects.filter(pk=failed.pk).update(status=Status.FAILED, reason="exit code 3")
+    viewer = User.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_job", "view_batch"]))
+    client = Client()
+    client.force_login(viewer)
+    response = client.get("/admin/jobs/job/", {"q": "alice", "status__exact": "FAILED"})
+    assert response.status_code == 200
+    assert [job.pk for job in response.context["cl"].result_list] == [failed.pk]
+    by_owner = client.get("/admin/jobs/job/", {"batch__owner__id__exact": alice.pk})
+    assert {job.batch.owner_id for job in by_owner.context["cl"].result_list} == {alice.pk}
+    assert len(by_owner.context["cl"].result_list) == 3
+    page = by_owner.content.decode()
+    assert "exit code 3" in page and ":" in page.split("exit code 3")[1][:400]  # times carry seconds
+    listed = [job.pk for job in client.get("/admin/jobs/job/").context["cl"].result_list]
+    assert listed == sorted(listed, reverse=True), "newest first"
+    detail = client.get(f"/admin/jobs/job/{failed.pk}/change/").content.decode()
+    assert 'name="_save"' not in detail and 'name="_continue"' not in detail
+    # The changelist's queries do not grow with its rows (related rows come in the same query).
+    client.get("/admin/jobs/job/")
+    with CaptureQueriesContext(connection) as few:
+        client.get("/admin/jobs/job/", {"batch__owner__id__exact": bob.pk})
+    make_client(bob).post("/batches", submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(20)]), format="json")
+    with CaptureQueriesContext(connection) as many:
+        client.get("/admin/jobs/job/", {"batch__owner__id__exact": bob.pk})
+    assert len(many.captured_queries) == len(few.captured_queries)
