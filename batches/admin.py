@@ -4,9 +4,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
 from batches.catalog import check_tool
 from batches.models import Batch, Filesystem, Tool
+from batches.selectors import status_counts
 from batches.services import delete_batches
 
 
@@ -48,12 +52,53 @@ class FilesystemAdmin(admin.ModelAdmin):
 
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "owner", "tool", "n_jobs", "cpu", "memory", "create_time"]
-    list_filter = ["tool"]
-    search_fields = ["id", "name", "owner__username"]
+    list_display = ["id", "name", "owner", "tool", "n_jobs", "hardware", "created"]
+    list_filter = ["tool", "owner", ("create_time", admin.DateFieldListFilter)]
+    # Exact on the id (a text search on a uuid reads every row), words in the name, the
+    # owner's user name.
+    search_fields = ["=id", "name", "=owner__username"]
+    search_help_text = "A batch id or an owner's user name (exact), or words of the batch's name."
     list_select_related = ["owner", "tool"]
-    readonly_fields = ["id", "owner", "tool", "n_jobs", "cpu", "memory", "filesystems", "max_attempts", "timeout_seconds", "create_time"]
+    fields = [
+        "id",
+        "name",
+        "owner",
+        "tool",
+        "command",
+        "jobs",
+        "counts",
+        "hardware",
+        "filesystems",
+        "max_attempts",
+        "timeout_seconds",
+        "created",
+    ]
+    readonly_fields = fields
+    ordering = ["-id"]  # ids grow with time: newest first, on the primary key's index
     date_hierarchy = "create_time"
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> Any:
+        # Nothing on a batch page is edited by hand: no save buttons (delete stays).
+        extra = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+
+    @admin.display(description="hardware")
+    def hardware(self, batch: Batch) -> str:
+        return f"{batch.cpu} cpu, {batch.memory} MiB per job"
+
+    @admin.display(description="created", ordering="id")
+    def created(self, batch: Batch) -> str:
+        return timezone.localtime(batch.create_time).strftime("%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description="jobs")
+    def jobs(self, batch: Batch) -> str:
+        url = reverse("admin:jobs_job_changelist") + f"?q={batch.pk}"
+        return format_html('<a href="{}">{} job(s)</a>', url, batch.n_jobs)
+
+    @admin.display(description="jobs per state")
+    def counts(self, batch: Batch) -> str:
+        counts = status_counts(batch=batch)
+        return ", ".join(f"{state} {n}" for state, n in counts.items() if n) or "none"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # batches are submitted through the API

@@ -176,3 +176,18 @@ def test_an_operator_finds_one_users_failed_jobs_and_reads_them(alice, bob, cata
     with CaptureQueriesContext(connection) as many:
         client.get("/admin/jobs/job/", {"batch__owner__id__exact": bob.pk})
     assert len(many.captured_queries) == len(few.captured_queries)
+
+
+def test_a_batch_page_shows_its_counts_hardware_and_a_link_to_its_jobs(admin_client, batch, alice):
+    Job.objects.filter(batch=batch, index=0).update(status=Status.FAILED)
+    page = admin_client.get(f"/admin/batches/batch/{batch.pk}/change/").content.decode()
+    assert "submitted 1, failed 1" in page
+    assert "1 cpu, 256 MiB per job" in page
+    assert 'name="_save"' not in page
+    link = f"/admin/jobs/job/?q={batch.pk}"
+    assert link in page
+    listed = admin_client.get(link).context["cl"].result_list
+    assert {job.batch_id for job in listed} == {batch.pk} and len(listed) == 2
+    found = admin_client.get("/admin/batches/batch/", {"q": "alice"}).context["cl"].result_list
+    assert [b.pk for b in found] == [batch.pk]
+    assert [b.pk for b in admin_client.get("/admin/batches/batch/", {"q": str(batch.pk)}).context["cl"].result_list] == [batch.pk]
