@@ -6,8 +6,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from batches.admin import BatchAdmin
+from batches.models import Batch
 from jobs.models import Attempt, Job, JobEvent, Worker
-from jobs.services import CancelStillStopping, cancel_jobs, retry_failed_jobs
+from jobs.services import CancelStillStopping, cancel_batch, cancel_jobs, retry_failed_jobs
 
 
 def _to_the_second(moment: datetime | None) -> str:
@@ -155,3 +157,35 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
         return False
+
+
+class BatchAdminWithJobActions(BatchAdmin):
+    """The batch admin (batches/admin.py) with the actions on a batch's jobs: cancel and
+    retry, through the same services as the API's `POST /batches/<id>/cancel` and
+    `/retry`. Registered here, where those services live (jobs may use batches; batches
+    never calls into jobs)."""
+
+    actions = ["cancel_batches", "retry_batches"]
+
+    @admin.action(description="Cancel selected batches (their unfinished jobs)", permissions=["change"])
+    def cancel_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        results = [cancel_batch(batch=batch, by=request.user) for batch in queryset]
+        cancelled, stopping = sum(r.cancelled for r in results), sum(r.stopping for r in results)
+        self.message_user(
+            request,
+            f"Cancelling {len(results)} batch(es): {cancelled} queued job(s), {stopping} running one(s) once they stop.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Retry the FAILED jobs of selected batches", permissions=["change"])
+    def retry_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        try:
+            retried = retry_failed_jobs(jobs=Job.objects.filter(batch__in=queryset))
+        except CancelStillStopping as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"Retried {retried} job(s).", messages.SUCCESS)
+
+
+admin.site.unregister(Batch)
+admin.site.register(Batch, BatchAdminWithJobActions)

@@ -191,3 +191,22 @@ def test_a_batch_page_shows_its_counts_hardware_and_a_link_to_its_jobs(admin_cli
     found = admin_client.get("/admin/batches/batch/", {"q": "alice"}).context["cl"].result_list
     assert [b.pk for b in found] == [batch.pk]
     assert [b.pk for b in admin_client.get("/admin/batches/batch/", {"q": str(batch.pk)}).context["cl"].result_list] == [batch.pk]
+
+
+def test_batches_are_cancelled_and_retried_from_the_admin_through_the_services(admin_client, batch, db):
+    from django.contrib.auth.models import Permission, User
+
+    viewer = User.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_job", "view_batch"]))
+    looker = Client()
+    looker.force_login(viewer)
+    looker.post("/admin/batches/batch/", {"action": "cancel_batches", "_selected_action": [str(batch.pk)]})
+    assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"SUBMITTED"}, "a view-only operator cancelled"
+
+    response = admin_client.post("/admin/batches/batch/", {"action": "cancel_batches", "_selected_action": [str(batch.pk)]}, follow=True)
+    assert "Cancelling 1 batch(es): 2 queued job(s)" in response.content.decode()
+    assert set(Job.objects.filter(batch=batch).values_list("status", "reason")) == {("FAILED", "Cancelled by user")}
+    assert JobEvent.objects.filter(job__batch=batch, to_status="FAILED").count() == 2
+    response = admin_client.post("/admin/batches/batch/", {"action": "retry_batches", "_selected_action": [str(batch.pk)]}, follow=True)
+    assert "Retried 2 job(s)." in response.content.decode()
+    assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"RUNNABLE"}
