@@ -1,3 +1,4 @@
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -50,8 +51,26 @@ class FilesystemAdmin(admin.ModelAdmin):
     filter_horizontal = ["users", "groups"]
 
 
+def to_the_second(moment: datetime | None) -> str:
+    """A time as operators read it: local, to the second ("-" when not yet)."""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+class ReadOnlyPage:
+    """For model admins whose pages edit nothing (rows written by services only): no
+    save buttons; `keep_delete` says whether the delete button stays."""
+
+    keep_delete = True
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> Any:
+        extra = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        if not self.keep_delete:
+            extra["show_delete"] = False
+        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+
+
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(ReadOnlyPage, admin.ModelAdmin):
     list_display = ["id", "name", "owner", "tool", "n_jobs", "hardware", "created"]
     list_filter = ["tool", "owner", ("create_time", admin.DateFieldListFilter)]
     # Exact on the id (a text search on a uuid reads every row), words in the name, the
@@ -77,18 +96,13 @@ class BatchAdmin(admin.ModelAdmin):
     ordering = ["-id"]  # ids grow with time: newest first, on the primary key's index
     date_hierarchy = "create_time"
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> Any:
-        # Nothing on a batch page is edited by hand: no save buttons (delete stays).
-        extra = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
-        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
-
     @admin.display(description="hardware")
     def hardware(self, batch: Batch) -> str:
         return f"{batch.cpu} cpu, {batch.memory} MiB per job"
 
     @admin.display(description="created", ordering="id")
     def created(self, batch: Batch) -> str:
-        return timezone.localtime(batch.create_time).strftime("%Y-%m-%d %H:%M:%S")
+        return to_the_second(batch.create_time)
 
     @admin.display(description="jobs")
     def jobs(self, batch: Batch) -> str:

@@ -53,6 +53,12 @@ def filesystems_of_page(*, user: AbstractBaseUser, rows: list[dict[str, Any]]) -
     return found
 
 
+def batch_filesystem_ids(*, batch_id: Any) -> list[Any]:
+    """Ids of the batch's filesystems, by name (one query, no model instances)."""
+    through = Batch.filesystems.through
+    return list(through.objects.filter(batch_id=batch_id).order_by("filesystem__name").values_list("filesystem_id", flat=True))
+
+
 def get_user_batch(*, user: AbstractBaseUser, batch_id: Any) -> Batch | None:
     return Batch.objects.filter(owner=user, pk=batch_id, deleted_at__isnull=True).select_related("tool").first()
 

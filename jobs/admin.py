@@ -1,19 +1,12 @@
-from datetime import datetime
-from typing import Any
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from batches.admin import BatchAdmin
+from batches.admin import BatchAdmin, ReadOnlyPage, to_the_second
 from batches.models import Batch
 from jobs.models import Attempt, Job, JobEvent, Worker
 from jobs.services import CancelStillStopping, cancel_batch, cancel_jobs, retry_failed_jobs
-
-
-def _to_the_second(moment: datetime | None) -> str:
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 class JobEventInline(admin.TabularInline):
@@ -60,7 +53,9 @@ class AttemptAdmin(admin.ModelAdmin):
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(ReadOnlyPage, admin.ModelAdmin):
+    keep_delete = False  # only the state machine writes a job; jobs go with their batch
+
     list_display = ["id", "status", "reason", "tool", "batch", "owner", "attempts", "worker", "created", "started", "stopped", "duration"]
     list_filter = ["status", ("create_time", admin.DateFieldListFilter), "batch__tool", "batch__owner", "worker"]
     # Exact matches on indexed columns only: a job, batch or log id, or the owner's name.
@@ -96,11 +91,6 @@ class JobAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         return False  # jobs go with their batch
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> Any:
-        # Every field is read-only (only the state machine writes a job): no save buttons.
-        extra = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False, "show_delete": False}
-        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
-
     @admin.display(description="tool", ordering="batch__tool__name")
     def tool(self, job: Job) -> str:
         return job.batch.tool.name
@@ -111,15 +101,15 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="created", ordering="id")
     def created(self, job: Job) -> str:
-        return _to_the_second(job.create_time)
+        return to_the_second(job.create_time)
 
     @admin.display(description="started", ordering="start_time")
     def started(self, job: Job) -> str:
-        return _to_the_second(job.start_time)
+        return to_the_second(job.start_time)
 
     @admin.display(description="stopped", ordering="stop_time")
     def stopped(self, job: Job) -> str:
-        return _to_the_second(job.stop_time)
+        return to_the_second(job.stop_time)
 
     @admin.display(description="duration")
     def duration(self, job: Job) -> str:

@@ -7,7 +7,6 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from batches.models import Batch
 from jobs.models import Job, JobEvent, Worker
 from jobs.states import QUEUED, UNFINISHED, Status
 
@@ -24,12 +23,6 @@ def get_user_job(*, user: AbstractBaseUser, batch_id: Any, job_id: Any) -> Job |
     return (
         Job.objects.filter(pk=job_id, batch_id=batch_id, batch__owner=user, batch__deleted_at__isnull=True).select_related("batch").first()
     )
-
-
-def batch_filesystem_ids(*, batch_id: Any) -> list[Any]:
-    """Ids of the batch's filesystems, by name (one query, no model instances)."""
-    through = Batch.filesystems.through
-    return list(through.objects.filter(batch_id=batch_id).order_by("filesystem__name").values_list("filesystem_id", flat=True))
 
 
 def get_user_job_by_log(*, user: AbstractBaseUser, log_id: Any) -> Job | None:

@@ -20,6 +20,10 @@ class JobToolSerializer(serializers.Serializer):
     tool_description = serializers.CharField()
 
 
+def _argument_list(args: dict[str, str]) -> list[dict[str, str]]:
+    return [{"argument_key": key, "argument_value": value} for key, value in args.items()]
+
+
 class JobSerializer(serializers.Serializer):
     """A job in a list. `job_tool` is the batch's tool, which the view reads once and
     passes in the context (every job of a batch runs the same tool)."""
@@ -37,7 +41,7 @@ class JobSerializer(serializers.Serializer):
 
     @extend_schema_field(ArgumentSerializer(many=True))
     def get_job_argument_list(self, job: Job) -> list[dict[str, str]]:
-        return self.to_representation(job)["job_argument_list"]
+        return _argument_list(job.args)
 
     def to_representation(self, job: Job | dict[str, Any]) -> dict[str, Any]:
         # The fields declared above (which the schema documents), written out by hand
@@ -49,7 +53,7 @@ class JobSerializer(serializers.Serializer):
             "job_id": str(row["id"]),
             "job_tool": self.context["job_tool"],
             "job_log_id": str(row["log_id"]),
-            "job_argument_list": [{"argument_key": key, "argument_value": value} for key, value in row["args"].items()],
+            "job_argument_list": _argument_list(row["args"]),
             "status": row["status"],
             "reason": row["reason"],
         }

@@ -271,28 +271,32 @@ class SlurmExecutor(Executor):
                     reports.append(self._end(task, state=None, status=status))
         return reports
 
+    def _controller_answered(self, problem: Exception | None) -> None:
+        """Note whether the controller answered the last command, saying so when that
+        changes. While it does not, nothing is claimed or sent."""
+        if problem is not None and not self._unreachable:
+            logger.warning("Slurm controller unreachable: %s", problem)
+        elif problem is None and self._unreachable:
+            logger.warning("Slurm controller answers again")
+        self._unreachable = str(problem) if problem is not None else ""
+
     def _ping(self) -> list[Report]:
-        """With nothing to follow: is the controller back? (Until it is, nothing is claimed.)"""
+        """With nothing to follow: is the controller back?"""
         try:
             self.commands.ping()
         except (SlurmUnavailable, SlurmRefused) as exc:
-            self._unreachable = str(exc)
+            self._controller_answered(exc)
             return []
-        logger.warning("Slurm controller answers again")
-        self._unreachable = ""
+        self._controller_answered(None)
         return []
 
     def _ask_controller(self, now: float) -> list[Report]:
         try:
             states = self.commands.tasks(names=[s.name for s in self._submissions.values()])
         except (SlurmUnavailable, SlurmRefused) as exc:
-            if not self._unreachable:
-                logger.warning("Slurm controller unreachable: %s", exc)
-            self._unreachable = str(exc)
+            self._controller_answered(exc)
             return self._waiting(list(self._tasks.values()), f"Slurm controller unreachable ({exc}); state unknown")
-        if self._unreachable:
-            logger.warning("Slurm controller answers again")
-        self._unreachable = ""
+        self._controller_answered(None)
         by_task: dict[tuple[str, int], TaskState] = {(state.name, state.index): state for state in states}
         reports: list[Report] = []
         for submission in list(self._submissions.values()):
