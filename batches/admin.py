@@ -13,6 +13,7 @@ from batches.catalog import check_tool
 from batches.models import Batch, Filesystem, Tool
 from batches.selectors import status_counts
 from batches.services import delete_batches
+from batchsite.admin_paging import CappedPaginator, uuid_or_none
 
 
 class ToolForm(forms.ModelForm):
@@ -95,6 +96,16 @@ class BatchAdmin(ReadOnlyPage, admin.ModelAdmin):
     readonly_fields = fields
     ordering = ["-id"]  # ids grow with time: newest first, on the primary key's index
     date_hierarchy = "create_time"
+    paginator = CappedPaginator
+    show_full_result_count = False
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Batch], search_term: str) -> tuple[QuerySet[Batch], bool]:
+        # A batch id is looked up on the primary key (the admin's `=id` compares
+        # UPPER(id::text), which reads every row).
+        batch_id = uuid_or_none(search_term)
+        if batch_id is not None:
+            return queryset.filter(pk=batch_id), False
+        return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="hardware")
     def hardware(self, batch: Batch) -> str:

@@ -13,14 +13,18 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from batches.models import Batch
-from jobs.selectors import active_workers, jobs_per_state, oldest_waiting_since, unfinished_jobs_by_batch
-from jobs.states import QUEUED, Status
+from jobs.selectors import active_workers, oldest_waiting_since, state_counts_by_batch
+from jobs.states import QUEUED, UNFINISHED, Status
 
 
 def dashboard_figures() -> dict[str, Any]:
     now = timezone.now()
-    states = jobs_per_state()
-    unfinished = unfinished_jobs_by_batch()
+    states: Counter[str] = Counter()
+    unfinished: Counter[Any] = Counter()
+    for (batch_id, state), n in state_counts_by_batch().items():
+        states[state] += n
+        if state in UNFINISHED:
+            unfinished[batch_id] += n
     per_user: Counter[str] = Counter()
     per_tool: Counter[str] = Counter()
     for batch_id, owner, tool in Batch.objects.filter(pk__in=list(unfinished)).values_list("pk", "owner__username", "tool__name"):

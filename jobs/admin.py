@@ -1,12 +1,21 @@
+from collections.abc import Iterator
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from batches.admin import BatchAdmin, ReadOnlyPage, to_the_second
 from batches.models import Batch
+from batchsite.admin_paging import LargeTableAdmin
+from jobs.logs import read_log
 from jobs.models import Attempt, Job, JobEvent, Worker
 from jobs.services import CancelStillStopping, cancel_batch, cancel_jobs, retry_failed_jobs
+
+LOG_TAIL_BYTES = 8 * 1024
+LOG_CHUNK_BYTES = 1024 * 1024
 
 
 class JobEventInline(admin.TabularInline):
@@ -32,15 +41,30 @@ class AttemptInline(admin.TabularInline):
 
 
 @admin.register(Attempt)
-class AttemptAdmin(admin.ModelAdmin):
+class AttemptAdmin(LargeTableAdmin, admin.ModelAdmin):
     """Attempts are written by workers only; the admin shows them."""
 
-    list_display = ["job", "number", "state", "executor", "worker", "node", "external_id", "start_time", "end_time", "exit_code", "reason"]
+    list_display = [
+        "job_id",
+        "number",
+        "state",
+        "executor",
+        "worker",
+        "node",
+        "external_id",
+        "start_time",
+        "end_time",
+        "exit_code",
+        "reason",
+    ]
     list_filter = ["state", "executor", "charged"]
     search_fields = ["=job__id", "=external_id"]
+    search_ids = ["job_id"]
+    search_names = ["external_id"]
+    search_help_text = "A job id, or an executor's id of the attempt (a pid, a Slurm job id), exact."
     list_select_related = ["worker"]
     raw_id_fields = ["job", "worker"]
-    show_full_result_count = False
+    ordering = ["-id"]  # newest first, on the primary key's index
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -53,13 +77,15 @@ class AttemptAdmin(admin.ModelAdmin):
 
 
 @admin.register(Job)
-class JobAdmin(ReadOnlyPage, admin.ModelAdmin):
+class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
     keep_delete = False  # only the state machine writes a job; jobs go with their batch
 
     list_display = ["id", "status", "reason", "tool", "batch", "owner", "attempts", "worker", "created", "started", "stopped", "duration"]
     list_filter = ["status", ("create_time", admin.DateFieldListFilter), "batch__tool", "batch__owner", "worker"]
     # Exact matches on indexed columns only: a job, batch or log id, or the owner's name.
     search_fields = ["=id", "=batch__id", "=log_id", "=batch__owner__username"]
+    search_ids = ["id", "batch_id", "log_id"]
+    search_names = ["batch__owner__username"]
     search_help_text = "A job, batch or log id, or an owner's user name (exact)."
     list_select_related = ["batch__tool", "batch__owner", "worker"]
     ordering = ["-id"]  # ids grow with time: newest first, on the primary key's index
@@ -80,16 +106,55 @@ class JobAdmin(ReadOnlyPage, admin.ModelAdmin):
         "charged_attempts",
         "cancel_requested_at",
         "cancel_requested_by",
+        "log",
     ]
     inlines = [AttemptInline, JobEventInline]
     actions = ["cancel", "retry"]
-    show_full_result_count = False  # COUNT(*) over millions of jobs on every page is slow
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         return False  # jobs go with their batch
+
+    @admin.display(description="log")
+    def log(self, job: Job) -> str:
+        """The log's last lines on the page, and a link to all of it."""
+        size = read_log(log_id=job.log_id, offset=0, limit=0)[1]
+        if not size:
+            return "empty (the job has written nothing yet)"
+        tail = read_log(log_id=job.log_id, offset=max(0, size - LOG_TAIL_BYTES), limit=LOG_TAIL_BYTES)[0]
+        text = tail.decode(errors="replace")
+        if size > LOG_TAIL_BYTES:
+            text = text.split("\n", 1)[-1]  # from the first whole line
+        url = reverse("admin:jobs_job_log", args=[job.pk])
+        return format_html(
+            '<a href="{}">whole log ({} bytes)</a><pre class="job-log" style="max-height: 30em; overflow: auto; white-space: pre-wrap">{}</pre>',
+            url,
+            f"{size:,}",
+            text,
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        whole_log = path("<uuid:job_id>/log/", self.admin_site.admin_view(self.log_view), name="jobs_job_log")
+        return [whole_log, *super().get_urls()]
+
+    def log_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
+        """The job's whole log as text, read a chunk at a time (a log may be large)."""
+        job = Job.objects.filter(pk=job_id).only("log_id").first()
+        if job is None or not self.has_view_permission(request, job):
+            raise Http404("no such job")
+
+        def chunks() -> Iterator[bytes]:
+            offset = 0
+            while True:
+                data, _ = read_log(log_id=job.log_id, offset=offset, limit=LOG_CHUNK_BYTES)
+                if not data:
+                    return
+                offset += len(data)
+                yield data
+
+        return StreamingHttpResponse(chunks(), content_type="text/plain; charset=utf-8")
 
     @admin.display(description="tool", ordering="batch__tool__name")
     def tool(self, job: Job) -> str:
