@@ -3,17 +3,20 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from batches.catalog import check_tool
 from batches.models import Batch, Filesystem, Tool
-from batches.selectors import status_counts
+from batches.selectors import status_counts, status_counts_of_batches
 from batches.services import delete_batches
 from batchsite.admin_paging import CappedPaginator, uuid_or_none
+from jobs.models import Job
+from jobs.states import TERMINAL, UNFINISHED, Status
 
 
 class ToolForm(forms.ModelForm):
@@ -70,10 +73,82 @@ class ReadOnlyPage:
         return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
 
 
+# The seven states in the order a job goes through them, with the colour of each in the
+# progress bars.
+STATE_COLOURS = {
+    Status.SUCCEEDED: "#2e7d32",
+    Status.FAILED: "#c62828",
+    Status.RUNNING: "#1565c0",
+    Status.STARTING: "#64b5f6",
+    Status.RUNNABLE: "#f9a825",
+    Status.PENDING: "#ef6c00",
+    Status.SUBMITTED: "#9e9e9e",
+}
+
+
+def progress_bar(counts: dict[str, int]) -> str:
+    """The seven counts as one bar (a segment per state, widths in proportion, each
+    named in its tooltip) and a line of figures under it."""
+    total = sum(counts.values()) or 1
+    segments = format_html_join(
+        "",
+        '<span title="{} {}" style="display:inline-block;height:100%;width:{}%;background:{}"></span>',
+        ((n, state, f"{100 * n / total:.2f}", colour) for state, colour in STATE_COLOURS.items() if (n := counts[state.lower()])),
+    )
+    ended = counts["succeeded"] + counts["failed"]
+    figures = ", ".join(f"{state.lower()} {counts[state.lower()]}" for state in STATE_COLOURS if counts[state.lower()])
+    return format_html(
+        '<div class="batch-progress" style="width:14em;height:.8em;background:#eee;display:flex;overflow:hidden;border-radius:2px">{}</div>'
+        '<div style="font-size:.85em">{} of {} ended: {}</div>',
+        segments,
+        ended,
+        sum(counts.values()),
+        figures or "no jobs",
+    )
+
+
+class BatchStateFilter(admin.SimpleListFilter):
+    """A batch's state, from its jobs: each choice an EXISTS on the (batch, status)
+    index per batch."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("unfinished", "jobs still to run"),
+            ("ended", "every job ended"),
+            ("failed", "some jobs failed"),
+            ("cancelling", "cancel requested"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Batch]) -> QuerySet[Batch]:
+        jobs = Job.objects.filter(batch=OuterRef("pk"))
+        if self.value() == "unfinished":
+            return queryset.filter(Exists(jobs.filter(status__in=UNFINISHED)))
+        if self.value() == "ended":
+            return queryset.exclude(Exists(jobs.filter(status__in=UNFINISHED)))
+        if self.value() == "failed":
+            return queryset.filter(Exists(jobs.filter(status=Status.FAILED)))
+        if self.value() == "cancelling":
+            return queryset.filter(cancel_requested_at__isnull=False).filter(Exists(jobs.exclude(status__in=TERMINAL)))
+        return queryset
+
+
+class BatchChangeList(ChangeList):
+    """Counts the page's batches' jobs per state in one query, for the progress bars."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        counts = status_counts_of_batches(batch_ids=[batch.pk for batch in self.result_list])
+        for batch in self.result_list:
+            batch.page_counts = counts[batch.pk]
+
+
 @admin.register(Batch)
 class BatchAdmin(ReadOnlyPage, admin.ModelAdmin):
-    list_display = ["id", "name", "owner", "tool", "n_jobs", "hardware", "created"]
-    list_filter = ["tool", "owner", ("create_time", admin.DateFieldListFilter)]
+    list_display = ["id", "name", "owner", "tool", "progress", "hardware", "created"]
+    list_filter = [BatchStateFilter, "tool", "owner", ("create_time", admin.DateFieldListFilter)]
     # Exact on the id (a text search on a uuid reads every row), words in the name, the
     # owner's user name.
     search_fields = ["=id", "name", "=owner__username"]
@@ -115,15 +190,28 @@ class BatchAdmin(ReadOnlyPage, admin.ModelAdmin):
     def created(self, batch: Batch) -> str:
         return to_the_second(batch.create_time)
 
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return BatchChangeList
+
+    @admin.display(description="jobs")
+    def progress(self, batch: Batch) -> str:
+        return progress_bar(batch.page_counts)
+
     @admin.display(description="jobs")
     def jobs(self, batch: Batch) -> str:
-        url = reverse("admin:jobs_job_changelist") + f"?q={batch.pk}"
-        return format_html('<a href="{}">{} job(s)</a>', url, batch.n_jobs)
+        url = reverse("admin:jobs_job_changelist") + f"?batch__id__exact={batch.pk}"
+        return format_html('<a href="{}">all {} job(s)</a>', url, batch.n_jobs)
 
     @admin.display(description="jobs per state")
     def counts(self, batch: Batch) -> str:
         counts = status_counts(batch=batch)
-        return ", ".join(f"{state} {n}" for state, n in counts.items() if n) or "none"
+        url = reverse("admin:jobs_job_changelist") + f"?batch__id__exact={batch.pk}&status__exact="
+        links = format_html_join(
+            ", ",
+            '<a href="{}{}">{} {}</a>',
+            ((url, state, state.lower(), counts[state.lower()]) for state in STATE_COLOURS if counts[state.lower()]),
+        )
+        return format_html("{}{}", progress_bar(counts), links)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # batches are submitted through the API

@@ -181,16 +181,37 @@ def test_an_operator_finds_one_users_failed_jobs_and_reads_them(alice, bob, cata
 def test_a_batch_page_shows_its_counts_hardware_and_a_link_to_its_jobs(admin_client, batch, alice):
     Job.objects.filter(batch=batch, index=0).update(status=Status.FAILED)
     page = admin_client.get(f"/admin/batches/batch/{batch.pk}/change/").content.decode()
-    assert "submitted 1, failed 1" in page
+    assert "1 of 2 ended: failed 1, submitted 1" in page
+    assert f'href="/admin/jobs/job/?batch__id__exact={batch.pk}&amp;status__exact=FAILED">failed 1</a>' in page
     assert "1 cpu, 256 MiB per job" in page
     assert 'name="_save"' not in page
-    link = f"/admin/jobs/job/?q={batch.pk}"
+    link = f"/admin/jobs/job/?batch__id__exact={batch.pk}"
     assert link in page
     listed = admin_client.get(link).context["cl"].result_list
     assert {job.batch_id for job in listed} == {batch.pk} and len(listed) == 2
     found = admin_client.get("/admin/batches/batch/", {"q": "alice"}).context["cl"].result_list
     assert [b.pk for b in found] == [batch.pk]
     assert [b.pk for b in admin_client.get("/admin/batches/batch/", {"q": str(batch.pk)}).context["cl"].result_list] == [batch.pk]
+
+
+def test_the_batch_list_shows_each_batchs_progress_and_filters_by_state(admin_client, batch, alice, catalog):
+    done = Batch.objects.get(pk=make_client(alice).post("/batches", submission(catalog), format="json").json()["batch_id"])
+    Job.objects.filter(batch=done).update(status=Status.SUCCEEDED)
+    Job.objects.filter(batch=batch, index=0).update(status=Status.FAILED)
+    page = admin_client.get("/admin/batches/batch/").content.decode()
+    assert page.count('class="batch-progress"') == 2
+    assert "2 of 2 ended: succeeded 2" in page and "1 of 2 ended: failed 1, submitted 1" in page
+    assert 'title="1 FAILED"' in page and "width:50.00%" in page
+
+    def listed(state: str) -> set:
+        return {b.pk for b in admin_client.get("/admin/batches/batch/", {"state": state}).context["cl"].result_list}
+
+    assert listed("unfinished") == {batch.pk}
+    assert listed("ended") == {done.pk}
+    assert listed("failed") == {batch.pk}
+    assert listed("cancelling") == set()
+    admin_client.post("/admin/batches/batch/", {"action": "cancel_batches", "_selected_action": [str(batch.pk)]})
+    assert listed("unfinished") == set() and listed("ended") == {batch.pk, done.pk}
 
 
 def test_batches_are_cancelled_and_retried_from_the_admin_through_the_services(admin_client, batch, db):
