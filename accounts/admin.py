@@ -1,27 +1,62 @@
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
 from accounts.models import ApiToken
-from accounts.services import revoke_token
+from accounts.services import issue_token, revoke_token
 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "user", "name", "created_at", "expires_at", "revoked_at", "last_used_at"]
-    list_filter = ["revoked_at"]
-    search_fields = ["prefix", "user__username", "name"]
+    """Tokens are issued here or by `manage.py issue_token`, through the same service:
+    the secret is shown once, on the page that follows the form, and never stored."""
+
+    list_display = ["prefix", "user", "name", "active", "created_at", "expires_at", "last_used_at", "revoked_at"]
+    list_filter = ["revoked_at", "expires_at", "last_used_at"]
+    search_fields = ["=prefix", "user__username", "name"]
+    search_help_text = "A token's prefix (the part after bt_), a user name, or words of the token's name."
     list_select_related = ["user"]
-    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
     raw_id_fields = ["user"]
     actions = ["revoke"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        # A token's secret is shown once, by `manage.py issue_token`; the admin cannot.
-        return False
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
+        if obj is None:
+            return ["user", "name", "expires_at"]
+        return ["prefix", "user", "name", "expires_at", "created_at", "last_used_at", "revoked_at"]
 
-    @admin.action(description="Revoke selected tokens")
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
+        # A token's owner and secret never change; its name and expiry may.
+        return [] if obj is None else ["prefix", "user", "created_at", "last_used_at", "revoked_at"]
+
+    @admin.display(boolean=True, description="active")
+    def active(self, token: ApiToken) -> bool:
+        return token.is_active()
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, plaintext = issue_token(user=obj.user, name=obj.name, expires_at=obj.expires_at)
+        obj.pk, obj.prefix, obj.created_at = token.pk, token.prefix, token.created_at
+        request.issued_token = plaintext  # shown by response_add, then gone
+
+    def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Token issued",
+            "opts": self.opts,
+            "token": obj,
+            "plaintext": request.issued_token,
+        }
+        # (Admin views are never_cache: Cache-Control no-store, so no copy stays behind.)
+        return TemplateResponse(request, "admin/accounts/apitoken/issued.html", context)
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        for token in queryset:
+        tokens = list(queryset)
+        for token in tokens:
             revoke_token(token=token)
-        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+        self.message_user(request, f"Revoked {len(tokens)} token(s).", messages.SUCCESS)

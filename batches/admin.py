@@ -49,10 +49,21 @@ class ToolAdmin(admin.ModelAdmin):
 
 @admin.register(Filesystem)
 class FilesystemAdmin(admin.ModelAdmin):
-    list_display = ["name", "path", "read_only", "public"]
+    list_display = ["name", "path", "read_only", "granted"]
     list_filter = ["public", "read_only"]
     search_fields = ["name", "path"]
     filter_horizontal = ["users", "groups"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Filesystem]:
+        return super().get_queryset(request).prefetch_related("users", "groups")
+
+    @admin.display(description="granted to")
+    def granted(self, filesystem: Filesystem) -> str:
+        if filesystem.public:
+            return "everyone (public)"
+        names = [f"user {user.get_username()}" for user in filesystem.users.all()]
+        names += [f"group {group.name}" for group in filesystem.groups.all()]
+        return ", ".join(names) or "nobody yet"
 
 
 def to_the_second(moment: datetime | None) -> str:

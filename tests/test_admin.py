@@ -94,8 +94,48 @@ def test_deleting_a_batch_takes_its_jobs_and_events(admin_client, batch):
     assert not JobEvent.objects.filter(job__batch_id=batch.pk).exists()
 
 
-def test_a_token_cannot_be_added_in_the_admin(admin_client):
-    assert admin_client.get("/admin/accounts/apitoken/add/").status_code == 403
+def test_a_token_issued_in_the_admin_is_shown_once_and_works(admin_client, alice):
+    response = admin_client.post(
+        "/admin/accounts/apitoken/add/", {"user": alice.pk, "name": "laptop", "expires_at_0": "", "expires_at_1": ""}
+    )
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    plaintext = response.context["plaintext"]
+    assert plaintext.startswith("bt_") and plaintext in response.content.decode()
+    token = ApiToken.objects.get(name="laptop")
+    assert token.user == alice and plaintext not in token.digest
+    assert make_client(alice).get("/tools", HTTP_AUTHORIZATION=f"Bearer {plaintext}").status_code == 200
+    # Never again: not on its page, not in the list.
+    assert plaintext not in admin_client.get(f"/admin/accounts/apitoken/{token.pk}/change/").content.decode()
+    assert plaintext not in admin_client.get("/admin/accounts/apitoken/").content.decode()
+
+
+def test_tokens_are_revoked_by_operators_who_may_change_them(admin_client, alice, db):
+    from django.contrib.auth.models import Permission, User
+
+    from accounts.services import issue_token
+
+    token, plaintext = issue_token(user=alice, name="ci")
+    viewer = User.objects.create_user("token-viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_apitoken"))
+    client = Client()
+    client.force_login(viewer)
+    client.post("/admin/accounts/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
+    token.refresh_from_db()
+    assert token.revoked_at is None
+    response = admin_client.post("/admin/accounts/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    anon = Client()
+    assert anon.get("/tools", HTTP_AUTHORIZATION=f"Bearer {plaintext}").status_code == 401
+
+
+def test_the_filesystem_list_says_who_is_granted(admin_client, catalog, alice):
+    private = catalog["filesystems"]["private"]
+    page = admin_client.get("/admin/batches/filesystem/").content.decode()
+    assert "everyone (public)" in page and "nobody yet" in page
+    private.users.add(alice)
+    assert "user alice" in admin_client.get("/admin/batches/filesystem/").content.decode()
 
 
 @pytest.mark.parametrize(
