@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import orjson
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -48,12 +49,14 @@ class JobSerializer(serializers.Serializer):
         # from a row of jobs.selectors.batch_jobs: a page of 1000 jobs is the hottest
         # read, and DRF's per-field machinery cost more than the query.
         # tests/test_api_contract.py pins the shape.
+        # Ids stay UUIDs: the renderer writes them (batchsite.renderers).
         row = job if isinstance(job, dict) else {name: getattr(job, name) for name in ("id", "log_id", "args", "status", "reason")}
+        args = orjson.loads(row["args_json"]) if "args_json" in row else row["args"]
         return {
-            "job_id": str(row["id"]),
+            "job_id": row["id"],
             "job_tool": self.context["job_tool"],
-            "job_log_id": str(row["log_id"]),
-            "job_argument_list": _argument_list(row["args"]),
+            "job_log_id": row["log_id"],
+            "job_argument_list": _argument_list(args),
             "status": row["status"],
             "reason": row["reason"],
         }
