@@ -3,7 +3,8 @@
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Exists, F, Q, QuerySet
+from django.db import connections, router
+from django.db.models import Count, F, Q, QuerySet
 
 from batches.models import Batch, Filesystem, Tool
 from jobs.models import Job
@@ -72,12 +73,43 @@ def status_counts(*, batch: Batch) -> dict[str, int]:
 def user_batch_status_counts(*, user: AbstractBaseUser, batch_id: Any) -> dict[str, int] | None:
     """`status_counts` of the caller's batch `batch_id`, or None if it has no such
     (undeleted) batch: one query, the ownership checked in it (a batch always has jobs
-    until it is deleted)."""
-    # The ownership as an uncorrelated EXISTS (a one-time filter), not a join: joined,
-    # PostgreSQL gave up the index-only count of a 1,000,000-job batch (330 ms, not 177).
-    owned = Batch.objects.filter(pk=batch_id, owner=user, deleted_at__isnull=True)
-    counts = _counts(Job.objects.filter(Exists(owned), batch_id=batch_id))
-    return counts if any(counts.values()) else None
+    until it is deleted).
+
+    Written in SQL: this is what clients poll, and on a 1,000-job batch the ORM's
+    compilation of the query cost more than running it. The ownership is an uncorrelated
+    EXISTS (a one-time filter), not a join: joined, PostgreSQL gave up the index-only
+    count of a 1,000,000-job batch (330 ms, not 177)."""
+    conn = connections[router.db_for_read(Job)]
+    batch_id = Batch._meta.pk.get_db_prep_value(batch_id, conn)
+    owner_id = Batch._meta.get_field("owner").get_db_prep_value(user.pk, conn)
+    with conn.cursor() as cursor:
+        cursor.execute(_counts_sql(conn), [batch_id, batch_id, owner_id])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    counts = {status.lower(): 0 for status in Status.values}
+    for status, n in rows:
+        counts[status.lower()] = n
+    return counts
+
+
+_COUNTS_SQL: dict[str, str] = {}
+
+
+def _counts_sql(conn: Any) -> str:
+    """The query of `user_batch_status_counts`, written once per database vendor."""
+    if conn.vendor in _COUNTS_SQL:
+        return _COUNTS_SQL[conn.vendor]
+    qn = conn.ops.quote_name
+    jobs, batches = Job._meta, Batch._meta
+    sql = (
+        f"SELECT {qn(jobs.get_field('status').column)}, COUNT(*) FROM {qn(jobs.db_table)} "  # noqa: S608 (names from the models)
+        f"WHERE {qn(jobs.get_field('batch').column)} = %s AND EXISTS (SELECT 1 FROM {qn(batches.db_table)} "
+        f"WHERE {qn(batches.pk.column)} = %s AND {qn(batches.get_field('owner').column)} = %s "
+        f"AND {qn(batches.get_field('deleted_at').column)} IS NULL) GROUP BY 1"
+    )
+    _COUNTS_SQL[conn.vendor] = sql
+    return sql
 
 
 def status_counts_of_batches(*, batch_ids: list[Any]) -> dict[Any, dict[str, int]]:

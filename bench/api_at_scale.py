@@ -164,6 +164,7 @@ def run(repeat: int, submit_jobs: int) -> None:
         "SELECT b.*, t.name, t.description FROM batches_batch b JOIN batches_tool t ON t.id = b.tool_id WHERE b.id = %s AND b.owner_id = %s"
     )
     counts_sql = "SELECT status, count(*) FROM jobs_job WHERE batch_id = %s GROUP BY status"
+    owned_sql = "SELECT 1 FROM batches_batch WHERE id = %s AND owner_id = %s AND deleted_at IS NULL"
     fs_sql = (
         "SELECT f.id, f.name FROM batches_batch_filesystems bf JOIN batches_filesystem f ON f.id = bf.filesystem_id WHERE bf.batch_id = %s"
     )
@@ -181,13 +182,13 @@ def run(repeat: int, submit_jobs: int) -> None:
         (
             "status counts, 1,000-job batch",
             f"/batches/{small.pk}",
-            [(batch_sql, [small.pk, user.pk]), (counts_sql, [small.pk]), (fs_sql, [small.pk])],
+            [(owned_sql, [small.pk, user.pk]), (counts_sql, [small.pk])],
             1.5,
         ),
         (
             "status counts, 1,000,000-job batch",
             f"/batches/{big.pk}",
-            [(batch_sql, [big.pk, user.pk]), (counts_sql, [big.pk]), (fs_sql, [big.pk])],
+            [(owned_sql, [big.pk, user.pk]), (counts_sql, [big.pk])],
             1.5,
         ),
         ("job detail", f"/batches/{small.pk}/jobs/{job}", [(job_sql, [job, user.pk]), (fs_sql, [small.pk])], 5),
