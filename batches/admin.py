@@ -4,13 +4,14 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from batches.catalog import check_tool
+from batches.catalog import ToolError, check_tool
 from batches.models import Batch, Filesystem, Tool
 from batches.selectors import status_counts, status_counts_of_batches
 from batches.services import delete_batches
@@ -33,9 +34,9 @@ class ToolForm(forms.ModelForm):
         if "command" in data and "parameters" in data:
             try:
                 data["command"], data["parameters"] = check_tool(command=data["command"], parameters=data["parameters"])
-            except ValueError as exc:
-                field = "command" if str(exc).startswith("command") else "parameters"
-                self.add_error(field, str(exc))
+            except ToolError as exc:
+                for field, message in exc.errors.items():
+                    self.add_error(field, message)
         return data
 
 
@@ -73,15 +74,40 @@ def to_the_second(moment: datetime | None) -> str:
 
 class ReadOnlyPage:
     """For model admins whose pages edit nothing (rows written by services only): no
-    save buttons; `keep_delete` says whether the delete button stays."""
+    save buttons, and titles that do not offer to change anything ("Job <id>", "Jobs");
+    `keep_delete` says whether the delete button stays."""
 
     keep_delete = True
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> Any:
-        extra = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        extra = {
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "title": f"{self.opts.verbose_name.capitalize()} {object_id}",
+        }
         if not self.keep_delete:
             extra["show_delete"] = False
         return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
+        extra = {"title": self.opts.verbose_name_plural.capitalize()}
+        return super().changelist_view(request, extra_context={**extra, **(extra_context or {})})
+
+
+class OwnerFilter(admin.SimpleListFilter):
+    """Owners to filter by: the users who have batches (not every user of the site)."""
+
+    title = "owner"
+    owner_path = "owner"  # from the listed model to the batch's owner
+    parameter_name = "owner__id__exact"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        owners = get_user_model().objects.filter(Exists(Batch.objects.filter(owner=OuterRef("pk")))).order_by("username")
+        return [(str(user.pk), user.get_username()) for user in owners]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(**{self.owner_path: self.value()}) if self.value() else queryset
 
 
 # The seven states in the order a job goes through them, with the colour of each in the
@@ -159,7 +185,7 @@ class BatchChangeList(ChangeList):
 @admin.register(Batch)
 class BatchAdmin(ReadOnlyPage, admin.ModelAdmin):
     list_display = ["id", "name", "owner", "tool", "progress", "hardware", "created"]
-    list_filter = [BatchStateFilter, "tool", "owner", ("create_time", admin.DateFieldListFilter)]
+    list_filter = [BatchStateFilter, "tool", OwnerFilter, ("create_time", admin.DateFieldListFilter)]
     # Exact on the id (a text search on a uuid reads every row), words in the name, the
     # owner's user name.
     search_fields = ["=id", "name", "=owner__username"]

@@ -65,16 +65,39 @@ def _checked_name(section: str, index: int, entry: Any, keys: set[str]) -> str:
     return name
 
 
+class ToolError(ValueError):
+    """What is wrong with a tool, per field ("command", "parameters"); its message says
+    all of it."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(errors.values()))
+
+
 def check_tool(*, command: Any, parameters: Any) -> tuple[list[str], dict[str, Any]]:
     """The one check of a tool's argv template and parameters, whoever writes the tool
-    (the catalog file, the admin's form): returns them normalised, or raises ValueError
-    saying what is wrong. A tool that passes can be listed and run."""
+    (the catalog file, the admin's form): returns them normalised, or raises ToolError
+    saying what is wrong with each. A tool that passes can be listed and run."""
+    errors: dict[str, str] = {}
+    checked: dict[str, Any] = {}
     if parameters is None:
         parameters = {}
     if not isinstance(parameters, dict):
-        raise ValueError("parameters must be a mapping of name -> {type, required, default, choices, description}")
-    checked = {pname: check_spec(pname, spec) for pname, spec in parameters.items()}
-    return check_command(command, checked), checked
+        errors["parameters"] = "parameters must be a mapping of name -> {type, required, default, choices, description}"
+        parameters = {}
+    try:
+        checked = {pname: check_spec(pname, spec) for pname, spec in parameters.items()}
+    except ValueError as exc:
+        errors["parameters"] = str(exc)
+    try:
+        # Against the declared names, even when a declaration is wrong: both fields'
+        # problems are told at once.
+        command = check_command(command, dict.fromkeys(parameters))
+    except ValueError as exc:
+        errors["command"] = str(exc)
+    if errors:
+        raise ToolError(errors)
+    return command, checked
 
 
 def _clean_tool(index: int, entry: Any) -> dict[str, Any]:

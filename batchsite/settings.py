@@ -146,6 +146,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+FORMAT_MODULE_PATH = ["batchsite.formats"]  # times to the second in the admin
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

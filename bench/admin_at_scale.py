@@ -71,7 +71,7 @@ def main() -> None:
         ("jobs", "/admin/jobs/job/"),
         ("jobs, page 5000", "/admin/jobs/job/?p=5000"),
         ("jobs FAILED", "/admin/jobs/job/?status__exact=FAILED"),
-        ("jobs FAILED of one owner", f"/admin/jobs/job/?status__exact=FAILED&batch__owner__id__exact={owner.pk}"),
+        ("jobs FAILED of one owner", f"/admin/jobs/job/?status__exact=FAILED&batch__owner__id={owner.pk}"),
         ("jobs of one tool", f"/admin/jobs/job/?batch__tool__id__exact={tool.pk}"),
         ("jobs of one worker", f"/admin/jobs/job/?worker__id__exact={worker.pk}"),
         ("jobs created today", "/admin/jobs/job/?create_time__gte=" + time.strftime("%Y-%m-%d+00:00:00%%2B00:00")),

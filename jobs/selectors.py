@@ -80,18 +80,28 @@ def state_counts_by_batch() -> dict[tuple[Any, str], int]:
 
 
 def active_workers() -> list[dict[str, Any]]:
-    """Active workers with their offer, their live attempts and their last heartbeat."""
+    """Active workers with their offer, their last heartbeat and their live attempts:
+    `running` ones, and `launching` ones (claimed, not started yet: a worker holds a few
+    beyond its cores while jobs are short, a cluster queues them)."""
     from jobs.models import Attempt
 
-    live = dict(
-        Attempt.objects.filter(end_time__isnull=True, worker__state=Worker.State.ACTIVE)
+    live: dict[tuple[Any, str], int] = {
+        (worker_id, state): n
+        for worker_id, state, n in Attempt.objects.filter(end_time__isnull=True, worker__state=Worker.State.ACTIVE)
         .order_by()
-        .values_list("worker_id")
+        .values_list("worker_id", "state")
         .annotate(n=Count("*"))
-    )
+    }
     workers = (
         Worker.objects.filter(state=Worker.State.ACTIVE)
         .order_by("name")
         .values("id", "name", "executor", "node", "cpus", "memory_mib", "heartbeat_at", "lease_expires")
     )
-    return [{**worker, "attempts": live.get(worker["id"], 0)} for worker in workers]
+    return [
+        {
+            **worker,
+            "running": live.get((worker["id"], Attempt.State.RUNNING), 0),
+            "launching": live.get((worker["id"], Attempt.State.LAUNCHING), 0),
+        }
+        for worker in workers
+    ]

@@ -167,6 +167,16 @@ def test_the_tool_form_runs_the_catalogs_checks(admin_client, alice_client, cata
     assert alice_client.get("/tools").status_code == 200
 
 
+def test_the_tool_form_tells_every_field_that_is_wrong_at_once(admin_client, catalog):
+    """With both fields wrong, only the parameters' error was shown; the command's came
+    after the parameters were fixed."""
+    tool = catalog["tools"]["echo"]
+    form = {"name": tool.name, "description": "", "command": '"/bin/echo hi"', "parameters": '{"m": {"type": "strin"}}', "enabled": "on"}
+    errors = admin_client.post(f"/admin/batches/tool/{tool.pk}/change/", form).context["adminform"].form.errors
+    assert "non-empty list of strings" in str(errors["command"])
+    assert "type must be one of" in str(errors["parameters"])
+
+
 def test_view_only_staff_cannot_cancel_or_retry(batch, db):
     from django.contrib.auth.models import Permission, User
 
@@ -199,7 +209,7 @@ def test_an_operator_finds_one_users_failed_jobs_and_reads_them(alice, bob, cata
     response = client.get("/admin/jobs/job/", {"q": "alice", "status__exact": "FAILED"})
     assert response.status_code == 200
     assert [job.pk for job in response.context["cl"].result_list] == [failed.pk]
-    by_owner = client.get("/admin/jobs/job/", {"batch__owner__id__exact": alice.pk})
+    by_owner = client.get("/admin/jobs/job/", {"batch__owner__id": alice.pk})
     assert {job.batch.owner_id for job in by_owner.context["cl"].result_list} == {alice.pk}
     assert len(by_owner.context["cl"].result_list) == 3
     page = by_owner.content.decode()
@@ -211,10 +221,10 @@ def test_an_operator_finds_one_users_failed_jobs_and_reads_them(alice, bob, cata
     # The changelist's queries do not grow with its rows (related rows come in the same query).
     client.get("/admin/jobs/job/")
     with CaptureQueriesContext(connection) as few:
-        client.get("/admin/jobs/job/", {"batch__owner__id__exact": bob.pk})
+        client.get("/admin/jobs/job/", {"batch__owner__id": bob.pk})
     make_client(bob).post("/batches", submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(20)]), format="json")
     with CaptureQueriesContext(connection) as many:
-        client.get("/admin/jobs/job/", {"batch__owner__id__exact": bob.pk})
+        client.get("/admin/jobs/job/", {"batch__owner__id": bob.pk})
     assert len(many.captured_queries) == len(few.captured_queries)
 
 

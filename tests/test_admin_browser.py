@@ -115,6 +115,15 @@ def log_in(page: Page, username: str) -> None:
     expect(page.locator("h1")).to_have_text("Site administration")
 
 
+def go_to(page: Page, model: str) -> None:
+    """To a model's list as a person would: home (the breadcrumbs' first link), then
+    the model's name in the list of apps."""
+    home = page.locator(".breadcrumbs").get_by_role("link", name="Home")
+    if home.count():
+        home.click()
+    page.locator("#content-main").get_by_role("link", name=model, exact=True).click()
+
+
 def log_out(page: Page) -> None:
     page.locator("#logout-form button").click()
     expect(page.locator("h1")).to_have_text("Logged out")
@@ -146,7 +155,7 @@ def test_a_view_only_operator_changes_nothing_and_a_superuser_may(page, viewer, 
     ids = [str(pk) for pk in Job.objects.filter(batch=batch).values_list("pk", flat=True)]
 
     log_in(page, "viewer")
-    page.get_by_role("link", name="Jobs", exact=True).click()
+    go_to(page, "Jobs")
     expect(rows(page)).to_have_count(2)
     expect(page.locator("select[name=action]")).to_have_count(0)  # no action to choose
     # Sent anyway, with the viewer's own session: nothing happens.
@@ -156,7 +165,7 @@ def test_a_view_only_operator_changes_nothing_and_a_superuser_may(page, viewer, 
     page.reload()
     assert column(page, "status") == ["Submitted", "Submitted"]
     assert statuses(batch) == ["SUBMITTED", "SUBMITTED"]
-    page.get_by_role("link", name="Batches", exact=True).click()
+    go_to(page, "Batches")
     expect(rows(page)).to_have_count(1)
     expect(page.locator("select[name=action]")).to_have_count(0)
     answer = post_with_the_session(page, "/admin/batches/batch/", [("action", "cancel_batches"), ("_selected_action", str(batch.pk))])
@@ -170,7 +179,7 @@ def test_a_view_only_operator_changes_nothing_and_a_superuser_may(page, viewer, 
     log_out(page)
 
     log_in(page, "chief")
-    page.get_by_role("link", name="Jobs", exact=True).click()
+    go_to(page, "Jobs")
     expect(page.locator("select[name=action] option")).to_have_text(["---------", "Cancel selected jobs", "Retry selected FAILED jobs"])
     # The same action, chosen on the page by the superuser, takes effect.
     page.locator(f"input[name=_selected_action][value='{ids[0]}']").check()
@@ -202,7 +211,7 @@ def test_an_operator_finds_one_users_failed_jobs_by_clicking(page, viewer, alice
     alices_failed = {str(Job.objects.get(batch=alices, index=i).pk) for i in (0, 2)}
 
     log_in(page, "viewer")
-    page.get_by_role("link", name="Jobs", exact=True).click()
+    go_to(page, "Jobs")
     expect(rows(page)).to_have_count(7)
     filters = page.locator("#changelist-filter")
     filters.locator("details[data-filter-title=status]").get_by_role("link", name="Failed", exact=True).click()
@@ -212,11 +221,16 @@ def test_an_operator_finds_one_users_failed_jobs_by_clicking(page, viewer, alice
     page.locator("#searchbar").press("Enter")
     expect(rows(page)).to_have_count(2)
     assert "status__exact=FAILED" in page.url and "q=alice" in page.url
-    assert set(column(page, "id")) == alices_failed
+    # Each job by the end of its id, the whole id in the tooltip.
+    cells = page.locator("#result_list tbody th.field-job span")
+    assert {cell.get_attribute("title") for cell in cells.all()} == alices_failed
+    assert {text.strip() for text in cells.all_inner_texts()} == {f"…{job_id[-12:]}" for job_id in alices_failed}
     assert column(page, "owner") == ["alice", "alice"]
     assert sorted(column(page, "reason")) == ["exit code 3", "timed out after 600 s"]
     for cell in page.locator("#result_list tbody td.field-reason").all():
         expect(cell).to_be_in_viewport()  # on screen, not scrolled away to the right
+    for cell in page.locator("#result_list tbody td.field-duration").all():
+        expect(cell).to_be_in_viewport()  # the last column too, at 1,400 px
     # The owner filter in the sidebar does the same without typing.
     page.locator("#searchbar").fill("")
     page.locator("#searchbar").press("Enter")
@@ -242,8 +256,8 @@ def test_an_operator_reads_a_jobs_attempts_events_and_log(page, chief, alice, ca
     wait_for(lambda: statuses(batch) == ["FAILED"], timeout=30, message=f"the job did not fail: {statuses(batch)}")
 
     log_in(page, "chief")
-    page.get_by_role("link", name="Jobs", exact=True).click()
-    page.get_by_role("link", name=str(job.pk)).click()
+    go_to(page, "Jobs")
+    page.locator(f'#result_list a:has(span[title="{job.pk}"])').click()  # the row's link: the end of its id
     expect(page.locator(".field-status .readonly")).to_have_text("Failed")
     expect(page.locator(".field-reason .readonly")).to_have_text("exit code 3")
     # The attempts: one, ended with exit code 3, on its worker.
@@ -283,7 +297,7 @@ def test_an_operator_cancels_a_running_batch_from_the_batch_list(page, chief, al
     wait_for(lambda: statuses(batch).count("RUNNING") == 2, timeout=30, message="two jobs did not start")
 
     log_in(page, "chief")
-    page.get_by_role("link", name="Batches", exact=True).click()
+    go_to(page, "Batches")
     page.get_by_role("link", name=str(batch.pk)).click()
     counts = page.locator(".field-counts .readonly")
     expect(counts).to_contain_text("running 2")
@@ -311,7 +325,7 @@ def test_a_bad_tool_edit_is_refused_with_a_readable_error(page, chief, alice, ca
     tool = catalog["tools"]["echo"]
     before = (tool.command, tool.parameters)
     log_in(page, "chief")
-    page.get_by_role("link", name="Tools", exact=True).click()
+    go_to(page, "Tools")
     page.get_by_role("link", name="echo", exact=True).click()
     command, parameters = page.get_by_label("Command"), page.get_by_label("Parameters")
     save = page.get_by_role("button", name="Save", exact=True)
@@ -319,14 +333,16 @@ def test_a_bad_tool_edit_is_refused_with_a_readable_error(page, chief, alice, ca
     parameters.fill('{"m": {"type": "strin"}}')
     save.click()
 
-    expect(page.locator(".errornote")).to_have_text("Please correct the error below.")
+    # Both fields' errors at once (the form used to tell one, then the other).
+    expect(page.locator(".errornote")).to_have_text("Please correct the errors below.")
     expect(page.locator(".messagelist")).to_have_count(0)  # no "changed successfully"
     expect(page.locator(".field-parameters .errorlist")).to_have_text(
         "parameter m: type must be one of string, integer, number, boolean, choice, path, not 'strin'"
     )
+    expect(page.locator(".field-command .errorlist")).to_contain_text("command must be a non-empty list of strings")
     expect(parameters).to_have_value('{"m": {"type": "strin"}}')  # what was typed stays, to be put right
     expect(command).to_have_value('"/bin/echo hi"')
-    # The type put right, the command's own error comes (one error at a time).
+    # The type put right, the command's error stays, alone.
     parameters.fill('{"m": {"type": "string"}}')
     save.click()
     expect(page.locator(".field-command .errorlist")).to_contain_text("command must be a non-empty list of strings")
@@ -379,8 +395,13 @@ def test_screenshots_of_the_operators_pages(page, chief, alice, bob, catalog, wo
     waiting = sum(int(states[state]) for state in ("SUBMITTED", "PENDING", "RUNNABLE"))
     assert waiting + int(states["STARTING"]) == 2, states  # a worker may hold one job ahead (STARTING)
     expect(page.locator("#queue")).to_contain_text(f"{waiting} job(s) waiting to run; the oldest since")
-    live = Attempt.objects.filter(end_time__isnull=True).count()
-    expect(page.locator("#workers tbody tr td:nth-child(4)")).to_have_text([str(live)])  # its live attempts
+    # Its live attempts, running and about to start (held ahead of a free core): a worker
+    # of 1 cpu showed "live attempts 2", which read as over-commitment.
+    running = Attempt.objects.filter(end_time__isnull=True, state="RUNNING").count()
+    launching = Attempt.objects.filter(end_time__isnull=True, state="LAUNCHING").count()
+    assert running == 1, running
+    expect(page.locator("#workers tbody tr td:nth-child(4)")).to_have_text([str(running)])
+    expect(page.locator("#workers tbody tr td:nth-child(5)")).to_have_text([str(launching)])
     shoot("batch-list", "/admin/batches/batch/", "a long night")
     expect(rows(page)).to_have_count(3)
     shoot("batch-page", f"/admin/batches/batch/{failing.pk}/change/", "succeeded 1, failed 3")
