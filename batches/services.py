@@ -215,24 +215,25 @@ def _purge_chunk(*, batch_id: Any, size: int) -> int:
     return len(ids)
 
 
-def finished_batches(*, older_than: timedelta, now: datetime | None = None) -> QuerySet[Batch]:
-    """Batches, of every user, whose jobs have all finished (SUCCEEDED or FAILED) and
-    that saw no activity (submission or a job ending) for `older_than`."""
+def finished_batches(*, older_than: timedelta, now: datetime | None = None, owner: AbstractBaseUser | None = None) -> QuerySet[Batch]:
+    """Batches, of `owner` or of every user, whose jobs have all finished (SUCCEEDED or
+    FAILED) and that saw no activity (submission or a job ending) for `older_than`."""
     cutoff = (now or timezone.now()) - older_than
-    return (
-        Batch.objects.filter(create_time__lt=cutoff, deleted_at__isnull=True)
-        .exclude(jobs__status__in=UNFINISHED)
-        .exclude(jobs__stop_time__gte=cutoff)
-        .order_by("id")
-    )
+    batches = Batch.objects.filter(create_time__lt=cutoff, deleted_at__isnull=True)
+    if owner is not None:
+        batches = batches.filter(owner=owner)
+    return batches.exclude(jobs__status__in=UNFINISHED).exclude(jobs__stop_time__gte=cutoff).order_by("id")
 
 
-def cleanup_batches(*, older_than: timedelta, dry_run: bool = False, now: datetime | None = None) -> tuple[int, int]:
-    """Delete the `finished_batches()`, then remove every deleted batch's rows and logs
-    (these and any whose deletion a crash left unfinished), in bounded chunks.
+def cleanup_batches(
+    *, older_than: timedelta, dry_run: bool = False, now: datetime | None = None, owner: AbstractBaseUser | None = None
+) -> tuple[int, int]:
+    """Delete the `finished_batches()` (of `owner`, or of everyone), then remove every
+    deleted batch's rows and logs (these and any whose deletion a crash left
+    unfinished), in bounded chunks.
 
     Returns (batches, jobs) deleted, or that would be with `dry_run`."""
-    batches = finished_batches(older_than=older_than, now=now)
+    batches = finished_batches(older_than=older_than, now=now, owner=owner)
     if dry_run:
         return batches.count(), sum(batches.values_list("n_jobs", flat=True))
     deleted_batches = deleted_jobs = 0

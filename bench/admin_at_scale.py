@@ -74,7 +74,7 @@ def main() -> None:
         ("jobs FAILED of one owner", f"/admin/jobs/job/?status__exact=FAILED&batch__owner__id={owner.pk}"),
         ("jobs of one tool", f"/admin/jobs/job/?batch__tool__id__exact={tool.pk}"),
         ("jobs of one worker", f"/admin/jobs/job/?worker__id__exact={worker.pk}"),
-        ("jobs created today", "/admin/jobs/job/?create_time__gte=" + time.strftime("%Y-%m-%d+00:00:00%%2B00:00")),
+        ("jobs created today", "/admin/jobs/job/?batch__create_time__gte=" + time.strftime("%Y-%m-%d+00:00:00%%2B00:00")),
         ("jobs, search job id", f"/admin/jobs/job/?q={newest[0]}"),
         ("jobs, search batch id", f"/admin/jobs/job/?q={newest[1]}"),
         ("jobs, search log id", f"/admin/jobs/job/?q={newest[2]}"),

@@ -90,7 +90,10 @@ class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
     # ids (the whole id in the tooltip), start and stop in the duration's tooltip, and
     # the reason given room (templates/admin/jobs/job/change_list.html).
     list_display = ["job", "status", "reason", "tool", "batch_short", "owner", "attempts", "worker", "created", "duration"]
-    list_filter = ["status", ("create_time", admin.DateFieldListFilter), "batch__tool", JobOwnerFilter, "worker"]
+    # Created: the batch's time, which its jobs share (jobs.services.create_jobs): the
+    # batches of a day are found on the small table and their jobs on the batch index
+    # (10 ms at a million jobs; a scan of the jobs' own column took 270).
+    list_filter = ["status", ("batch__create_time", admin.DateFieldListFilter), "batch__tool", JobOwnerFilter, "worker"]
     # Exact matches on indexed columns only: a job, batch or log id, or the owner's name.
     search_fields = ["=id", "=batch__id", "=log_id", "=batch__owner__username"]
     search_ids = ["id", "batch_id", "log_id"]

@@ -68,12 +68,25 @@ def test_generate_load_command_prints_a_summary_and_refuses_nonsense(capsys):
         call_command("generate_load", "--batches", "5", "--jobs", "2")
 
 
+def test_jobs_created_on_a_day_are_those_of_the_batches_created_that_day(admin_client):
+    """The date filter reads the batches' time (which their jobs share), not a scan of
+    the jobs' own column."""
+    generate_load(batches=6, jobs=60, users=1, days=30)
+    for batch in Batch.objects.all():
+        assert set(Job.objects.filter(batch=batch).values_list("create_time", flat=True)) == {batch.create_time}
+    newest = Batch.objects.order_by("-create_time").first()
+    since = newest.create_time.strftime("%Y-%m-%d %H:%M:%S+00:00")
+    listed = admin_client.get("/admin/jobs/job/", {"batch__create_time__gte": since}).context["cl"].result_list
+    assert {job.pk for job in listed} == set(Job.objects.filter(create_time__gte=newest.create_time).values_list("pk", flat=True))
+
+
 PAGES = [
     "/admin/dashboard/",
     "/admin/batches/batch/",
     "/admin/batches/batch/?q=load-user-01",
     "/admin/jobs/job/",
     "/admin/jobs/job/?status__exact=FAILED",
+    "/admin/jobs/job/?batch__create_time__gte=2000-01-01+00%3A00%3A00%2B00%3A00",
     "/admin/jobs/job/?q=load-user-01",
     "/admin/jobs/attempt/",
     "/admin/jobs/worker/",

@@ -69,6 +69,17 @@ def test_cleanup_command(alice, catalog):
     assert Batch.objects.count() == 0
 
 
+def test_cleanup_of_one_user_leaves_the_others(alice, bob, catalog):
+    finished_batch(alice, catalog)
+    kept = finished_batch(bob, catalog)
+    out = StringIO()
+    call_command("cleanup", "--older-than", "0s", "--user", "alice", stdout=out)
+    assert out.getvalue().splitlines()[0] == "deleted 1 batch(es) of alice and 2 job(s) finished more than 0s ago"
+    assert list(Batch.objects.all()) == [kept]
+    with pytest.raises(CommandError, match="no user named 'nobody'"):
+        call_command("cleanup", "--user", "nobody")
+
+
 def test_cleanup_refuses_a_bad_duration(db):
     with pytest.raises(CommandError, match="--older-than must be a number and a unit"):
         call_command("cleanup", "--older-than", "thirty days")

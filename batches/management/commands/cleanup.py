@@ -3,6 +3,7 @@
 import re
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from batches.services import cleanup_batches, forget_idempotency_keys
@@ -28,11 +29,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--older-than", default="30d", help="age of the last activity, e.g. 30d, 12h (default 30d)")
         parser.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+        parser.add_argument("--user", help="only this user's batches (default: every user's)")
 
     def handle(self, *args, **options) -> None:
         older_than = parse_duration(options["older_than"])
-        batches, jobs = cleanup_batches(older_than=older_than, dry_run=options["dry_run"])
+        owner = None
+        if options["user"] is not None:
+            owner = get_user_model().objects.filter(username=options["user"]).first()
+            if owner is None:
+                raise CommandError(f"no user named {options['user']!r}")
+        batches, jobs = cleanup_batches(older_than=older_than, dry_run=options["dry_run"], owner=owner)
         verb = "would delete" if options["dry_run"] else "deleted"
-        self.stdout.write(f"{verb} {batches} batch(es) and {jobs} job(s) finished more than {options['older_than']} ago")
+        whose = f" of {owner.get_username()}" if owner is not None else ""
+        self.stdout.write(f"{verb} {batches} batch(es){whose} and {jobs} job(s) finished more than {options['older_than']} ago")
         if not options["dry_run"]:
             self.stdout.write(f"forgot {forget_idempotency_keys()} Idempotency-Key(s) older than a day")
