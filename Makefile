@@ -6,7 +6,7 @@ DATA := data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint venv clean superuser shell manage port-free
+.PHONY: run test lint venv clean superuser shell manage port-free lock
 
 # uv installs the same pins in seconds where it is on the machine; pip otherwise.
 INSTALL = if command -v uv >/dev/null 2>&1; then uv pip install --quiet --python $(BIN)/python -r $(1); else $(BIN)/pip install --quiet --disable-pip-version-check -r $(1); fi
@@ -76,3 +76,10 @@ test: lint
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache
+
+# requirements*.txt from requirements*.in: every dependency pinned, with the hashes of
+# every file of its release (pip then refuses anything else). Keeps the versions
+# already pinned; `make lock UPGRADE=--upgrade` moves to the newest.
+lock: $(BIN)/.dev-installed
+	$(BIN)/uv pip compile requirements.in --generate-hashes --python-version 3.11 --quiet $(UPGRADE) -o requirements.txt
+	$(BIN)/uv pip compile requirements-dev.in --generate-hashes --python-version 3.11 --quiet $(UPGRADE) -o requirements-dev.txt
