@@ -263,17 +263,19 @@ def jobs(ctx: click.Context, batch: str, state: str | None, as_json: bool) -> No
     out.print(table)
 
 
-@main.command(help="A job's output (stdout and stderr); -f follows it while it runs.")
-@click.argument("batch")
-@click.argument("job")
+@main.command(help="A job's output (stdout and stderr); -f follows it while it runs. JOB alone, or BATCH JOB.")
+@click.argument("ids", nargs=-1, required=True, metavar="[BATCH] JOB")
 @click.option("-f", "--follow", is_flag=True)
 @click.option("--every", type=float, default=0.5, show_default=True, help="Seconds between looks when following.")
 @click.pass_context
-def logs(ctx: click.Context, batch: str, job: str, follow: bool, every: float) -> None:
+def logs(ctx: click.Context, ids: tuple[str, ...], follow: bool, every: float) -> None:
+    if len(ids) > 2:
+        raise click.UsageError("give a job id, or a batch id and a job id")
+    job_path = f"/batches/{ids[0]}/jobs/{ids[1]}" if len(ids) == 2 else f"/jobs/{ids[0]}"
     api = _api(ctx)
     offset = 0
     while True:
-        detail = api.get(f"/batches/{batch}/jobs/{job}")  # before the read: a job seen ended has written all
+        detail = api.get(job_path)  # before the read: a job seen ended has written all
         data, size = api.log(detail["log_id"], offset=offset)
         if data:
             sys.stdout.buffer.write(data)

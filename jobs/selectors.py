@@ -28,6 +28,11 @@ def get_user_job(*, user: AbstractBaseUser, batch_id: Any, job_id: Any) -> Job |
     )
 
 
+def get_user_job_by_id(*, user: AbstractBaseUser, job_id: Any) -> Job | None:
+    """One job of the caller's by its id alone, with its batch (one query)."""
+    return Job.objects.filter(pk=job_id, batch__owner=user, batch__deleted_at__isnull=True).select_related("batch").first()
+
+
 def get_user_job_by_log(*, user: AbstractBaseUser, log_id: Any) -> Job | None:
     return Job.objects.filter(log_id=log_id, batch__owner=user, batch__deleted_at__isnull=True).first()
 

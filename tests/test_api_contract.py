@@ -169,6 +169,17 @@ def test_get_job_returns_one_object(alice_client, catalog):
     assert job["attempts"] == 0 and job["exit_code"] is None
 
 
+def test_a_job_is_found_by_its_id_alone_with_the_same_answer(alice_client, catalog):
+    """GET /jobs/<id> (an addition): what GET /batches/<b>/jobs/<id> answers, for a client
+    holding only the job's id (`batches logs JOB`)."""
+    batch = submit(alice_client, catalog)
+    job_id = alice_client.get(f"/batches/{batch['batch_id']}/jobs").json()[1]["job_id"]
+    by_id = alice_client.get(f"/jobs/{job_id}")
+    assert by_id.status_code == 200
+    assert by_id.json() == alice_client.get(f"/batches/{batch['batch_id']}/jobs/{job_id}").json()
+    assert alice_client.get(f"/jobs/{batch['batch_id']}").status_code == 404  # a batch's id is no job's
+
+
 def test_job_times_and_statuses_after_it_ran(alice_client, catalog):
     batch = submit(alice_client, catalog)
     job_id = Job.objects.filter(batch_id=batch["batch_id"]).order_by("index").values_list("pk", flat=True)[0]

@@ -35,6 +35,7 @@ OBJECT_ROUTES = [
     ("get", "/batches/{batch}/jobs", 200),
     ("get", "/batches/{batch}/jobs/{job}", 200),
     ("get", "/batches/{batch}/jobs/{job}/events", 200),
+    ("get", "/jobs/{job}", 200),
     ("get", "/logs/{log}", 200),
     ("post", "/batches/{batch}/jobs/{other_job}/cancel", 200),
     ("post", "/batches/{batch}/retry", 200),

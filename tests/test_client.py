@@ -67,6 +67,8 @@ def test_logs_follow_a_running_job_to_its_end(cli):
     wait_for(lambda: json.loads(cli("jobs", batch["batch_id"], "--json").stdout)[0]["status"] == "RUNNING", timeout=30)
     followed = cli("logs", batch["batch_id"], job["job_id"], "-f", "--every", "0.1")
     assert followed.stdout == "one\ntwo\n"
+    # The job's id alone is enough, as `batches jobs` prints it.
+    assert cli("logs", job["job_id"]).stdout == "one\ntwo\n"
 
 
 def test_cancel_and_a_failed_watch_exit_non_zero(cli):

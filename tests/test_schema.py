@@ -45,6 +45,7 @@ def test_schema_lists_every_route(openapi):
         "/batches/{batch_id}/jobs/{job_id}",
         "/batches/{batch_id}/jobs/{job_id}/cancel",
         "/batches/{batch_id}/jobs/{job_id}/events",
+        "/jobs/{job_id}",
         "/logs/{log_id}",
         "/tools",
         "/tools/{tool_id}",

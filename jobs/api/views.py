@@ -20,7 +20,7 @@ from batchsite.problems import Conflict
 from jobs.api.serializers import JobDetailSerializer, JobEventSerializer, JobSerializer
 from jobs.logs import read_log
 from jobs.models import Job
-from jobs.selectors import batch_jobs, get_user_job, get_user_job_by_log, job_events
+from jobs.selectors import batch_jobs, get_user_job, get_user_job_by_id, get_user_job_by_log, job_events
 from jobs.services import CancelResult, CancelStillStopping, cancel_batch, cancel_jobs, retry_failed_jobs
 from jobs.states import Status
 
@@ -111,6 +111,23 @@ class JobDetailView(APIView):
     @extend_schema(operation_id="get_job", summary="One job's attributes", responses={200: JobDetailSerializer, 404: NOT_FOUND})
     def get(self, request: Request, batch_id: str, job_id: str) -> Response:
         job = _user_job(request, batch_id, job_id)
+        return Response(JobDetailSerializer(job, context={"filesystem_ids": batch_filesystem_ids(batch_id=job.batch_id)}).data)
+
+
+class JobByIdView(APIView):
+    @extend_schema(
+        operation_id="get_job_by_id",
+        summary="One job's attributes, by the job's id alone",
+        description=(
+            "The same answer as GET /batches/{batch_id}/jobs/{job_id}, for a client that holds only the job's id "
+            "(an addition to the seed's routes; `batch_id` in the answer names its batch)."
+        ),
+        responses={200: JobDetailSerializer, 404: NOT_FOUND},
+    )
+    def get(self, request: Request, job_id: str) -> Response:
+        job = get_user_job_by_id(user=request.user, job_id=job_id)
+        if job is None:
+            raise Http404
         return Response(JobDetailSerializer(job, context={"filesystem_ids": batch_filesystem_ids(batch_id=job.batch_id)}).data)
 
 
