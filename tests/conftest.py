@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.services import issue_token
@@ -37,6 +38,14 @@ def bob(db) -> User:
 @pytest.fixture
 def root(db) -> User:
     return User.objects.create_user("root", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def admin_client(root) -> Client:
+    """root logged in to the admin."""
+    client = Client()
+    client.force_login(root)
+    return client
 
 
 @pytest.fixture

@@ -15,13 +15,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def admin_client(root) -> Client:
-    client = Client()
-    client.force_login(root)
-    return client
-
-
-@pytest.fixture
 def batch(alice, catalog) -> Batch:
     client = make_client(alice)
     response = client.post("/batches", submission(catalog), format="json")

@@ -19,13 +19,6 @@ from jobs.models import Attempt, Job, JobEvent, Worker
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client(root) -> Client:
-    client = Client()
-    client.force_login(root)
-    return client
-
-
 def queries_of(client: Client, url: str) -> int:
     count = [0]
 
