@@ -17,7 +17,7 @@ from batches.selectors import status_counts, status_counts_of_batches
 from batches.services import delete_batches
 from batchsite.admin_paging import CappedPaginator, uuid_or_none
 from jobs.models import Job
-from jobs.states import TERMINAL, UNFINISHED, Status
+from jobs.states import UNFINISHED, Status
 
 
 class ToolForm(forms.ModelForm):
@@ -168,7 +168,7 @@ class BatchStateFilter(admin.SimpleListFilter):
         if self.value() == "failed":
             return queryset.filter(Exists(jobs.filter(status=Status.FAILED)))
         if self.value() == "cancelling":
-            return queryset.filter(cancel_requested_at__isnull=False).filter(Exists(jobs.exclude(status__in=TERMINAL)))
+            return queryset.filter(cancel_requested_at__isnull=False).filter(Exists(jobs.filter(status__in=UNFINISHED)))
         return queryset
 
 

@@ -81,6 +81,7 @@ def main() -> None:
         ("jobs, search owner", f"/admin/jobs/job/?q={owner.username}"),
         ("job page (failed)", f"/admin/jobs/job/{failed}/change/"),
         ("attempts", "/admin/jobs/attempt/"),
+        ("attempts, search executor id", "/admin/jobs/attempt/?q=12345"),  # no index: pids repeat across nodes
         ("attempt page", f"/admin/jobs/attempt/{attempt}/change/"),
         ("workers", "/admin/jobs/worker/"),
         ("worker page", f"/admin/jobs/worker/{worker.pk}/change/"),
