@@ -19,7 +19,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     search_fields = ["=prefix", "user__username", "name"]
     search_help_text = "A token's prefix (the part after bt_), a user name, or words of the token's name."
     list_select_related = ["user"]
-    raw_id_fields = ["user"]
+    autocomplete_fields = ["user"]  # searched by user name (the users' admin)
     actions = ["revoke"]
 
     def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:

@@ -411,3 +411,31 @@ def test_screenshots_of_the_operators_pages(page, chief, alice, bob, catalog, wo
     expect(page.locator("fieldset", has=page.get_by_role("heading", name="Job events")).locator("td.field-to_status").last).to_have_text(
         "Failed"
     )
+
+
+def test_an_operator_issues_a_token_sees_it_once_and_revokes_it(page, chief, alice, catalog):
+    log_in(page, "chief")
+    go_to(page, "API tokens")
+    page.get_by_role("link", name="Add API token").click()
+    # The user is picked by typing part of the name (autocomplete).
+    page.locator(".field-user .select2-selection").click()
+    page.locator(".select2-search__field").fill("ali")
+    page.get_by_role("option", name="alice").click()
+    page.get_by_label("Name").fill("laptop")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("h1")).to_have_text("Token issued")
+    plaintext = page.locator("#issued-token").inner_text().strip()
+    assert plaintext.startswith("bt_")
+    answer = page.request.get("/tools", headers={"Authorization": f"Bearer {plaintext}"})
+    assert answer.status == 200
+    # Shown once: the token's page and the list never show it again.
+    page.get_by_role("link", name="The token's page").click()
+    expect(page.locator("#content")).not_to_contain_text(plaintext)
+    go_to(page, "API tokens")
+    expect(page.locator("#content")).not_to_contain_text(plaintext)
+    row = page.locator("#result_list tbody tr", has_text="laptop")
+    row.locator("input.action-select").check()
+    page.locator("select[name=action]").select_option(label="Revoke selected tokens")
+    page.get_by_role("button", name="Go").click()
+    expect(page.locator(".messagelist")).to_contain_text("Revoked 1 token(s).")
+    assert page.request.get("/tools", headers={"Authorization": f"Bearer {plaintext}"}).status == 401
