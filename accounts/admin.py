@@ -1,12 +1,28 @@
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from accounts.models import ApiToken
 from accounts.services import issue_token, revoke_token
+
+
+class IssueTokenForm(forms.ModelForm):
+    """A token lets its holder act as its user through the API: an operator who may add
+    tokens but is no superuser issues them for ordinary users only, not for staff (with
+    a superuser's token, anyone who may add tokens could act as that superuser)."""
+
+    issuer_is_superuser = False  # set per request by ApiTokenAdmin.get_form
+
+    def clean_user(self) -> Any:
+        user = self.cleaned_data.get("user")
+        if user is not None and (user.is_staff or user.is_superuser) and not self.issuer_is_superuser:
+            raise ValidationError("Only a superuser may issue a token for a staff account.")
+        return user
 
 
 @admin.register(ApiToken)
@@ -34,6 +50,13 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="active")
     def active(self, token: ApiToken) -> bool:
         return token.is_active()
+
+    def get_form(self, request: HttpRequest, obj: ApiToken | None = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = IssueTokenForm
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.issuer_is_superuser = request.user.is_superuser  # a class made for this request
+        return form
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         if change:

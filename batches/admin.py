@@ -3,6 +3,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, QuerySet
@@ -107,7 +108,13 @@ class OwnerFilter(admin.SimpleListFilter):
         return [(str(user.pk), user.get_username()) for user in owners]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(**{self.owner_path: self.value()}) if self.value() else queryset
+        if not self.value():
+            return queryset
+        if self.value() not in {value for value, _ in self.lookup_choices}:
+            # Not an owner offered (?owner__id__exact=abc was a 500): the admin's own
+            # answer to a bad filter value.
+            raise IncorrectLookupParameters(f"no owner {self.value()!r}")
+        return queryset.filter(**{self.owner_path: self.value()})
 
 
 # The seven states in the order a job goes through them, with the colour of each in the

@@ -4,6 +4,7 @@ whole table, and searches that match ids exactly on their indexes."""
 import uuid
 from typing import Any
 
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import EmptyPage, Paginator
 from django.db.models import Q, QuerySet
 from django.utils.functional import cached_property
@@ -21,7 +22,13 @@ class CappedPaginator(Paginator):
 
     @cached_property
     def _counted(self) -> int:
-        return self.object_list.order_by().values("pk")[: COUNT_CAP + 1].count()
+        try:
+            return self.object_list.order_by().values("pk")[: COUNT_CAP + 1].count()
+        except (ValueError, OverflowError) as exc:
+            # A filter value the database cannot take (?create_time__year=99999), met
+            # here when the query is first built: the admin's answer to a bad filter,
+            # not a 500.
+            raise IncorrectLookupParameters(str(exc)) from exc
 
     @cached_property
     def count(self) -> int:

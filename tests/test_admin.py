@@ -102,6 +102,23 @@ def test_a_token_issued_in_the_admin_is_shown_once_and_works(admin_client, alice
     assert plaintext not in admin_client.get("/admin/accounts/apitoken/").content.decode()
 
 
+def test_an_operator_who_is_no_superuser_issues_tokens_for_ordinary_users_only(alice, root, db):
+    """A token acts as its user: with only add_apitoken, an operator could have issued
+    one for a superuser and acted as them through the API."""
+    from django.contrib.auth.models import Permission, User
+
+    issuer = User.objects.create_user("issuer", is_staff=True)
+    issuer.user_permissions.add(*Permission.objects.filter(codename__in=["add_apitoken", "view_apitoken"]))
+    client = Client()
+    client.force_login(issuer)
+    form = {"name": "x", "expires_at_0": "", "expires_at_1": ""}
+    refused = client.post("/admin/accounts/apitoken/add/", {**form, "user": root.pk})
+    assert "Only a superuser may issue a token for a staff account." in str(refused.context["adminform"].form.errors["user"])
+    assert not ApiToken.objects.filter(user=root, name="x").exists()
+    issued = client.post("/admin/accounts/apitoken/add/", {**form, "user": alice.pk})
+    assert issued.status_code == 200 and issued.context["plaintext"].startswith("bt_")
+
+
 def test_tokens_are_revoked_by_operators_who_may_change_them(admin_client, alice, db):
     from django.contrib.auth.models import Permission, User
 

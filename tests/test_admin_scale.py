@@ -59,6 +59,9 @@ def test_generate_load_command_prints_a_summary_and_refuses_nonsense(capsys):
     assert "created 2 batch(es) with 10 job(s) for 1 user(s)" in capsys.readouterr().out
     with pytest.raises(Exception, match="one job per batch"):
         call_command("generate_load", "--batches", "5", "--jobs", "2")
+    for days in ("-30", "99999999"):  # batches in the future; an OverflowError traceback
+        with pytest.raises(Exception, match="between 0 and 3650"):
+            call_command("generate_load", "--batches", "1", "--jobs", "1", "--days", days)
 
 
 def test_jobs_created_on_a_day_are_those_of_the_batches_created_that_day(admin_client):
@@ -171,3 +174,20 @@ def test_the_whole_log_is_for_staff_who_may_view_jobs(settings, tmp_path, root):
     assert client.get(f"/admin/jobs/job/{job.pk}/log/").status_code == 404
     client.force_login(User.objects.create_user("plain"))
     assert client.get(f"/admin/jobs/job/{job.pk}/log/").status_code == 302  # to the login page
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/jobs/job/?batch__owner__id=abc",
+        "/admin/jobs/job/?batch__owner__id=99999999999999999999",
+        "/admin/batches/batch/?owner__id__exact=abc",
+        "/admin/jobs/job/?create_time__year=99999",
+        "/admin/jobs/attempt/?create_time__year=99999",
+    ],
+)
+def test_a_filter_value_the_database_cannot_take_is_the_admins_bad_filter_answer(admin_client, url):
+    """These were 500s (a ValueError or OverflowError met when the query was built)."""
+    generate_load(batches=1, jobs=3, users=1)
+    response = admin_client.get(url)
+    assert response.status_code == 302 and response["Location"].endswith("?e=1")
