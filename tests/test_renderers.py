@@ -2,6 +2,7 @@
 
 import datetime
 import decimal
+import json
 import uuid
 
 import pytest
@@ -16,6 +17,8 @@ SAMPLES = [
     {"price": decimal.Decimal("1.50"), "when": datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)},
     {"big": 10**30},  # past 64 bits: orjson refuses, the fallback writes it
     {"</script>": "<b>&amp;</b>"},
+    {"name": "line\u2028separator\u2029paragraph"},  # escaped, as DRF does for JSON in a script
+    {"floats": [0.5, 2.0, 1e300, -3.25]},
 ]
 
 
@@ -28,3 +31,11 @@ def test_nothing_renders_as_an_empty_body_and_indentation_is_honoured():
     assert FastJSONRenderer().render(None) == b""
     indented = FastJSONRenderer().render({"a": 1}, "application/json; indent=2")
     assert indented == b'{\n  "a": 1\n}'
+
+
+def test_floats_are_the_same_numbers_in_their_shortest_form():
+    """The one difference: orjson writes 1e-7 where DRF writes 1e-07 (the same number to
+    any JSON reader)."""
+    data = {"default": 1e-7, "others": [1e-05, 2.5e-05, 123456789.125]}
+    assert FastJSONRenderer().render(data) == b'{"default":1e-7,"others":[0.00001,0.000025,123456789.125]}'
+    assert json.loads(FastJSONRenderer().render(data)) == json.loads(JSONRenderer().render(data)) == data
