@@ -46,6 +46,8 @@ def generate_load(*, batches: int, jobs: int, users: int = 20, days: int = 30, s
     each time. Raises ValueError on impossible sizes."""
     if batches < 1 or jobs < batches or users < 1:
         raise ValueError("need at least one batch, one user and one job per batch")
+    if not 0 <= days <= 3650:
+        raise ValueError("--days must be between 0 and 3650 (batches are created in the past)")
     rng = random.Random(seed)  # noqa: S311 (made-up sizes and times, not secrets)
     people = [get_user_model().objects.get_or_create(username=f"load-user-{n:02d}")[0] for n in range(1, users + 1)]
     tools = [
