@@ -25,6 +25,32 @@ def _argument_list(args: dict[str, str]) -> list[dict[str, str]]:
     return [{"argument_key": key, "argument_value": value} for key, value in args.items()]
 
 
+def job_row(job: Job | dict[str, Any], tool: dict[str, Any]) -> dict[str, Any]:
+    """A job as the list shows it: the fields JobSerializer declares (which the schema
+    documents), written out by hand from a row of jobs.selectors.batch_jobs. A page of
+    1,000 jobs is the hottest read, and DRF's per-field machinery cost more than the
+    query; tests/test_api_contract.py pins the shape. Ids stay UUIDs: the renderer
+    writes them (batchsite.renderers)."""
+    row = job if isinstance(job, dict) else {name: getattr(job, name) for name in ("id", "log_id", "args", "status", "reason")}
+    args = orjson.loads(row["args_json"]) if "args_json" in row else row["args"]
+    return {
+        "job_id": row["id"],
+        "job_tool": tool,
+        "job_log_id": row["log_id"],
+        "job_argument_list": _argument_list(args),
+        "status": row["status"],
+        "reason": row["reason"],
+    }
+
+
+class JobListSerializer(serializers.ListSerializer):
+    """A page of jobs: the tool looked up once for all of them, not per job."""
+
+    def to_representation(self, data: Any) -> list[dict[str, Any]]:
+        tool = self.context["job_tool"]
+        return [job_row(job, tool) for job in data]
+
+
 class JobSerializer(serializers.Serializer):
     """A job in a list. `job_tool` is the batch's tool, which the view reads once and
     passes in the context (every job of a batch runs the same tool)."""
@@ -45,21 +71,10 @@ class JobSerializer(serializers.Serializer):
         return _argument_list(job.args)
 
     def to_representation(self, job: Job | dict[str, Any]) -> dict[str, Any]:
-        # The fields declared above (which the schema documents), written out by hand
-        # from a row of jobs.selectors.batch_jobs: a page of 1000 jobs is the hottest
-        # read, and DRF's per-field machinery cost more than the query.
-        # tests/test_api_contract.py pins the shape.
-        # Ids stay UUIDs: the renderer writes them (batchsite.renderers).
-        row = job if isinstance(job, dict) else {name: getattr(job, name) for name in ("id", "log_id", "args", "status", "reason")}
-        args = orjson.loads(row["args_json"]) if "args_json" in row else row["args"]
-        return {
-            "job_id": row["id"],
-            "job_tool": self.context["job_tool"],
-            "job_log_id": row["log_id"],
-            "job_argument_list": _argument_list(args),
-            "status": row["status"],
-            "reason": row["reason"],
-        }
+        return job_row(job, self.context["job_tool"])
+
+    class Meta:
+        list_serializer_class = JobListSerializer
 
 
 class JobHardwareSerializer(serializers.Serializer):
