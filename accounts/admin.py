@@ -52,9 +52,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return token.is_active()
 
     def get_form(self, request: HttpRequest, obj: ApiToken | None = None, change: bool = False, **kwargs: Any) -> Any:
-        if obj is None:
-            kwargs["form"] = IssueTokenForm
-        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None:
+            return super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, **{**kwargs, "form": IssueTokenForm})
         form.issuer_is_superuser = request.user.is_superuser  # a class made for this request
         return form
 

@@ -180,15 +180,7 @@ class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
     def created(self, job: Job) -> str:
         return to_the_second(job.create_time)
 
-    @admin.display(description="started", ordering="start_time")
-    def started(self, job: Job) -> str:
-        return to_the_second(job.start_time)
-
-    @admin.display(description="stopped", ordering="stop_time")
-    def stopped(self, job: Job) -> str:
-        return to_the_second(job.stop_time)
-
-    @admin.display(description="duration", ordering="start_time")
+    @admin.display(description="duration")
     def duration(self, job: Job) -> str:
         if job.start_time is None:
             return "-"
