@@ -1,5 +1,6 @@
 """Reads of tools, filesystems and batches, each scoped to the user who asks."""
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -85,12 +86,7 @@ def user_batch_status_counts(*, user: AbstractBaseUser, batch_id: Any) -> dict[s
     with conn.cursor() as cursor:
         cursor.execute(_counts_sql(conn), [batch_id, batch_id, owner_id])
         rows = cursor.fetchall()
-    if not rows:
-        return None
-    counts = {status.lower(): 0 for status in Status.values}
-    for status, n in rows:
-        counts[status.lower()] = n
-    return counts
+    return _counts_of(rows) if rows else None
 
 
 _COUNTS_SQL: dict[str, str] = {}
@@ -114,16 +110,22 @@ def _counts_sql(conn: Any) -> str:
 
 def status_counts_of_batches(*, batch_ids: list[Any]) -> dict[Any, dict[str, int]]:
     """`status_counts` of each of `batch_ids` (a page of batches) in one GROUP BY."""
-    counts = {batch_id: {status.lower(): 0 for status in Status.values} for batch_id in batch_ids}
-    rows = Job.objects.filter(batch_id__in=batch_ids).order_by().values_list("batch_id", "status").annotate(n=Count("*"))
-    for batch_id, status, n in rows:
-        counts[batch_id][status.lower()] = n
-    return counts
+    rows: dict[Any, list[tuple[str, int]]] = {batch_id: [] for batch_id in batch_ids}
+    for batch_id, status, n in (
+        Job.objects.filter(batch_id__in=batch_ids).order_by().values_list("batch_id", "status").annotate(n=Count("*"))
+    ):
+        rows[batch_id].append((status, n))
+    return {batch_id: _counts_of(found) for batch_id, found in rows.items()}
 
 
 def _counts(jobs: QuerySet[Job]) -> dict[str, int]:
-    counts = {status.lower(): 0 for status in Status.values}
     # COUNT(*), not COUNT(id): PostgreSQL then answers from the index alone.
-    for status, n in jobs.order_by().values_list("status").annotate(n=Count("*")):
+    return _counts_of(jobs.order_by().values_list("status").annotate(n=Count("*")))
+
+
+def _counts_of(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """(status, jobs) rows as the BatchStatus shape: lower-case keys, every status."""
+    counts = {status.lower(): 0 for status in Status.values}
+    for status, n in rows:
         counts[status.lower()] = n
     return counts

@@ -8,7 +8,7 @@ from django.db.models import Count, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from jobs.models import Job, JobEvent, Worker
+from jobs.models import Attempt, Job, JobEvent, Worker
 from jobs.states import QUEUED, Status
 
 
@@ -21,20 +21,23 @@ def batch_jobs(*, batch_id: Any) -> QuerySet:
     return Job.objects.filter(batch_id=batch_id).values("id", "index", "log_id", "status", "reason", args_json=Cast("args", TextField()))
 
 
+def _user_jobs(user: AbstractBaseUser) -> QuerySet[Job]:
+    """The caller's jobs: those of their undeleted batches."""
+    return Job.objects.filter(batch__owner=user, batch__deleted_at__isnull=True)
+
+
 def get_user_job(*, user: AbstractBaseUser, batch_id: Any, job_id: Any) -> Job | None:
     """One job of the caller's, with its batch (one query)."""
-    return (
-        Job.objects.filter(pk=job_id, batch_id=batch_id, batch__owner=user, batch__deleted_at__isnull=True).select_related("batch").first()
-    )
+    return _user_jobs(user).filter(pk=job_id, batch_id=batch_id).select_related("batch").first()
 
 
 def get_user_job_by_id(*, user: AbstractBaseUser, job_id: Any) -> Job | None:
     """One job of the caller's by its id alone, with its batch (one query)."""
-    return Job.objects.filter(pk=job_id, batch__owner=user, batch__deleted_at__isnull=True).select_related("batch").first()
+    return _user_jobs(user).filter(pk=job_id).select_related("batch").first()
 
 
 def get_user_job_by_log(*, user: AbstractBaseUser, log_id: Any) -> Job | None:
-    return Job.objects.filter(log_id=log_id, batch__owner=user, batch__deleted_at__isnull=True).first()
+    return _user_jobs(user).filter(log_id=log_id).first()
 
 
 def job_events(*, job: Job) -> QuerySet[JobEvent]:
@@ -88,8 +91,6 @@ def active_workers() -> list[dict[str, Any]]:
     """Active workers with their offer, their last heartbeat and their live attempts:
     `running` ones, and `launching` ones (claimed, not started yet: a worker holds a few
     beyond its cores while jobs are short, a cluster queues them)."""
-    from jobs.models import Attempt
-
     live: dict[tuple[Any, str], int] = {
         (worker_id, state): n
         for worker_id, state, n in Attempt.objects.filter(end_time__isnull=True, worker__state=Worker.State.ACTIVE)

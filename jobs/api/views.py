@@ -65,6 +65,10 @@ def _user_job(request: Request, batch_id: str, job_id: str) -> Job:
     return job
 
 
+def _job_detail(job: Job) -> Response:
+    return Response(JobDetailSerializer(job, context={"filesystem_ids": batch_filesystem_ids(batch_id=job.batch_id)}).data)
+
+
 class JobFilterForm(forms.Form):
     def clean_status(self) -> str:
         # django-filter reads `?status=` as "no filter"; a client that sends it has a bug.
@@ -110,8 +114,7 @@ class JobListView(generics.ListAPIView):
 class JobDetailView(APIView):
     @extend_schema(operation_id="get_job", summary="One job's attributes", responses={200: JobDetailSerializer, 404: NOT_FOUND})
     def get(self, request: Request, batch_id: str, job_id: str) -> Response:
-        job = _user_job(request, batch_id, job_id)
-        return Response(JobDetailSerializer(job, context={"filesystem_ids": batch_filesystem_ids(batch_id=job.batch_id)}).data)
+        return _job_detail(_user_job(request, batch_id, job_id))
 
 
 class JobByIdView(APIView):
@@ -128,7 +131,7 @@ class JobByIdView(APIView):
         job = get_user_job_by_id(user=request.user, job_id=job_id)
         if job is None:
             raise Http404
-        return Response(JobDetailSerializer(job, context={"filesystem_ids": batch_filesystem_ids(batch_id=job.batch_id)}).data)
+        return _job_detail(job)
 
 
 class JobEventListView(generics.ListAPIView):
