@@ -24,7 +24,8 @@ before anything is sent again; it is sent again only once the controller answers
 some seconds apart, that it knows no such job and no task of it has started. A worker
 that takes over (`adopt`) finds its attempts' submissions from the manifests, with or
 without an external id recorded. While the controller does not answer, nothing new is
-claimed (`free()` is empty) and waiting attempts say so in their reason.
+claimed (`free()` is empty) and waiting attempts say so in their reason; an idle
+executor pings the controller every few seconds to know.
 
 Attempts outlive the worker (`attempts_survive_worker`): a stopping worker leaves them
 to Slurm, and the next worker adopts them.
@@ -54,6 +55,7 @@ _FILES_EVERY = 0.1  # seconds between reads of the status files
 _LOST_ANSWER_WAIT = 2.0  # seconds before a submission not found is sent again
 _EXIT_WAIT = 3.0  # seconds an exit file with a signal waits for Slurm's word on why
 _READY_CACHE = 5.0
+_IDLE_PING = 5.0  # seconds between pings with nothing submitted or no answer
 
 
 def commands_from_settings() -> SlurmCommands:
@@ -165,6 +167,8 @@ class SlurmExecutor(Executor):
         self._submissions[submission.token] = submission
         for task in submission.tasks.values():
             self._tasks[task.job_id] = task
+        # An idle executor pinged slowly; a new submission is asked after at the usual pace.
+        self._next_controller = min(self._next_controller, time.monotonic() + settings.BATCHES_SLURM_POLL_MS / 1000)
 
     def _send(self, submission: Submission, *, indexes: list[int]) -> list[Report]:
         """sbatch the tasks `indexes` of `submission`. What is known comes back: nothing
@@ -228,10 +232,13 @@ class SlurmExecutor(Executor):
             if now >= self._next_files:
                 reports.extend(self._read_files(now))
                 self._next_files = now + _FILES_EVERY
-            if now >= self._next_controller and (self._submissions or self._unreachable):
+            if now >= self._next_controller:
+                # An idle worker pings too: one whose last task ended just before the
+                # controller went away must not offer its room (free()) to new work.
                 reports.extend(self._ask_controller(now) if self._submissions else self._ping())
                 interval = settings.BATCHES_SLURM_POLL_MS / 1000
-                self._next_controller = now + (max(interval, 5.0) if self._unreachable else interval)
+                slow = self._unreachable or not self._submissions
+                self._next_controller = now + (max(interval, _IDLE_PING) if slow else interval)
             if now >= self._next_cleanup:
                 remove_old_folders(root=self.dir)
                 self._next_cleanup = now + 60
