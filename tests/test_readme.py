@@ -1,12 +1,14 @@
 """The README's first five minutes, as a new user runs them: a fresh clone, `make run`,
 then the lines it prints, pasted into a shell (the curl submit line, the status line
-with the batch id, the command-line client's line). Fails when they drift apart.
+with the batch id, the command-line client's line), then the README's own block of
+curl lines that reads the batch back. Fails when they drift apart.
 
 The clone reuses this checkout's virtualenv (VENV=...): installing the dependencies
 again would only measure the package index."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +32,12 @@ def _shell(line: str, cwd: Path, env: dict[str, str]) -> str:
     done = subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, (line, done.stdout, done.stderr)
     return done.stdout
+
+
+def readme_read_back_block(readme: str) -> str:
+    """The sh block that follows 'read the batch back' in the README."""
+    after = readme[readme.index("read the batch back") :]
+    return re.search(r"```sh\n(.*?)```", after, re.S).group(1)
 
 
 def test_make_run_and_its_printed_lines_work_on_a_fresh_clone(tmp_path):
@@ -75,6 +83,16 @@ def test_make_run_and_its_printed_lines_work_on_a_fresh_clone(tmp_path):
             assert time.monotonic() < deadline and not counts.get("failed"), counts
             time.sleep(0.3)
         assert "succeeded 2" in _shell(client_line, clone, env)
+        # The README's block, pasted line by line into one shell (on this test's port).
+        block = readme_read_back_block((clone / "README.md").read_text())
+        lines = block.replace("127.0.0.1:8000", f"127.0.0.1:{port}").splitlines()
+        out = _shell("set -eu -o pipefail\n" + "\n".join(f"{line}\necho '<<end of line>>'" for line in lines), clone, env)
+        answers = out.split("<<end of line>>\n")[:-1]
+        assert len(answers) == len(lines), out
+        assert all(answer.strip() for line, answer in zip(lines, answers, strict=True) if line.startswith("curl -s -H")), out
+        assert json.loads(answers[lines.index(next(x for x in lines if x.endswith("$API/batches/$BATCH_ID")))])["succeeded"] == 2, out
+        assert "hello" in answers[-2], "the first job's log"
+        assert answers[-1] == "", "the DELETE answers 204, no body"
     finally:
         os.killpg(make.pid, signal.SIGTERM)
         try:
