@@ -56,6 +56,9 @@ class Batch(models.Model):
     command = models.JSONField(
         default=list, editable=False, help_text="The tool's argv template when the batch was submitted: what its jobs run."
     )
+    arg_types = models.JSONField(
+        default=dict, editable=False, help_text="Each parameter's type when the batch was submitted: how its jobs' args are shown."
+    )
     cpu = models.PositiveIntegerField()
     memory = models.PositiveIntegerField(help_text="MiB per job.")
     filesystems = models.ManyToManyField(Filesystem, blank=True, related_name="batches")

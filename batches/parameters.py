@@ -105,6 +105,32 @@ def convert(value: Any, spec: dict[str, Any], *, filesystem_roots: Iterable[str]
     return value
 
 
+def argument_types(parameters: dict[str, Any]) -> dict[str, str]:
+    """Each parameter's type, as a batch keeps them to show its jobs' arguments."""
+    return {name: spec.get("type", "string") for name, spec in parameters.items()}
+
+
+def as_sent(text: str, kind: str | None) -> Any:
+    """The JSON value a user sent for an argument whose program string is `text`: the
+    inverse of `convert` for a parameter of type `kind` (integers as int, numbers as int
+    or float as they came, booleans as bool, the rest as the string). A string that is
+    not of that type (no type known) is given back unchanged."""
+    if kind == "boolean" and text in ("true", "false"):
+        return text == "true"
+    if kind not in ("integer", "number"):
+        return text
+    # convert() writes an int as its digits and a float by repr (with '.' or 'e'): only
+    # a string it could have written is read back.
+    for read, write in ((int, str), (float, repr)) if kind == "number" else ((int, str),):
+        try:
+            value = read(text)
+        except ValueError:
+            continue
+        if write(value) == text:
+            return value
+    return text
+
+
 def check_path(value: str, filesystem_roots: Iterable[str]) -> str:
     """An absolute path that resolves (symlinks followed) inside one of the roots."""
     if not os.path.isabs(value):

@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from batches.models import Batch, Filesystem, IdempotencyKey, Tool
-from batches.parameters import ArgumentsInvalid, resolve_arguments
+from batches.parameters import ArgumentsInvalid, argument_types, resolve_arguments
 from batches.selectors import granted_filesystems, visible_tools
 from jobs.logs import delete_logs
 from jobs.models import Attempt, Job, JobEvent
@@ -61,6 +61,7 @@ def submit_batch(
             name=name,
             tool=tool,
             command=tool.command,
+            arg_types=argument_types(tool.parameters),
             cpu=cpu,
             memory=memory,
             n_jobs=len(resolved),

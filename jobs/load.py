@@ -18,6 +18,7 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from batches.models import Batch, Tool
+from batches.parameters import argument_types
 from jobs.models import Job, Worker
 from jobs.services import create_jobs
 
@@ -70,6 +71,7 @@ def generate_load(*, batches: int, jobs: int, users: int = 20, days: int = 30, s
                         owner=people[number % len(people)],
                         tool=tool,
                         command=tool.command,
+                        arg_types=argument_types(tool.parameters),
                         name=f"load {number}",
                         cpu=rng.choice([1, 1, 2, 4]),
                         memory=rng.choice([256, 1024, 4096]),

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from batches.models import Batch
+from batches.models import Batch, Tool
 from jobs.models import Job
 from jobs.states import Status, transition
 from tests.conftest import submission
@@ -167,6 +167,36 @@ def test_get_job_returns_one_object(alice_client, catalog):
     assert job["start_time"] is None and job["stop_time"] is None
     assert job["batch_id"] == batch["batch_id"]
     assert job["attempts"] == 0 and job["exit_code"] is None
+
+
+def test_job_args_come_back_in_the_types_they_were_sent(alice_client, catalog):
+    """JobDetail's `args` echo what was sent: integers, numbers and booleans as JSON
+    numbers and booleans, strings as strings, defaults filled in their declared type
+    (they were all strings: `{"n": 3}` came back `{"n": "3"}`). The job list's
+    `argument_value` stays the seed's string, what the program receives."""
+    tool = Tool.objects.create(
+        name="typed",
+        command=["/bin/echo", "{n}", "{x}", "{y}", "{big}", "{flag}", "{s}", "{d}"],
+        parameters={
+            "n": {"type": "integer", "required": True},
+            "x": {"type": "number", "required": True},
+            "y": {"type": "number", "required": True},
+            "big": {"type": "integer", "required": True},
+            "flag": {"type": "boolean", "required": True},
+            "s": {"type": "string", "required": True},
+            "d": {"type": "integer", "default": 7},
+        },
+    )
+    body = submission(catalog, jobs=[{"args": {"n": 3, "x": 2.5, "y": 4, "big": 10**30, "flag": True, "s": "3"}}])
+    body["tool_id"] = str(tool.pk)
+    body["filesystems"] = []
+    batch = alice_client.post("/batches", body, format="json").json()
+    listed = alice_client.get(f"/batches/{batch['batch_id']}/jobs").json()[0]
+    detail = alice_client.get(f"/batches/{batch['batch_id']}/jobs/{listed['job_id']}")
+    assert json.loads(detail.content)["args"] == {"n": 3, "x": 2.5, "y": 4, "big": 10**30, "flag": True, "s": "3", "d": 7}
+    assert b'"y":4,' in detail.content and b'"x":2.5' in detail.content, "an integer sent as a number stays an integer"
+    values = {a["argument_key"]: a["argument_value"] for a in listed["job_argument_list"]}
+    assert values == {"n": "3", "x": "2.5", "y": "4", "big": str(10**30), "flag": "true", "s": "3", "d": "7"}
 
 
 def test_a_job_is_found_by_its_id_alone_with_the_same_answer(alice_client, catalog):

@@ -6,6 +6,7 @@ import orjson
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from batches.parameters import as_sent
 from jobs.models import Job, JobEvent
 from jobs.states import Status
 
@@ -87,7 +88,7 @@ class JobDetailSerializer(serializers.Serializer):
     job_id = serializers.UUIDField(source="id")
     log_id = serializers.UUIDField()
     hardware = serializers.SerializerMethodField()
-    args = serializers.DictField(child=serializers.CharField(), help_text="Argument values as the program receives them.")
+    args = serializers.SerializerMethodField()
     status = serializers.ChoiceField(choices=Status.choices)
     reason = serializers.CharField(help_text="Why the job is in its state (empty when there is nothing to say).")
     create_time = serializers.DateTimeField()
@@ -96,6 +97,18 @@ class JobDetailSerializer(serializers.Serializer):
     batch_id = serializers.UUIDField()
     attempts = serializers.IntegerField(help_text="Attempts started so far.")
     exit_code = serializers.IntegerField(allow_null=True, help_text="Exit code of the last attempt, if it exited.")
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}]},
+            "description": "Argument values as sent (defaults filled): integer, number and boolean parameters as JSON "
+            "numbers and booleans, the others as strings. The job list's argument_value is the string the program receives.",
+        }
+    )
+    def get_args(self, job: Job) -> dict[str, Any]:
+        types = job.batch.arg_types
+        return {name: as_sent(text, types.get(name)) for name, text in job.args.items()}
 
     @extend_schema_field(JobHardwareSerializer)
     def get_hardware(self, job: Job) -> dict[str, Any]:
