@@ -17,6 +17,7 @@ SPEC_KEYS = {"type", "required", "default", "choices", "description"}
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_STRING = 65536
+MAX_NAMED_UNKNOWN = 10  # unknown argument names reported per job
 
 
 class ArgumentError(ValueError):
@@ -151,10 +152,13 @@ def resolve_arguments(args: Any, parameters: dict[str, Any], *, filesystem_roots
     if not isinstance(args, dict):
         raise ArgumentsInvalid({"args": f"must be an object of argument values, not {_describe(args)}"})
     errors: dict[str, str] = {}
-    for name in args:
-        if name not in parameters:
-            known = ", ".join(sorted(parameters)) or "none"
+    unknown = [name for name in args if name not in parameters]
+    if unknown:
+        known = ", ".join(sorted(parameters)) or "none"
+        for name in unknown[:MAX_NAMED_UNKNOWN]:
             errors[name] = f"unknown argument (this tool takes: {known})"
+        if len(unknown) > MAX_NAMED_UNKNOWN:  # the answer stays small whatever was sent
+            errors["args"] = f"{len(unknown)} unknown arguments, the first {MAX_NAMED_UNKNOWN} named (this tool takes: {known})"
     resolved: dict[str, str] = {}
     for name, spec in parameters.items():
         if name in args:
@@ -163,7 +167,12 @@ def resolve_arguments(args: Any, parameters: dict[str, Any], *, filesystem_roots
             except ArgumentError as exc:
                 errors[name] = str(exc)
         elif "default" in spec:
-            resolved[name] = convert(spec["default"], spec, filesystem_roots=None)
+            # A default is held to the rules of a given value: a path default must lie
+            # inside one of this batch's filesystems like any other path.
+            try:
+                resolved[name] = convert(spec["default"], spec, filesystem_roots=filesystem_roots)
+            except ArgumentError as exc:
+                errors[name] = f"the default {exc}; give a value inside the batch's filesystems"
         elif spec.get("required", True):
             errors[name] = "this argument is required"
     if errors:

@@ -4,18 +4,21 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from jobs.executors import get_executor_class
 from jobs.selectors import live_worker_count, live_worker_isolation
 
 
+@csrf_exempt  # no state changes: other methods get a 405, not a CSRF 403
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     """The process answers; checks nothing else."""
     return JsonResponse({"status": "ok"})
 
 
+@csrf_exempt  # no state changes: other methods get a 405, not a CSRF 403
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
     """Ready when the database answers a query and the configured executor is usable;

@@ -20,25 +20,26 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchsite.settings")
 django_application = get_wsgi_application()
 
 
-def _problem(start_response: Callable, status: int, title: str, detail: str) -> list[bytes]:
-    body = json.dumps(
-        {"type": f"urn:batches:problem:{title.lower().replace(' ', '-')}", "title": title, "status": status, "detail": detail}
-    )
-    start_response(f"{status} {title}", [("Content-Type", "application/problem+json"), ("Content-Length", str(len(body)))])
-    return [body.encode()]
+def _problem(start_response: Callable, status: int, detail: str) -> list[bytes]:
+    from batchsite.problems import PROBLEM_CONTENT_TYPE, problem_body  # once Django is set up
+
+    problem = problem_body(status, detail)
+    body = json.dumps(problem).encode()
+    start_response(f"{status} {problem['title']}", [("Content-Type", PROBLEM_CONTENT_TYPE), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def application(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     if chunked and not environ.get("CONTENT_LENGTH"):
         if not environ.get("wsgi.input_terminated"):
-            return _problem(start_response, 411, "Length Required", "Send the body with a Content-Length header.")
+            return _problem(start_response, 411, "Send the body with a Content-Length header.")
         from django.conf import settings
 
         limit = settings.BATCHES_MAX_REQUEST_BYTES
         body = environ["wsgi.input"].read(limit + 1)
         if len(body) > limit:
-            return _problem(start_response, 413, "Request too large", f"The request body is larger than {limit} bytes.")
+            return _problem(start_response, 413, f"The request body is larger than {limit} bytes.")
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
     return django_application(environ, start_response)

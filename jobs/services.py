@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from batches.models import Batch
@@ -34,9 +34,14 @@ from jobs.wakeup import notify_work
 class CancelStillStopping(Exception):
     """A retry asked for while some jobs of the selection are still being cancelled."""
 
-    def __init__(self, count: int) -> None:
-        super().__init__(f"{count} job(s) are still stopping after a cancel; retry once they are FAILED (Cancelled by user)")
-        self.count = count
+    def __init__(self, *, stopping: int, to_cancel: int) -> None:
+        waiting = []
+        if to_cancel:
+            waiting.append(f"{to_cancel} job(s) are still to be cancelled (the batch's cancel goes on in the background)")
+        if stopping:
+            waiting.append(f"{stopping} job(s) are still stopping after a cancel")
+        super().__init__(f"{'; '.join(waiting)}; retry once they are FAILED (Cancelled by user)")
+        self.count = stopping + to_cancel
 
 
 @dataclass(frozen=True)
@@ -92,12 +97,14 @@ def cancel_batch(*, batch: Batch, by: Any = None) -> CancelResult:
     running (they are FAILED once their attempts have stopped)."""
     now = timezone.now()
     with transaction.atomic():
-        Batch.objects.filter(pk=batch.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=now, cancel_requested_by=by)
+        marked = Batch.objects.filter(pk=batch.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=now, cancel_requested_by=by)
         counts = status_counts(batch=batch)
         notify_work()
     advance_batch_cancels(budget=CANCEL_CHUNK, batch_ids=[batch.pk])
     live = sum(counts[status.lower()] for status in LIVE)
-    queued = sum(counts[status.lower()] for status in QUEUED)
+    # A repeat while the first cancel goes on changes nothing new: the jobs it counted
+    # are already on their way to FAILED.
+    queued = sum(counts[status.lower()] for status in QUEUED) if marked else 0
     return CancelResult(cancelled=queued, stopping=live)
 
 
@@ -130,11 +137,10 @@ def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
     `max_attempts`; jobs in any other state are untouched. Refused with
     CancelStillStopping while a job of `jobs` has a cancel whose attempt has not stopped
     yet. Returns how many changed."""
-    stopping = jobs.filter(
-        Q(status__in=HELD, cancel_requested_at__isnull=False) | Q(status__in=UNFINISHED, batch__cancel_requested_at__isnull=False)
-    ).count()
-    if stopping:
-        raise CancelStillStopping(stopping)
+    stopping = jobs.filter(status__in=HELD, cancel_requested_at__isnull=False).count()
+    to_cancel = jobs.filter(status__in=UNFINISHED, cancel_requested_at__isnull=True, batch__cancel_requested_at__isnull=False).count()
+    if stopping or to_cancel:
+        raise CancelStillStopping(stopping=stopping, to_cancel=to_cancel)
     ids = list(jobs.filter(status=Status.FAILED).values_list("pk", flat=True))
     changed = transition(
         job_ids=ids,

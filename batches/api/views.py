@@ -133,6 +133,11 @@ class BatchListView(generics.GenericAPIView):
 
     @extend_schema(operation_id="delete_batches", summary="Delete all of the caller's batches", description=DELETED, responses={204: None})
     def delete(self, request: Request) -> Response:
+        if request.query_params:
+            # It deletes everything: a filter the client believes it has (?status=FAILED)
+            # must not be ignored.
+            name = next(iter(request.query_params))
+            raise ValidationError({name: ["DELETE /batches deletes every one of your batches and takes no parameters"]})
         delete_batches(batches=Batch.objects.filter(owner=request.user))
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -1,0 +1,104 @@
+"""What a hostile client found in a second round (issue 9): work bounded by the size of
+the answer as well as the body, defaults held to the same rules as given values, repeats
+that report what they did, and methods refused as 405 problems."""
+
+import io
+import json
+
+import pytest
+from django.test import Client
+
+import jobs.services
+from batches.models import Batch, Tool
+from batchsite.wsgi import application
+from tests.conftest import submission
+
+pytestmark = pytest.mark.django_db
+
+
+def test_unknown_arguments_of_one_job_are_named_up_to_a_cap(alice_client, catalog):
+    """200,000 unknown argument names in one job were 200,000 errors (17.7 MB, 8 s; 1.5M
+    took 42 s): the answer names a bounded number and says how many there were."""
+    args = {"message": "x", **{f"k{i}": i for i in range(200_000)}}
+    response = alice_client.post("/batches", submission(catalog, jobs=[{"args": args}]), format="json")
+    assert response.status_code == 400
+    problem = response.json()
+    assert 1 <= len(problem["errors"]) <= 50
+    assert problem["errors"][0]["field"] == "jobs[0].args.k0"
+    assert any("200000 unknown arguments" in e["message"] for e in problem["errors"]), problem["errors"][-1]
+    assert len(response.content) < 20_000
+
+
+def test_a_default_path_is_held_inside_the_batch_filesystems(alice_client, catalog, tmp_path):
+    """A path parameter's default outside every filesystem of the batch ran as given (a
+    value given explicitly is refused): defaults are checked like given values."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    tool = Tool.objects.create(
+        name="lister", command=["/bin/ls", "{where}"], parameters={"where": {"type": "path", "default": str(outside)}}
+    )
+    body = submission(catalog, jobs=[{"args": {}}])
+    body["tool_id"] = str(tool.pk)
+    response = alice_client.post("/batches", body, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"][0]["field"] == "jobs[0].args.where"
+    assert "default" in response.json()["errors"][0]["message"]
+    inside = catalog["filesystems"]["scratch"].path
+    tool.parameters = {"where": {"type": "path", "default": inside}}
+    tool.save()
+    assert alice_client.post("/batches", body, format="json").status_code == 201
+
+
+def test_delete_all_batches_refuses_query_parameters(alice_client, catalog):
+    """`DELETE /batches?status=FAILED` deleted every batch: a filter it does not have
+    is a 400 on this route, not ignored."""
+    assert alice_client.post("/batches", submission(catalog), format="json").status_code == 201
+    response = alice_client.delete("/batches?status=FAILED")
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "status"
+    assert Batch.objects.filter(deleted_at__isnull=True).count() == 1
+
+
+def test_a_repeated_batch_cancel_reports_no_change_and_a_retry_says_why_it_waits(alice_client, catalog, monkeypatch):
+    """The second cancel of a batch still being cancelled said the same jobs changed
+    again; a retry meanwhile said they were all 'stopping' when most were queued jobs
+    the sweep had not reached."""
+    monkeypatch.setattr(jobs.services, "CANCEL_CHUNK", 3)
+    body = submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(10)])
+    batch_id = alice_client.post("/batches", body, format="json").json()["batch_id"]
+    first = alice_client.post(f"/batches/{batch_id}/cancel").json()
+    assert first == {"changed": 10, "stopping": 0}
+    second = alice_client.post(f"/batches/{batch_id}/cancel").json()
+    assert second == {"changed": 0, "stopping": 0}
+    retry = alice_client.post(f"/batches/{batch_id}/retry")
+    assert retry.status_code == 409
+    assert "4 job(s) are still to be cancelled" in retry.json()["detail"], retry.json()["detail"]
+    assert "stopping" not in retry.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+@pytest.mark.parametrize("method", ["post", "put", "delete"])
+def test_probes_refuse_other_methods_with_405(path, method):
+    """They answered 403 'CSRF cookie not set.' (CSRF checked as a browser-less client
+    meets it; Django's test client skips the check unless told)."""
+    response = getattr(Client(enforce_csrf_checks=True), method)(path)
+    assert response.status_code == 405
+    assert "GET" in response["Allow"]
+    assert response["Content-Type"] == "application/problem+json"
+
+
+def test_a_chunked_body_over_the_limit_is_the_same_problem_as_a_long_one(settings):
+    """413 had the type `request-too-large` for a chunked body and `too-large` for one
+    with a Content-Length: one problem, one type."""
+    settings.BATCHES_MAX_REQUEST_BYTES = 10
+    answers = []
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/batches",
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "wsgi.input": io.BytesIO(b"{" + b" " * 100 + b"}"),
+        "wsgi.input_terminated": True,
+    }
+    body = b"".join(application(environ, lambda status, headers: answers.append(status)))
+    assert answers == ["413 Request too large"]
+    assert json.loads(body)["type"] == "urn:batches:problem:too-large"
