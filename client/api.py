@@ -35,10 +35,15 @@ class Settings:
                 stored = tomllib.loads(path.read_text())
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ApiError(f"{path}: {exc}") from None
+        for key in ("url", "token"):
+            if not isinstance(stored.get(key, ""), str):
+                raise ApiError(f'{path}: {key} must be a string in quotes ({key} = "...")')
         url = url or os.environ.get("BATCHES_URL") or stored.get("url") or DEFAULT_URL
         token = token or os.environ.get("BATCHES_TOKEN") or stored.get("token") or ""
         if not token:
             raise ApiError(f'no token: set BATCHES_TOKEN, pass --token, or put token = "..." in {path}')
+        if not (token.isascii() and token.isprintable()):
+            raise ApiError("the token has characters no token has (tokens are printable ASCII): check BATCHES_TOKEN")
         return cls(url=url.rstrip("/"), token=token)
 
 
@@ -55,12 +60,20 @@ class Api:
             raise ApiError(describe(response))
         return response
 
+    def json(self, response: httpx.Response) -> Any:
+        """The answer's JSON, or one line saying the URL is not the service."""
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("Content-Type", "no content type")
+            raise ApiError(f"{response.url} answered {kind}, not the service's JSON: is BATCHES_URL the batches service?") from None
+
     def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
+        return self.json(self.request("GET", path, params={k: v for k, v in params.items() if v is not None}))
 
     def post(self, path: str, body: Any = None) -> Any:
         response = self.request("POST", path, json=body)
-        return response.json() if response.content else None
+        return self.json(response) if response.content else None
 
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
@@ -69,7 +82,7 @@ class Api:
         """Every item of a list route, following its `Link: rel="next"` pages."""
         response = self.request("GET", path, params={"limit": 1000, **{k: v for k, v in params.items() if v is not None}})
         while True:
-            yield from response.json()
+            yield from self.json(response)
             following = response.links.get("next", {}).get("url")
             if not following:
                 return
@@ -92,4 +105,7 @@ def describe(response: httpx.Response) -> str:
     if errors:
         fields = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in errors)
         return f"{response.status_code} {problem.get('title', response.reason_phrase)}: {fields}"
-    return f"{response.status_code} {problem.get('title', response.reason_phrase)}: {problem.get('detail', '')}".rstrip(": ")
+    detail = problem.get("detail", "")
+    if response.status_code == 404 and detail in ("", "Not found."):
+        detail = f"nothing at {response.request.url.path} for this token (a wrong id, or another user's)"
+    return f"{response.status_code} {problem.get('title', response.reason_phrase)}: {detail}".rstrip(": ")

@@ -6,7 +6,8 @@
     batches logs BATCH JOB [-f]
     batches cancel BATCH [JOB] | retry BATCH | rm BATCH
 
-Every read takes `--json` (the API's own JSON, for scripts). Tools and filesystems are
+`tools`, `ls`, `status`, `jobs` and `submit` take `--json` (the API's own JSON, for
+scripts). Tools and filesystems are
 named by name or id. An error is one line on stderr and a non-zero exit; `watch` exits
 0 only when every job of the batch succeeded.
 """
@@ -32,7 +33,11 @@ out = Console(highlight=False, soft_wrap=True)
 
 
 def _api(ctx: click.Context) -> Api:
-    return ctx.obj["api"]
+    """The service, set up at the first command that calls it (so `--help` needs no token)."""
+    root = ctx.find_root().obj
+    if "api" not in root:
+        root["api"] = Api(Settings.load(url=root["url"], token=root["token"]))
+    return root["api"]
 
 
 def _print_json(data: Any) -> None:
@@ -63,11 +68,7 @@ class _Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context, url: str | None, token: str | None) -> None:
     ctx.ensure_object(dict)
-    try:
-        ctx.obj["api"] = Api(Settings.load(url=url, token=token))
-    except ApiError as exc:
-        click.echo(f"batches: {exc}", err=True)
-        ctx.exit(1)
+    ctx.obj.update(url=url, token=token)
 
 
 # -- catalog ----------------------------------------------------------------------------
@@ -105,9 +106,26 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
 
 
 def _jobs_from_file(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's BOM is no part of the first key
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})", param_hint="--from-file") from None
+    jobs: list[dict[str, Any]]
     if path.suffix == ".csv":
-        return [dict(row) for row in csv.DictReader(io.StringIO(text))]
+        reader = csv.DictReader(io.StringIO(text))
+        jobs = []
+        for row in reader:
+            if None in row:
+                raise click.BadParameter(f"{path}: line {reader.line_num} has more fields than the header", param_hint="--from-file")
+            jobs.append(dict(row))
+    else:
+        jobs = _jobs_from_jsonl(path, text)
+    if not jobs:
+        raise click.BadParameter(f"no jobs in {path}", param_hint="--from-file")
+    return jobs
+
+
+def _jobs_from_jsonl(path: Path, text: str) -> list[dict[str, Any]]:
     jobs = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -122,14 +140,43 @@ def _jobs_from_file(path: Path) -> list[dict[str, Any]]:
     return jobs
 
 
-def build_jobs(args: list[tuple[str, str]], sweeps: list[tuple[str, str]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _typed(key: str, value: Any, parameters: dict[str, Any]) -> Any:
+    """A value typed on the command line or in a CSV file, as the tool's parameter
+    `key` takes it (JSON numbers and booleans); JSON lines keep their own types."""
+    kind = parameters.get(key, {}).get("type")
+    if not isinstance(value, str) or kind not in ("integer", "number", "boolean"):
+        return value
+    if kind == "boolean":
+        words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+        if value.lower() in words:
+            return words[value.lower()]
+        raise click.BadParameter(f"{key}: {value!r} is not a boolean (true or false)")
+    try:
+        return int(value)
+    except ValueError:
+        if kind == "integer":
+            raise click.BadParameter(f"{key}: {value!r} is not an integer") from None
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{key}: {value!r} is not a number") from None
+
+
+def build_jobs(
+    args: list[tuple[str, str]], sweeps: list[tuple[str, str]], rows: list[dict[str, Any]], parameters: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """One job per row of the file (or one job), times every combination of the sweeps;
-    `--arg` values apply to all."""
+    `--arg` values apply to all. Values are typed by the tool's `parameters`."""
+    swept = [key for key, _ in sweeps]
+    twice = sorted({key for key in swept if swept.count(key) > 1})
+    if twice:
+        raise click.BadParameter(f"{', '.join(twice)} swept more than once: give all its values in one --sweep", param_hint="--sweep")
     fixed = dict(args)
     combinations = [
         dict(zip([k for k, _ in sweeps], values, strict=True)) for values in itertools.product(*[v.split(",") for _, v in sweeps])
     ]
-    return [{"args": {**fixed, **row, **combo}} for row in (rows or [{}]) for combo in combinations]
+    jobs = [{**fixed, **row, **combo} for row in (rows or [{}]) for combo in combinations]
+    return [{"args": {key: _typed(key, value, parameters or {}) for key, value in job.items()}} for job in jobs]
 
 
 @main.command(help="Submit a batch of TOOL (a name or an id).")
@@ -166,7 +213,8 @@ def submit(
     api = _api(ctx)
     chosen = _find(list(api.pages("/tools")), "tool", tool, "tool")
     known = list(api.pages("/filesystems")) if filesystems else []
-    jobs = build_jobs(_pairs(args, "--arg"), _pairs(sweeps, "--sweep"), _jobs_from_file(from_file) if from_file else [])
+    rows = _jobs_from_file(from_file) if from_file else []
+    jobs = build_jobs(_pairs(args, "--arg"), _pairs(sweeps, "--sweep"), rows, chosen.get("parameters", {}))
     body = {
         "tool_id": chosen["tool_id"],
         "hardware": {

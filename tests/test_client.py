@@ -3,6 +3,7 @@ config) and a real worker, run as a user would run it: a process, its output rea
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -89,3 +90,73 @@ def test_errors_are_one_line_and_non_zero(cli):
     assert unknown.returncode == 1 and "no tool 'no-such-tool' (yours: " in unknown.stderr
     bad = cli("submit", "echo", "--arg", "colour=red", check=False)
     assert bad.returncode == 1 and "jobs[0].args" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_what_a_new_user_tripped_on(cli, tmp_path, monkeypatch):
+    """Found by trying the client as a new user: values from --arg, --sweep and CSV went
+    as strings (`fail --sweep code=0,3`: 'must be an integer, not a string'); an empty
+    file became one job; a non-UTF-8 file, a non-ASCII token and a server that answers
+    HTML were tracebacks; a CSV saved with a BOM named an invisible key; a row longer
+    than its header, and a key swept twice, went silently wrong; `submit --help` wanted
+    a token; a 404 said 'Not found: Not found.'."""
+    swept = json.loads(cli("submit", "fail", "--sweep", "code=0,3", "--json").stdout)
+    assert swept["n_jobs"] == 2
+    watched = cli("watch", swept["batch_id"], "--every", "0.2", check=False)
+    assert watched.returncode == 1 and "succeeded 1" in watched.stdout and "failed 1" in watched.stdout
+    assert json.loads(cli("submit", "sleep", "--arg", "seconds=0.1", "--json").stdout)["n_jobs"] == 1
+    typed = tmp_path / "typed.csv"
+    typed.write_bytes("\ufeffcode\n0\n".encode())  # as a spreadsheet saves it
+    assert json.loads(cli("submit", "fail", "--from-file", str(typed), "--json").stdout)["n_jobs"] == 1
+    not_a_number = cli("submit", "fail", "--arg", "code=three", check=False)
+    assert not_a_number.returncode == 2 and "code" in not_a_number.stderr and "integer" in not_a_number.stderr
+
+    def refused(*args: str, code: int, words: str) -> None:
+        done = cli(*args, check=False)
+        assert done.returncode == code and words in done.stderr, (args, done.returncode, done.stderr)
+        assert "Traceback" not in done.stderr
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("message\n")
+    refused("submit", "echo", "--from-file", str(empty), "--arg", "message=x", code=2, words="no jobs in")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe m\n")
+    refused("submit", "echo", "--from-file", str(binary), code=2, words="UTF-8")
+    long_row = tmp_path / "long.csv"
+    long_row.write_text("message\nhello,extra\n")
+    refused("submit", "echo", "--from-file", str(long_row), code=2, words="line 2")
+    refused("submit", "echo", "--sweep", "message=a,b", "--sweep", "message=c,d", code=2, words="message")
+    missing = str(uuid.uuid4())
+    refused("status", missing, code=1, words=missing)
+
+    monkeypatch.setenv("BATCHES_TOKEN", "t\u00f6k\u00e9n")
+    done = subprocess.run(
+        [sys.executable, "-m", "client", "ls"], cwd=ROOT, env={**os.environ, "HOME": "/nonexistent"}, capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "token" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    bare = {"PATH": os.environ["PATH"], "HOME": "/nonexistent"}
+    done = subprocess.run([sys.executable, "-m", "client", "submit", "--help"], cwd=ROOT, env=bare, capture_output=True, text=True)
+    assert done.returncode == 0 and "--sweep" in done.stdout, done.stderr
+    (tmp_path / "batches").mkdir()
+    (tmp_path / "batches" / "index.html").write_text("<html>not the service</html>")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    web = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout=10)
+        done = subprocess.run(
+            [sys.executable, "-m", "client", "--url", f"http://127.0.0.1:{port}", "--token", "x", "ls"],
+            cwd=ROOT,
+            env=bare,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        web.terminate()
+        web.wait()
+    assert done.returncode == 1 and "JSON" in done.stderr and "Traceback" not in done.stderr, done.stderr
