@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 
+from django.core.signals import request_finished
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject
 
@@ -51,24 +53,29 @@ class RequestIdMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         sent = request.headers.get(HEADER, "")
         request_id = sent if _SANE.match(sent) else uuid.uuid4().hex
-        token = _current.set(request_id)
+        # Not reset when this returns: Django writes its own line about a 4xx or 5xx
+        # answer ('Not Found: ...') after the middleware, and it must carry the id too.
+        # The id is cleared once the answer is done (request_finished, below).
+        _current.set(request_id)
         started = time.perf_counter()
-        try:
-            response = self.get_response(request)
-            response[HEADER] = request_id
-            access.info(
-                "%s %s %s",
-                request.method,
-                request.path,
-                response.status_code,
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    "user_id": _known_user_id(request),
-                },
-            )
-            return response
-        finally:
-            _current.reset(token)
+        response = self.get_response(request)
+        response[HEADER] = request_id
+        access.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                "user_id": _known_user_id(request),
+            },
+        )
+        return response
+
+
+@receiver(request_finished)
+def _forget_request_id(**_: object) -> None:
+    _current.set("")

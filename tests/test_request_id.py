@@ -5,7 +5,9 @@ import json
 import logging
 import subprocess
 import sys
+import uuid
 
+from batchsite.requests_log import RequestIdFilter, current_request_id
 from tests.worker_helpers import ROOT
 
 
@@ -53,3 +55,20 @@ def test_log_format_json_writes_one_object_per_line_with_the_request_id(tmp_path
     assert {"time", "level", "message"} <= set(request)
     outside = next(line for line in lines if line["message"] == "outside any request")
     assert outside["request_id"] == "" and outside["level"] == "WARNING"
+
+
+def test_djangos_own_lines_about_a_request_carry_its_id(alice_client):
+    """Django writes its 'Not Found: ...' warning after the middleware has answered: it
+    had an empty id, in text and JSON logs alike."""
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.addFilter(RequestIdFilter())
+    handler.emit = lambda record: seen.append(record.request_id)
+    logger = logging.getLogger("django.request")
+    logger.addHandler(handler)
+    try:
+        alice_client.get(f"/batches/{uuid.uuid4()}", HTTP_X_REQUEST_ID="four-oh-four")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["four-oh-four"]
+    assert current_request_id() == "", "and no id is left behind once the answer is done"
