@@ -62,8 +62,9 @@ shell: venv $(DATA)/secret_key
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py shell
 
 # make manage ARGS="issue_token alice --create-user"
+# Silent (@): what the command prints is all that is printed, so TOKEN=$$(make -s manage ...) works.
 manage: venv $(DATA)/secret_key
-	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py $(ARGS)
+	@SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py $(ARGS)
 
 lint: venv $(BIN)/.dev-installed
 	$(BIN)/ruff check .

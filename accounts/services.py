@@ -65,6 +65,6 @@ def authenticate_token(*, plaintext: str, now: datetime | None = None) -> ApiTok
     return token
 
 
-def revoke_token(*, token: ApiToken, now: datetime | None = None) -> None:
-    """Revoke `token`; revoking twice keeps the first time."""
-    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now or timezone.now())
+def revoke_token(*, token: ApiToken, now: datetime | None = None) -> bool:
+    """Revoke `token`; revoking twice keeps the first time. True if it was revoked now."""
+    return bool(ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now or timezone.now()))

@@ -211,3 +211,22 @@ def test_operators_list_and_revoke_tokens_from_the_command_line(alice, bob, db):
     out = io.StringIO()
     call_command("list_tokens", "--active", stdout=out)
     assert "1 token(s)" in out.getvalue() and bobs.prefix in out.getvalue()
+
+
+def test_revoke_token_counts_only_what_it_revoked_and_knows_its_users(alice, db):
+    """`revoke_token --user alice` said 'revoked 2 token(s)' of two tokens revoked
+    before, and `--user nobody` said 'revoked 0 token(s)' and exited 0."""
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    issue_token(user=alice)
+    issue_token(user=alice)
+    out = io.StringIO()
+    call_command("revoke_token", "--user", "alice", stdout=out)
+    assert "revoked 2 token(s)" in out.getvalue()
+    out = io.StringIO()
+    call_command("revoke_token", "--user", "alice", stdout=out)
+    assert "revoked 0 token(s)" in out.getvalue() and "2 already revoked" in out.getvalue()
+    with pytest.raises(CommandError, match="no user named 'nobody'"):
+        call_command("revoke_token", "--user", "nobody", stdout=io.StringIO())

@@ -1,5 +1,6 @@
 """python manage.py revoke_token PREFIX...: revoke API tokens by their public prefix."""
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import ApiToken
@@ -21,7 +22,11 @@ class Command(BaseCommand):
         if missing:
             raise CommandError(f"no token with prefix {', '.join(missing)} (nothing revoked)")
         if options["user"]:
-            tokens += list(ApiToken.objects.filter(user__username=options["user"]))
-        for token in tokens:
-            revoke_token(token=token)
-        self.stdout.write(self.style.SUCCESS(f"revoked {len({token.pk for token in tokens})} token(s)"))
+            user = get_user_model().objects.filter(username=options["user"]).first()
+            if user is None:
+                raise CommandError(f"no user named {options['user']!r} (nothing revoked)")
+            tokens += list(ApiToken.objects.filter(user=user))
+        unique = {token.pk: token for token in tokens}.values()
+        revoked = sum(revoke_token(token=token) for token in unique)
+        before = len(unique) - revoked
+        self.stdout.write(self.style.SUCCESS(f"revoked {revoked} token(s)" + (f"; {before} already revoked" if before else "")))
