@@ -45,7 +45,8 @@ util.write_error = _write_problem
 # GET /metrics counts submissions in every web process: prometheus_client's multiprocess
 # mode shares them through files in this folder (set before the workers start, emptied
 # at each start; see batchsite/metrics.py).
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+_made_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _made_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="batches-metrics-")
 else:
     shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
@@ -56,3 +57,8 @@ def child_exit(server, worker) -> None:  # noqa: ANN001 (gunicorn's hook)
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:  # noqa: ANN001 (gunicorn's hook)
+    if _made_metrics_dir:  # a folder of our own making goes with the server
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -17,7 +17,7 @@ from batches.models import Batch
 from jobs.models import Job
 from tests.conftest import make_client, submission
 from tests.load import run_load
-from tests.worker_helpers import ROOT, worker_env
+from tests.worker_helpers import ROOT, wait_for, worker_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -165,3 +165,21 @@ def test_a_mixed_load_gets_no_server_error_and_loses_nothing(start_server, catal
     }
     for batch_id, n in kept.items():
         assert Job.objects.filter(batch_id=batch_id).count() == n
+
+
+def test_the_metrics_folder_it_made_goes_when_it_stops(tmp_path):
+    """Each start left a /tmp/batches-metrics-* folder behind (34 on one machine)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "batchsite/gunicorn.conf.py", "batchsite.wsgi"],
+        cwd=ROOT,
+        env=worker_env(HOST="127.0.0.1", PORT=str(port), WEB_WORKERS="1", TMPDIR=str(tmp_path)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: list(tmp_path.glob("batches-metrics-*")), timeout=30)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert not list(tmp_path.glob("batches-metrics-*"))
