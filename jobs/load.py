@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
@@ -17,6 +18,7 @@ from django.db.models.functions import Mod
 from django.db.models.lookups import Exact
 from django.utils import timezone
 
+from batches.catalog import check_tool
 from batches.models import Batch, Tool
 from batches.parameters import argument_types
 from jobs.models import Job, Worker
@@ -27,6 +29,7 @@ _STATES = ["SUCCEEDED"] * 14 + ["FAILED"] * 2 + ["RUNNABLE", "PENDING", "SUBMITT
 # (reason, exit code) of the failed ones, by `index // 20 % 4`.
 _FAILURES = [("exit code 1", 1), ("timed out after 60 s", None), ("killed: out of memory (limit 256 MiB)", None), ("exit code 2", 2)]
 _TOOLS = ["load-align", "load-render", "load-simulate"]
+_MAX_USERS = 10_000
 _WORKERS = 4
 _CHUNK = 50  # batches per transaction
 
@@ -47,16 +50,19 @@ def generate_load(*, batches: int, jobs: int, users: int = 20, days: int = 30, s
     each time. Raises ValueError on impossible sizes."""
     if batches < 1 or jobs < batches or users < 1:
         raise ValueError("need at least one batch, one user and one job per batch")
+    if users > _MAX_USERS:
+        raise ValueError(f"at most {_MAX_USERS} users")
+    most = settings.BATCHES_MAX_JOBS_PER_BATCH
+    if -(-jobs // batches) > most:
+        raise ValueError(f"at most {most} jobs per batch (BATCHES_MAX_JOBS_PER_BATCH): give more batches")
     if not 0 <= days <= 3650:
         raise ValueError("--days must be between 0 and 3650 (batches are created in the past)")
     rng = random.Random(seed)  # noqa: S311 (made-up sizes and times, not secrets)
     people = [get_user_model().objects.get_or_create(username=f"load-user-{n:02d}")[0] for n in range(1, users + 1)]
-    tools = [
-        Tool.objects.get_or_create(
-            name=name, defaults={"command": ["/bin/true", "{message}"], "parameters": {"message": {"type": "string"}}}
-        )[0]
-        for name in _TOOLS
-    ]
+    # Through the catalog's own check, as every writer of tools (a tool it did not pass
+    # broke GET /tools for every user).
+    command, parameters = check_tool(command=["/bin/true", "{message}"], parameters={"message": {"type": "string"}})
+    tools = [Tool.objects.update_or_create(name=name, defaults={"command": command, "parameters": parameters})[0] for name in _TOOLS]
     workers = _workers()
     now = timezone.now()
     per_batch, extra = divmod(jobs, batches)

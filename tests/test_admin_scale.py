@@ -191,3 +191,18 @@ def test_a_filter_value_the_database_cannot_take_is_the_admins_bad_filter_answer
     generate_load(batches=1, jobs=3, users=1)
     response = admin_client.get(url)
     assert response.status_code == 302 and response["Location"].endswith("?e=1")
+
+
+def test_generate_loads_tools_pass_the_catalog_check_and_its_sizes_are_bounded(alice_client, settings):
+    """Its tools were written past the catalog's check (`GET /tools` was then 500 for
+    every user: KeyError 'required'); --users had no bound (100,000,000 made users for
+    minutes) and one batch could hold more jobs than a submission may."""
+    generate_load(batches=1, jobs=3, users=1)
+    response = alice_client.get("/tools")
+    assert response.status_code == 200
+    assert {"load-align", "load-render", "load-simulate"} <= {tool["tool_name"] for tool in response.json()}
+    with pytest.raises(ValueError, match="users"):
+        generate_load(batches=1, jobs=1, users=100_000_000)
+    settings.BATCHES_MAX_JOBS_PER_BATCH = 10
+    with pytest.raises(ValueError, match="10 jobs per batch"):
+        generate_load(batches=1, jobs=11, users=1)
