@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from batches.catalog import ToolError, check_tool
+from batches.catalog import ToolError, check_timeout, check_tool
 from batches.models import Batch, Filesystem, Tool
 from batches.selectors import status_counts, status_counts_of_batches
 from batches.services import delete_batches
@@ -38,6 +38,10 @@ class ToolForm(forms.ModelForm):
             except ToolError as exc:
                 for field, message in exc.errors.items():
                     self.add_error(field, message)
+        try:
+            check_timeout(data.get("timeout_seconds"))
+        except ValueError as exc:
+            self.add_error("timeout_seconds", str(exc))
         return data
 
 
@@ -54,7 +58,7 @@ class FilesystemAdmin(admin.ModelAdmin):
     list_display = ["name", "path", "read_only", "granted"]
     list_filter = ["public", "read_only"]
     search_fields = ["name", "path"]
-    filter_horizontal = ["users", "groups"]
+    autocomplete_fields = ["users", "groups"]  # a select of every user was 3.9 MB at 78,000 users
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Filesystem]:
         return super().get_queryset(request).prefetch_related("users", "groups")

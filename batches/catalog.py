@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
@@ -41,7 +42,10 @@ class SyncReport:
 
 def load_catalog_file(path: Path) -> dict[str, Any]:
     """Parse a .yaml/.yml or .json file into a mapping."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -58,11 +62,36 @@ def _checked_name(section: str, index: int, entry: Any, keys: set[str]) -> str:
         raise CatalogError(f"{where}: must be a mapping")
     unknown = set(entry) - keys
     if unknown:
-        raise CatalogError(f"{where}: unknown keys {sorted(unknown)}")
+        raise CatalogError(f"{where}: unknown keys {sorted(map(str, unknown))}")
     name = entry.get("name")
     if not isinstance(name, str) or not name or slugify(name) != name:
         raise CatalogError(f"{where}: name must be a slug (letters, digits, - and _), not {name!r}")
+    _fits(where, "name", name, 64)
     return name
+
+
+def _fits(where: str, key: str, value: str, longest: int) -> str:
+    """`value` as a column of at most `longest` characters takes it (no NUL)."""
+    if "\x00" in value:
+        raise CatalogError(f"{where}: {key} must not contain a NUL character")
+    if len(value) > longest:
+        raise CatalogError(f"{where}: {key} must be at most {longest} characters, not {len(value)}")
+    return value
+
+
+def _text(where: str, entry: dict[str, Any], key: str, longest: int) -> str:
+    value = entry.get(key, "")
+    if not isinstance(value, str):
+        raise CatalogError(f"{where}: {key} must be text, not {value!r}")
+    return _fits(where, key, value, longest)
+
+
+def _flag(where: str, entry: dict[str, Any], key: str, default: bool) -> bool:
+    """A true/false setting: never a string's truth ("false" is a true string)."""
+    value = entry.get(key, default)
+    if not isinstance(value, bool):
+        raise CatalogError(f"{where}: {key} must be true or false, not {value!r}")
+    return value
 
 
 class ToolError(ValueError):
@@ -100,6 +129,14 @@ def check_tool(*, command: Any, parameters: Any) -> tuple[list[str], dict[str, A
     return command, checked
 
 
+def check_timeout(timeout: Any) -> None:
+    """A tool's own wall-clock limit: none (the default), or 1 to the configured maximum;
+    the catalog file and the admin's form alike."""
+    longest = settings.BATCHES_MAX_TIMEOUT_SECONDS
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= longest):
+        raise ValueError(f"timeout_seconds must be an integer from 1 to {longest} (BATCHES_MAX_TIMEOUT_SECONDS), or none")
+
+
 def _clean_tool(index: int, entry: Any) -> dict[str, Any]:
     name = _checked_name("tools", index, entry, TOOL_KEYS)
     where = f"tool {name}"
@@ -108,15 +145,17 @@ def _clean_tool(index: int, entry: Any) -> dict[str, Any]:
     except ValueError as exc:
         raise CatalogError(f"{where}: {exc}") from None
     timeout = entry.get("timeout_seconds")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1):
-        raise CatalogError(f"{where}: timeout_seconds must be a positive integer")
+    try:
+        check_timeout(timeout)
+    except ValueError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
     return {
         "name": name,
-        "description": str(entry.get("description", "")),
+        "description": _text(where, entry, "description", 500),
         "command": command,
         "parameters": parameters,
         "timeout_seconds": timeout,
-        "enabled": bool(entry.get("enabled", True)),
+        "enabled": _flag(where, entry, "enabled", True),
     }
 
 
@@ -126,18 +165,21 @@ def _clean_filesystem(index: int, entry: Any) -> dict[str, Any]:
     path = entry.get("path")
     if not isinstance(path, str) or not os.path.isabs(path):
         raise CatalogError(f"{where}: path must be an absolute path")
+    _fits(where, "path", path, 1000)
     users = entry.get("users") or []
     groups = entry.get("groups") or []
     if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
         raise CatalogError(f"{where}: users must be a list of user names")
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise CatalogError(f"{where}: groups must be a list of group names")
+    for group in groups:
+        _fits(where, "a group name", group, 150)
     return {
         "name": name,
-        "description": str(entry.get("description", "")),
+        "description": _text(where, entry, "description", 300),
         "path": os.path.normpath(path),
-        "read_only": bool(entry.get("read_only", False)),
-        "public": bool(entry.get("public", False)),
+        "read_only": _flag(where, entry, "read_only", False),
+        "public": _flag(where, entry, "public", False),
         "users": users,
         "groups": groups,
     }
@@ -207,7 +249,10 @@ def sync_catalog(*, data: dict[str, Any], create_dirs: bool = True) -> SyncRepor
             granted = _set_grants(fs, users, groups)
             record(f"filesystem {values['name']}", created, changed or (granted and not created))
             if create_dirs:
-                Path(values["path"]).mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(values["path"]).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:  # nothing is saved: the transaction rolls back
+                    raise CatalogError(f"filesystem {values['name']}: cannot create {values['path']}: {exc.strerror}") from None
     for values in tools:
         program = values["command"][0]
         if program.startswith("/") and not (Path(program).is_file() and os.access(program, os.X_OK)):

@@ -26,7 +26,7 @@ class ArgumentError(ValueError):
 
 def check_spec(name: str, spec: Any) -> dict[str, Any]:
     """Validate one declared parameter (catalog side); return it normalised."""
-    if not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise ValueError(f"parameter name {name!r} must be letters, digits and _ (not starting with a digit)")
     if not isinstance(spec, dict):
         raise ValueError(f"parameter {name}: expected a mapping, got {type(spec).__name__}")
@@ -36,9 +36,17 @@ def check_spec(name: str, spec: Any) -> dict[str, Any]:
     kind = spec.get("type", "string")
     if kind not in TYPES:
         raise ValueError(f"parameter {name}: type must be one of {', '.join(TYPES)}, not {kind!r}")
-    out: dict[str, Any] = {"type": kind, "required": bool(spec.get("required", "default" not in spec))}
-    if spec.get("description"):
-        out["description"] = str(spec["description"])
+    required = spec.get("required", "default" not in spec)
+    if not isinstance(required, bool):
+        raise ValueError(f"parameter {name}: required must be true or false, not {required!r}")
+    out: dict[str, Any] = {"type": kind, "required": required}
+    description = spec.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ValueError(f"parameter {name}: description must be text, not {description!r}")
+    if description:
+        if "\x00" in description:
+            raise ValueError(f"parameter {name}: description must not contain a NUL character")
+        out["description"] = description
     if kind == "choice":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
@@ -59,6 +67,8 @@ def check_command(command: Any, parameters: dict[str, Any]) -> list[str]:
     """Validate an argv template against the declared parameters."""
     if not isinstance(command, list) or not command or not all(isinstance(part, str) for part in command):
         raise ValueError("command must be a non-empty list of strings (an argv, never a shell string)")
+    if any("\x00" in part for part in command):
+        raise ValueError("command must not contain a NUL character (no program can receive one)")
     if not os.path.isabs(command[0]):
         raise ValueError(f"command[0] must be an absolute path to the program, not {command[0]!r}")
     used = {m for part in command for m in PLACEHOLDER_RE.findall(part)}

@@ -155,6 +155,10 @@ def test_the_filesystem_list_says_who_is_granted(admin_client, catalog, alice):
         ('["/bin/echo", "{m}"]', '{"m": {"type": "strin"}}', "parameters", "type must be one of"),
         ('["/bin/echo", "{other}"]', '{"m": {"type": "string"}}', "command", "undeclared parameters"),
         ('["echo"]', "{}", "command", "absolute path"),
+        # A NUL was a 500 (PostgreSQL's jsonb takes no \u0000).
+        ('["/bin/echo", "a\\u0000b"]', "{}", "command", "NUL"),
+        ('["/bin/echo", "{m}"]', '{"m": {"type": "string", "description": "a\\u0000b"}}', "parameters", "NUL"),
+        ('["/bin/echo", "{m}"]', '{"m": {"type": "string", "required": "false"}}', "parameters", "true or false"),
     ],
 )
 def test_the_tool_form_runs_the_catalogs_checks(admin_client, alice_client, catalog, command, parameters, field, words):
@@ -175,6 +179,15 @@ def test_the_tool_form_runs_the_catalogs_checks(admin_client, alice_client, cata
     tool.refresh_from_db()
     assert tool.command == ["/bin/echo", "{message}"]
     assert alice_client.get("/tools").status_code == 200
+
+
+def test_the_tool_form_takes_the_timeouts_the_catalog_takes(admin_client, catalog):
+    """timeout_seconds 0 saved here and silently meant the default; the catalog refuses it."""
+    tool = catalog["tools"]["echo"]
+    form = {"name": tool.name, "description": "", "command": '["/bin/echo", "{message}"]', "parameters": "{}", "enabled": "on"}
+    form["parameters"] = '{"message": {"type": "string"}}'
+    errors = admin_client.post(f"/admin/batches/tool/{tool.pk}/change/", {**form, "timeout_seconds": "0"}).context["adminform"].form.errors
+    assert "from 1 to" in str(errors["timeout_seconds"])
 
 
 def test_the_tool_form_tells_every_field_that_is_wrong_at_once(admin_client, catalog):

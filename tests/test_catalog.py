@@ -10,6 +10,7 @@ import yaml
 from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 
+from batches.catalog import CatalogError, sync_catalog
 from batches.models import Filesystem, Tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,7 +123,7 @@ BAD = [
     (_tool(parameters={"x": {"type": "string", "min": 1}}), "tool bad: parameter x: unknown keys ['min']"),
     (_tool(parameters={"1x": {"type": "string"}}), "tool bad: parameter name '1x'"),
     (_tool(colour="red"), "tools[1]: unknown keys ['colour']"),
-    (_tool(timeout_seconds=0), "tool bad: timeout_seconds must be a positive integer"),
+    (_tool(timeout_seconds=0), "tool bad: timeout_seconds must be an integer from 1 to"),
     (_tool(name="echo"), "tool names appear twice: echo"),
     ("just a string", "tools[1]: must be a mapping"),
 ]
@@ -217,3 +218,43 @@ def test_a_missing_program_or_path_is_warned_about(db, tmp_path):
     assert "tool ghost: /nonexistent/bin/ghost is not an executable file on this machine" in err.getvalue()
     assert f"filesystem gone: {tmp_path / 'not-there'} is not a directory on this machine" in err.getvalue()
     assert Tool.objects.filter(name="ghost").exists(), "a warning, not a refusal: the program may exist on the workers"
+
+
+@pytest.mark.parametrize(
+    ("tools", "filesystems", "words"),
+    [
+        ([], [{"name": "fsx", "path": "/tmp/x", "public": "false"}], "public must be true or false"),
+        ([], [{"name": "fsx", "path": "/tmp/x", "read_only": "false"}], "read_only must be true or false"),
+        ([{"name": "t", "command": ["/bin/true"], "enabled": "false"}], [], "enabled must be true or false"),
+        ([{"name": "t", "command": ["/bin/true"], "parameters": {"m": {"type": "string", "required": "no"}}}], [], "required"),
+        ([{"name": "t", "command": ["/bin/true"], "description": None}], [], "description must be text"),
+        ([{"name": "t", "command": ["/bin/true"], "timeout_seconds": 99999999999}], [], "timeout_seconds"),
+        ([{"name": "t" * 65, "command": ["/bin/true"]}], [], "at most 64"),
+        ([{"name": "t", "command": ["/bin/true"], "description": "d" * 501}], [], "at most 500"),
+        ([{"name": "t", "command": ["/bin/true"], "parameters": {1: {"type": "string"}}}], [], "parameter name"),
+        ([{"name": "t", "command": ["/bin/echo", "a\x00b"]}], [], "NUL"),
+        ([], [{"name": "fsx", "path": "/tmp/a\x00b"}], "NUL"),
+        ([], [{"name": "fsx", "path": "/" + "p" * 1000}], "at most"),
+        ([{"name": "t", "command": ["/bin/true"], 1: "x"}], [], "unknown keys"),
+    ],
+)
+def test_a_catalog_value_of_the_wrong_kind_is_named_not_guessed(db, tools, filesystems, words):
+    """`public: "false"` made a filesystem every user could mount ("false" is a true
+    string); `enabled: "false"` left a tool enabled; `required: "no"` made it required;
+    an over-long name, an out-of-range timeout, a NUL, an integer key were tracebacks."""
+    with pytest.raises(CatalogError, match=words):
+        sync_catalog(data={"tools": tools, "filesystems": filesystems})
+    assert not Filesystem.objects.exists() and not Tool.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"\xff\xfe\x00junk", "not UTF-8"), (b"filesystems:\n  - {name: fsx, path: /etc/passwd/sub}\n", "cannot create")],
+)
+def test_sync_catalog_command_says_what_is_wrong_in_one_line(db, tmp_path, content, words):
+    from django.core.management import CommandError, call_command
+
+    path = tmp_path / "catalog.yaml"
+    path.write_bytes(content)
+    with pytest.raises(CommandError, match=words):
+        call_command("sync_catalog", str(path))
