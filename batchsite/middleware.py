@@ -4,7 +4,8 @@ import logging
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.contrib.admin.views.main import ERROR_FLAG
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from batchsite.problems import UNAVAILABLE_ERRORS, problem_response
 
@@ -36,6 +37,9 @@ class ProblemMiddleware:
         limit = settings.BATCHES_MAX_REQUEST_BYTES
         if length.isdigit() and int(length) > limit:
             return problem_response(413, f"The request body is larger than {limit} bytes.")
+        refused = _nul_in_query(request)
+        if refused is not None:
+            return refused
         try:
             response = self.get_response(request)
         except UNAVAILABLE_ERRORS:
@@ -60,6 +64,21 @@ class ProblemMiddleware:
             logger.exception("database error while serving %s", request.path)
             return _unavailable()
         return None
+
+
+def _nul_in_query(request: HttpRequest) -> HttpResponse | None:
+    """No query parameter may hold a NUL: PostgreSQL's text cannot, and a filter that
+    reached a query with one was a 500. The admin gets its own notice about a wrong
+    filter (?e=1), the API a 400 naming the parameter."""
+    for key, values in request.GET.lists():
+        if "\x00" in key or any("\x00" in value for value in values):
+            if request.path.startswith("/admin/"):
+                return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
+            field = key.replace("\x00", "\\0")
+            return problem_response(
+                400, "A query parameter holds a NUL character.", [{"field": field, "message": "must not contain a NUL character"}]
+            )
+    return None
 
 
 def _unavailable() -> HttpResponse:

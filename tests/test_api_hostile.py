@@ -102,3 +102,14 @@ def test_a_chunked_body_over_the_limit_is_the_same_problem_as_a_long_one(setting
     body = b"".join(application(environ, lambda status, headers: answers.append(status)))
     assert answers == ["413 Request too large"]
     assert json.loads(body)["type"] == "urn:batches:problem:too-large"
+
+
+def test_a_nul_in_a_query_parameter_is_refused_before_any_query(alice_client, admin_client):
+    """PostgreSQL's text takes no NUL: an admin filter `?status__exact=%00` was a 500
+    (DataError). The API answers a 400 naming the parameter; the admin shows its own
+    notice about a wrong filter."""
+    response = alice_client.get("/batches?limit=%00")
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "limit"
+    for path in ("/admin/jobs/job/?status__exact=%00", "/admin/batches/batch/?name=%00", "/admin/jobs/attempt/?q=%00"):
+        answer = admin_client.get(path)
+        assert answer.status_code == 302 and answer["Location"].endswith("?e=1"), path
