@@ -2,7 +2,7 @@ from datetime import datetime
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
@@ -16,7 +16,7 @@ from batches.catalog import ToolError, check_timeout, check_tool
 from batches.models import Batch, Filesystem, Tool
 from batches.selectors import status_counts, status_counts_of_batches
 from batches.services import delete_batches
-from batchsite.admin_paging import CappedPaginator, uuid_or_none
+from batchsite.admin_paging import BoundedActions, CappedPaginator, uuid_or_none
 from jobs.models import Job
 from jobs.states import UNFINISHED, Status
 
@@ -194,7 +194,8 @@ class BatchChangeList(ChangeList):
 
 
 @admin.register(Batch)
-class BatchAdmin(ReadOnlyPage, admin.ModelAdmin):
+class BatchAdmin(BoundedActions, ReadOnlyPage, admin.ModelAdmin):
+    action_limit = 100  # batches per action: each cancel or delete does a chunk of work
     list_display = ["id", "name", "owner", "tool", "progress", "hardware", "created"]
     list_filter = [BatchStateFilter, "tool", OwnerFilter, ("create_time", admin.DateFieldListFilter)]
     # Exact on the id (a text search on a uuid reads every row), words in the name, the
@@ -279,5 +280,4 @@ class BatchAdmin(ReadOnlyPage, admin.ModelAdmin):
         delete_batches(batches=Batch.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-        deleted = delete_batches(batches=queryset)
-        self.message_user(request, f"Deleted {deleted} batch(es) and their jobs.", messages.SUCCESS)
+        delete_batches(batches=queryset)  # the admin says "Successfully deleted N batches" itself
