@@ -230,3 +230,30 @@ def test_revoke_token_counts_only_what_it_revoked_and_knows_its_users(alice, db)
     assert "revoked 0 token(s)" in out.getvalue() and "2 already revoked" in out.getvalue()
     with pytest.raises(CommandError, match="no user named 'nobody'"):
         call_command("revoke_token", "--user", "nobody", stdout=io.StringIO())
+
+
+def test_token_commands_refuse_what_they_cannot_store_in_one_line(alice, db):
+    """issue_token --days 3000000 was an OverflowError, a 500-character --name and an
+    empty or 200-character user name were database tracebacks, and a user name with
+    spaces was created though the admin refuses it; revoke_token took only the bare
+    prefix (not bt_<prefix> or the whole token, which list_tokens users paste)."""
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    from accounts.models import ApiToken
+
+    for args, words in [
+        (["alice", "--days", "3000000"], "--days must be"),
+        (["alice", "--name", "n" * 500], "--name must be at most 100"),
+        (["", "--create-user"], "cannot create user"),
+        (["u" * 200, "--create-user"], "cannot create user"),
+        (["bad user name", "--create-user"], "cannot create user"),
+    ]:
+        with pytest.raises(CommandError, match=words):
+            call_command("issue_token", *args, stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("issue_token", "alice", stdout=out)
+    whole = out.getvalue().strip()
+    call_command("revoke_token", whole, stdout=io.StringIO())
+    assert ApiToken.objects.get(prefix=whole.split("_")[1]).revoked_at is not None

@@ -4,10 +4,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from accounts.models import ApiToken
 from accounts.services import issue_token
+
+_LONGEST_DAYS = 36525
 
 
 class Command(BaseCommand):
@@ -28,12 +32,19 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         user_model = get_user_model()
         username = options["user"]
-        if options["days"] < 0:
-            raise CommandError("--days must be 0 (never) or more")
+        if not 0 <= options["days"] <= _LONGEST_DAYS:
+            raise CommandError(f"--days must be 0 (never) to {_LONGEST_DAYS} (100 years)")
+        longest_name = ApiToken._meta.get_field("name").max_length
+        if len(options["name"]) > longest_name:
+            raise CommandError(f"--name must be at most {longest_name} characters")
         user = user_model.objects.filter(**{user_model.USERNAME_FIELD: username}).first()
         if user is None:
             if not options["create_user"]:
                 raise CommandError(f"no user {username!r}; pass --create-user to create it")
+            try:  # the rules the admin's own user form keeps (letters, digits and @.+-_, length)
+                user_model._meta.get_field(user_model.USERNAME_FIELD).clean(username, None)
+            except ValidationError as exc:
+                raise CommandError(f"cannot create user {username!r}: {' '.join(exc.messages)}") from None
             user = user_model.objects.create_user(**{user_model.USERNAME_FIELD: username})
         if options["staff"] and not user.is_staff:
             user.is_staff = True

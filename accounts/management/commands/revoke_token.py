@@ -17,6 +17,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         if not options["prefix"] and not options["user"]:
             raise CommandError("name token prefixes, or --user USER")
+        # The prefix alone, `bt_<prefix>`, or the whole token (bt_<prefix>_<secret>).
+        options["prefix"] = [p.split("_")[1] if p.startswith("bt_") and p.count("_") >= 1 else p for p in options["prefix"]]
         tokens = list(ApiToken.objects.filter(prefix__in=options["prefix"]))
         missing = sorted(set(options["prefix"]) - {token.prefix for token in tokens})
         if missing:

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from batches.services import cleanup_batches, forget_idempotency_keys
 
-_DURATION = re.compile(r"^([0-9]{1,9})([smhdw])$")  # ASCII digits: \d takes any script's
+_DURATION = re.compile(r"^([0-9]{1,12})([smhdw])$")  # ASCII digits: \d takes any script's
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _LONGEST = timedelta(days=36525)
 
@@ -18,7 +18,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if not match:
         raise CommandError(f"--older-than must be a number and a unit (s, m, h, d, w), e.g. 30d; not {text!r}")
-    duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        duration = timedelta.max
     if duration > _LONGEST:
         raise CommandError(f"--older-than must be at most 100 years, not {text!r}")
     return duration
