@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils import timezone
 
 from accounts.models import ApiToken
 from accounts.services import issue_token, revoke_token
@@ -24,6 +25,12 @@ class IssueTokenForm(forms.ModelForm):
             raise ValidationError("Only a superuser may issue a token for a staff account.")
         return user
 
+    def clean_expires_at(self) -> Any:
+        expires_at = self.cleaned_data.get("expires_at")
+        if expires_at is not None and expires_at <= timezone.now():
+            raise ValidationError("The expiry must be in the future (or empty: never).")
+        return expires_at
+
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
@@ -37,6 +44,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     autocomplete_fields = ["user"]  # searched by user name (the users' admin)
     actions = ["revoke"]
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        # As for issuing: only a superuser may change (extend) a staff account's token.
+        if obj is not None and (obj.user.is_staff or obj.user.is_superuser) and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
 
     def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
         if obj is None:
@@ -80,6 +93,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         tokens = list(queryset)
-        for token in tokens:
-            revoke_token(token=token)
-        self.message_user(request, f"Revoked {len(tokens)} token(s).", messages.SUCCESS)
+        revoked = sum(revoke_token(token=token) for token in tokens)
+        before = len(tokens) - revoked
+        self.message_user(
+            request, f"Revoked {revoked} token(s)" + (f"; {before} were revoked before." if before else "."), messages.SUCCESS
+        )

@@ -119,6 +119,30 @@ def test_an_operator_who_is_no_superuser_issues_tokens_for_ordinary_users_only(a
     assert issued.status_code == 200 and issued.context["plaintext"].startswith("bt_")
 
 
+def test_an_operator_who_is_no_superuser_cannot_extend_a_staff_token_or_issue_an_expired_one(alice, root, db):
+    """With add/change on tokens, a non-superuser could not issue a superuser's token but
+    could extend one to 2099; a token could be issued already expired, unsaid."""
+    from django.contrib.auth.models import Permission, User
+
+    from accounts.services import issue_token
+
+    operator = User.objects.create_user("tokenop", is_staff=True)
+    operator.user_permissions.add(*Permission.objects.filter(codename__in=["add_apitoken", "change_apitoken", "view_apitoken"]))
+    client = Client()
+    client.force_login(operator)
+    roots, _ = issue_token(user=root, name="root's")
+    change = {"name": "mine now", "expires_at_0": "2099-01-01", "expires_at_1": "00:00:00"}
+    assert client.post(f"/admin/accounts/apitoken/{roots.pk}/change/", change).status_code == 403
+    roots.refresh_from_db()
+    assert roots.name == "root's" and roots.expires_at is None or roots.expires_at.year != 2099
+    alices, _ = issue_token(user=alice)
+    assert client.post(f"/admin/accounts/apitoken/{alices.pk}/change/", change).status_code == 302, "an ordinary user's is fine"
+    expired = client.post(
+        "/admin/accounts/apitoken/add/", {"user": alice.pk, "name": "old", "expires_at_0": "2000-01-01", "expires_at_1": "00:00:00"}
+    )
+    assert "in the future" in str(expired.context["adminform"].form.errors["expires_at"])
+
+
 def test_tokens_are_revoked_by_operators_who_may_change_them(admin_client, alice, db):
     from django.contrib.auth.models import Permission, User
 
