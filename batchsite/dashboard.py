@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -48,5 +49,8 @@ def dashboard_figures() -> dict[str, Any]:
 
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:
+    # Every user's counts: for operators who may see jobs, not for any staff account.
+    if not request.user.has_perm("jobs.view_job"):
+        raise PermissionDenied
     context = {**admin.site.each_context(request), "title": "Dashboard", **dashboard_figures()}
     return TemplateResponse(request, "admin/dashboard.html", context)

@@ -98,8 +98,8 @@ class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
     # Exact matches on indexed columns only: a job, batch or log id, or the owner's name.
     search_fields = ["=id", "=batch__id", "=log_id", "=batch__owner__username"]
     search_ids = ["id", "batch_id", "log_id"]
-    search_names = ["batch__owner__username"]
-    search_help_text = "A job, batch or log id, or an owner's user name (exact)."
+    search_names = ["batch__owner__username__iexact"]  # as the batch list finds owners
+    search_help_text = "A job, batch or log id, or an owner's user name (whole, any case)."
     list_select_related = ["batch__tool", "batch__owner", "worker"]
     ordering = ["-id"]  # ids grow with time: newest first, on the primary key's index
     sortable_by = ["job", "batch_short", "created"]  # on indexes (the others sorted a million rows)

@@ -62,3 +62,26 @@ def test_the_dashboard_is_for_staff_only(alice, db):
     assert client.get("/admin/dashboard/").status_code == 302
     client.force_login(alice)
     assert client.get("/admin/dashboard/").status_code == 302
+
+
+def test_the_dashboard_is_for_staff_who_may_view_jobs(db):
+    """Any staff account saw every user's job counts, whatever its permissions."""
+    from django.contrib.auth.models import Permission, User
+    from django.test import Client
+
+    bare = User.objects.create_user("bare-staff", is_staff=True)
+    client = Client()
+    client.force_login(bare)
+    assert client.get("/admin/dashboard/").status_code == 403
+    bare.user_permissions.add(Permission.objects.get(codename="view_job"))
+    client.force_login(User.objects.get(pk=bare.pk))
+    assert client.get("/admin/dashboard/").status_code == 200
+
+
+def test_jobs_are_found_by_their_owners_name_in_any_case(admin_client, alice, catalog):
+    """Batch search by owner ignored case, job search did not (LOAD-USER-01 found 0)."""
+    from jobs.load import generate_load
+
+    generate_load(batches=1, jobs=3, users=1)
+    listed = admin_client.get("/admin/jobs/job/", {"q": "LOAD-USER-01"}).context["cl"].result_list
+    assert len(listed) == 3
