@@ -15,6 +15,8 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from batchsite.renderers import FastJSONRenderer
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -170,6 +172,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     status_code = exc.status_code
     if isinstance(exc, exceptions.ParseError):
         status_code = 400
+    request = context.get("request")
+    if request is not None and getattr(getattr(request, "accepted_renderer", None), "format", None) != "json":
+        # A view that renders something else (the schema's YAML), or whose negotiation
+        # failed, still answers its errors in JSON, as their content type says.
+        request.accepted_renderer, request.accepted_media_type = FastJSONRenderer(), PROBLEM_CONTENT_TYPE
     return Response(
         problem_body(status_code, detail, errors),
         status=status_code,

@@ -113,3 +113,12 @@ def test_a_nul_in_a_query_parameter_is_refused_before_any_query(alice_client, ad
     for path in ("/admin/jobs/job/?status__exact=%00", "/admin/batches/batch/?name=%00", "/admin/jobs/attempt/?q=%00"):
         answer = admin_client.get(path)
         assert answer.status_code == 302 and answer["Location"].endswith("?e=1"), path
+
+
+@pytest.mark.parametrize(("method", "path"), [("post", "/api/schema/"), ("get", "/api/schema/?format=xml")])
+def test_the_schemas_errors_are_json_like_every_other(alice_client, method, path):
+    """They were YAML under a problem+json content type."""
+    response = getattr(alice_client, method)(path)
+    assert response.status_code in (404, 405)
+    assert response["Content-Type"] == "application/problem+json"
+    assert json.loads(response.content)["status"] == response.status_code
