@@ -45,6 +45,12 @@ def test_make_run_and_its_printed_lines_work_on_a_fresh_clone(tmp_path):
         pytest.skip("needs a git checkout with its virtualenv (make venv)")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+    # The clone's requirements are as old as can be, so make takes the shared virtualenv
+    # as installed and leaves it alone: a reinstall would rewrite its bin/batches to run
+    # the client from this (temporary) clone.
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        os.utime(clone / name, (0, 0))
+    client_script = (ROOT / ".venv" / "bin" / "batches").read_bytes() if (ROOT / ".venv" / "bin" / "batches").exists() else None
     port = _free_port()
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8"}
     make = subprocess.Popen(
@@ -93,6 +99,8 @@ def test_make_run_and_its_printed_lines_work_on_a_fresh_clone(tmp_path):
         assert json.loads(answers[lines.index(next(x for x in lines if x.endswith("$API/batches/$BATCH_ID")))])["succeeded"] == 2, out
         assert "hello" in answers[-2], "the first job's log"
         assert answers[-1] == "", "the DELETE answers 204, no body"
+        if client_script is not None:
+            assert (ROOT / ".venv" / "bin" / "batches").read_bytes() == client_script, "the shared virtualenv was changed"
     finally:
         os.killpg(make.pid, signal.SIGTERM)
         try:
