@@ -63,9 +63,15 @@ def _problem(status: int) -> dict[str, Any]:
     return response
 
 
+_CLOSED = ("BatchSubmissionRequest", "HardwareInRequest", "JobInRequest")
+
+
 def add_problem_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """drf-spectacular POSTPROCESSING_HOOKS entry; see the module docstring."""
     result.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    for name in _CLOSED:  # the submission refuses fields it does not declare (KnownFieldsOnly)
+        if name in result["components"]["schemas"]:
+            result["components"]["schemas"][name]["additionalProperties"] = False
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
             if method not in {"get", "post", "put", "patch", "delete"}:

@@ -189,7 +189,6 @@ def test_job_args_come_back_in_the_types_they_were_sent(alice_client, catalog):
     )
     body = submission(catalog, jobs=[{"args": {"n": 3, "x": 2.5, "y": 4, "big": 10**30, "flag": True, "s": "3"}}])
     body["tool_id"] = str(tool.pk)
-    body["filesystems"] = []
     batch = alice_client.post("/batches", body, format="json").json()
     listed = alice_client.get(f"/batches/{batch['batch_id']}/jobs").json()[0]
     detail = alice_client.get(f"/batches/{batch['batch_id']}/jobs/{listed['job_id']}")

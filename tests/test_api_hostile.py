@@ -122,3 +122,38 @@ def test_the_schemas_errors_are_json_like_every_other(alice_client, method, path
     assert response.status_code in (404, 405)
     assert response["Content-Type"] == "application/problem+json"
     assert json.loads(response.content)["status"] == response.status_code
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda body: body["hardware"].update(gpu=1), "hardware.gpu"),
+        (lambda body: body.update(priority="high"), "priority"),
+        (lambda body: body["jobs"][0].update(arg={"message": "typo"}), "jobs[0].arg"),
+    ],
+)
+def test_a_field_the_submission_does_not_have_is_named_not_dropped(alice_client, catalog, change, field):
+    """`"hardware": {..., "gpu": 1}` answered 201 and the jobs ran with no GPU: a field
+    the service does not know is refused by name (the schema says no others)."""
+    body = submission(catalog)
+    change(body)
+    response = alice_client.post("/batches", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == field
+    assert not Batch.objects.exists()
+
+
+def test_ids_are_strings(alice_client, catalog):
+    """`"tool_id": 5` was read as the uuid 00000000-0000-0000-0000-000000000005."""
+    body = submission(catalog)
+    body["tool_id"] = 5
+    response = alice_client.post("/batches", body, format="json")
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "tool_id"
+    assert "00000000" not in response.content.decode()
+
+
+def test_a_status_filter_given_twice_is_refused(alice_client, catalog):
+    """`?status=FAILED&status=SUCCEEDED` used the last value, silently."""
+    batch_id = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
+    response = alice_client.get(f"/batches/{batch_id}/jobs?status=FAILED&status=SUCCEEDED")
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "status"

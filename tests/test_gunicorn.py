@@ -167,8 +167,18 @@ def test_a_mixed_load_gets_no_server_error_and_loses_nothing(start_server, catal
         assert Job.objects.filter(batch_id=batch_id).count() == n
 
 
+def _answers(port: int) -> bool:
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+
+
 def test_the_metrics_folder_it_made_goes_when_it_stops(tmp_path):
-    """Each start left a /tmp/batches-metrics-* folder behind (34 on one machine)."""
+    """Each start left a /tmp/batches-metrics-* folder behind (34 on one machine).
+    Stopped once it serves: a signal during start-up kills it before its hooks exist."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "batchsite/gunicorn.conf.py", "batchsite.wsgi"],
@@ -178,7 +188,7 @@ def test_the_metrics_folder_it_made_goes_when_it_stops(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: list(tmp_path.glob("batches-metrics-*")), timeout=30)
+        wait_for(lambda: list(tmp_path.glob("batches-metrics-*")) and _answers(port), timeout=30)
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -135,17 +135,38 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class HardwareInSerializer(serializers.Serializer):
+class StrictUUIDField(serializers.UUIDField):
+    """An id as a JSON string: DRF's own field reads the integer 5 as the uuid
+    00000000-0000-0000-0000-000000000005."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
+class KnownFieldsOnly(serializers.Serializer):
+    """Refuses a field it does not declare, by name: `"hardware": {"gpu": 1}` was
+    dropped silently and the jobs ran without what the client asked for."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [key for key in data if key not in self.fields]
+            if unknown:
+                known = ", ".join(self.fields)
+                raise serializers.ValidationError({key: [f"unknown field (this object takes: {known})"] for key in unknown[:10]})
+        return super().to_internal_value(data)
+
+
+class HardwareInSerializer(KnownFieldsOnly):
     # The bounds are the service's (batches.services._check_limits), shown here so the
     # schema tells clients what the server accepts.
     cpu = StrictIntegerField(min_value=1, max_value=settings.BATCHES_MAX_CPU, help_text="Whole cores per job.")
     memory = StrictIntegerField(min_value=1, max_value=settings.BATCHES_MAX_MEMORY_MIB, help_text="MiB per job.")
-    filesystem_list = serializers.ListField(
-        child=serializers.UUIDField(), default=list, help_text="Ids of filesystems to expose to each job."
-    )
+    filesystem_list = serializers.ListField(child=StrictUUIDField(), default=list, help_text="Ids of filesystems to expose to each job.")
 
 
-class JobInSerializer(serializers.Serializer):
+class JobInSerializer(KnownFieldsOnly):
     args = serializers.DictField(
         child=serializers.JSONField(), default=dict, help_text="Argument name -> value, checked against the tool's parameters."
     )
@@ -176,6 +197,10 @@ class JobsField(serializers.ListField):
             if not isinstance(item, dict):
                 errors[index] = {"non_field_errors": [self._not_an_object.format(datatype=type(item).__name__)]}
                 continue
+            unknown = [key for key in item if key != "args"]
+            if unknown:
+                errors[index] = {key: ["unknown field (a job takes: args)"] for key in unknown[:10]}
+                continue
             args = item.get("args", {})
             if not isinstance(args, dict):
                 errors[index] = {"args": [self._not_a_dict.format(input_type=type(args).__name__)]}
@@ -186,8 +211,8 @@ class JobsField(serializers.ListField):
         return jobs
 
 
-class BatchSubmissionSerializer(serializers.Serializer):
-    tool_id = serializers.UUIDField()
+class BatchSubmissionSerializer(KnownFieldsOnly):
+    tool_id = StrictUUIDField()
     hardware = HardwareInSerializer()
     jobs = JobsField(child=JobInSerializer(), allow_empty=False, min_length=1, max_length=settings.BATCHES_MAX_JOBS_PER_BATCH)
     # The pattern only documents what DRF's CharField already refuses (NUL characters),
