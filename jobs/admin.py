@@ -131,6 +131,11 @@ class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         return False  # jobs go with their batch
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        # A deleted batch's jobs are removed in chunks after the delete: gone from this
+        # list at once, as from the batch list and the API.
+        return super().get_queryset(request).filter(batch__deleted_at__isnull=True)
+
     @admin.display(description="log")
     def log(self, job: Job) -> str:
         """The log's last lines on the page, and a link to all of it."""

@@ -74,7 +74,8 @@ def oldest_waiting_since() -> datetime | None:
     backlog."""
     oldest = None
     for status in QUEUED:
-        for created in Job.objects.filter(status=status).order_by("batch_id").values_list("batch__create_time", flat=True)[:1]:
+        waiting = Job.objects.filter(status=status, batch__deleted_at__isnull=True)  # not a deleted batch's, on its way out
+        for created in waiting.order_by("batch_id").values_list("batch__create_time", flat=True)[:1]:
             oldest = created if oldest is None else min(oldest, created)
     return oldest
 

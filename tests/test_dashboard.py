@@ -85,3 +85,19 @@ def test_jobs_are_found_by_their_owners_name_in_any_case(admin_client, alice, ca
     generate_load(batches=1, jobs=3, users=1)
     listed = admin_client.get("/admin/jobs/job/", {"q": "LOAD-USER-01"}).context["cl"].result_list
     assert len(listed) == 3
+
+
+def test_a_deleted_batchs_jobs_leave_the_operators_pages_at_once(admin_client, alice_client, catalog, monkeypatch):
+    """Its jobs go 5,000 per chunk after the delete; meanwhile the job list showed them
+    and the dashboard counted them as waiting (90,587 of a 100,000-job batch)."""
+    import batches.services
+    from tests.conftest import submission
+
+    monkeypatch.setattr(batches.services, "PURGE_CHUNK", 2)
+    body = submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(6)])
+    batch_id = alice_client.post("/batches", body, format="json").json()["batch_id"]
+    assert alice_client.delete(f"/batches/{batch_id}").status_code == 204
+    assert Job.objects.filter(batch_id=batch_id).count() == 4, "rows still there, on their way out"
+    assert list(admin_client.get("/admin/jobs/job/").context["cl"].result_list) == []
+    page = admin_client.get("/admin/dashboard/")
+    assert page.context["total"] == 0 and page.context["queue_depth"] == 0 and page.context["oldest_waiting"] is None
