@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 
 from gunicorn import util
 
@@ -28,14 +29,36 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 accesslog = "-"
 
+# LOG_FORMAT=json (batchsite/settings.py): gunicorn's own lines, its access lines too,
+# as JSON objects like the service's, so a log collector reads one format.
+if os.environ.get("LOG_FORMAT") == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            }
+        },
+        "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["json"], "level": os.environ.get("LOG_LEVEL", "INFO"), "propagate": False},
+            "gunicorn.access": {"handlers": ["json"], "level": "INFO", "propagate": False},
+        },
+        "root": {"handlers": ["json"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    }
+
 
 def _write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
     body = json.dumps(
         {"type": f"urn:batches:problem:http-{status_int}", "title": reason, "status": status_int, "detail": mesg or reason}
     ).encode()
+    # A request id like every other answer's (the request's own headers were not read).
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/problem+json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"X-Request-ID: {uuid.uuid4().hex}\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode("latin1")
     util.write_nonblock(sock, head + body)
 

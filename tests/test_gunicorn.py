@@ -112,6 +112,8 @@ def test_errors_before_django_are_problems(server, request_bytes, status):
     assert headers["Content-Type"] == "application/problem+json"
     problem = json.loads(body)
     assert problem["status"] == code and problem["title"] and problem["detail"]
+    assert len(headers["X-Request-ID"]) == 32, "every answer carries a request id, these too"
+    assert problem["type"].startswith("urn:batches:problem:")
 
 
 def test_the_throttle_is_shared_by_every_web_process(start_server, alice):
@@ -193,3 +195,26 @@ def test_the_metrics_folder_it_made_goes_when_it_stops(tmp_path):
         process.terminate()
         process.wait(timeout=30)
     assert not list(tmp_path.glob("batches-metrics-*"))
+
+
+def test_log_format_json_is_json_on_every_line_gunicorn_writes_too(tmp_path):
+    """With LOG_FORMAT=json, gunicorn's own lines (start, access, stop) were plain text
+    among the service's JSON ones."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "batchsite/gunicorn.conf.py", "batchsite.wsgi"],
+        cwd=ROOT,
+        env=worker_env(HOST="127.0.0.1", PORT=str(port), WEB_WORKERS="1", LOG_FORMAT="json", LOG_LEVEL="INFO"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _answers(port), timeout=30)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert any("Booting worker" in line for line in lines), output
+    for line in lines:
+        json.loads(line)  # raises on a line that is not JSON

@@ -1,5 +1,6 @@
 """python manage.py runworker: run jobs with the configured executor until SIGTERM."""
 
+import logging
 import signal
 from types import FrameType
 
@@ -8,6 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobs.executors import get_executor_class
 from jobs.worker import WorkerConfig, WorkerLoop
+
+logger = logging.getLogger("jobs.worker")
 
 
 class Command(BaseCommand):
@@ -43,8 +46,8 @@ class Command(BaseCommand):
                     "BATCHES_REQUIRE_ISOLATION is set and this machine cannot seal jobs: "
                     + "; ".join(f"{part}: {why}" for part, why in missing.items())
                 )
-            log = self.stderr.write if missing else self.stdout.write
-            log(f"job isolation: {isolation.describe()}")
+            # A log record, not a print: in LOG_FORMAT=json it is a JSON line like the rest.
+            logger.log(logging.WARNING if missing else logging.INFO, "job isolation: %s", isolation.describe())
         config = WorkerConfig.from_settings(lease_seconds=options["lease"], poll_seconds=options["poll"], fencing=not options["no_fencing"])
         loop = WorkerLoop(executor=executor, config=config)
         stopping: list[int] = []
