@@ -246,6 +246,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["batchsite.renderers.FastJSONRenderer"],
+    "DEFAULT_METADATA_CLASS": "batchsite.metadata.SchemaPointerMetadata",
     "DEFAULT_PARSER_CLASSES": ["batchsite.parsers.BoundedJSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

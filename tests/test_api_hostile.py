@@ -157,3 +157,11 @@ def test_a_status_filter_given_twice_is_refused(alice_client, catalog):
     batch_id = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
     response = alice_client.get(f"/batches/{batch_id}/jobs?status=FAILED&status=SUCCEEDED")
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "status"
+
+
+def test_options_points_to_the_schema_instead_of_describing_the_wrong_shape(alice_client):
+    """OPTIONS /batches described the POST body with the answer's serializer (batch_id
+    and n_jobs required, no tool_id or jobs)."""
+    answer = alice_client.options("/batches").json()
+    assert "actions" not in answer
+    assert answer["schema"] == "/api/schema/"
