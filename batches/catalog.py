@@ -66,7 +66,7 @@ def _checked_name(section: str, index: int, entry: Any, keys: set[str]) -> str:
     name = entry.get("name")
     if not isinstance(name, str) or not name or slugify(name) != name:
         raise CatalogError(f"{where}: name must be a slug (letters, digits, - and _), not {name!r}")
-    _fits(where, "name", name, 64)
+    _fits(where, "name", name, Tool._meta.get_field("name").max_length)
     return name
 
 
@@ -151,7 +151,7 @@ def _clean_tool(index: int, entry: Any) -> dict[str, Any]:
         raise CatalogError(f"{where}: {exc}") from None
     return {
         "name": name,
-        "description": _text(where, entry, "description", 500),
+        "description": _text(where, entry, "description", Tool._meta.get_field("description").max_length),
         "command": command,
         "parameters": parameters,
         "timeout_seconds": timeout,
@@ -165,7 +165,7 @@ def _clean_filesystem(index: int, entry: Any) -> dict[str, Any]:
     path = entry.get("path")
     if not isinstance(path, str) or not os.path.isabs(path):
         raise CatalogError(f"{where}: path must be an absolute path")
-    _fits(where, "path", path, 1000)
+    _fits(where, "path", path, Filesystem._meta.get_field("path").max_length)
     users = entry.get("users") or []
     groups = entry.get("groups") or []
     if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
@@ -173,10 +173,10 @@ def _clean_filesystem(index: int, entry: Any) -> dict[str, Any]:
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise CatalogError(f"{where}: groups must be a list of group names")
     for group in groups:
-        _fits(where, "a group name", group, 150)
+        _fits(where, "a group name", group, Group._meta.get_field("name").max_length)
     return {
         "name": name,
-        "description": _text(where, entry, "description", 300),
+        "description": _text(where, entry, "description", Filesystem._meta.get_field("description").max_length),
         "path": os.path.normpath(path),
         "read_only": _flag(where, entry, "read_only", False),
         "public": _flag(where, entry, "public", False),

@@ -182,7 +182,7 @@ def resolve_arguments(args: Any, parameters: dict[str, Any], *, filesystem_roots
             try:
                 resolved[name] = convert(spec["default"], spec, filesystem_roots=filesystem_roots)
             except ArgumentError as exc:
-                errors[name] = f"the default {exc}; give a value inside the batch's filesystems"
+                errors[name] = f"the default {exc}: give a value, or add the filesystem that holds it to the batch"
         elif spec.get("required", True):
             errors[name] = "this argument is required"
     if errors:
