@@ -7,9 +7,9 @@
     batches cancel BATCH [JOB] | retry BATCH | rm BATCH
 
 `tools`, `ls`, `status`, `jobs` and `submit` take `--json` (the API's own JSON, for
-scripts). Tools and filesystems are
-named by name or id. An error is one line on stderr and a non-zero exit; `watch` exits
-0 only when every job of the batch succeeded.
+scripts). Tools and filesystems are named by name or id; values are typed by the tool's
+parameters. An error is one line on stderr and a non-zero exit; `watch` exits 0 only
+when every job of the batch succeeded.
 """
 
 import csv
