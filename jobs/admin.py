@@ -134,7 +134,9 @@ class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
         # A deleted batch's jobs are removed in chunks after the delete: gone from this
         # list at once, as from the batch list and the API.
-        return super().get_queryset(request).filter(batch__deleted_at__isnull=True)
+        # NOT IN a small hashed list (the partial index of deleted batches), not a join:
+        # joined, a worker's jobs took 230 ms instead of 80 at a million jobs.
+        return super().get_queryset(request).exclude(batch__in=Batch.objects.filter(deleted_at__isnull=False))
 
     @admin.display(description="log")
     def log(self, job: Job) -> str:
