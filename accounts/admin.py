@@ -1,3 +1,4 @@
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -29,6 +30,8 @@ class IssueTokenForm(forms.ModelForm):
         expires_at = self.cleaned_data.get("expires_at")
         if expires_at is not None and expires_at <= timezone.now():
             raise ValidationError("The expiry must be in the future (or empty: never).")
+        if expires_at is not None and expires_at > timezone.now() + timedelta(days=36525):
+            raise ValidationError("The expiry must be within 100 years (or empty: never).")
         return expires_at
 
 
@@ -92,9 +95,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        tokens = list(queryset)
+        tokens = [token for token in queryset.select_related("user") if self.has_change_permission(request, token)]
+        refused = queryset.count() - len(tokens)  # staff accounts' tokens, for a superuser to revoke
         revoked = sum(revoke_token(token=token) for token in tokens)
         before = len(tokens) - revoked
-        self.message_user(
-            request, f"Revoked {revoked} token(s)" + (f"; {before} were revoked before." if before else "."), messages.SUCCESS
-        )
+        message = f"Revoked {revoked} token(s)" + (f"; {before} were revoked before" if before else "")
+        if refused:
+            message += f"; {refused} of staff accounts left alone (only a superuser may revoke those)"
+        self.message_user(request, message + ".", messages.WARNING if refused else messages.SUCCESS)

@@ -6,19 +6,54 @@ from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, QuerySet
+from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from batches.catalog import ToolError, check_timeout, check_tool
+from batches.catalog import ToolError, check_path_setting, check_timeout, check_tool
 from batches.models import Batch, Filesystem, Tool
 from batches.selectors import status_counts, status_counts_of_batches
 from batches.services import delete_batches
 from batchsite.admin_paging import BoundedActions, CappedPaginator, uuid_or_none
 from jobs.models import Job
 from jobs.states import UNFINISHED, Status
+
+
+class BoundedJSONField(forms.JSONField):
+    """JSON as the form field reads it, but nesting too deep for the parser is a form
+    error, not a 500 (RecursionError)."""
+
+    def to_python(self, value: Any) -> Any:
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise ValidationError("nested too deeply to be a command or parameters", code="invalid") from None
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:  # shown again as typed, with the error
+            return InvalidJSONInput(data)
+
+
+class FilesystemForm(forms.ModelForm):
+    """The catalog's own check of a filesystem's path (batches.catalog.check_path_setting),
+    as the tool form runs the catalog's check of a tool: a relative path saved here and
+    was offered to every job."""
+
+    class Meta:
+        model = Filesystem
+        fields = ["name", "description", "path", "read_only", "public", "users", "groups"]
+
+    def clean_path(self) -> str:
+        try:
+            return check_path_setting(self.cleaned_data["path"])
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
 
 
 class ToolForm(forms.ModelForm):
@@ -29,6 +64,7 @@ class ToolForm(forms.ModelForm):
     class Meta:
         model = Tool
         fields = ["name", "description", "command", "parameters", "timeout_seconds", "enabled"]
+        field_classes = {"command": BoundedJSONField, "parameters": BoundedJSONField}
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -55,6 +91,7 @@ class ToolAdmin(admin.ModelAdmin):
 
 @admin.register(Filesystem)
 class FilesystemAdmin(admin.ModelAdmin):
+    form = FilesystemForm
     list_display = ["name", "path", "read_only", "granted"]
     list_filter = ["public", "read_only"]
     search_fields = ["name", "path"]

@@ -50,6 +50,8 @@ def load_catalog_file(path: Path) -> dict[str, Any]:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise CatalogError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    except RecursionError:
+        raise CatalogError(f"{path}: nested too deeply to be a catalog") from None
     if not isinstance(data, dict):
         raise CatalogError(f"{path}: the top level must be a mapping with tools and filesystems")
     return data
@@ -129,6 +131,20 @@ def check_tool(*, command: Any, parameters: Any) -> tuple[list[str], dict[str, A
     return command, checked
 
 
+def check_path_setting(path: Any) -> str:
+    """A filesystem's path, whoever writes it (the catalog file, the admin's form): an
+    absolute path that fits its column, with no NUL; returned normalised (`/a/../b` is
+    `/b`), which is how it is compared with the paths jobs are given."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise ValueError(f"path must be an absolute path, not {path!r}")
+    longest = Filesystem._meta.get_field("path").max_length
+    if "\x00" in path:
+        raise ValueError("path must not contain a NUL character")
+    if len(path) > longest:
+        raise ValueError(f"path must be at most {longest} characters, not {len(path)}")
+    return os.path.normpath(path)
+
+
 def check_timeout(timeout: Any) -> None:
     """A tool's own wall-clock limit: none (the default), or 1 to the configured maximum;
     the catalog file and the admin's form alike."""
@@ -162,10 +178,10 @@ def _clean_tool(index: int, entry: Any) -> dict[str, Any]:
 def _clean_filesystem(index: int, entry: Any) -> dict[str, Any]:
     name = _checked_name("filesystems", index, entry, FS_KEYS)
     where = f"filesystem {name}"
-    path = entry.get("path")
-    if not isinstance(path, str) or not os.path.isabs(path):
-        raise CatalogError(f"{where}: path must be an absolute path")
-    _fits(where, "path", path, Filesystem._meta.get_field("path").max_length)
+    try:
+        path = check_path_setting(entry.get("path"))
+    except ValueError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
     users = entry.get("users") or []
     groups = entry.get("groups") or []
     if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
@@ -177,7 +193,7 @@ def _clean_filesystem(index: int, entry: Any) -> dict[str, Any]:
     return {
         "name": name,
         "description": _text(where, entry, "description", Filesystem._meta.get_field("description").max_length),
-        "path": os.path.normpath(path),
+        "path": path,
         "read_only": _flag(where, entry, "read_only", False),
         "public": _flag(where, entry, "public", False),
         "users": users,

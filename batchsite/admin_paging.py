@@ -90,7 +90,7 @@ class BoundedActions:
                 name = self.model._meta.verbose_name_plural
                 self.message_user(
                     request,
-                    f"Nothing done: more than {limit:,} {name} match, more than one action may change. "
+                    f"Nothing done: more than {limit:,} {name} match, and one action changes at most {limit:,}. "
                     "Narrow the list with its filters or search first.",
                     messages.ERROR,
                 )

@@ -99,11 +99,13 @@ def cancel_batch(*, batch: Batch, by: Any = None) -> CancelResult:
     with transaction.atomic():
         marked = Batch.objects.filter(pk=batch.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=now, cancel_requested_by=by)
         counts = status_counts(batch=batch)
+        # Running jobs not yet asked to stop (a few: as many as run at once). One asked by
+        # an earlier cancel, and still stopping, is no change of this one.
+        live = Job.objects.filter(batch=batch, status__in=LIVE, cancel_requested_at__isnull=True).count()
         notify_work()
     advance_batch_cancels(budget=CANCEL_CHUNK, batch_ids=[batch.pk])
-    live = sum(counts[status.lower()] for status in LIVE)
-    # A repeat while the first cancel goes on changes nothing new: the jobs it counted
-    # are already on their way to FAILED.
+    # A repeat while the first cancel goes on changes nothing new: the queued jobs it
+    # counted are already on their way to FAILED.
     queued = sum(counts[status.lower()] for status in QUEUED) if marked else 0
     return CancelResult(cancelled=queued, stopping=live)
 

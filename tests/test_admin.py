@@ -348,3 +348,37 @@ def test_select_all_acts_on_no_more_than_the_list_can_show(admin_client, alice_c
     assert not Job.objects.filter(status="FAILED").exists()
     admin_client.post("/admin/jobs/job/", {"action": "cancel", "_selected_action": ids[:3], "index": "0"})
     assert Job.objects.filter(status="FAILED").count() == 3, "a selection within the bound is acted on"
+
+
+def test_round_two_of_an_operators_attempts(admin_client, alice, root, db, tmp_path):
+    """A token operator revoked a superuser's token through the list's action (its change
+    page was already refused); deeply nested JSON in the tool form was a 500
+    (RecursionError); the filesystem form saved a relative path that sync_catalog refuses."""
+    from django.contrib.auth.models import Permission, User
+
+    from accounts.services import issue_token
+    from batches.models import Filesystem
+
+    operator = User.objects.create_user("tokenop", is_staff=True)
+    operator.user_permissions.add(*Permission.objects.filter(codename__in=["change_apitoken", "view_apitoken"]))
+    client = Client()
+    client.force_login(operator)
+    roots, _ = issue_token(user=root)
+    alices, _ = issue_token(user=alice)
+    client.post("/admin/accounts/apitoken/", {"action": "revoke", "_selected_action": [roots.pk, alices.pk]})
+    roots.refresh_from_db()
+    alices.refresh_from_db()
+    assert roots.revoked_at is None and alices.revoked_at is not None
+
+    deep = "[" * 3000 + "]" * 3000
+    form = {"name": "deep", "description": "", "command": '["/bin/true"]', "parameters": deep, "enabled": "on"}
+    response = admin_client.post("/admin/batches/tool/add/", form)
+    assert response.status_code == 200 and "parameters" in response.context["adminform"].form.errors
+
+    for path in ("relative/x", "/tmp/a\x00b"):
+        fs = {"name": "fsx", "description": "", "path": path, "read_only": "", "public": "on"}
+        response = admin_client.post("/admin/batches/filesystem/add/", fs)
+        assert response.status_code == 200 and "path" in response.context["adminform"].form.errors, path
+    fs = {"name": "fsx", "description": "", "path": str(tmp_path) + "/a/../b", "public": "on"}
+    assert admin_client.post("/admin/batches/filesystem/add/", fs).status_code == 302
+    assert Filesystem.objects.get(name="fsx").path == str(tmp_path / "b"), "kept normalised, as the catalog keeps it"

@@ -165,3 +165,19 @@ def test_options_points_to_the_schema_instead_of_describing_the_wrong_shape(alic
     answer = alice_client.options("/batches").json()
     assert "actions" not in answer
     assert answer["schema"] == "/api/schema/"
+
+
+def test_a_repeated_cancel_does_not_count_jobs_already_stopping(alice_client, catalog):
+    """A job that takes its time to stop (it ignores SIGTERM for the kill grace) was
+    counted as changed and stopping by every repeat of the batch's cancel."""
+    from jobs.models import Job
+    from jobs.states import Status, transition
+
+    batch_id = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
+    running = Job.objects.filter(batch_id=batch_id).order_by("index").first()
+    for source, target in ((Status.SUBMITTED, Status.RUNNABLE), (Status.RUNNABLE, Status.STARTING), (Status.STARTING, Status.RUNNING)):
+        assert transition(job_ids=[running.pk], from_statuses=[source], to_status=target)
+    assert alice_client.post(f"/batches/{batch_id}/cancel").json() == {"changed": 2, "stopping": 1}
+    for _ in range(2):
+        assert alice_client.post(f"/batches/{batch_id}/cancel").json() == {"changed": 0, "stopping": 0}
+    assert alice_client.post(f"/batches/{batch_id}/jobs/{running.pk}/cancel").json() == {"changed": 0, "stopping": 0}

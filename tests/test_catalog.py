@@ -249,7 +249,11 @@ def test_a_catalog_value_of_the_wrong_kind_is_named_not_guessed(db, tools, files
 
 @pytest.mark.parametrize(
     ("content", "words"),
-    [(b"\xff\xfe\x00junk", "not UTF-8"), (b"filesystems:\n  - {name: fsx, path: /etc/passwd/sub}\n", "cannot create")],
+    [
+        (b"\xff\xfe\x00junk", "not UTF-8"),
+        (b"filesystems:\n  - {name: fsx, path: /etc/passwd/sub}\n", "cannot create"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),  # was a RecursionError traceback
+    ],
 )
 def test_sync_catalog_command_says_what_is_wrong_in_one_line(db, tmp_path, content, words):
     from django.core.management import CommandError, call_command
@@ -258,3 +262,9 @@ def test_sync_catalog_command_says_what_is_wrong_in_one_line(db, tmp_path, conte
     path.write_bytes(content)
     with pytest.raises(CommandError, match=words):
         call_command("sync_catalog", str(path))
+
+
+def test_sync_catalog_says_a_folder_is_not_a_catalog_file(db, tmp_path):
+    """It said 'no such file' of a folder that exists."""
+    with pytest.raises(CommandError, match="not a regular file"):
+        call_command("sync_catalog", str(tmp_path))

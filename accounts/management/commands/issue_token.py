@@ -37,6 +37,8 @@ class Command(BaseCommand):
         longest_name = ApiToken._meta.get_field("name").max_length
         if len(options["name"]) > longest_name:
             raise CommandError(f"--name must be at most {longest_name} characters")
+        if not options["name"].isprintable():
+            raise CommandError("--name must be one line of printable text (no tabs or newlines)")
         user = user_model.objects.filter(**{user_model.USERNAME_FIELD: username}).first()
         if user is None:
             if not options["create_user"]:

@@ -16,8 +16,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         path: Path = options["file"]
-        if not path.is_file():
+        if not path.exists():
             raise CommandError(f"{path}: no such file")
+        if not path.is_file():
+            raise CommandError(f"{path}: not a regular file (a catalog is a .yaml, .yml or .json file)")
         try:
             report = sync_catalog(data=load_catalog_file(path), create_dirs=not options["no_create_dirs"])
         except CatalogError as exc:
