@@ -16,6 +16,8 @@ import csv
 import io
 import itertools
 import json
+import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,6 +31,23 @@ from rich.table import Table
 from client.api import Api, ApiError, Settings
 
 STATES = ["submitted", "pending", "runnable", "starting", "running", "succeeded", "failed"]
+
+
+class Identifier(click.ParamType):
+    """A batch or job id as `ls` and `jobs` print them (a uuid). Anything else would
+    change the URL it goes into: an empty id made `rm` send DELETE /batches/, which
+    deletes every batch; `../tools` reached another route."""
+
+    name = "ID"
+    _SHAPE = re.compile(r"^[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}$")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not isinstance(value, str) or not self._SHAPE.match(value):
+            self.fail(f"{value!r} is not an id (a uuid, as `batches ls` and `batches jobs` print them)", param, ctx)
+        return value
+
+
+ID = Identifier()
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -113,10 +132,16 @@ def _jobs_from_file(path: Path) -> list[dict[str, Any]]:
     jobs: list[dict[str, Any]]
     if path.suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text))
+        header = reader.fieldnames or []
+        twice = sorted({name for name in header if header.count(name) > 1})
+        if twice:
+            raise click.BadParameter(f"{path}: the header names {', '.join(twice)} more than once", param_hint="--from-file")
         jobs = []
         for row in reader:
             if None in row:
                 raise click.BadParameter(f"{path}: line {reader.line_num} has more fields than the header", param_hint="--from-file")
+            if None in row.values():
+                raise click.BadParameter(f"{path}: line {reader.line_num} has fewer fields than the header", param_hint="--from-file")
             jobs.append(dict(row))
     else:
         jobs = _jobs_from_jsonl(path, text)
@@ -125,19 +150,27 @@ def _jobs_from_file(path: Path) -> list[dict[str, Any]]:
     return jobs
 
 
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")  # Python's json takes NaN and Infinity
+
+
 def _jobs_from_jsonl(path: Path, text: str) -> list[dict[str, Any]]:
     jobs = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            item = json.loads(line, parse_constant=_not_json)
         except ValueError as exc:
             raise click.BadParameter(f"{path}:{number}: not JSON ({exc})", param_hint="--from-file") from None
         if not isinstance(item, dict):
             raise click.BadParameter(f"{path}:{number}: not an object", param_hint="--from-file")
         jobs.append(item["args"] if isinstance(item.get("args"), dict) else item)
     return jobs
+
+
+_INTEGER = re.compile(r"^-?[0-9]+$")
+_NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$")
 
 
 def _typed(key: str, value: Any, parameters: dict[str, Any]) -> Any:
@@ -151,15 +184,17 @@ def _typed(key: str, value: Any, parameters: dict[str, Any]) -> Any:
         if value.lower() in words:
             return words[value.lower()]
         raise click.BadParameter(f"{key}: {value!r} is not a boolean (true or false)")
-    try:
+    # JSON's own shapes (int() and float() also take "1_000", " 5", "nan" and "inf").
+    if _INTEGER.match(value):
+        if len(value.lstrip("-")) > 4000:
+            raise click.BadParameter(f"{key}: an integer of {len(value)} digits is too long")
         return int(value)
-    except ValueError:
-        if kind == "integer":
-            raise click.BadParameter(f"{key}: {value!r} is not an integer") from None
-    try:
-        return float(value)
-    except ValueError:
-        raise click.BadParameter(f"{key}: {value!r} is not a number") from None
+    if kind == "integer":
+        raise click.BadParameter(f"{key}: {value!r} is not an integer")
+    number = float(value) if _NUMBER.match(value) else math.nan
+    if not math.isfinite(number):
+        raise click.BadParameter(f"{key}: {value!r} is not a finite number")
+    return number
 
 
 def build_jobs(
@@ -255,7 +290,7 @@ def _counts_line(counts: dict[str, int]) -> str:
 
 
 @main.command(help="Job counts per state.")
-@click.argument("batch")
+@click.argument("batch", type=ID)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def status(ctx: click.Context, batch: str, as_json: bool) -> None:
@@ -266,7 +301,7 @@ def status(ctx: click.Context, batch: str, as_json: bool) -> None:
 
 
 @main.command(help="Follow a batch to its end: exit 0 only if every job succeeded.")
-@click.argument("batch")
+@click.argument("batch", type=ID)
 @click.option("--every", type=float, default=1.0, show_default=True, help="Seconds between looks.")
 @click.pass_context
 def watch(ctx: click.Context, batch: str, every: float = 1.0) -> None:
@@ -296,7 +331,7 @@ def watch(ctx: click.Context, batch: str, every: float = 1.0) -> None:
 
 
 @main.command(help="Jobs of a batch, in submission order.")
-@click.argument("batch")
+@click.argument("batch", type=ID)
 @click.option("--status", "state", type=click.Choice([s.upper() for s in STATES], case_sensitive=False), help="Only jobs in this state.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -312,7 +347,7 @@ def jobs(ctx: click.Context, batch: str, state: str | None, as_json: bool) -> No
 
 
 @main.command(help="A job's output (stdout and stderr); -f follows it while it runs. JOB alone, or BATCH JOB.")
-@click.argument("ids", nargs=-1, required=True, metavar="[BATCH] JOB")
+@click.argument("ids", nargs=-1, required=True, metavar="[BATCH] JOB", type=ID)
 @click.option("-f", "--follow", is_flag=True)
 @click.option("--every", type=float, default=0.5, show_default=True, help="Seconds between looks when following.")
 @click.pass_context
@@ -338,8 +373,8 @@ def logs(ctx: click.Context, ids: tuple[str, ...], follow: bool, every: float) -
 
 # -- acting -----------------------------------------------------------------------------
 @main.command(help="Cancel a batch's unfinished jobs, or one job.")
-@click.argument("batch")
-@click.argument("job", required=False)
+@click.argument("batch", type=ID)
+@click.argument("job", required=False, type=ID)
 @click.pass_context
 def cancel(ctx: click.Context, batch: str, job: str | None) -> None:
     path = f"/batches/{batch}/jobs/{job}/cancel" if job else f"/batches/{batch}/cancel"
@@ -348,7 +383,7 @@ def cancel(ctx: click.Context, batch: str, job: str | None) -> None:
 
 
 @main.command(help="Run a batch's failed jobs again.")
-@click.argument("batch")
+@click.argument("batch", type=ID)
 @click.pass_context
 def retry(ctx: click.Context, batch: str) -> None:
     result = _api(ctx).post(f"/batches/{batch}/retry") or {}
@@ -356,7 +391,7 @@ def retry(ctx: click.Context, batch: str) -> None:
 
 
 @main.command(name="rm", help="Delete batches (their jobs are stopped, their logs removed).")
-@click.argument("batches", nargs=-1, required=True)
+@click.argument("batches", nargs=-1, required=True, type=ID)
 @click.pass_context
 def remove(ctx: click.Context, batches: tuple[str, ...]) -> None:
     for batch in batches:

@@ -160,3 +160,31 @@ def test_what_a_new_user_tripped_on(cli, tmp_path, monkeypatch):
         web.terminate()
         web.wait()
     assert done.returncode == 1 and "JSON" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_ids_values_and_files_a_second_round_tripped_on(cli, tmp_path):
+    """`rm ""` (an unset shell variable) sent DELETE /batches/ and deleted every batch;
+    `status ../tools` fetched another route and crashed; nan, inf and 1e999 were
+    tracebacks inside httpx; a CSV row shorter than its header sent nulls, a header
+    naming a column twice kept the last one."""
+    kept = json.loads(cli("submit", "echo", "--arg", "message=keep", "--json").stdout)["batch_id"]
+    for bad in ("", ".", "../tools", "?x=1", "#x", kept + "#frag"):
+        for command in (["rm", bad], ["status", bad], ["logs", bad]):
+            done = cli(*command, check=False)
+            assert done.returncode == 2 and "Traceback" not in done.stderr, (command, done.stderr)
+    assert kept in cli("ls").stdout, "nothing was deleted"
+    for value in ("nan", "inf", "-inf", "1e999", "1_000", " 5"):
+        done = cli("submit", "sleep", "--arg", f"seconds={value}", check=False)
+        assert done.returncode == 2 and "Traceback" not in done.stderr and "seconds" in done.stderr, (value, done.stderr)
+    jsonl = tmp_path / "nan.jsonl"
+    jsonl.write_text('{"seconds": NaN}\n')
+    done = cli("submit", "sleep", "--from-file", str(jsonl), check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    short = tmp_path / "short.csv"
+    short.write_text("message,other\nhello\n")
+    done = cli("submit", "echo", "--from-file", str(short), check=False)
+    assert done.returncode == 2 and "line 2" in done.stderr, done.stderr
+    twice = tmp_path / "twice.csv"
+    twice.write_text("message,message\na,b\n")
+    done = cli("submit", "echo", "--from-file", str(twice), check=False)
+    assert done.returncode == 2 and "message" in done.stderr, done.stderr
