@@ -18,6 +18,7 @@ NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_STRING = 65536
 MAX_NAMED_UNKNOWN = 10  # unknown argument names reported per job
+JOB_ARGS = ""  # the key of an error about a job's arguments as a whole (no argument is named "")
 
 
 class ArgumentError(ValueError):
@@ -160,7 +161,7 @@ def resolve_arguments(args: Any, parameters: dict[str, Any], *, filesystem_roots
     Raises a dict {argument name: message} naming every wrong argument.
     """
     if not isinstance(args, dict):
-        raise ArgumentsInvalid({"args": f"must be an object of argument values, not {_describe(args)}"})
+        raise ArgumentsInvalid({JOB_ARGS: f"must be an object of argument values, not {_describe(args)}"})
     errors: dict[str, str] = {}
     unknown = [name for name in args if name not in parameters]
     if unknown:
@@ -168,7 +169,7 @@ def resolve_arguments(args: Any, parameters: dict[str, Any], *, filesystem_roots
         for name in unknown[:MAX_NAMED_UNKNOWN]:
             errors[name] = f"unknown argument (this tool takes: {known})"
         if len(unknown) > MAX_NAMED_UNKNOWN:  # the answer stays small whatever was sent
-            errors["args"] = f"{len(unknown)} unknown arguments, the first {MAX_NAMED_UNKNOWN} named (this tool takes: {known})"
+            errors[JOB_ARGS] = f"{len(unknown)} unknown arguments, the first {MAX_NAMED_UNKNOWN} named (this tool takes: {known})"
     resolved: dict[str, str] = {}
     for name, spec in parameters.items():
         if name in args:

@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from batches.models import Batch, Filesystem, IdempotencyKey, Tool
-from batches.parameters import ArgumentsInvalid, argument_types, resolve_arguments
+from batches.parameters import JOB_ARGS, ArgumentsInvalid, argument_types, resolve_arguments
 from batches.selectors import granted_filesystems, visible_tools
 from jobs.logs import delete_logs
 from jobs.models import Attempt, Job, JobEvent
@@ -150,7 +150,7 @@ def _check_arguments(*, tool: Tool, jobs: Sequence[dict[str, Any]], roots: list[
             resolved.append(resolve_arguments(job.get("args", {}), tool.parameters, filesystem_roots=roots))
         except ArgumentsInvalid as exc:
             for name, message in exc.errors.items():
-                field = f"jobs[{index}].args" if name == "args" else f"jobs[{index}].args.{name}"
+                field = f"jobs[{index}].args" if name == JOB_ARGS else f"jobs[{index}].args.{name}"
                 errors[field] = [message]
             if len(errors) >= _MAX_REPORTED_ERRORS:
                 break

@@ -37,7 +37,7 @@ class ProblemMiddleware:
         limit = settings.BATCHES_MAX_REQUEST_BYTES
         if length.isdigit() and int(length) > limit:
             return problem_response(413, f"The request body is larger than {limit} bytes.")
-        refused = _nul_in_query(request)
+        refused = _refused_query(request)
         if refused is not None:
             return refused
         try:
@@ -66,11 +66,14 @@ class ProblemMiddleware:
         return None
 
 
-def _nul_in_query(request: HttpRequest) -> HttpResponse | None:
+def _refused_query(request: HttpRequest) -> HttpResponse | None:
     """No query parameter may hold a NUL: PostgreSQL's text cannot, and a filter that
     reached a query with one was a 500. The admin gets its own notice about a wrong
-    filter (?e=1), the API a 400 naming the parameter."""
+    filter (?e=1), the API a 400 naming the parameter. Nor may an API parameter come
+    twice (`?limit=1&limit=2`, `?status=A&status=B`): one of them would silently lose."""
     for key, values in request.GET.lists():
+        if len(values) > 1 and not request.path.startswith("/admin/"):
+            return problem_response(400, f"{key} is given {len(values)} times.", [{"field": key, "message": "give it once"}])
         if "\x00" in key or any("\x00" in value for value in values):
             if request.path.startswith("/admin/"):
                 return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")

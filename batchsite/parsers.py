@@ -34,7 +34,11 @@ class BoundedJSONParser(JSONParser):
             data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, object_hook=_ObjectBudget(_max_objects()))
         except UnicodeDecodeError:
             raise ParseError("The request body is not UTF-8.") from None
-        except (ValueError, RecursionError) as exc:
+        except RecursionError:
+            raise ParseError("The request body is nested too deeply.") from None
+        except ValueError as exc:
+            if "integer string conversion" in str(exc):  # Python's own limit, not JSON's
+                raise ParseError("The request body holds an integer of more than 4300 digits.") from None
             raise ParseError(f"The request body is not valid JSON: {exc}") from None
         if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(data):
             raise ParseError("The request body contains a lone UTF-16 surrogate escape (\\uD800-\\uDFFF), which is not a character.")

@@ -181,3 +181,33 @@ def test_a_repeated_cancel_does_not_count_jobs_already_stopping(alice_client, ca
     for _ in range(2):
         assert alice_client.post(f"/batches/{batch_id}/cancel").json() == {"changed": 0, "stopping": 0}
     assert alice_client.post(f"/batches/{batch_id}/jobs/{running.pk}/cancel").json() == {"changed": 0, "stopping": 0}
+
+
+def test_a_query_parameter_given_twice_is_refused_on_every_route(alice_client, catalog):
+    """`?limit=1&limit=2` and a log's `?offset=1&offset=2` used the last value."""
+    batch_id = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
+    log_id = alice_client.get(f"/batches/{batch_id}/jobs").json()[0]["job_log_id"]
+    for path in ("/batches?limit=1&limit=2", f"/logs/{log_id}?offset=1&offset=2"):
+        response = alice_client.get(path)
+        assert response.status_code == 400 and response.json()["errors"][0]["message"] == "give it once", path
+
+
+def test_an_argument_named_args_is_named_as_itself(alice_client, catalog):
+    """`{"args": {"args": 1}}` reported the field `jobs[0].args`, as if the whole object
+    were wrong; and a body nested too deep or holding a 5,000-digit integer got Python's
+    own advice (sys.set_int_max_str_digits)."""
+    response = alice_client.post("/batches", submission(catalog, jobs=[{"args": {"message": "x", "args": 1}}]), format="json")
+    assert response.json()["errors"][0]["field"] == "jobs[0].args.args"
+    huge = b'{"tool_id": "x", "n": ' + b"9" * 5000 + b"}"
+    response = alice_client.post("/batches", huge, content_type="application/json")
+    assert response.status_code == 400 and "sys." not in response.json()["detail"] and "4300 digits" in response.json()["detail"]
+
+
+def test_the_schema_accepts_typed_job_arguments(alice_client):
+    """`oneOf: [string, integer, number, boolean]` refused every integer (it is both an
+    integer and a number)."""
+    import jsonschema
+
+    schema = alice_client.get("/api/schema/?format=json").json()
+    args = schema["components"]["schemas"]["JobDetail"]["properties"]["args"]
+    jsonschema.validate({"n": 3, "x": 2.5, "flag": True, "s": "3"}, args)

@@ -101,7 +101,7 @@ class JobDetailSerializer(serializers.Serializer):
     @extend_schema_field(
         {
             "type": "object",
-            "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}]},
+            "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]},
             "description": "Argument values as sent (defaults filled): integer, number and boolean parameters as JSON "
             "numbers and booleans, the others as strings. The job list's argument_value is the string the program receives.",
         }
