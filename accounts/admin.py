@@ -1,4 +1,3 @@
-from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -7,10 +6,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.utils import timezone
 
 from accounts.models import ApiToken
-from accounts.services import issue_token, revoke_token
+from accounts.services import issue_token, revoke_token, token_term_errors
 
 
 class IssueTokenForm(forms.ModelForm):
@@ -26,13 +24,11 @@ class IssueTokenForm(forms.ModelForm):
             raise ValidationError("Only a superuser may issue a token for a staff account.")
         return user
 
-    def clean_expires_at(self) -> Any:
-        expires_at = self.cleaned_data.get("expires_at")
-        if expires_at is not None and expires_at <= timezone.now():
-            raise ValidationError("The expiry must be in the future (or empty: never).")
-        if expires_at is not None and expires_at > timezone.now() + timedelta(days=36525):
-            raise ValidationError("The expiry must be within 100 years (or empty: never).")
-        return expires_at
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        for field, message in token_term_errors(name=data.get("name") or "", expires_at=data.get("expires_at")).items():
+            self.add_error(field, f"The {'expiry' if field == 'expires_at' else 'name'} {message}.")
+        return data
 
 
 @admin.register(ApiToken)

@@ -21,6 +21,27 @@ TOKEN_TAG = "bt"  # noqa: S105 (a fixed marker, not a secret)
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
+LONGEST_LIFETIME = timedelta(days=36525)  # 100 years: longer is a typo, or an overflow
+
+
+def token_term_errors(*, name: str, expires_at: datetime | None, now: datetime | None = None) -> dict[str, str]:
+    """What is wrong with a new token's name and expiry, per field (empty: nothing),
+    for every way a token is issued (the admin's form, `issue_token`): a name of one
+    printable line that fits its column, an expiry in the future and within 100 years."""
+    now = now or timezone.now()
+    errors: dict[str, str] = {}
+    longest = ApiToken._meta.get_field("name").max_length
+    if len(name) > longest:
+        errors["name"] = f"must be at most {longest} characters"
+    elif not name.isprintable():
+        errors["name"] = "must be one line of printable text (no tabs or newlines)"
+    if expires_at is not None and expires_at <= now:
+        errors["expires_at"] = "must be in the future (or empty: never)"
+    elif expires_at is not None and expires_at > now + LONGEST_LIFETIME:
+        errors["expires_at"] = "must be within 100 years (or empty: never)"
+    return errors
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 

@@ -8,10 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from accounts.models import ApiToken
-from accounts.services import issue_token
-
-_LONGEST_DAYS = 36525
+from accounts.services import LONGEST_LIFETIME, issue_token, token_term_errors
 
 
 class Command(BaseCommand):
@@ -32,13 +29,13 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         user_model = get_user_model()
         username = options["user"]
-        if not 0 <= options["days"] <= _LONGEST_DAYS:
-            raise CommandError(f"--days must be 0 (never) to {_LONGEST_DAYS} (100 years)")
-        longest_name = ApiToken._meta.get_field("name").max_length
-        if len(options["name"]) > longest_name:
-            raise CommandError(f"--name must be at most {longest_name} characters")
-        if not options["name"].isprintable():
-            raise CommandError("--name must be one line of printable text (no tabs or newlines)")
+        longest = LONGEST_LIFETIME.days
+        if not 0 <= options["days"] <= longest:
+            raise CommandError(f"--days must be 0 (never) to {longest} (100 years)")
+        expires_at = timezone.now() + timedelta(days=options["days"]) if options["days"] else None
+        errors = token_term_errors(name=options["name"], expires_at=expires_at)
+        if errors:
+            raise CommandError("; ".join(f"--{'days' if field == 'expires_at' else field} {message}" for field, message in errors.items()))
         user = user_model.objects.filter(**{user_model.USERNAME_FIELD: username}).first()
         if user is None:
             if not options["create_user"]:
@@ -51,6 +48,5 @@ class Command(BaseCommand):
         if options["staff"] and not user.is_staff:
             user.is_staff = True
             user.save(update_fields=["is_staff"])
-        expires_at = timezone.now() + timedelta(days=options["days"]) if options["days"] else None
         _, plaintext = issue_token(user=user, name=options["name"], expires_at=expires_at)
         self.stdout.write(plaintext)
