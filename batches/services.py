@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from batches.models import Batch, Filesystem, IdempotencyKey, Tool
@@ -103,7 +103,9 @@ def submit_batch_once(*, user: AbstractBaseUser, key: str, fingerprint: str, **s
 
 def _previous_submission(*, user: AbstractBaseUser, key: str) -> IdempotencyKey | None:
     cutoff = timezone.now() - timedelta(hours=IdempotencyKey.KEEP_HOURS)
-    IdempotencyKey.objects.filter(owner=user, key=key, created__lt=cutoff).delete()
+    # Expired, or its batch deleted (its rows may still be on their way out): forgotten,
+    # as the key of a batch already removed is.
+    IdempotencyKey.objects.filter(Q(created__lt=cutoff) | Q(batch__deleted_at__isnull=False), owner=user, key=key).delete()
     return IdempotencyKey.objects.filter(owner=user, key=key).select_related("batch").first()
 
 

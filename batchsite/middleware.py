@@ -103,5 +103,9 @@ class TrailingSlashMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path_info
         if len(path) > 1 and path.endswith("/") and not path.startswith(self._KEEP):
-            request.path_info = path.rstrip("/") or "/"
+            # One slash only: `/batches//` (or `/batches/%2F`) is an id left empty, not
+            # `/batches`. The views that act on everything see that a slash was taken off
+            # (`DELETE /batches/$ID` with $ID empty must not delete every batch).
+            request.path_info = path[:-1]
+            request.trailing_slash_removed = True
         return self.get_response(request)

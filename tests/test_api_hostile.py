@@ -211,3 +211,31 @@ def test_the_schema_accepts_typed_job_arguments(alice_client):
     schema = alice_client.get("/api/schema/?format=json").json()
     args = schema["components"]["schemas"]["JobDetail"]["properties"]["args"]
     jsonschema.validate({"n": 3, "x": 2.5, "flag": True, "s": "3"}, args)
+
+
+def test_deleting_every_batch_takes_exactly_its_own_address_and_no_body(alice_client, catalog):
+    """`DELETE /batches/$ID` with an empty $ID (and `/batches//`, `/batches/%2F`) reached
+    the delete-all route through the trailing-slash rule, as did a body that looked like a
+    filter (`{"batch_ids": [...]}`): each deleted every batch of the caller."""
+    batch_id = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
+    for path in ("/batches/", "/batches//", "/batches/%2F"):
+        response = alice_client.delete(path)
+        assert response.status_code in (400, 404), (path, response.status_code)
+    response = alice_client.delete("/batches", {"batch_ids": [batch_id]}, format="json")
+    assert response.status_code == 400
+    assert Batch.objects.filter(deleted_at__isnull=True).count() == 1
+    assert alice_client.delete("/batches").status_code == 204
+
+
+def test_a_key_whose_batch_was_deleted_is_forgotten(alice_client, catalog, monkeypatch):
+    """Repeating a submission with its Idempotency-Key after deleting the batch, while the
+    batch's rows were still being removed, was a 500."""
+    import batches.services
+
+    monkeypatch.setattr(batches.services, "PURGE_CHUNK", 1)
+    body = submission(catalog)
+    first = alice_client.post("/batches", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code == 201
+    assert alice_client.delete(f"/batches/{first.json()['batch_id']}").status_code == 204
+    again = alice_client.post("/batches", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert again.status_code == 201 and again.json()["batch_id"] != first.json()["batch_id"]

@@ -133,6 +133,17 @@ class BatchListView(generics.GenericAPIView):
 
     @extend_schema(operation_id="delete_batches", summary="Delete all of the caller's batches", description=DELETED, responses={204: None})
     def delete(self, request: Request) -> Response:
+        if getattr(request._request, "trailing_slash_removed", False):
+            # What `DELETE /batches/$ID` becomes when $ID is empty.
+            raise ValidationError(
+                {
+                    "batch_id": [
+                        "missing: to delete one batch, DELETE /batches/<batch_id>; to delete every one, DELETE /batches (no trailing slash)"
+                    ]
+                }
+            )
+        if request.body:
+            raise ValidationError({"body": ["DELETE /batches deletes every one of your batches and takes no body"]})
         if request.query_params:
             # It deletes everything: a filter the client believes it has (?status=FAILED)
             # must not be ignored.
