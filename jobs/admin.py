@@ -1,5 +1,6 @@
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -13,6 +14,7 @@ from batchsite.admin_paging import LargeTableAdmin
 from jobs.logs import read_log
 from jobs.models import Attempt, Job, JobEvent, Worker
 from jobs.services import CancelStillStopping, cancel_batch, cancel_jobs, retry_failed_jobs
+from jobs.states import Status
 
 
 class JobOwnerFilter(OwnerFilter):
@@ -262,6 +264,11 @@ class BatchAdminWithJobActions(BatchAdmin):
 
     @admin.action(description="Retry the FAILED jobs of selected batches", permissions=["change"])
     def retry_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        failed = Job.objects.filter(batch__in=queryset, status=Status.FAILED)
+        most = settings.BATCHES_MAX_JOBS_PER_BATCH  # what one retry through the API may do
+        if failed.order_by().values("pk")[: most + 1].count() > most:
+            self.message_user(request, f"Nothing done: more than {most:,} failed jobs; retry fewer batches at once.", messages.ERROR)
+            return
         try:
             retried = retry_failed_jobs(jobs=Job.objects.filter(batch__in=queryset))
         except CancelStillStopping as exc:

@@ -97,6 +97,7 @@ def cancel_batch(*, batch: Batch, by: Any = None) -> CancelResult:
     running (they are FAILED once their attempts have stopped)."""
     now = timezone.now()
     with transaction.atomic():
+        _lock_batches([batch.pk])  # after a retry under way (retry_failed_jobs)
         marked = Batch.objects.filter(pk=batch.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=now, cancel_requested_by=by)
         counts = status_counts(batch=batch)
         # Running jobs not yet asked to stop (a few: as many as run at once). One asked by
@@ -138,25 +139,37 @@ def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
     """Put the FAILED jobs of `jobs` back to RUNNABLE for a new attempt, with a fresh
     `max_attempts`; jobs in any other state are untouched. Refused with
     CancelStillStopping while a job of `jobs` has a cancel whose attempt has not stopped
-    yet. Returns how many changed."""
-    stopping = jobs.filter(status__in=HELD, cancel_requested_at__isnull=False).count()
-    to_cancel = jobs.filter(status__in=UNFINISHED, cancel_requested_at__isnull=True, batch__cancel_requested_at__isnull=False).count()
-    if stopping or to_cancel:
-        raise CancelStillStopping(stopping=stopping, to_cancel=to_cancel)
-    ids = list(jobs.filter(status=Status.FAILED).values_list("pk", flat=True))
-    changed = transition(
-        job_ids=ids,
-        from_statuses=[Status.FAILED],
-        to_status=Status.RUNNABLE,
-        reason="Retry requested by user",
-        exit_code=None,
-        charged_attempts=0,
-        cancel_requested_at=None,
-        cancel_requested_by=None,
-    )
-    if changed:
-        notify_work()
+    yet. Returns how many changed.
+
+    Ordered with a batch's cancel by the batch rows (`_lock_batches`): a cancel sent while
+    a large retry commits waits for it and then cancels what it made runnable (it used to
+    see every job still FAILED, and the retried batch ran whole)."""
+    with transaction.atomic():
+        _lock_batches(jobs.values("batch_id"))
+        stopping = jobs.filter(status__in=HELD, cancel_requested_at__isnull=False).count()
+        to_cancel = jobs.filter(status__in=UNFINISHED, cancel_requested_at__isnull=True, batch__cancel_requested_at__isnull=False).count()
+        if stopping or to_cancel:
+            raise CancelStillStopping(stopping=stopping, to_cancel=to_cancel)
+        ids = list(jobs.filter(status=Status.FAILED).values_list("pk", flat=True))
+        changed = transition(
+            job_ids=ids,
+            from_statuses=[Status.FAILED],
+            to_status=Status.RUNNABLE,
+            reason="Retry requested by user",
+            exit_code=None,
+            charged_attempts=0,
+            cancel_requested_at=None,
+            cancel_requested_by=None,
+        )
+        if changed:
+            notify_work()
     return len(changed)
+
+
+def _lock_batches(batch_ids: Any) -> None:
+    """Lock these batch rows until the end of the caller's transaction (in id order):
+    a batch's retry and cancel take them first, so one waits for the other."""
+    list(Batch.objects.select_for_update().filter(pk__in=batch_ids).order_by("pk").values_list("pk", flat=True))
 
 
 def lock_rows(jobs: QuerySet[Job]) -> None:

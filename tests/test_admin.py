@@ -382,3 +382,17 @@ def test_round_two_of_an_operators_attempts(admin_client, alice, root, db, tmp_p
     fs = {"name": "fsx", "description": "", "path": str(tmp_path) + "/a/../b", "public": "on"}
     assert admin_client.post("/admin/batches/filesystem/add/", fs).status_code == 302
     assert Filesystem.objects.get(name="fsx").path == str(tmp_path / "b"), "kept normalised, as the catalog keeps it"
+
+
+def test_the_batch_retry_action_retries_at_most_one_batchs_worth_of_jobs(admin_client, alice_client, catalog, settings):
+    """100 batches of 100,000 failed jobs each were 10 million rows in one request."""
+    settings.BATCHES_MAX_JOBS_PER_BATCH = 3
+    ids = []
+    for _ in range(2):
+        body = submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(2)])
+        batch_id = alice_client.post("/batches", body, format="json").json()["batch_id"]
+        alice_client.post(f"/batches/{batch_id}/cancel")
+        ids.append(batch_id)
+    response = admin_client.post("/admin/batches/batch/", {"action": "retry_batches", "_selected_action": ids, "index": "0"}, follow=True)
+    assert "more than 3 failed jobs" in response.content.decode()
+    assert not Job.objects.exclude(status="FAILED").exists()

@@ -3,7 +3,7 @@ batch leaves its owner's view (or stops starting jobs) at once, and the rest goe
 chunks outside the request, resumable after a crash."""
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -123,3 +123,58 @@ def test_a_cancelled_batch_is_not_claimed(alice, alice_client, catalog, monkeypa
         loop.stop()
     assert not Attempt.objects.filter(job__batch_id=batch_id).exists(), "no job of a cancelled batch started"
     assert set(Job.objects.filter(batch_id=batch_id).values_list("status", flat=True)) == {"FAILED"}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks between two connections: PostgreSQL")
+def test_a_cancel_sent_while_a_retry_commits_is_not_lost(alice, catalog):
+    """A retry of a large batch takes seconds to commit; a cancel sent meanwhile saw
+    every job still FAILED, changed nothing, and the retried batch then ran whole. The
+    batch row orders them: the cancel waits for the retry, then cancels what it made
+    runnable."""
+    import threading
+    import time
+
+    from jobs.services import cancel_batch, retry_failed_jobs
+    from tests.worker_helpers import make_batch
+
+    batch = make_batch(alice, catalog["tools"]["echo"], catalog, [{"args": {"message": str(i)}} for i in range(20)])
+    cancel_batch(batch=batch)
+    while advance_batch_cancels():
+        pass
+    assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"FAILED"}
+    retried, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def retry() -> None:
+        try:
+            with transaction.atomic():  # a retry whose commit is slow, as 100,000 rows are
+                retry_failed_jobs(jobs=Job.objects.filter(batch=batch))
+                retried.set()
+                release.wait(10)
+        except BaseException as exc:  # reported to the test thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def cancel() -> None:
+        try:
+            cancel_batch(batch=Batch.objects.get(pk=batch.pk))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=retry)
+    first.start()
+    assert retried.wait(10)
+    second = threading.Thread(target=cancel)
+    second.start()
+    time.sleep(0.5)  # the cancel is now waiting for the retry
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert not errors, errors
+    while advance_batch_cancels():
+        pass
+    assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"FAILED"}, "the later cancel won"
