@@ -97,7 +97,7 @@ def cancel_batch(*, batch: Batch, by: Any = None) -> CancelResult:
     running (they are FAILED once their attempts have stopped)."""
     now = timezone.now()
     with transaction.atomic():
-        _lock_batches([batch.pk])  # after a retry under way (retry_failed_jobs)
+        lock_rows(Batch.objects.filter(pk=batch.pk))  # after a retry under way (retry_failed_jobs)
         marked = Batch.objects.filter(pk=batch.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=now, cancel_requested_by=by)
         counts = status_counts(batch=batch)
         # Running jobs not yet asked to stop (a few: as many as run at once). One asked by
@@ -141,11 +141,12 @@ def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
     CancelStillStopping while a job of `jobs` has a cancel whose attempt has not stopped
     yet. Returns how many changed.
 
-    Ordered with a batch's cancel by the batch rows (`_lock_batches`): a cancel sent while
+    Ordered with a batch's cancel by the batch rows (`lock_rows`): a cancel sent while
     a large retry commits waits for it and then cancels what it made runnable (it used to
     see every job still FAILED, and the retried batch ran whole)."""
     with transaction.atomic():
-        _lock_batches(jobs.values("batch_id"))
+        # A batch's retry and cancel take its row first, so one waits for the other.
+        lock_rows(Batch.objects.filter(pk__in=jobs.values("batch_id")))
         stopping = jobs.filter(status__in=HELD, cancel_requested_at__isnull=False).count()
         to_cancel = jobs.filter(status__in=UNFINISHED, cancel_requested_at__isnull=True, batch__cancel_requested_at__isnull=False).count()
         if stopping or to_cancel:
@@ -166,20 +167,14 @@ def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
     return len(changed)
 
 
-def _lock_batches(batch_ids: Any) -> None:
-    """Lock these batch rows until the end of the caller's transaction (in id order):
-    a batch's retry and cancel take them first, so one waits for the other."""
-    list(Batch.objects.select_for_update().filter(pk__in=batch_ids).order_by("pk").values_list("pk", flat=True))
-
-
-def lock_rows(jobs: QuerySet[Job]) -> None:
-    """Lock the rows of `jobs` until the end of the caller's transaction, in id order (as
-    every writer locks them), without fetching them. SQLite needs nothing: its write
-    transaction already holds the whole database."""
-    conn = connections[router.db_for_write(Job)]
+def lock_rows(rows: QuerySet) -> None:
+    """Lock `rows` (jobs, batches...) until the end of the caller's transaction, in id
+    order (as every writer locks them), without fetching them. SQLite needs nothing: its
+    write transaction already holds the whole database."""
+    conn = connections[router.db_for_write(rows.model)]
     if not conn.features.has_select_for_update:
         return
-    sql, params = jobs.order_by("pk").values("pk").query.sql_with_params()
+    sql, params = rows.order_by("pk").values("pk").query.sql_with_params()
     with conn.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM ({sql} FOR UPDATE) AS locked", params)  # noqa: S608 (the ORM's own SQL)
 
