@@ -13,6 +13,7 @@ from batches.models import Batch
 from batchsite.admin_paging import LargeTableAdmin
 from jobs.logs import read_log
 from jobs.models import Attempt, Job, JobEvent, Worker
+from jobs.selectors import jobs_of_kept_batches
 from jobs.services import CancelStillStopping, cancel_batch, cancel_jobs, retry_failed_jobs
 from jobs.states import Status
 
@@ -134,11 +135,8 @@ class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
         return False  # jobs go with their batch
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
-        # A deleted batch's jobs are removed in chunks after the delete: gone from this
-        # list at once, as from the batch list and the API.
-        # NOT IN a small hashed list (the partial index of deleted batches), not a join:
-        # joined, a worker's jobs took 230 ms instead of 80 at a million jobs.
-        return super().get_queryset(request).exclude(batch__in=Batch.objects.filter(deleted_at__isnull=False))
+        # A deleted batch's jobs leave this list at once, as they leave the API.
+        return super().get_queryset(request) & jobs_of_kept_batches()
 
     @admin.display(description="log")
     def log(self, job: Job) -> str:

@@ -8,6 +8,7 @@ from django.db.models import Count, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from batches.models import Batch
 from jobs.models import Attempt, Job, JobEvent, Worker
 from jobs.states import QUEUED, Status
 
@@ -19,6 +20,14 @@ def batch_jobs(*, batch_id: Any) -> QuerySet:
     # The arguments as their JSON text, parsed by orjson in the serializer: the JSON
     # field's own json.loads per row cost more than the page's query.
     return Job.objects.filter(batch_id=batch_id).values("id", "index", "log_id", "status", "reason", args_json=Cast("args", TextField()))
+
+
+def jobs_of_kept_batches() -> QuerySet[Job]:
+    """Every job but those of deleted batches (their rows go in chunks after the delete,
+    and are no one's to see meanwhile): NOT IN the small, partially indexed set of
+    deleted batches, not a join (joined, a worker's jobs in the admin took 230 ms instead
+    of 80 at a million jobs)."""
+    return Job.objects.exclude(batch__in=Batch.objects.filter(deleted_at__isnull=False))
 
 
 def _user_jobs(user: AbstractBaseUser) -> QuerySet[Job]:
@@ -74,7 +83,7 @@ def oldest_waiting_since() -> datetime | None:
     backlog."""
     oldest = None
     for status in QUEUED:
-        waiting = Job.objects.filter(status=status, batch__deleted_at__isnull=True)  # not a deleted batch's, on its way out
+        waiting = jobs_of_kept_batches().filter(status=status)
         for created in waiting.order_by("batch_id").values_list("batch__create_time", flat=True)[:1]:
             oldest = created if oldest is None else min(oldest, created)
     return oldest
@@ -84,7 +93,7 @@ def state_counts_by_batch() -> dict[tuple[Any, str], int]:
     """(batch id, state) -> jobs, for every batch and state that has jobs: one ordered
     walk of the (batch, status) index, which gives the whole table's counts per state
     and each batch's unfinished jobs at once (two GROUP BYs read it twice)."""
-    rows = Job.objects.order_by().values_list("batch_id", "status").annotate(n=Count("*"))
+    rows = jobs_of_kept_batches().order_by().values_list("batch_id", "status").annotate(n=Count("*"))
     return {(batch_id, status): n for batch_id, status, n in rows}
 
 
