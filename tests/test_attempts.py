@@ -3,7 +3,6 @@ confirms, a worker that survives a poison job, delete during dispatch, a databas
 longer than the lease, batches that run the command they were submitted with. Real
 processes, real databases; the outage is simulated (see its test)."""
 
-import threading
 import time
 
 import pytest
@@ -18,7 +17,7 @@ from jobs.executors.procs import processes_with_env
 from jobs.models import Attempt, Job, JobEvent
 from jobs.states import Status, transition
 from jobs.worker import WorkerConfig, WorkerLoop
-from tests.worker_helpers import all_finished, drive, in_process_loop, make_batch, script_tool, statuses
+from tests.worker_helpers import all_finished, drive, in_process_loop, make_batch, race_with_open_transaction, script_tool, statuses
 
 pytestmark = pytest.mark.django_db
 
@@ -191,37 +190,10 @@ def test_delete_while_a_worker_records_a_change_is_never_an_error(alice, catalog
     event too, instead of failing on the foreign key at commit."""
     batch = make_batch(alice, catalog["tools"]["echo"], catalog, [{"args": {"message": str(i)}} for i in range(50)])
     ids = list(Job.objects.filter(batch=batch).values_list("pk", flat=True))
-    written, release = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            with transaction.atomic():
-                transition(job_ids=ids, from_statuses=[Status.SUBMITTED], to_status=Status.RUNNABLE, reason="placed")
-                written.set()
-                release.wait(10)
-        except BaseException as exc:  # reported to the test thread
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    def deleter() -> None:
-        try:
-            delete_batches(batches=Batch.objects.filter(pk=batch.pk))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    first = threading.Thread(target=worker)
-    first.start()
-    assert written.wait(10)
-    second = threading.Thread(target=deleter)
-    second.start()
-    time.sleep(0.5)  # the delete is now waiting on the worker's row locks
-    release.set()
-    first.join(10)
-    second.join(10)
+    errors = race_with_open_transaction(
+        lambda: transition(job_ids=ids, from_statuses=[Status.SUBMITTED], to_status=Status.RUNNABLE, reason="placed"),
+        lambda: delete_batches(batches=Batch.objects.filter(pk=batch.pk)),
+    )
     assert not [e for e in errors if isinstance(e, IntegrityError | DatabaseError)], errors
     assert not errors, errors
     assert not Batch.objects.filter(pk=batch.pk).exists()

@@ -3,7 +3,7 @@ batch leaves its owner's view (or stops starting jobs) at once, and the rest goe
 chunks outside the request, resumable after a crash."""
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -132,48 +132,19 @@ def test_a_cancel_sent_while_a_retry_commits_is_not_lost(alice, catalog):
     every job still FAILED, changed nothing, and the retried batch then ran whole. The
     batch row orders them: the cancel waits for the retry, then cancels what it made
     runnable."""
-    import threading
-    import time
-
     from jobs.services import cancel_batch, retry_failed_jobs
-    from tests.worker_helpers import make_batch
+    from tests.worker_helpers import make_batch, race_with_open_transaction
 
     batch = make_batch(alice, catalog["tools"]["echo"], catalog, [{"args": {"message": str(i)}} for i in range(20)])
     cancel_batch(batch=batch)
     while advance_batch_cancels():
         pass
     assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"FAILED"}
-    retried, release = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def retry() -> None:
-        try:
-            with transaction.atomic():  # a retry whose commit is slow, as 100,000 rows are
-                retry_failed_jobs(jobs=Job.objects.filter(batch=batch))
-                retried.set()
-                release.wait(10)
-        except BaseException as exc:  # reported to the test thread
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    def cancel() -> None:
-        try:
-            cancel_batch(batch=Batch.objects.get(pk=batch.pk))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    first = threading.Thread(target=retry)
-    first.start()
-    assert retried.wait(10)
-    second = threading.Thread(target=cancel)
-    second.start()
-    time.sleep(0.5)  # the cancel is now waiting for the retry
-    release.set()
-    first.join(10)
-    second.join(10)
+    errors = race_with_open_transaction(
+        # A retry whose commit is slow, as 100,000 rows are; the cancel comes meanwhile.
+        lambda: retry_failed_jobs(jobs=Job.objects.filter(batch=batch)),
+        lambda: cancel_batch(batch=Batch.objects.get(pk=batch.pk)),
+    )
     assert not errors, errors
     while advance_batch_cancels():
         pass

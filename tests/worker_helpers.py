@@ -203,3 +203,46 @@ def hand_over(
         assert job.attempts == 1
         assert JobEvent.objects.filter(job=job, to_status="SUCCEEDED").count() == 1
         assert b"finished" in (settings.BATCHES_LOG_DIR / f"{job.log_id}.log").read_bytes()
+
+
+def race_with_open_transaction(hold: Callable[[], None], then: Callable[[], None]) -> list[BaseException]:
+    """Run `hold` in a transaction of its own connection and keep that transaction open
+    (its row locks held, its writes uncommitted) while `then` starts on another
+    connection; commit half a second later and wait for both. Returns what either
+    raised. PostgreSQL only: SQLite has one writer."""
+    import threading
+
+    from django.db import transaction
+
+    held, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                hold()
+                held.set()
+                release.wait(10)
+        except BaseException as exc:  # reported to the test thread
+            errors.append(exc)
+        finally:
+            held.set()
+            connection.close()
+
+    def second() -> None:
+        try:
+            then()
+        except BaseException as exc:  # reported to the test thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert held.wait(10)
+    threads[1].start()
+    time.sleep(0.5)  # `then` is now waiting on `hold`'s locks, or has run past them
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    return errors
