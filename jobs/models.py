@@ -41,7 +41,7 @@ class Worker(models.Model):
     lease_expires = models.DateTimeField()
     stopped_at = models.DateTimeField(null=True, blank=True)
     isolation = models.JSONField(
-        default=dict, blank=True, help_text="Which isolation parts seal its attempts: job_user, sandbox, cgroup_memory, cgroup_pids."
+        default=dict, blank=True, help_text="Which isolation parts seal its attempts: job_user, sandbox, cgroup_memory, cgroup_pids, cgroup_cpu."
     )
     keeps_attempts = models.BooleanField(
         default=False,

@@ -259,7 +259,7 @@ def test_the_log_is_cut_at_the_cap(alice, filesystems):
 
 def test_workers_say_which_parts_are_in_force(loop, anon_client):
     body = anon_client.get("/readyz").json()
-    assert body["isolation"] == {"job_user": True, "sandbox": True, "cgroup_memory": True, "cgroup_pids": True}
+    assert body["isolation"] == {"job_user": True, "sandbox": True, "cgroup_memory": True, "cgroup_pids": True, "cgroup_cpu": True}
     assert loop.worker.isolation == body["isolation"]
 
 

@@ -51,6 +51,9 @@ class AttemptSpec:
     timeout_seconds: int
     filesystems: dict[str, str] = field(default_factory=dict)  # name -> path on the node
     read_only: tuple[str, ...] = ()  # names of the filesystems mounted read-only
+    # The unix account of the batch's owner (accounts.JobAccount), "" without one: a
+    # deployment without per-tenant accounts runs every job as BATCHES_JOB_USER.
+    run_as: str = ""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -190,7 +193,7 @@ class Executor(ABC):
 
     def isolation_report(self) -> dict[str, bool]:
         """Which isolation parts are in force for this executor's attempts (job_user,
-        sandbox, cgroup_memory, cgroup_pids); recorded on the worker, shown by /readyz.
+        sandbox, cgroup_memory, cgroup_pids, cgroup_cpu); recorded on the worker, shown by /readyz.
         Empty: the backend isolates attempts its own way (a cluster's)."""
         return {}
 

@@ -5,7 +5,9 @@ Each attempt:
   clean environment: PATH, HOME/TMPDIR (the working directory), BATCH_FS_<NAME> for each
   of the batch's filesystems, BATCH_JOB_ID, BATCH_ATTEMPT, BATCH_WORKER_ID...;
 - leads a new session and process group, so its whole tree can be signalled at once;
-- writes stdout and stderr straight into its log file as it produces them;
+- writes stdout and stderr into a pipe that the worker drains into its log file, so
+  the log holds what the job wrote and never more than the cap (a job holding the log
+  file itself could preallocate disk past its size, or write holes);
 - is limited to `memory_mib` of address space (RLIMIT_AS) and pinned to `cpu` cores,
   both in force before the program's first instruction, so nothing it forks escapes
   them. Setting them in a preexec_fn would force a full fork() of the worker (about 4
@@ -15,8 +17,9 @@ Each attempt:
   spawn (a new process inherits its creator's mask). Without `prlimit` on the machine
   the limit is set by a preexec_fn;
 - has a wall-clock limit; at the end (exit, timeout, cancel), whatever is left of its
-  process group gets SIGTERM, a grace period, then SIGKILL, and its outcome is reported
-  only once the group is gone.
+  processes gets SIGTERM, a grace period, then SIGKILL, and its outcome is reported
+  only once they are gone. In a sandbox, SIGTERM goes to the job's processes, not to
+  bubblewrap (which would die of it and take the job with it at once).
 """
 
 import contextlib
@@ -33,15 +36,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
 
 from jobs.executors import attempt_logs
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, Outcome, Report, Started, internal_error
+from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.environment import job_environment
-from jobs.executors.isolation import AttemptCgroup, Isolation, allow_traverse, launch, probe
-from jobs.executors.procs import group_alive, kill_processes, processes_with_env, signal_group, signal_name
+from jobs.executors.isolation import Isolation, JobUser, NoJobAccount, allow_traverse, launch, probe
+from jobs.executors.procs import group_alive, group_members, kill_processes, processes_with_env, signal_group, signal_name
 from jobs.executors.workdirs import Remover, remove_dir
 from jobs.logs import log_path
 
@@ -49,7 +52,8 @@ logger = logging.getLogger("jobs.executors.local")
 
 MIB = 1024 * 1024
 _DRAIN_POLL = 0.02  # while a finished leader's group is still being stopped
-_LOG_CHECK_EVERY = 0.1  # how often a running attempt's log size is checked against the cap
+_READ_SIZE = 1 << 16  # bytes read from an attempt's output pipe at a time
+_READS_PER_TURN = 16  # per attempt and poll: one fast writer cannot hold the others up
 _PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
 
@@ -73,7 +77,9 @@ class _Running:
     term_at: float | None = None
     killed: bool = False
     cgroup: AttemptCgroup | None = None
-    log_checked_at: float = 0.0
+    out_fd: int | None = None  # the read end of the attempt's stdout and stderr
+    log_fd: int | None = None
+    log_written: int = 0
     log_cut: bool = False
 
     @property
@@ -122,7 +128,7 @@ class LocalExecutor(Executor):
         self._selector = selectors.DefaultSelector()
         settings.BATCHES_LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        if self.isolation.job_user is not None:
+        if self.isolation.switch_users:
             allow_traverse(self.work_dir)
 
     # -- capacity -------------------------------------------------------------------
@@ -163,22 +169,34 @@ class LocalExecutor(Executor):
             remove_dir(workdir)
             workdir.mkdir(parents=True)
         cores = self._take_cores(attempt.cpu)
+        log_fd = out_fd = None
         try:
-            with open(log_path(attempt.log_id), "ab") as log_file:
-                log_start = log_file.tell()
-                if attempt.attempt > 1:
-                    log_file.write(f"--- attempt {attempt.attempt} ---\n".encode())
-                    log_file.flush()
-                try:
-                    popen, cgroup = self._spawn(attempt, workdir, log_file, cores)
-                except OSError as exc:
-                    message = f"could not start {attempt.argv[0]}: {exc.strerror or exc}"
-                    log_file.write(f"{message}\n".encode())
-                    raise LaunchError(message) from exc
+            try:
+                user = self.isolation.account_for(attempt.run_as)
+            except NoJobAccount as exc:
+                raise LaunchError(str(exc)) from exc
+            log_fd = os.open(log_path(attempt.log_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            log_start = os.lseek(log_fd, 0, os.SEEK_END)
+            if attempt.attempt > 1:
+                os.write(log_fd, f"--- attempt {attempt.attempt} ---\n".encode())
+            out_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            try:
+                popen, cgroup = self._spawn(attempt, workdir, write_fd, cores, user)
+            except OSError as exc:
+                message = f"could not start {attempt.argv[0]}: {exc.strerror or exc}"
+                os.write(log_fd, f"{message}\n".encode())
+                raise LaunchError(message) from exc
+            finally:
+                os.close(write_fd)
         except BaseException:
+            for fd in (log_fd, out_fd):
+                if fd is not None:
+                    os.close(fd)
             self._release_cores(cores)
             remove_dir(workdir)
             raise
+        os.set_blocking(out_fd, False)
+        self._selector.register(out_fd, selectors.EVENT_READ, ("out", attempt.job_id))
         pidfd = None
         with contextlib.suppress(OSError, AttributeError):
             pidfd = os.pidfd_open(popen.pid)
@@ -192,6 +210,8 @@ class LocalExecutor(Executor):
             deadline=time.monotonic() + attempt.timeout_seconds,
             pidfd=pidfd,
             cgroup=cgroup,
+            out_fd=out_fd,
+            log_fd=log_fd,
         )
         self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
         # The pid (with the node) names the attempt. Its start time would tell a reused
@@ -200,7 +220,9 @@ class LocalExecutor(Executor):
         external_id = str(popen.pid)
         return Started(attempt.job_id, attempt.attempt, external_id=external_id, node=self.node, log_offset=log_start)
 
-    def _spawn(self, attempt: AttemptSpec, workdir: Path, log_file: Any, cores: list[int]) -> tuple[subprocess.Popen, AttemptCgroup | None]:
+    def _spawn(
+        self, attempt: AttemptSpec, workdir: Path, out_fd: int, cores: list[int], user: JobUser | None
+    ) -> tuple[subprocess.Popen, AttemptCgroup | None]:
         program = attempt.argv[0]
         # prlimit and bwrap would report a missing program as their own exit code 1.
         if not os.path.isfile(program):
@@ -216,7 +238,9 @@ class LocalExecutor(Executor):
             filesystems=filesystems,
             memory_bytes=limit,
             max_processes=settings.BATCHES_JOB_MAX_PROCESSES,
+            cores=cores,
             name=f"{attempt.job_id}.{attempt.attempt}",
+            user=user,
         )
         if cgroup is None:
             # No cgroup: a per-process address-space limit is the best there is.
@@ -232,7 +256,7 @@ class LocalExecutor(Executor):
                 cwd=workdir,
                 env=job_environment(attempt, worker_id=self.worker_id, workdir=str(workdir)),
                 stdin=subprocess.DEVNULL,
-                stdout=log_file,
+                stdout=out_fd,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
@@ -269,9 +293,17 @@ class LocalExecutor(Executor):
     def _terminate(self, run: _Running, now: float) -> None:
         if run.term_at is None:
             run.term_at = now
-            signal_group(run.pgid, signal.SIGTERM)
-            if run.cgroup is not None:
-                run.cgroup.signal_all(signal.SIGTERM)
+            if self.isolation.bwrap is None:
+                signal_group(run.pgid, signal.SIGTERM)
+                if run.cgroup is not None:
+                    run.cgroup.signal_all(signal.SIGTERM)
+            elif run.cgroup is not None:
+                run.cgroup.signal_all(signal.SIGTERM, but=run.pgid)
+            else:
+                for pid in group_members(run.pgid):
+                    if pid != run.pgid:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.kill(pid, signal.SIGTERM)
             if self.grace <= 0:
                 self._kill(run)
 
@@ -283,18 +315,22 @@ class LocalExecutor(Executor):
 
     # -- waiting --------------------------------------------------------------------
     def poll(self, *, timeout: float, wake_fd: int | None = None) -> list[Report]:
-        if timeout > 0:
-            wait = self._wait_time(timeout)
-            if wake_fd is not None:
-                self._selector.register(wake_fd, selectors.EVENT_READ, None)
-                try:
-                    self._selector.select(wait)
-                finally:
-                    self._selector.unregister(wake_fd)
-            elif self._running:
-                self._selector.select(wait)
-            else:
+        wait = self._wait_time(timeout) if timeout > 0 else 0.0
+        if wake_fd is not None:
+            self._selector.register(wake_fd, selectors.EVENT_READ, None)
+            try:
+                events = self._selector.select(wait)
+            finally:
+                self._selector.unregister(wake_fd)
+        elif self._running:
+            events = self._selector.select(wait)
+        else:
+            events = []
+            if wait > 0:
                 time.sleep(wait)
+        for key, _ in events:
+            if isinstance(key.data, tuple) and key.data[1] in self._running:
+                self._drain(self._running[key.data[1]])
         now = time.monotonic()
         outcomes: list[Report] = []
         for job_id, run in list(self._running.items()):
@@ -307,8 +343,6 @@ class LocalExecutor(Executor):
             if run.returncode is None and not run.stop_reason and now >= run.deadline:
                 run.stop_reason = f"timed out after {run.attempt.timeout_seconds} s"
                 self._terminate(run, now)
-            if not run.stop_reason and now >= run.log_checked_at + _LOG_CHECK_EVERY:
-                self._check_log(run, now)
             if run.term_at is not None and not run.killed and now >= run.term_at + self.grace:
                 self._kill(run)
             if run.returncode is None:
@@ -317,19 +351,46 @@ class LocalExecutor(Executor):
                 # The program is done but left processes behind: stop them too.
                 self._terminate(run, now)
                 continue
+            self._drain(run, everything=True)
             del self._running[job_id]
             outcomes.append(self._finish(run))
         if self._leftover_cgroups:
             self._remove_cgroup(None)  # processes that were still dying a moment ago
         return outcomes
 
-    def _check_log(self, run: _Running, now: float) -> None:
-        """Stop an attempt whose section of the log has grown past the cap."""
-        run.log_checked_at = now
-        if attempt_logs.grew_past(log_id=run.attempt.log_id, start=run.log_start, cap=self.log_max_bytes):
-            run.stop_reason = f"log over {attempt_logs.human_size(self.log_max_bytes)}"
-            run.log_cut = True
-            self._terminate(run, now)
+    def _drain(self, run: _Running, *, everything: bool = False) -> None:
+        """Move what the attempt wrote from its pipe to its log, up to the cap: past it,
+        the attempt is stopped (`log over N MiB`) and the rest is read and dropped, so
+        the job is never blocked on a full pipe while it is being stopped. `everything`:
+        the attempt is gone; read to the end (or what is there) and close the pipe."""
+        if run.out_fd is None:
+            return
+        # Once the attempt is gone, whatever is left (a cap's worth at most is kept).
+        reads = self.log_max_bytes // _READ_SIZE + 2 if everything else _READS_PER_TURN
+        ended = everything
+        for _ in range(reads):
+            try:
+                chunk = os.read(run.out_fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            if not chunk:
+                ended = True
+                break
+            if run.log_cut:
+                continue
+            room = self.log_max_bytes - run.log_written
+            if len(chunk) > room:
+                chunk = chunk[:room]
+                run.log_cut = True
+                if not run.stop_reason:
+                    run.stop_reason = f"log over {attempt_logs.human_size(self.log_max_bytes)}"
+                    self._terminate(run, time.monotonic())
+            os.write(run.log_fd, chunk)
+            run.log_written += len(chunk)
+        if ended:
+            self._selector.unregister(run.out_fd)
+            os.close(run.out_fd)
+            run.out_fd = None
 
     def _wait_time(self, timeout: float) -> float:
         now = time.monotonic()
@@ -352,7 +413,8 @@ class LocalExecutor(Executor):
         out_of_memory = run.cgroup is not None and run.cgroup.out_of_memory()
         self._remove_cgroup(run.cgroup)
         if run.log_cut:
-            attempt_logs.cut(log_id=attempt.log_id, start=run.log_start, cap=self.log_max_bytes)
+            os.write(run.log_fd, f"\n--- log cut at {attempt_logs.human_size(self.log_max_bytes)}: the attempt was stopped ---\n".encode())
+        os.close(run.log_fd)
         if self.isolation.bwrap is not None and code is not None and code > 128 and code - 128 < signal.NSIG:
             code = -(code - 128)  # bwrap exits 128+N when its child was killed by signal N
         exit_code = code if code is not None and code >= 0 else None

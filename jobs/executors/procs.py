@@ -55,6 +55,11 @@ def group_alive(pgid: int) -> bool:
     return any(pgrp == pgid and state != "Z" for _, state, pgrp in _stats())
 
 
+def group_members(pgid: int) -> list[int]:
+    """The live processes of group `pgid`."""
+    return [pid for pid, state, pgrp in _stats() if pgrp == pgid and state != "Z"]
+
+
 def signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
