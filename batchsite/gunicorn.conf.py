@@ -28,6 +28,11 @@ limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
 accesslog = "-"
+# No control socket (gunicornc). gunicorn's default is one fixed path per home
+# ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl): a second server took it
+# over and removed it when it stopped, and a user without a writable home got a
+# permission warning at every start. Stop and reload with signals (systemd's do).
+control_socket_disable = True
 
 # LOG_FORMAT=json (batchsite/settings.py): gunicorn's own lines, its access lines too,
 # as JSON objects like the service's, so a log collector reads one format.

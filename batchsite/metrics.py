@@ -8,16 +8,21 @@ processes); under gunicorn their counts are shared through prometheus_client's
 multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (batchsite/gunicorn.conf.py sets
 it up).
 
-Who may scrape: with BATCHES_METRICS_TOKEN set, a request carrying
-`Authorization: Bearer <that token>`; without it, requests from this machine only.
+Who may scrape: a request carrying `Authorization: Bearer <BATCHES_METRICS_TOKEN>`, or
+one whose peer address (REMOTE_ADDR, the connection's, never X-Forwarded-For) is in a
+network the operator lists in BATCHES_METRICS_ALLOW. Nobody else, loopback included:
+behind a reverse proxy on the same machine every request comes from loopback.
 """
 
 import hmac
+import ipaddress
 import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count, F
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -37,7 +42,7 @@ SUBMITTED_JOBS = Counter("batches_submitted_jobs", "Jobs in the batches submitte
 
 _DURATION_WINDOW = timedelta(hours=1)
 _DURATION_SAMPLE = 10_000  # most recent finished jobs a scrape looks at
-_LOOPBACK = {"127.0.0.1", "::1"}
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def count_submission(*, jobs: int) -> None:
@@ -107,12 +112,43 @@ def _registry() -> CollectorRegistry:
     return registry
 
 
+@lru_cache(maxsize=8)
+def allowed_networks(value: str) -> tuple[Network, ...]:
+    """BATCHES_METRICS_ALLOW's networks: comma-separated CIDRs (`127.0.0.1/32,::1/128`);
+    empty: none. A malformed one (or one with host bits set, as `10.0.0.5/8`, which
+    would allow more than it seems to) is a configuration error."""
+    networks = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item.strip()))
+        except ValueError as error:
+            raise ImproperlyConfigured(f"BATCHES_METRICS_ALLOW: {item.strip()!r} is not a network in CIDR form ({error})") from None
+    return tuple(networks)
+
+
+def _token_sent(request: HttpRequest, token: str) -> bool:
+    sent = request.headers.get("Authorization", "")
+    return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
+
+
+def _peer_allowed(request: HttpRequest) -> bool:
+    networks = allowed_networks(settings.BATCHES_METRICS_ALLOW)
+    if not networks:
+        return False
+    try:
+        peer = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped:
+        peer = peer.ipv4_mapped  # ::ffff:127.0.0.1 from a dual-stack socket
+    return any(peer in network for network in networks)
+
+
 def _allowed(request: HttpRequest) -> bool:
     token = settings.BATCHES_METRICS_TOKEN
-    if token:
-        sent = request.headers.get("Authorization", "")
-        return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
-    return request.META.get("REMOTE_ADDR") in _LOOPBACK
+    return bool(token and _token_sent(request, token)) or _peer_allowed(request)
 
 
 @csrf_exempt  # no state changes: other methods get a 405, not a CSRF 403
@@ -122,6 +158,6 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         if settings.BATCHES_METRICS_TOKEN:
             detail = "Send Authorization: Bearer <BATCHES_METRICS_TOKEN>."
         else:
-            detail = "Metrics are served to this machine only (set BATCHES_METRICS_TOKEN to scrape from elsewhere)."
+            detail = "Metrics need BATCHES_METRICS_TOKEN (sent as Authorization: Bearer), or this address in BATCHES_METRICS_ALLOW."
         return problem_response(403, detail)
     return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)

@@ -234,9 +234,11 @@ BATCHES_JOB_MAX_PROCESSES = envint("BATCHES_JOB_MAX_PROCESSES", 512, minimum=1)
 BATCHES_LOG_MAX_BYTES = envint("BATCHES_LOG_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
 
 # How long a token lives when issue_token is not told (0: no expiry).
-# GET /metrics: with a token, scrapers send `Authorization: Bearer <token>`; without,
-# only requests from this machine are answered.
+# GET /metrics: scrapers send `Authorization: Bearer <token>`; without the token only
+# peers in BATCHES_METRICS_ALLOW's networks (comma-separated CIDRs, `127.0.0.1/32,::1/128`;
+# empty: none) are answered. Behind a proxy on this machine, loopback is everyone.
 BATCHES_METRICS_TOKEN = envstr("BATCHES_METRICS_TOKEN", "")
+BATCHES_METRICS_ALLOW = envstr("BATCHES_METRICS_ALLOW", "")
 BATCHES_TOKEN_DEFAULT_DAYS = envint("BATCHES_TOKEN_DEFAULT_DAYS", 0)
 
 REST_FRAMEWORK = {

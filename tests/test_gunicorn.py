@@ -3,6 +3,7 @@ and the errors gunicorn answers itself are problem documents, not HTML pages."""
 
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -132,8 +133,9 @@ def test_the_throttle_is_shared_by_every_web_process(start_server, alice):
 def test_metrics_count_the_submissions_of_every_web_process(start_server, alice, catalog):
     """Four gunicorn processes each take some of 12 submissions (new connections); one
     scrape, answered by any of them, counts all 12 (prometheus_client's multiprocess
-    mode, set up by the shipped config)."""
-    port = start_server(WEB_WORKERS="4")
+    mode, set up by the shipped config). Loopback is allowed by setting: it needs the
+    token otherwise."""
+    port = start_server(WEB_WORKERS="4", BATCHES_METRICS_ALLOW="127.0.0.1/32,::1/128")
     token = make_client(alice).token
     body = json.dumps(submission(catalog)).encode()
     for _ in range(12):
@@ -218,3 +220,69 @@ def test_log_format_json_is_json_on_every_line_gunicorn_writes_too(tmp_path):
     assert any("Booting worker" in line for line in lines), output
     for line in lines:
         json.loads(line)  # raises on a line that is not JSON
+
+
+def _start_logged(port: int, log_path, **env: str) -> subprocess.Popen:
+    """The shipped config with `env`, its output (gunicorn's own log lines) in log_path."""
+    environment = worker_env(HOST="127.0.0.1", PORT=str(port), WEB_WORKERS="1", **env)
+    environment.pop("XDG_RUNTIME_DIR", None)  # gunicorn's other default home for its socket
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "batchsite/gunicorn.conf.py", "batchsite.wsgi"],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_two_servers_leave_no_control_socket_in_the_home(tmp_path):
+    """gunicorn 25+ opened a control socket at one fixed path per home
+    (~/.gunicorn/gunicorn.ctl): a second server took it over, and removed it when it
+    stopped, from under the first. The shipped config opens none."""
+    home = tmp_path / "home"
+    home.mkdir()
+    first_port, second_port = free_port(), free_port()
+    first = _start_logged(first_port, tmp_path / "first.log", HOME=str(home))
+    try:
+        second = _start_logged(second_port, tmp_path / "second.log", HOME=str(home))
+        try:
+            wait_for(lambda: _answers(first_port) and _answers(second_port), timeout=30)
+            assert list(home.rglob("*")) == []
+        finally:
+            _stop(second)
+        assert _answers(first_port)
+    finally:
+        _stop(first)
+    assert list(home.rglob("*")) == []
+    for log in ("first.log", "second.log"):
+        assert "control socket" not in (tmp_path / log).read_text().lower()
+
+
+def test_a_home_it_cannot_write_gets_no_warning_at_start(tmp_path):
+    """Under a user without a writable home, every start logged a permission error
+    (the control socket's folder could not be made). A read-only folder is no obstacle
+    to root, so as root the home is a regular file: no user can create anything below it."""
+    if os.geteuid() == 0:
+        home = tmp_path / "home-is-a-file"
+        home.write_text("")
+    else:
+        home = tmp_path / "home"
+        home.mkdir(mode=0o500)
+    port = free_port()
+    process = _start_logged(port, tmp_path / "server.log", HOME=str(home), LOG_LEVEL="INFO")
+    try:
+        wait_for(lambda: _answers(port), timeout=30)
+    finally:
+        _stop(process)
+    output = (tmp_path / "server.log").read_text()
+    assert "Booting worker" in output, output
+    for word in ("control s", "permission denied", "errno"):
+        assert word not in output.lower(), output
+    if home.is_dir():
+        assert list(home.rglob("*")) == []

@@ -1,8 +1,12 @@
 """GET /metrics: scraped and parsed with the Prometheus text parser; the figures match
-the database; only this machine or a holder of BATCHES_METRICS_TOKEN may scrape."""
+the database; only a holder of BATCHES_METRICS_TOKEN or a peer in the networks of
+BATCHES_METRICS_ALLOW may scrape (loopback is not enough: behind a reverse proxy on the
+same machine, every request comes from loopback)."""
 
 from datetime import timedelta
 
+import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,7 +28,8 @@ def scrape(client, **headers) -> dict[str, dict[tuple, float]]:
     return samples
 
 
-def test_metrics_match_the_database(alice_client, anon_client, catalog):
+def test_metrics_match_the_database(alice_client, anon_client, catalog, settings):
+    settings.BATCHES_METRICS_ALLOW = "127.0.0.1/32"
     before = scrape(anon_client)
     submitted_before = before.get("batches_submissions_total", {}).get((), 0)
     jobs_before = before.get("batches_submitted_jobs_total", {}).get((), 0)
@@ -58,3 +63,47 @@ def test_metrics_are_not_for_everyone(db, anon_client, settings):
     assert anon_client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
     assert anon_client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
     assert scrape(anon_client, REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer scrape-secret")["batches_queue_depth"][()] == 0
+
+
+def refused(response) -> bool:
+    return response.status_code == 403 and response["Content-Type"] == "application/problem+json"
+
+
+def test_loopback_is_refused_without_the_token_or_an_allowed_network(db, anon_client, settings):
+    """Without a token, loopback alone was allowed: behind nginx on the same machine
+    that let every client of the proxy scrape."""
+    assert settings.BATCHES_METRICS_TOKEN == "" and settings.BATCHES_METRICS_ALLOW == ""
+    for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "203.0.113.9"):
+        response = anon_client.get("/metrics", REMOTE_ADDR=address)
+        assert refused(response), (address, response.status_code)
+        assert "BATCHES_METRICS_ALLOW" in response.json()["detail"]
+    settings.BATCHES_METRICS_TOKEN = "scrape-secret"
+    assert refused(anon_client.get("/metrics", REMOTE_ADDR="127.0.0.1"))
+    assert scrape(anon_client, REMOTE_ADDR="127.0.0.1", HTTP_AUTHORIZATION="Bearer scrape-secret")["batches_queue_depth"][()] == 0
+
+
+def test_an_allowed_network_scrapes_without_the_token(db, anon_client, settings):
+    settings.BATCHES_METRICS_ALLOW = "127.0.0.1/32"
+    assert scrape(anon_client, REMOTE_ADDR="127.0.0.1")["batches_queue_depth"][()] == 0
+    assert scrape(anon_client, REMOTE_ADDR="::ffff:127.0.0.1")["batches_queue_depth"][()] == 0  # a dual-stack socket's form
+    for address in ("::1", "127.0.0.2", "203.0.113.9", ""):  # only what is listed
+        assert refused(anon_client.get("/metrics", REMOTE_ADDR=address)), address
+    settings.BATCHES_METRICS_ALLOW = " 10.1.0.0/16 , ::1/128 "
+    assert scrape(anon_client, REMOTE_ADDR="10.1.200.3")["batches_queue_depth"][()] == 0
+    assert scrape(anon_client, REMOTE_ADDR="::1")["batches_queue_depth"][()] == 0
+    assert refused(anon_client.get("/metrics", REMOTE_ADDR="127.0.0.1"))
+    # With a token too, the listed network still needs none, and the token works from anywhere.
+    settings.BATCHES_METRICS_TOKEN = "scrape-secret"
+    assert scrape(anon_client, REMOTE_ADDR="10.1.0.9")["batches_queue_depth"][()] == 0
+    assert refused(anon_client.get("/metrics", REMOTE_ADDR="203.0.113.9"))
+    assert scrape(anon_client, REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer scrape-secret")["batches_queue_depth"][()] == 0
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1/33", "localhost", "10.0.0.5/8", "fe80::1/129", "127.0.0.1/32;::1/128"])
+def test_a_malformed_network_is_a_configuration_error_naming_setting_and_value(db, anon_client, settings, bad):
+    """A typo is not silently 'nobody' (or, with host bits set as in 10.0.0.5/8, a whole
+    network where one host was meant)."""
+    settings.BATCHES_METRICS_ALLOW = f"::1/128,{bad}"
+    with pytest.raises(ImproperlyConfigured, match="BATCHES_METRICS_ALLOW") as error:
+        anon_client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+    assert repr(bad) in str(error.value)
