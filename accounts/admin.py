@@ -7,7 +7,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from accounts.models import ApiToken
+from accounts.job_accounts import account_errors, map_job_account, unmap_job_account
+from accounts.models import ApiToken, JobAccount
 from accounts.services import issue_token, revoke_token, token_term_errors
 
 
@@ -99,3 +100,49 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if refused:
             message += f"; {refused} of staff accounts left alone (only a superuser may revoke those)"
         self.message_user(request, message + ".", messages.WARNING if refused else messages.SUCCESS)
+
+
+class JobAccountForm(forms.ModelForm):
+    """Map a service user to an existing unix account, with the rules of
+    `accounts.job_accounts` (never root or the service's user, one user per account)."""
+
+    class Meta:
+        model = JobAccount
+        fields = ["username", "user"]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        username, user = cleaned.get("username"), cleaned.get("user")
+        if self.instance.pk is None and user is None:
+            self.add_error("user", "Name the user whose jobs run as this account (pool accounts come from job_accounts --pool).")
+        if username and user is not None and (self.instance.pk is None or self.has_changed()):
+            for error in account_errors(username=username, user=user):
+                self.add_error("username", error)
+        return cleaned
+
+
+@admin.register(JobAccount)
+class JobAccountAdmin(admin.ModelAdmin):
+    """The unix accounts tenants' jobs run under. Mapping goes through the same service
+    as `job_accounts --map`; pool accounts are made by `job_accounts --pool N`."""
+
+    form = JobAccountForm
+    list_display = ["username", "uid", "user", "pooled", "assigned_at"]
+    list_filter = ["pooled"]
+    search_fields = ["username", "user__username"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]
+    readonly_fields = ["uid", "pooled", "assigned_at", "created_at"]
+
+    def save_model(self, request: HttpRequest, obj: JobAccount, form: forms.ModelForm, change: bool) -> None:
+        previous = JobAccount.objects.filter(pk=obj.pk).select_related("user").first() if obj.pk else None
+        if obj.user is None:  # unmapped: that user's jobs wait for an account
+            if previous is not None and previous.user is not None:
+                unmap_job_account(user=previous.user)
+            return
+        saved = map_job_account(user=obj.user, username=obj.username)
+        obj.pk, obj.uid = saved.pk, saved.uid
+
+    def has_delete_permission(self, request: HttpRequest, obj: JobAccount | None = None) -> bool:
+        # A pool account given to a user is theirs for good (their files): never deleted here.
+        return super().has_delete_permission(request, obj) and (obj is None or obj.assigned_at is None)

@@ -28,3 +28,33 @@ class ApiToken(models.Model):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > now
+
+
+class JobAccount(models.Model):
+    """The unix account a service user's jobs run under: each tenant's own, so that
+    what one tenant's job makes, holds or signals is apart from another's (file modes,
+    per-user kernel limits, processes). Mapped by an operator to an existing account,
+    or taken from the pool `job_accounts --pool N` creates. A pool account, once given
+    to a user, is never given to another: files in shared filesystems that it owns stay
+    that user's (`assigned_at` stays set even if the user is deleted)."""
+
+    username = models.CharField(max_length=32, unique=True, help_text="The unix account's name on the worker machines and nodes.")
+    uid = models.PositiveIntegerField(help_text="Its uid where it was mapped or created (the worker resolves the name again).")
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="job_account",
+        help_text="The service user whose jobs run as this account; empty: a pool account not given out yet.",
+    )
+    pooled = models.BooleanField(default=False, help_text="Created by `job_accounts --pool`.")
+    assigned_at = models.DateTimeField(null=True, blank=True, help_text="When it was given to its user.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["username"]
+        indexes = [models.Index(fields=["pooled", "assigned_at"], name="jobaccount_free")]
+
+    def __str__(self) -> str:
+        return self.username

@@ -90,3 +90,20 @@ def child_exit(server, worker) -> None:  # noqa: ANN001 (gunicorn's hook)
 def on_exit(server) -> None:  # noqa: ANN001 (gunicorn's hook)
     if _made_metrics_dir:  # a folder of our own making goes with the server
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def post_worker_init(worker) -> None:  # noqa: ANN001 (gunicorn's hook)
+    """A web server started with BATCHES_REQUIRE_ISOLATION=1 makes sealing required for
+    every worker of the deployment (`jobs.policy`): a job worker started without it then
+    gets no jobs. If the database does not answer yet, the next process with the setting
+    (a job worker, another web worker) records it."""
+    from django.conf import settings
+    from django.db import DatabaseError
+
+    if settings.BATCHES_REQUIRE_ISOLATION:
+        from jobs.policy import set_isolation_required
+
+        try:
+            set_isolation_required(required=True, by=f"web server pid {os.getpid()} (BATCHES_REQUIRE_ISOLATION=1)")
+        except DatabaseError as exc:
+            worker.log.warning("could not record that sealed jobs are required: %s", exc)

@@ -8,7 +8,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from jobs.executors import get_executor_class
-from jobs.selectors import live_worker_count, live_worker_isolation
+from jobs.policy import isolation_required, missing_parts
+from jobs.selectors import live_worker_count, live_worker_isolation, live_worker_reports
 
 
 @csrf_exempt  # no state changes: other methods get a 405, not a CSRF 403
@@ -24,17 +25,24 @@ def readyz(request: HttpRequest) -> JsonResponse:
     """Ready when the database answers a query and the configured executor is usable;
     503 otherwise. `workers` counts live workers, for operators: none running is not a
     reason to stop taking submissions (they wait, SUBMITTED, for a worker). `isolation`
-    says which parts seal the jobs of every live local worker (job user, sandbox, cgroup
-    memory and pids); with BATCHES_REQUIRE_ISOLATION a live worker without one is a
-    reason to be unready."""
+    says which parts seal the jobs of every live worker (job accounts, sandbox, cgroup
+    memory, pids and cpu). Where sealing is required (BATCHES_REQUIRE_ISOLATION here, or
+    the deployment's policy), a live worker without one is named: it gets no jobs."""
     checks = {"database": "ok", "executor": "ok"}
     workers = None
     isolation: dict[str, bool] = {}
+    required = settings.BATCHES_REQUIRE_ISOLATION
+    unsealed: list[str] = []
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         workers = live_worker_count()
         isolation = live_worker_isolation()
+        required = required or isolation_required(fresh=True)
+        if required:
+            unsealed = [
+                f"{name} (missing: {', '.join(missing_parts(report))})" for name, report in live_worker_reports() if missing_parts(report)
+            ]
     except DatabaseError as exc:
         checks["database"] = f"unavailable: {exc.__class__.__name__}"
     try:
@@ -43,9 +51,10 @@ def readyz(request: HttpRequest) -> JsonResponse:
         problem = str(exc)
     if problem:
         checks["executor"] = f"unavailable: {problem}"
-    lacking = [part for part, in_force in isolation.items() if not in_force]
-    if lacking and settings.BATCHES_REQUIRE_ISOLATION:
-        checks["isolation"] = f"a live worker runs jobs without: {', '.join(lacking)}"
+    if unsealed:
+        checks["isolation"] = (
+            f"sealed jobs are required and these live workers cannot seal them, so they get no jobs: {'; '.join(unsealed)}"
+        )
     ready = all(value == "ok" for value in checks.values())
     body = {"status": "ok" if ready else "unavailable", "checks": checks, "workers": workers, "isolation": isolation}
     return JsonResponse(body, status=200 if ready else 503)

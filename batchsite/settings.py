@@ -214,12 +214,16 @@ BATCHES_SLURM_POLL_MS = envint("BATCHES_SLURM_POLL_MS", 1000, minimum=50)
 BATCHES_SLURM_COMMAND_TIMEOUT = envint("BATCHES_SLURM_COMMAND_TIMEOUT", 10, minimum=1)
 # Working directories on the nodes (empty: the node's $TMPDIR or /tmp).
 BATCHES_SLURM_NODE_WORK_DIR = envstr("BATCHES_SLURM_NODE_WORK_DIR", "")
+# bubblewrap on the nodes: each task runs its program sealed in it, as local jobs are.
+BATCHES_SLURM_BWRAP = envstr("BATCHES_SLURM_BWRAP", "/usr/bin/bwrap")
 # Sealing jobs (local executor): jobs run as this unprivileged user (the worker runs as
 # root to switch to it), in a bubblewrap sandbox, in a cgroup holding one memory and
 # one process limit for the whole attempt; their log is cut at a size. The worker uses
 # what the machine offers and says what is missing; BATCHES_REQUIRE_ISOLATION=1 makes
 # every part mandatory (a worker without one refuses to start).
 BATCHES_JOB_USER = envstr("BATCHES_JOB_USER", "")
+# Names of the pool accounts `job_accounts --pool N` creates: <prefix>0001...
+BATCHES_JOB_ACCOUNT_PREFIX = envstr("BATCHES_JOB_ACCOUNT_PREFIX", "batches-t")
 # `auto`: use every part the machine offers; `off`: seal nothing (development only).
 BATCHES_ISOLATION = envstr("BATCHES_ISOLATION", "auto")
 if BATCHES_ISOLATION not in {"auto", "off"}:

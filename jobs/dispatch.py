@@ -15,9 +15,11 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from accounts.job_accounts import NO_ACCOUNT_REASON, accounts_in_use, assign_from_pool
+from accounts.models import JobAccount
 from batches.models import Batch
 from jobs.models import Job, Worker
-from jobs.states import LIVE, Status, transition
+from jobs.states import LIVE, Status, has_live_attempt, transition
 
 # One sweep places at most this many jobs, from at most this many batches per state:
 # short transactions, and the next sweep goes on.
@@ -35,6 +37,10 @@ def dispatch_submitted(*, limit: int = _DISPATCH_LIMIT) -> int:
     or RUNNING; 0 means no quota). Otherwise a SUBMITTED job becomes PENDING with a
     reason naming what it waits for: a worker large enough, or a place in its owner's
     quota. Jobs are taken in submission order within a batch, oldest batches first.
+
+    Where tenants have job accounts of their own (`accounts.job_accounts`), a job also
+    needs its owner's: one without gets the next free pool account, or waits PENDING
+    saying so (a RUNNABLE job whose owner lost theirs goes back to PENDING).
 
     One worker dispatches at a time, in one transaction; the others skip their turn
     (returning 0). Two dispatchers updating the same hundreds of rows deadlock on
@@ -85,12 +91,37 @@ def _live_capacities(*, now: Any) -> list[tuple[int, int]]:
     return list(Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=now).values_list("cpus", "memory_mib"))
 
 
+class _Accounts:
+    """Which owners may run (they have a job account, or none is needed)."""
+
+    def __init__(self) -> None:
+        self.needed = accounts_in_use()
+        self.known: dict[Any, bool] = {}
+
+    def load(self, owners: set[Any]) -> None:
+        owners -= set(self.known)
+        if self.needed and owners:
+            having = set(JobAccount.objects.filter(user_id__in=owners).values_list("user_id", flat=True))
+            self.known.update({owner: owner in having for owner in owners})
+
+    def has(self, owner: Any) -> bool:
+        """The owner has an account, given now from the pool if they had none."""
+        if not self.needed:
+            return True
+        if not self.known.get(owner):
+            self.known[owner] = assign_from_pool(user_id=owner) is not None
+        return self.known[owner]
+
+
 def _dispatch(*, limit: int) -> int:
     now = timezone.now()
     capacities = _live_capacities(now=now)
     quota = settings.BATCHES_USER_MAX_ACTIVE_JOBS
     room: dict[Any, int] = {}
+    accounts = _Accounts()
     moved = 0
+    if accounts.needed:
+        moved += _hold_without_account(accounts, limit=limit)
     for source in (Status.SUBMITTED, Status.PENDING):
         batch_ids = batches_with_jobs_in(source)
         if not batch_ids:
@@ -102,9 +133,15 @@ def _dispatch(*, limit: int) -> int:
         )
         if quota:
             _fill_quota_room(room, owners={b.owner_id for b in batches} - set(room), quota=quota)
+        accounts.load({b.owner_id for b in batches})
         for batch in batches:
             if moved >= limit:
                 return moved
+            if not accounts.has(batch.owner_id):
+                if source == Status.SUBMITTED:
+                    ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[: limit - moved])
+                    moved += len(transition(job_ids=ids, from_statuses=[source], to_status=Status.PENDING, reason=NO_ACCOUNT_REASON))
+                continue
             fits = any(cpu >= batch.cpu and memory >= batch.memory for cpu, memory in capacities)
             if source == Status.PENDING and (not fits or (quota and room[batch.owner_id] <= 0)):
                 continue  # still waiting: nothing to read
@@ -125,6 +162,26 @@ def _dispatch(*, limit: int) -> int:
             if over and source == Status.SUBMITTED:
                 reason = f"Over your quota: at most {quota} of your jobs may be queued or running at once; waiting for one to finish"
                 moved += len(transition(job_ids=over, from_statuses=[source], to_status=Status.PENDING, reason=reason))
+    return moved
+
+
+def _hold_without_account(accounts: _Accounts, *, limit: int) -> int:
+    """RUNNABLE jobs (of the oldest batches) whose owner has no account and the pool
+    none to give: back to PENDING, saying why (claims pass them by)."""
+    batches = list(
+        Batch.objects.filter(pk__in=batches_with_jobs_in(Status.RUNNABLE), deleted_at__isnull=True).only("id", "owner_id").order_by("id")
+    )
+    accounts.load({b.owner_id for b in batches})
+    moved = 0
+    for batch in batches:
+        if moved >= limit or accounts.has(batch.owner_id):
+            continue
+        ids = list(
+            Job.objects.filter(batch=batch, status=Status.RUNNABLE)
+            .exclude(has_live_attempt())
+            .values_list("pk", flat=True)[: limit - moved]
+        )
+        moved += len(transition(job_ids=ids, from_statuses=[Status.RUNNABLE], to_status=Status.PENDING, reason=NO_ACCOUNT_REASON))
     return moved
 
 

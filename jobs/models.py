@@ -41,7 +41,9 @@ class Worker(models.Model):
     lease_expires = models.DateTimeField()
     stopped_at = models.DateTimeField(null=True, blank=True)
     isolation = models.JSONField(
-        default=dict, blank=True, help_text="Which isolation parts seal its attempts: job_user, sandbox, cgroup_memory, cgroup_pids, cgroup_cpu."
+        default=dict,
+        blank=True,
+        help_text="Which isolation parts seal its attempts: job_user, sandbox, cgroup_memory, cgroup_pids, cgroup_cpu.",
     )
     keeps_attempts = models.BooleanField(
         default=False,
@@ -164,3 +166,20 @@ class JobEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}: {self.from_status} -> {self.to_status}"
+
+
+class Policy(models.Model):
+    """Rules for the whole deployment, which every worker follows whatever its own
+    environment says (one row). `require_isolation`: no job starts unsealed; it is set
+    by any process started with BATCHES_REQUIRE_ISOLATION=1 (a worker, the web server)
+    and cleared only by an operator (`python manage.py require_isolation --off`)."""
+
+    require_isolation = models.BooleanField(default=False)
+    changed_by = models.CharField(max_length=200, blank=True, help_text="Which process or operator changed it last.")
+    changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "policy"
+
+    def __str__(self) -> str:
+        return "isolation required" if self.require_isolation else "isolation not required"

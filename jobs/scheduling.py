@@ -22,11 +22,13 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from accounts.models import JobAccount
 from batches.models import Batch
 from batches.parameters import render_argv
 from jobs import attempts as attempt_rows
 from jobs.executors.base import AttemptSpec, Capacity, LiveAttempt, Outcome, Queued, Report, Started, internal_error
 from jobs.models import Attempt, Job, Worker
+from jobs.policy import refusal
 from jobs.states import CANCELLED_REASON, HELD, LIVE, Status, set_reason, transition
 
 logger = logging.getLogger("jobs.scheduling")
@@ -46,9 +48,10 @@ def claim_jobs(
 
     Returns what to start, and the Outcome of each claimed job whose attempt could not
     even be described (a tool whose stored command is broken...): those fail with
-    `internal error: ...` when recorded, and the others go on. Runs in the caller's
-    transaction if there is one, else in its own."""
-    if limit < 1 or room.cpus < 1 or room.memory_mib < 1:
+    `internal error: ...` when recorded, and the others go on. A worker that cannot
+    seal jobs where the deployment requires it claims nothing (`jobs.policy`). Runs in
+    the caller's transaction if there is one, else in its own."""
+    if limit < 1 or room.cpus < 1 or room.memory_mib < 1 or refusal(worker):
         return [], []
     with transaction.atomic(savepoint=False):
         candidates = _claim_candidates(
@@ -98,6 +101,7 @@ def _specs(rows: list["_Candidate"]) -> tuple[list[AttemptSpec], list[Outcome]]:
                     timeout_seconds=batch["timeout_seconds"],
                     filesystems=batch["filesystems"],
                     read_only=batch["read_only"],
+                    run_as=row.run_as or "",
                 )
             )
         except Exception as exc:  # one broken job must not stop the others
@@ -114,6 +118,7 @@ class _Candidate(NamedTuple):
     args: Any
     cpu: int
     memory: int
+    run_as: str | None  # the owner's job account
 
 
 def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list[_Candidate]:
@@ -128,11 +133,14 @@ def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list
         .exclude(pk__in=exclude).exclude(Exists(live attempt)).order_by("batch", "id")
         .select_for_update(skip_locked=True, of=("self",)).values_list(...)[:limit]
 
-    with identifiers from the models and every value a parameter."""
+    with identifiers from the models and every value a parameter, and the owner's job
+    account (`run_as`). Where any job account exists, only jobs whose owner has one
+    (the dispatcher gives them out, or holds the jobs back PENDING)."""
     conn = connections[DEFAULT_DB_ALIAS]  # not the `connection` proxy: cheaper to use
     qn = conn.ops.quote_name
-    job, batch, attempt = Job._meta, Batch._meta, Attempt._meta
+    job, batch, attempt, account = Job._meta, Batch._meta, Attempt._meta, JobAccount._meta
     job_table, batch_table, attempt_table = qn(job.db_table), qn(batch.db_table), qn(attempt.db_table)
+    account_table = qn(account.db_table)
     pk_field = job.pk
 
     def column(table: str, meta: Any, name: str) -> str:
@@ -142,6 +150,7 @@ def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list
     selected = ", ".join(
         [job_id, column(job_table, job, "batch"), column(job_table, job, "attempts"), column(job_table, job, "log_id")]
         + [column(job_table, job, "args"), column(batch_table, batch, "cpu"), column(batch_table, batch, "memory")]
+        + [column(account_table, account, "username")]
     )
     params: list[Any] = [Status.RUNNABLE, fits.cpus, fits.memory_mib]
     not_excluded = ""
@@ -154,9 +163,11 @@ def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list
     sql = (
         f"SELECT {selected} FROM {job_table}"  # noqa: S608 (identifiers from the models; values are parameters)
         f" INNER JOIN {batch_table} ON ({column(job_table, job, 'batch')} = {column(batch_table, batch, 'id')})"
+        f" LEFT OUTER JOIN {account_table} ON ({column(account_table, account, 'user')} = {column(batch_table, batch, 'owner')})"
         f" WHERE {column(job_table, job, 'status')} = %s AND {column(batch_table, batch, 'cpu')} <= %s"
         f" AND {column(batch_table, batch, 'memory')} <= %s AND {column(batch_table, batch, 'deleted_at')} IS NULL"
         f" AND {column(batch_table, batch, 'cancel_requested_at')} IS NULL{not_excluded}"
+        f" AND ({column(account_table, account, 'id')} IS NOT NULL OR NOT EXISTS (SELECT 1 FROM {account_table}))"
         f" AND NOT EXISTS (SELECT 1 FROM {attempt_table} WHERE {column(attempt_table, attempt, 'job')} = {job_id}"
         f" AND {column(attempt_table, attempt, 'end_time')} IS NULL)"
         f" ORDER BY {column(job_table, job, 'batch')} ASC, {job_id} ASC LIMIT %s{lock}"
@@ -174,8 +185,9 @@ def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list
                 args=args_field.from_db_value(args, None, conn),
                 cpu=cpu,
                 memory=memory,
+                run_as=run_as,
             )
-            for pk, batch_id, attempts, log_id, args, cpu, memory in cursor.fetchall()
+            for pk, batch_id, attempts, log_id, args, cpu, memory, run_as in cursor.fetchall()
         ]
 
 

@@ -58,6 +58,12 @@ def live_worker_count() -> int:
     return Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=timezone.now()).count()
 
 
+def live_worker_reports() -> list[tuple[str, dict[str, bool]]]:
+    """(name, isolation report) of every live worker."""
+    live = Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=timezone.now())
+    return [(name, report or {}) for name, report in live.values_list("name", "isolation")]
+
+
 def live_worker_isolation() -> dict[str, bool]:
     """For each isolation part, whether every live worker that reports it has it in
     force (cluster workers report none: their scheduler isolates)."""

@@ -31,6 +31,7 @@ from jobs.executors.base import AttemptSpec, Capacity, Executor, Outcome, Report
 from jobs.fencing import Fence
 from jobs.leases import expire_dead_local_workers, register_worker, renew_lease, stop_worker, worker_is_dead
 from jobs.models import Worker
+from jobs.policy import refusal
 from jobs.scheduling import LOST_CONTACT, adopt_attempts, check_attempts, claim_jobs, record_reports, recover_lost_workers
 from jobs.services import advance_batch_cancels
 from jobs.states import CANCELLED_REASON
@@ -117,6 +118,9 @@ class WorkerLoop:
             self._renew_fence(time.monotonic())
         self._next_heartbeat = time.monotonic() + self._heartbeat_every
         logger.info("worker %s started: %s cpu, %s MiB", self.worker.name, self.worker.cpus, self.worker.memory_mib)
+        why = refusal(self.worker)
+        if why:
+            logger.error("%s", why)
 
     @property
     def _heartbeat_every(self) -> float:

@@ -67,7 +67,10 @@ def _our_cluster() -> bool:
 @pytest.fixture
 def slurm(settings, tmp_path):
     """Settings for the slurm executor; afterwards, whatever the test left in Slurm's
-    queue (its jobs outlive the worker, by design) is cancelled."""
+    queue (its jobs outlive the worker, by design) is cancelled. These tests look at the
+    executor's own work (files in tmp_path, the worker's environment): isolation is off
+    (tests/test_slurm_sealed.py runs tasks sealed)."""
+    settings.BATCHES_ISOLATION = "off"
     settings.BATCHES_SLURM_DIR = tmp_path / "slurm"
     settings.BATCHES_SLURM_POLL_MS = 200
     settings.BATCHES_SLURM_COMMAND_TIMEOUT = 3

@@ -197,6 +197,15 @@ class Executor(ABC):
         Empty: the backend isolates attempts its own way (a cluster's)."""
         return {}
 
+    def isolation_missing(self) -> dict[str, str]:
+        """Each isolation part not in force, and why (empty: all are, or none is reported)."""
+        return {}
+
+    def runs_as_root_problem(self, *, accounts_exist: bool) -> str:
+        """Why this worker would run jobs as root ("" if it would not). A worker never
+        does unless the operator turned isolation off explicitly."""
+        return ""
+
     @classmethod
     def check_ready(cls) -> str | None:
         """None when the backend can take work now, else why not (for /readyz): a

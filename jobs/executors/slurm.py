@@ -29,6 +29,12 @@ executor pings the controller every few seconds to know.
 
 Attempts outlive the worker (`attempts_survive_worker`): a stopping worker leaves them
 to Slurm, and the next worker adopts them.
+
+Sealed (`slurm_sealing`): each batch is submitted as its owner's job account, its tasks
+run their program in bubblewrap, and Slurm's cgroup plugins hold memory, cores and
+processes; the worker reports which parts the cluster enforces. Cancelling a running
+task signals the task script alone (`scancel --batch --signal=TERM`), which gives the
+program its grace before killing it; a task still there long after is scancelled.
 """
 
 import logging
@@ -44,9 +50,11 @@ from django.conf import settings
 from batchsite.ids import uuid7
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LiveAttempt, Outcome, Queued, Report, Started, internal_error
 from jobs.executors.environment import job_environment
+from jobs.executors.isolation import JobUser, NoJobAccount
 from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable, TaskState
 from jobs.executors.slurm_folders import Submission, Task, array_ranges, find_in_manifests, remove_old_folders, write_script
 from jobs.executors.slurm_outcomes import ENDED, PLACED, RUNNING, WAITING, describe_end
+from jobs.executors.slurm_sealing import SANDBOX_WORKDIR, prepare_folders, probe_cluster, report, seal_submission, sealed_argv
 from jobs.logs import log_path
 
 logger = logging.getLogger("jobs.executors.slurm")
@@ -56,6 +64,7 @@ _LOST_ANSWER_WAIT = 2.0  # seconds before a submission not found is sent again
 _EXIT_WAIT = 3.0  # seconds an exit file with a signal waits for Slurm's word on why
 _READY_CACHE = 5.0
 _IDLE_PING = 5.0  # seconds between pings with nothing submitted or no answer
+_CANCEL_BACKSTOP = 30.0  # seconds past the grace after which a signalled task is scancelled
 
 
 def commands_from_settings() -> SlurmCommands:
@@ -84,6 +93,11 @@ class SlurmExecutor(Executor):
         self._next_controller = 0.0
         self._next_cleanup = 0.0
         self._script = write_script(root=self.dir, python=settings.BATCHES_SLURM_PYTHON)
+        self._to_signal: set[str] = set()
+        self._stopping: dict[str, Task] = {}  # signalled running tasks, by job id, until they end
+        self.isolation = probe_cluster(self.commands)
+        if self.isolation.switch_users:
+            prepare_folders(root=self.dir, log_dir=settings.BATCHES_LOG_DIR)
 
     def _largest_job(self, cpus: int | None, memory_mib: int | None) -> Capacity:
         if cpus and memory_mib:
@@ -108,6 +122,21 @@ class SlurmExecutor(Executor):
     def active(self) -> dict[str, int]:
         return {job_id: task.attempt for job_id, task in self._tasks.items()}
 
+    def isolation_report(self) -> dict[str, bool]:
+        return report(self.isolation)
+
+    def isolation_missing(self) -> dict[str, str]:
+        return dict(self.isolation.missing)
+
+    def runs_as_root_problem(self, *, accounts_exist: bool) -> str:
+        isolation = self.isolation
+        if isolation.off or not isolation.switch_users or isolation.job_user is not None or accounts_exist:
+            return ""
+        return (
+            "refusing to submit jobs as root: create job accounts (python manage.py job_accounts --pool N, or map users "
+            "to their accounts), or set BATCHES_JOB_USER; BATCHES_ISOLATION=off submits them as root anyway"
+        )
+
     # -- submitting -------------------------------------------------------------------
     def submit(self, specs: list[AttemptSpec]) -> list[Report]:
         """One sbatch --array per batch among `specs`."""
@@ -117,7 +146,24 @@ class SlurmExecutor(Executor):
             groups[spec.batch_id].append(spec)
         for group in groups.values():
             try:
-                submission = self._prepare(group)
+                user = self.isolation.account_for(group[0].run_as)
+            except NoJobAccount as exc:
+                reports.extend(Outcome(s.job_id, s.attempt, succeeded=False, reason=str(exc)) for s in group)
+                continue
+            argvs: dict[str, list[str]] = {}
+            for spec in group:
+                filesystems = [(path, name in spec.read_only) for name, path in spec.filesystems.items()]
+                try:
+                    argvs[spec.job_id] = sealed_argv(
+                        self.isolation, argv=spec.argv, filesystems=filesystems, memory_bytes=spec.memory_mib << 20
+                    )
+                except FileNotFoundError as exc:
+                    reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=str(exc)))
+            group = [spec for spec in group if spec.job_id in argvs]
+            if not group:
+                continue
+            try:
+                submission = self._prepare(group, argvs=argvs, user=user)
             except Exception as exc:  # an unwritable shared folder...: these attempts fail, not the worker
                 logger.exception("cannot prepare a Slurm submission for batch %s", group[0].batch_id)
                 reports.extend(Outcome(s.job_id, s.attempt, succeeded=False, reason=internal_error(exc)) for s in group)
@@ -125,21 +171,31 @@ class SlurmExecutor(Executor):
             reports.extend(self._send(submission, indexes=sorted(submission.tasks)))
         return reports
 
-    def _prepare(self, specs: list[AttemptSpec]) -> Submission:
+    def _prepare(self, specs: list[AttemptSpec], *, argvs: dict[str, list[str]], user: JobUser | None) -> Submission:
         token = uuid7().hex
+        sandboxed = self.isolation.bwrap is not None
         tasks = [
             {
                 "job_id": spec.job_id,
                 "attempt": spec.attempt,
-                "argv": spec.argv,
-                "env": job_environment(spec, worker_id=self.worker_id, workdir=None),
+                "argv": argvs[spec.job_id],
+                "env": job_environment(spec, worker_id=self.worker_id, workdir=SANDBOX_WORKDIR if sandboxed else None),
                 "log": str(log_path(spec.log_id)),
                 "timeout": spec.timeout_seconds,
                 "work_root": settings.BATCHES_SLURM_NODE_WORK_DIR,
+                "sandboxed": sandboxed,
+                "log_max_bytes": settings.BATCHES_LOG_MAX_BYTES,
+                "grace": settings.BATCHES_KILL_GRACE_SECONDS,
             }
             for spec in specs
         ]
-        submission = Submission.create(root=self.dir, token=token, options=self._options(specs[0], self.dir / token, token), tasks=tasks)
+        options = self._options(specs[0], self.dir / token, token)
+        if user is not None:
+            options += [f"--uid={user.uid}", f"--gid={user.gid}"]
+        submission = Submission.create(root=self.dir, token=token, options=options, tasks=tasks)
+        seal_submission(
+            folder=submission.folder, log_files=[Path(task["log"]) for task in tasks], user=user, log_dir=settings.BATCHES_LOG_DIR
+        )
         for index, spec in enumerate(specs):
             submission.tasks[index] = Task(spec.job_id, spec.attempt, index, submission, spec.timeout_seconds, spec.memory_mib, spec.cpu)
         self._track(submission)
@@ -267,7 +323,7 @@ class SlurmExecutor(Executor):
                     continue
                 # A clean exit or our own timeout says all; a signal waits a little for
                 # Slurm to say why (time limit, memory, preemption, scancel).
-                plain = isinstance(status.get("code"), int) or status.get("timed_out") or status.get("error")
+                plain = isinstance(status.get("code"), int) or status.get("timed_out") or status.get("log_over") or status.get("error")
                 if plain or task.cancel_reason:
                     # The task exits with the program's status: Slurm's state is FAILED.
                     failed = isinstance(status.get("code"), int) and status["code"] > 0
@@ -397,22 +453,39 @@ class SlurmExecutor(Executor):
             if task is None or task.attempt != attempt or task.cancel_reason:
                 continue
             task.cancel_reason = reason
+            task.cancel_at = time.monotonic()
             if task.submission.slurm_id:
-                self._to_cancel.add(task.external_id)
+                # A running task script stops its program with the grace; one still
+                # queued (or not known to run yet) is simply removed.
+                if task.shown == "running":
+                    self._to_signal.add(task.external_id)
+                    self._stopping[job_id] = task
+                else:
+                    self._to_cancel.add(task.external_id)
         self._flush_cancels()
 
     def _flush_cancels(self) -> None:
         # While the controller is away, one command per poll (squeue) asks whether it is
         # back: a scancel that would wait its whole timeout too could hold the worker
         # past its heartbeat.
-        if not self._to_cancel or self._unreachable:
+        if self._unreachable:
             return
+        backstop = time.monotonic() - settings.BATCHES_KILL_GRACE_SECONDS - _CANCEL_BACKSTOP
+        for job_id, task in list(self._stopping.items()):
+            if self._tasks.get(job_id) is not task:
+                del self._stopping[job_id]  # it ended
+            elif task.cancel_at is not None and task.cancel_at < backstop:
+                del self._stopping[job_id]
+                self._to_cancel.add(task.external_id)
         try:
-            self.commands.cancel(external_ids=sorted(self._to_cancel))
+            if self._to_signal:
+                self.commands.signal_batch(external_ids=sorted(self._to_signal))
+                self._to_signal.clear()
+            if self._to_cancel:
+                self.commands.cancel(external_ids=sorted(self._to_cancel))
+                self._to_cancel.clear()
         except SlurmUnavailable as exc:
             logger.warning("scancel failed (%s); trying again", exc)
-            return
-        self._to_cancel.clear()
 
     # -- taking over ------------------------------------------------------------------
     def adopt(self, attempts: list[LiveAttempt]) -> list[Report]:

@@ -119,6 +119,23 @@ class SlurmCommands:
             raise SlurmRefused(f"sinfo lists no node{' in partition ' + partition if partition else ''}")
         return cpus, memory
 
+    def config(self) -> dict[str, str]:
+        """The controller's configuration (`scontrol show config`: slurm.conf and
+        cgroup.conf), name -> value."""
+        found: dict[str, str] = {}
+        for line in self.run("scontrol", ["show", "config"]).splitlines():
+            name, sep, value = line.partition("=")
+            if sep and name.strip() and " " not in name.strip():
+                found[name.strip()] = value.strip()
+        return found
+
+    def signal_batch(self, *, external_ids: Sequence[str], signal_name: str = "TERM") -> None:
+        """Send `signal_name` to the task script only (`scancel --batch`), which stops
+        its program with a grace period; an id Slurm no longer knows is not an error."""
+        for start in range(0, len(external_ids), _IDS_PER_CALL):
+            with contextlib.suppress(SlurmRefused):
+                self.run("scancel", ["--batch", f"--signal={signal_name}", *external_ids[start : start + _IDS_PER_CALL]])
+
     def ping(self) -> None:
         """Raises SlurmUnavailable unless the controller answers."""
         self.run("sinfo", ["--noheader", "--format=%a", "--responding"])

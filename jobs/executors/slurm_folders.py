@@ -102,6 +102,7 @@ class Task:
     shown: str = ""  # what was last reported: "", "queued:<reason>", "placed", "running"
     cancel_reason: str = ""
     exit_seen: float | None = None  # an exit file waits for Slurm's state since then
+    cancel_at: float | None = None  # when this worker asked for it to stop
 
     @property
     def external_id(self) -> str:

@@ -4,6 +4,8 @@ states it is in, and how an ended task is told to a person. Pure functions."""
 import signal
 from dataclasses import dataclass
 
+from jobs.executors.attempt_logs import human_size
+
 # Waiting in the queue: the job is RUNNABLE, `reason` says why (Resources, Priority...).
 WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT"})
 # Placed on a node that sets it up: STARTING.
@@ -55,6 +57,8 @@ def describe_end(*, state: str | None, status: dict | None, timeout: int, memory
         return End(False, exit_code, cancel_reason)
     if status.get("timed_out"):
         return End(False, exit_code, f"timed out after {timeout} s")
+    if status.get("log_over"):
+        return End(False, exit_code, f"log over {human_size(int(status['log_over']))}")
     if state == "OUT_OF_MEMORY":
         return End(False, exit_code, f"killed: out of memory (limit {memory_mib} MiB){suffix}")
     if state == "TIMEOUT":

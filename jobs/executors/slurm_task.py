@@ -11,14 +11,19 @@ the log file, the attempt number and the timeout. The task:
 
 - writes `<index>.start` (JSON: node, log offset) when it begins, so the worker learns
   of the start without asking the controller;
-- appends the program's stdout and stderr to the job's log (a line marks attempt 2 on);
-- runs the program in a working directory of its own on the node, removed at the end,
-  in a process group of its own; forwards SIGTERM/SIGINT (scancel, Slurm's time limit)
-  to the group; stops it itself at the batch's timeout (Slurm's time limit is minutes,
-  and comes later as a backstop);
-- writes `<index>.exit` (JSON: code, signal, timed_out, error) when it ends, so the
-  outcome is known even after the controller has forgotten the job; then exits with the
-  program's status, so Slurm's own state (COMPLETED, FAILED) matches.
+- appends the program's stdout and stderr to the job's log through a pipe it drains,
+  up to the cap (`log_max_bytes`): past it the program is stopped and the status says
+  `log_over` (the program never holds the log file, so it cannot preallocate disk);
+- runs the program in a process group of its own, in bubblewrap when the worker sealed
+  the task (`sandboxed`: the argv is the sandbox's, with a working directory of its
+  own inside), else in a working directory of its own on the node, removed at the end;
+- stops it at the batch's timeout, or when told to (SIGTERM from `scancel --batch`,
+  Slurm's time limit): SIGTERM to the program's processes (never to bubblewrap, which
+  would take the sandbox down at once), `grace` seconds, then SIGKILL; Slurm's time limit
+  is minutes, and comes later as a backstop;
+- writes `<index>.exit` (JSON: code, signal, timed_out, log_over, error) when it ends, so
+  the outcome is known even after the controller has forgotten the job; then exits with
+  the program's status, so Slurm's own state (COMPLETED, FAILED) matches.
 
 Both status files are written to a temporary name and renamed: a reader never sees half.
 """
@@ -26,6 +31,7 @@ Both status files are written to a temporary name and renamed: a reader never se
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -34,7 +40,9 @@ import sys
 import tempfile
 import time
 
-KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when the task stops the program
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL, unless the task says
+READ_SIZE = 1 << 16
+_stop_requested: list[int] = []
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -44,72 +52,132 @@ def write_atomic(path: str, text: str) -> None:
     os.replace(temporary, path)
 
 
-def stop_group(pgid: int, child: subprocess.Popen) -> None:
-    """SIGTERM the program's group, a grace period, then SIGKILL."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    try:
-        child.wait(timeout=KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        child.wait()
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def terminate(child: subprocess.Popen, *, sandboxed: bool) -> None:
+    """SIGTERM the program's processes: in a sandbox, all but bubblewrap itself."""
+    if not sandboxed:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGTERM)
+        return
+    for pid in group_members(child.pid):
+        if pid != child.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def request_stop(signum: int, frame: object) -> None:
+    _stop_requested.append(signum)
 
 
 def run(task: dict, base: str) -> dict:
-    status = {"code": None, "signal": None, "timed_out": False, "error": ""}
-    root = task.get("work_root") or os.environ.get("TMPDIR") or "/tmp"  # noqa: S108 (the node's own)
-    os.makedirs(root, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix=f"batches-{task['job_id']}.{task['attempt']}-", dir=root)
-    env = dict(task["env"], HOME=workdir, TMPDIR=workdir, BATCH_WORK_DIR=workdir)
+    status = {"code": None, "signal": None, "timed_out": False, "log_over": None, "error": ""}
+    sandboxed = bool(task.get("sandboxed"))
+    cap = int(task.get("log_max_bytes") or 0) or None
+    grace = float(task.get("grace", KILL_GRACE))
+    env = dict(task["env"])
+    workdir = None
+    if not sandboxed:  # the sandbox has a working directory of its own, in memory
+        root = task.get("work_root") or os.environ.get("TMPDIR") or "/tmp"  # noqa: S108 (the node's own)
+        os.makedirs(root, exist_ok=True)
+        workdir = tempfile.mkdtemp(prefix=f"batches-{task['job_id']}.{task['attempt']}-", dir=root)
+        env.update(HOME=workdir, TMPDIR=workdir, BATCH_WORK_DIR=workdir)
     for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURMD_NODENAME"):
         if name in os.environ:
             env[name] = os.environ[name]
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     try:
-        with open(task["log"], "ab") as log:
+        with open(task["log"], "ab", buffering=0) as log:
             offset = log.tell()
             write_atomic(f"{base}.start", json.dumps({"node": socket.gethostname(), "log_offset": offset}))
             if task["attempt"] > 1:
                 log.write(f"--- attempt {task['attempt']} ---\n".encode())
-                log.flush()
+            out, into = os.pipe()
             try:
                 child = subprocess.Popen(  # noqa: S603 (an argv list, never a shell)
                     task["argv"],
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
+                    stdout=into,
                     stderr=subprocess.STDOUT,
-                    cwd=workdir,
+                    cwd=workdir or "/",
                     env=env,
                     start_new_session=True,
+                    umask=0o077,
                 )
             except OSError as exc:
                 status["error"] = f"could not start {task['argv'][0]}: {exc.strerror or exc}"
                 log.write(f"{status['error']}\n".encode())
                 return status
-
-            def forward(signum: int, frame: object) -> None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signum)
-
-            signal.signal(signal.SIGTERM, forward)
-            signal.signal(signal.SIGINT, forward)
-            deadline = time.monotonic() + float(task["timeout"])
-            try:
-                child.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                status["timed_out"] = True
-                stop_group(child.pid, child)
-            # Whatever the program left behind in its group goes with it.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
+            finally:
+                os.close(into)
+            follow(child, out, log, status, task=task, cap=cap, grace=grace, sandboxed=sandboxed)
             code = child.returncode
+            if sandboxed and code > 128 and code - 128 < signal.NSIG:
+                code = -(code - 128)  # bubblewrap exits 128+N when its program was killed by signal N
             if code < 0:
                 status["signal"] = -code
             else:
                 status["code"] = code
             return status
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def follow(
+    child: subprocess.Popen, out: int, log: object, status: dict, *, task: dict, cap: int | None, grace: float, sandboxed: bool
+) -> None:
+    """Drain the program's output into the log until it ends; stop it at the timeout,
+    when told to, or past the log cap."""
+    deadline = time.monotonic() + float(task["timeout"])
+    written, term_at, killed, open_pipe = 0, None, False, True
+    while True:
+        now = time.monotonic()
+        if term_at is None and (_stop_requested or now >= deadline or status["log_over"]):
+            status["timed_out"] = not _stop_requested and not status["log_over"] and now >= deadline
+            term_at = now
+            terminate(child, sandboxed=sandboxed)
+        elif term_at is not None and not killed and now >= term_at + grace:
+            killed = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+        if open_pipe:
+            readable, _, _ = select.select([out], [], [], 0.2)
+            if readable:
+                chunk = os.read(out, READ_SIZE)
+                if not chunk:
+                    open_pipe = False
+                    os.close(out)
+                elif status["log_over"] is None:
+                    if cap is not None and written + len(chunk) > cap:
+                        chunk = chunk[: cap - written]
+                        status["log_over"] = cap
+                    log.write(chunk)
+                    written += len(chunk)
+        elif child.poll() is None:
+            time.sleep(0.1)
+        if not open_pipe and child.poll() is not None:
+            break
+    if status["log_over"]:
+        log.write(f"\n--- log cut at {cap // (1 << 20)} MiB: the attempt was stopped ---\n".encode())
+    # Whatever the program left behind in its group goes with it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
 
 
 def main() -> int:
@@ -121,7 +189,13 @@ def main() -> int:
     try:
         status = run(task, base)
     except Exception as exc:  # the node could not run the task at all: say why
-        status = {"code": None, "signal": None, "timed_out": False, "error": f"the task failed on {socket.gethostname()}: {exc}"}
+        status = {
+            "code": None,
+            "signal": None,
+            "timed_out": False,
+            "log_over": None,
+            "error": f"the task failed on {socket.gethostname()}: {exc}",
+        }
     write_atomic(f"{base}.exit", json.dumps(status))
     if status["code"] is not None:
         return min(status["code"], 255)

@@ -2,15 +2,46 @@
 
 import logging
 import signal
+import socket
 from types import FrameType
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobs.executors import get_executor_class
+from accounts.job_accounts import accounts_in_use
+from jobs.executors import Executor, get_executor_class
+from jobs.policy import isolation_required, set_isolation_required
 from jobs.worker import WorkerConfig, WorkerLoop
 
 logger = logging.getLogger("jobs.worker")
+
+
+def check_sealing(executor: Executor) -> None:
+    """Refuse to start a worker that cannot seal jobs where sealing is required, or that
+    would run jobs as root; say which parts are in force. A worker started with
+    BATCHES_REQUIRE_ISOLATION=1 makes sealing required for every worker."""
+    report = executor.isolation_report()
+    missing = executor.isolation_missing()
+    if settings.BATCHES_REQUIRE_ISOLATION:
+        if missing:
+            raise CommandError(
+                "BATCHES_REQUIRE_ISOLATION is set and this machine cannot seal jobs: "
+                + "; ".join(f"{part}: {why}" for part, why in missing.items())
+            )
+        set_isolation_required(required=True, by=f"runworker on {socket.gethostname()} (BATCHES_REQUIRE_ISOLATION=1)")
+    elif isolation_required(fresh=True) and missing:
+        raise CommandError(
+            "the deployment requires sealed jobs (set by a process with BATCHES_REQUIRE_ISOLATION=1; "
+            "python manage.py require_isolation --off lifts it) and this machine cannot seal them: "
+            + "; ".join(f"{part}: {why}" for part, why in missing.items())
+        )
+    problem = executor.runs_as_root_problem(accounts_exist=accounts_in_use())
+    if problem:
+        raise CommandError(problem)
+    if report:
+        # A log record, not a print: in LOG_FORMAT=json it is a JSON line like the rest.
+        described = "; ".join(f"{part}: {'yes' if part not in missing else 'NO (' + missing[part] + ')'}" for part in report)
+        logger.log(logging.WARNING if missing else logging.INFO, "job isolation: %s", described)
 
 
 class Command(BaseCommand):
@@ -38,16 +69,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--{name} must be at least 1")
         executor_class = get_executor_class()
         executor = executor_class(worker_id="", cpus=options["cpus"], memory_mib=options["memory"])
-        isolation = getattr(executor, "isolation", None)
-        if isolation is not None:
-            missing = isolation.missing
-            if missing and settings.BATCHES_REQUIRE_ISOLATION:
-                raise CommandError(
-                    "BATCHES_REQUIRE_ISOLATION is set and this machine cannot seal jobs: "
-                    + "; ".join(f"{part}: {why}" for part, why in missing.items())
-                )
-            # A log record, not a print: in LOG_FORMAT=json it is a JSON line like the rest.
-            logger.log(logging.WARNING if missing else logging.INFO, "job isolation: %s", isolation.describe())
+        check_sealing(executor)
         config = WorkerConfig.from_settings(lease_seconds=options["lease"], poll_seconds=options["poll"], fencing=not options["no_fencing"])
         loop = WorkerLoop(executor=executor, config=config)
         stopping: list[int] = []
