@@ -152,3 +152,18 @@ def test_cancel_gives_a_running_task_its_grace(sealed, alice, filesystems):  # n
     job.refresh_from_db()
     assert (job.status, job.reason) == ("FAILED", "Cancelled by user")
     assert "cleanup done" in log_of(job), log_of(job)
+
+
+def test_a_file_one_tenant_writes_in_a_shared_filesystem_is_not_anothers(sealed, alice, bob, filesystems):  # noqa: F811
+    scratch = filesystems["scratch"].path
+    write = f"echo alice-secret > {scratch}/slurm-private.txt && echo written"
+    first = submit(alice, script_tool(), [filesystems["scratch"]], [{"args": {"script": write}}])
+    drive(sealed, all_finished(first), timeout=60)
+    assert "written" in log_of(Job.objects.get(batch=first))
+    attack = f"cat {scratch}/slurm-private.txt; echo replaced > {scratch}/slurm-private.txt; rm -f {scratch}/slurm-private.txt; echo tried"
+    second = submit(bob, script_tool(), [filesystems["scratch"]], [{"args": {"script": attack}}])
+    drive(sealed, all_finished(second), timeout=60)
+    log = log_of(Job.objects.get(batch=second))
+    assert "alice-secret" not in log and "tried" in log, log
+    with open(f"{scratch}/slurm-private.txt") as handle:
+        assert handle.read() == "alice-secret\n"

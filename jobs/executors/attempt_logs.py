@@ -1,9 +1,7 @@
-"""What the local executor reads from and does to an attempt's section of its job's log
-(`<BATCHES_LOG_DIR>/<log_id>.log`, the attempt's part starting at `start`): its size
-against the cap, cutting it there, and the messages that tell an allocation failed."""
+"""What the executors read from an attempt's section of its job's log
+(`<BATCHES_LOG_DIR>/<log_id>.log`, the attempt's part starting at `start`): the
+messages that tell an allocation failed; and how the cap is named."""
 
-import contextlib
-import os
 import re
 from typing import Any
 
@@ -20,23 +18,6 @@ _OOM_TAIL = 4096
 
 def human_size(count: int) -> str:
     return f"{count // MIB} MiB" if count % MIB == 0 else f"{count} bytes"
-
-
-def grew_past(*, log_id: Any, start: int, cap: int) -> bool:
-    """The attempt has written more than `cap` bytes."""
-    try:
-        return log_path(log_id).stat().st_size - start > cap
-    except OSError:
-        return False
-
-
-def cut(*, log_id: Any, start: int, cap: int) -> None:
-    """Cut the attempt's section at `cap` (what was written between two checks goes) and
-    end the log with a line saying so."""
-    with contextlib.suppress(OSError), open(log_path(log_id), "r+b") as handle:
-        handle.truncate(start + cap)
-        handle.seek(0, os.SEEK_END)
-        handle.write(f"\n--- log cut at {human_size(cap)}: the attempt was stopped ---\n".encode())
 
 
 def says_out_of_memory(*, log_id: Any, start: int) -> bool:
