@@ -10,10 +10,11 @@ as a tenant of a sealed deployment gets.
 
 Measured interleaved, `--repeats` times each, medians quoted (the machine is shared):
 - raw `/bin/true`: subprocess spawns, keeping `--parallel` running;
-- raw + account: the same, started as the job account (Popen user=, group=);
+- raw + account: the same, started as the job account (Popen user=, group=, which
+  forks; the worker switches through setpriv instead, which keeps vfork);
 - raw + sandbox: the same through bwrap with the executor's own flags (its argv);
 - raw + cgroups: a memory, pids, cpuset and cpuacct cgroup made, joined before exec
-  and removed, per spawn;
+  (a preexec_fn: a fork) and removed, per spawn;
 - raw, all three: what the worker does by hand, without a database;
 - worker: a `runworker` sealing every job (BATCHES_REQUIRE_ISOLATION=1), timed from
   submission to the last job's recorded end, as bench/executor_vs_raw.py does.
@@ -100,7 +101,11 @@ def main() -> None:
 
     def cgrouped(argv: list[str], extra: dict) -> Callable[[int], tuple[subprocess.Popen, Callable[[], None]]]:
         def start(i: int):
-            group = cgroups.create(name=f"bench-{os.getpid()}-{i}", memory_bytes=MEMORY, max_processes=64, cores=[i % os.cpu_count()], owner=None)
+            # The account joins the cgroup itself (preexec_fn runs after the switch).
+            owner = extra.get("user")
+            group = cgroups.create(
+                name=f"bench-{os.getpid()}-{i}", memory_bytes=MEMORY, max_processes=64, cores=[i % os.cpu_count()], owner=owner
+            )
             process = subprocess.Popen(argv, **quiet, **extra, preexec_fn=group.join)  # noqa: S603, PLW1509
             return process, group.remove
 
@@ -118,8 +123,9 @@ def main() -> None:
     for _ in range(options.repeats):
         for name, start in raw.items():
             figures[name].append(spawn_rate(options.jobs, options.parallel, start))
-        rate, _statements = executor_vs_raw.executor_rate(options.jobs, options.parallel, sealed_env)
+        rate, statements = executor_vs_raw.executor_rate(options.jobs, options.parallel, sealed_env)
         figures["worker, sealed"].append(rate)
+        print(f"worker run: {rate:.1f} jobs/s, {statements:.2f} SQL statements per job", flush=True)
     from django.db import connection
 
     print(

@@ -5,8 +5,9 @@ cgroup v1 (a hierarchy per controller) or v2 (one tree)."""
 import contextlib
 import os
 import signal
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,6 +165,23 @@ class AttemptCgroup:
             finally:
                 os.close(fd)
 
+    @contextlib.contextmanager
+    def entered_by_this_thread(self) -> Iterator[None]:
+        """cgroup v1: the calling thread alone moves into the cgroup for the duration, so
+        a process it starts begins there, and moves back after. Starting an attempt this
+        way needs no code in the child before exec (a preexec_fn would force a full
+        fork() of the worker: about 6 ms for a 100 MB worker against 0.1 ms for vfork)."""
+        tid = str(threading.get_native_id()).encode()
+        entered: list[Path] = []
+        try:
+            for path in self.dirs:
+                _write(path / "tasks", tid)
+                entered.append(path)
+            yield
+        finally:
+            for path in entered:  # back to the worker's own cgroup (two levels up)
+                _write(path.parent.parent / "tasks", tid)
+
     def pids_in(self) -> list[int]:
         with contextlib.suppress(OSError):
             return [int(line) for line in Path(self.pids / "cgroup.procs").read_text().split()]
@@ -210,6 +228,14 @@ class AttemptCgroup:
                 except OSError:
                     return False
         return True
+
+
+def _write(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _own_cgroups() -> dict[str, str]:

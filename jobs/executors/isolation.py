@@ -65,6 +65,7 @@ ETC_NEEDED = (
 )
 PARTS = ("job_user", "sandbox", "cgroup_memory", "cgroup_pids", "cgroup_cpu")
 JOB_UMASK = 0o077  # what a job makes is its tenant's alone unless the job says otherwise
+SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")  # util-linux
 
 
 @dataclass(frozen=True)
@@ -145,19 +146,18 @@ def launch(
     user: JobUser | None,
 ) -> tuple[list[str], dict[str, Any], AttemptCgroup | None]:
     """How to start `argv` sealed with what is in force, as `user` (None: the worker's
-    own): the argv to run (inside the sandbox), Popen's options (the account, its umask;
-    joining the cgroup before exec) and the attempt's cgroup (to watch and remove), or
-    None without cgroups."""
+    own): the argv to run (through setpriv, which switches to the account, into the
+    sandbox), Popen's options (the umask; on cgroup v2, joining the cgroup before exec)
+    and the attempt's cgroup (to watch and remove; on cgroup v1 the caller starts the
+    process from inside it), or None without cgroups."""
     options: dict[str, Any] = {"umask": JOB_UMASK}
-    if user is not None:
-        options.update(user=user.uid, group=user.gid, extra_groups=[])
-        os.chown(workdir, user.uid, user.gid)
     cgroup = None
     if isolation.cgroups is not None:
         cgroup = isolation.cgroups.create(
             name=name, memory_bytes=memory_bytes, max_processes=max_processes, cores=cores, owner=user.uid if user else None
         )
-        options["preexec_fn"] = cgroup.join
+        if cgroup.version != 1:  # v1: the spawning thread enters it (AttemptCgroup.entered_by_this_thread)
+            options["preexec_fn"] = cgroup.join
     if isolation.bwrap is not None:
         program = argv[0]
         visible = [*SYSTEM_PATHS, *SYSTEM_LINKS, *(path for path, _ in filesystems), str(workdir)]
@@ -171,6 +171,14 @@ def launch(
             workdir_bytes=memory_bytes,
             network=isolation.network,
         )
+    if user is not None:
+        os.chown(workdir, user.uid, user.gid)
+        if SETPRIV:
+            # Switched by an exec in the child: Popen's own user= would force a full
+            # fork() of the worker instead of a vfork().
+            argv = [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--", *argv]
+        else:
+            options.update(user=user.uid, group=user.gid, extra_groups=[])
     return argv, options, cgroup
 
 

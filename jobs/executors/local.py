@@ -263,18 +263,20 @@ class LocalExecutor(Executor):
                 options["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         mask = os.sched_getaffinity(0)
         os.sched_setaffinity(0, cores)
+        entered = cgroup.entered_by_this_thread() if cgroup is not None and cgroup.version == 1 else contextlib.nullcontext()
         try:
-            popen = subprocess.Popen(  # noqa: S603 (an argv list: no shell ever runs)
-                argv,
-                cwd=workdir,
-                env=job_environment(attempt, worker_id=self.worker_id, workdir=str(workdir)),
-                stdin=subprocess.DEVNULL,
-                stdout=out_fd,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                **options,
-            )
+            with entered:
+                popen = subprocess.Popen(  # noqa: S603 (an argv list: no shell ever runs)
+                    argv,
+                    cwd=workdir,
+                    env=job_environment(attempt, worker_id=self.worker_id, workdir=str(workdir)),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out_fd,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                    **options,
+                )
         except BaseException:
             if cgroup is not None:
                 cgroup.remove()
@@ -360,7 +362,8 @@ class LocalExecutor(Executor):
                 self._kill(run)
             if run.returncode is None:
                 continue
-            if group_alive(run.pgid):
+            # In a sandbox nothing can be left: its PID namespace died with bubblewrap.
+            if self.isolation.bwrap is None and group_alive(run.pgid):
                 # The program is done but left processes behind: stop them too.
                 self._terminate(run, now)
                 continue
