@@ -216,11 +216,15 @@ BATCHES_SLURM_COMMAND_TIMEOUT = envint("BATCHES_SLURM_COMMAND_TIMEOUT", 10, mini
 BATCHES_SLURM_NODE_WORK_DIR = envstr("BATCHES_SLURM_NODE_WORK_DIR", "")
 # bubblewrap on the nodes: each task runs its program sealed in it, as local jobs are.
 BATCHES_SLURM_BWRAP = envstr("BATCHES_SLURM_BWRAP", "/usr/bin/bwrap")
-# Sealing jobs (local executor): jobs run as this unprivileged user (the worker runs as
-# root to switch to it), in a bubblewrap sandbox, in a cgroup holding one memory and
-# one process limit for the whole attempt; their log is cut at a size. The worker uses
-# what the machine offers and says what is missing; BATCHES_REQUIRE_ISOLATION=1 makes
-# every part mandatory (a worker without one refuses to start).
+# Sealing jobs (README, "Sealed jobs"; local and Slurm): each tenant's jobs run as a unix
+# account of their own (`manage.py job_accounts`: a pool, or users mapped to accounts);
+# a deployment with no job account at all runs every tenant's as this one unprivileged
+# user instead (the worker runs as root to switch to it; a root worker with neither
+# refuses to start unless BATCHES_ISOLATION is off). Jobs run in a bubblewrap sandbox,
+# held to their memory, processes and cores by cgroups; their log is cut at a size. The
+# worker uses what the machine offers and says what is missing;
+# BATCHES_REQUIRE_ISOLATION=1 requires every part for the whole deployment (a worker
+# without one refuses to start, or, already running, claims no jobs).
 BATCHES_JOB_USER = envstr("BATCHES_JOB_USER", "")
 # Names of the pool accounts `job_accounts --pool N` creates: <prefix>0001...
 BATCHES_JOB_ACCOUNT_PREFIX = envstr("BATCHES_JOB_ACCOUNT_PREFIX", "batches-t")
