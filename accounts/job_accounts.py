@@ -64,6 +64,8 @@ def account_errors(*, username: str, user: AbstractBaseUser | None = None) -> li
     except KeyError:
         return [f"there is no unix account {username!r} on this machine"]
     errors = []
+    if username == settings.BATCHES_JOB_USER:
+        errors.append(f"{username!r} is BATCHES_JOB_USER, which every tenant's jobs ran as: its files are everyone's")
     if entry.pw_uid in service_uids():
         errors.append(f"{username!r} (uid {entry.pw_uid}) is root or the service's own user: jobs never run as it")
     taken = JobAccount.objects.filter(username=username).exclude(user__isnull=True)
@@ -128,8 +130,9 @@ def ensure_pool(*, size: int, prefix: str) -> PoolResult:
     """At least `size` pool accounts: the missing ones of `<prefix>0001`... are created
     (useradd: a system account, its own group, no home, no login shell) or, when a unix
     account of that name exists already (made by an earlier run), recorded. Idempotent.
-    Needs root, on every machine that runs jobs (Slurm nodes: the site's directory
-    service, or the same command there)."""
+    Needs root. The accounts are made on this machine only: every other machine that
+    runs jobs (Slurm nodes, other workers) needs the same names with the same uids,
+    from the site's directory service (or made there by hand with those uids)."""
     if size < 0:
         raise JobAccountError("the pool's size cannot be negative")
     if len(pool_name(size, prefix=prefix)) > 32:

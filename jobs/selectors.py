@@ -66,7 +66,7 @@ def live_worker_reports() -> list[tuple[str, dict[str, bool]]]:
 
 def live_worker_isolation() -> dict[str, bool]:
     """For each isolation part, whether every live worker that reports it has it in
-    force (cluster workers report none: their scheduler isolates)."""
+    force (a Slurm worker reports what the cluster enforces)."""
     parts: dict[str, bool] = {}
     for report in Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=timezone.now()).values_list("isolation", flat=True):
         for part, in_force in (report or {}).items():

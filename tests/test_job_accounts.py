@@ -7,6 +7,7 @@ Real jobs, real accounts (useradd): without root, bubblewrap or cgroups the seal
 tests skip with the reason; with BATCHES_REQUIRE_ISOLATION=1 (CI) they fail instead."""
 
 import os
+import pwd
 import re
 import subprocess
 import sys
@@ -195,3 +196,29 @@ def test_a_worker_started_without_the_setting_refuses_where_sealing_is_required(
     assert result.returncode != 0
     assert "the deployment requires sealed jobs" in result.stderr, result.stderr
     assert settings.BATCHES_LOG_DIR  # the worker's environment was the test's
+
+
+def test_the_shared_job_user_is_never_one_tenants_account(pool, alice, settings):
+    """Every tenant's jobs ran as BATCHES_JOB_USER before accounts: its files are everyone's."""
+    settings.BATCHES_JOB_USER = pool[1]
+    with pytest.raises(JobAccountError, match="is BATCHES_JOB_USER"):
+        map_job_account(user=alice, username=pool[1])
+
+
+def test_a_log_is_readable_by_the_log_folders_group_and_nobody_else(pool, isolation, alice, filesystems, settings, tmp_path):  # noqa: F811
+    """A root worker made logs root:root 0640: a web server running as the service's
+    user (the log folder's group) could not read them."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    service_group = pwd.getpwnam(pool[1]).pw_gid  # any group but root's stands for the service's
+    os.chown(logs, -1, service_group)
+    settings.BATCHES_LOG_DIR = logs
+    loop = in_process_loop(isolation=isolation)
+    try:
+        batch = submit(alice, script_tool(), [filesystems["scratch"]], [{"args": {"script": "echo hi"}}])
+        drive(loop, all_finished(batch))
+    finally:
+        loop.stop()
+    log = logs / f"{Job.objects.get(batch=batch).log_id}.log"
+    assert log.read_text() == "hi\n"
+    assert (log.stat().st_gid, log.stat().st_mode & 0o777) == (service_group, 0o640)

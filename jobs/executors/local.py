@@ -127,6 +127,9 @@ class LocalExecutor(Executor):
         self._used = Capacity(0, 0)
         self._selector = selectors.DefaultSelector()
         settings.BATCHES_LOG_DIR.mkdir(parents=True, exist_ok=True)
+        # A root worker's log files take the log folder's group, so that a web server
+        # running as the service's user (in that group) reads them; nobody else can.
+        self._log_group = settings.BATCHES_LOG_DIR.stat().st_gid if os.geteuid() == 0 else None
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self.isolation.switch_users:
             allow_traverse(self.work_dir)
@@ -189,6 +192,8 @@ class LocalExecutor(Executor):
             except NoJobAccount as exc:
                 raise LaunchError(str(exc)) from exc
             log_fd = os.open(log_path(attempt.log_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            if self._log_group is not None:
+                os.fchown(log_fd, -1, self._log_group)  # the web server reads it through the folder's group
             log_start = os.lseek(log_fd, 0, os.SEEK_END)
             if attempt.attempt > 1:
                 os.write(log_fd, f"--- attempt {attempt.attempt} ---\n".encode())

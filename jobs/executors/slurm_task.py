@@ -174,7 +174,8 @@ def follow(
         if not open_pipe and child.poll() is not None:
             break
     if status["log_over"]:
-        log.write(f"\n--- log cut at {cap // (1 << 20)} MiB: the attempt was stopped ---\n".encode())
+        size = f"{cap >> 20} MiB" if cap % (1 << 20) == 0 else f"{cap} bytes"  # as the worker names the cap
+        log.write(f"\n--- log cut at {size}: the attempt was stopped ---\n".encode())
     # Whatever the program left behind in its group goes with it.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, signal.SIGKILL)

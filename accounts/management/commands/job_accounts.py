@@ -60,8 +60,10 @@ class Command(BaseCommand):
     def _list(self) -> None:
         accounts = JobAccount.objects.select_related("user").order_by("username")
         if not accounts:
-            job_user = settings.BATCHES_JOB_USER or "the worker's own user"
-            self.stdout.write(f"no job accounts: every tenant's jobs run as {job_user}")
+            if settings.BATCHES_JOB_USER:
+                self.stdout.write(f"no job accounts: every tenant's jobs run as {settings.BATCHES_JOB_USER}")
+            else:
+                self.stdout.write("no job accounts and no BATCHES_JOB_USER: a root worker refuses to run jobs (see --pool)")
             return
         for account in accounts:
             kind = "pool" if account.pooled else "mapped"
