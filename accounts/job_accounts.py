@@ -11,11 +11,13 @@ Rules, for every way an account is given (the admin, `job_accounts`, the dispatc
   or their jobs wait, saying so.
 """
 
+import contextlib
 import os
 import pwd
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -28,6 +30,9 @@ NO_ACCOUNT_REASON = (
     "Waiting for a job account: your jobs run under a unix account of your own, and none is free; "
     "an operator can map one to you or add to the pool (python manage.py job_accounts --pool N)"
 )
+
+
+NOBODY_UID = 65534
 
 
 class JobAccountError(ValueError):
@@ -57,13 +62,35 @@ def service_uids() -> set[int]:
     return uids
 
 
-def account_errors(*, username: str, user: AbstractBaseUser | None = None) -> list[str]:
-    """What forbids running `user`'s jobs as the unix account `username` (empty: nothing)."""
+def first_user_uid() -> int:
+    """The lowest uid of people's accounts on this machine (UID_MIN of login.defs)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/etc/login.defs").read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "UID_MIN":
+                return int(parts[1])
+    return 1000
+
+
+def account_errors(*, username: str, user: AbstractBaseUser | None = None, pooled: bool = False) -> list[str]:
+    """What forbids running `user`'s jobs as the unix account `username` (empty: nothing).
+    A mapped account must be a person's (uid from UID_MIN, not nobody): a system
+    account's uid is a daemon's (postgres, munge, slurm), whose files and limits the
+    tenant would share; only the pool's own system accounts are taken."""
     try:
         entry = pwd.getpwnam(username)
     except KeyError:
         return [f"there is no unix account {username!r} on this machine"]
     errors = []
+    pooled = pooled or JobAccount.objects.filter(username=username, pooled=True).exists()
+    if not pooled and (entry.pw_uid < first_user_uid() or entry.pw_uid == NOBODY_UID):
+        errors.append(
+            f"{username!r} (uid {entry.pw_uid}) is a system account, not a person's: map accounts from uid "
+            f"{first_user_uid()} on, or use the pool (job_accounts --pool N)"
+        )
+    same_uid = JobAccount.objects.filter(uid=entry.pw_uid).exclude(username=username).first()
+    if same_uid is not None:
+        errors.append(f"{username!r} has uid {entry.pw_uid}, which is job account {same_uid.username!r}'s too")
     if username == settings.BATCHES_JOB_USER:
         errors.append(f"{username!r} is BATCHES_JOB_USER, which every tenant's jobs ran as: its files are everyone's")
     if entry.pw_uid in service_uids():
@@ -73,7 +100,11 @@ def account_errors(*, username: str, user: AbstractBaseUser | None = None) -> li
         taken = taken.exclude(user=user)
     if taken.exists():
         errors.append(f"{username!r} already runs another user's jobs")
-    elif JobAccount.objects.filter(username=username, assigned_at__isnull=False).exclude(user=user).exists():
+    elif (
+        JobAccount.objects.filter(username=username, assigned_at__isnull=False, user__isnull=True)
+        .exclude(previous_user_id=getattr(user, "pk", None))
+        .exists()
+    ):
         errors.append(f"{username!r} was another user's: its files may still be theirs")
     return errors
 
@@ -93,9 +124,10 @@ def map_job_account(*, user: AbstractBaseUser, username: str) -> JobAccount:
 
 
 def unmap_job_account(*, user: AbstractBaseUser) -> bool:
-    """`user` has no account any more (their jobs wait for one). A pool account stays
-    out of the pool. False if they had none."""
-    return bool(JobAccount.objects.filter(user=user).update(user=None))
+    """`user` has no account any more: their next job takes the next free pool account,
+    or waits for one. The account stays out of the pool (its files are theirs); only
+    they may have it back. False if they had none."""
+    return bool(JobAccount.objects.filter(user=user).update(user=None, previous_user_id=user.pk))
 
 
 def assign_from_pool(*, user_id: object) -> JobAccount | None:
@@ -153,7 +185,7 @@ def ensure_pool(*, size: int, prefix: str) -> PoolResult:
             created.append(name)
         else:
             adopted.append(name)
-        errors = account_errors(username=name)
+        errors = account_errors(username=name, pooled=True)
         if errors:
             raise JobAccountError("; ".join(errors))
         JobAccount.objects.create(username=name, uid=pwd.getpwnam(name).pw_uid, pooled=True)

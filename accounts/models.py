@@ -50,6 +50,9 @@ class JobAccount(models.Model):
     )
     pooled = models.BooleanField(default=False, help_text="Created by `job_accounts --pool`.")
     assigned_at = models.DateTimeField(null=True, blank=True, help_text="When it was given to its user.")
+    previous_user_id = models.IntegerField(
+        null=True, blank=True, editable=False, help_text="Whose it was before it was unmapped: only they may have it back."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

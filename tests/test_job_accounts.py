@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -222,3 +223,48 @@ def test_a_log_is_readable_by_the_log_folders_group_and_nobody_else(pool, isolat
     log = logs / f"{Job.objects.get(batch=batch).log_id}.log"
     assert log.read_text() == "hi\n"
     assert (log.stat().st_gid, log.stat().st_mode & 0o777) == (service_group, 0o640)
+
+
+def test_a_name_another_tenant_made_first_in_a_shared_folder_takes_nothing(pool, loop, alice, bob, filesystems):  # noqa: F811
+    """Alice made results.csv open to all, and out.txt a symlink to bob's own
+    filesystem, before bob's job wrote them: she read his results and he overwrote his
+    own file through her link. The kernel's protections for sticky shared folders
+    (required: fs.protected_regular=2, protected_symlinks=1, protected_fifos=2) refuse both."""
+    scratch, private = filesystems["scratch"].path, filesystems["bob"].path
+    Path(private, "precious").write_text("bob's own\n")
+    Path(private, "precious").chmod(0o666)
+    plant = f"touch {scratch}/results.csv && chmod 666 {scratch}/results.csv && ln -s {private}/precious {scratch}/out.txt && echo planted"
+    first = submit(alice, script_tool(), [filesystems["scratch"]], [{"args": {"script": plant}}])
+    drive(loop, all_finished(first))
+    assert "planted" in log_of(Job.objects.get(batch=first))
+    write = f"echo BOB-RESULT > {scratch}/results.csv; echo 'bob log line' > {scratch}/out.txt; echo tried"
+    second = submit(bob, script_tool(), [filesystems["scratch"], filesystems["bob"]], [{"args": {"script": write}}])
+    drive(loop, all_finished(second))
+    assert "tried" in log_of(Job.objects.get(batch=second))
+    assert Path(scratch, "results.csv").read_text() == ""
+    assert Path(private, "precious").read_text() == "bob's own\n"
+
+
+def test_a_mapped_account_is_a_persons_with_a_uid_of_its_own(pool, alice, bob):
+    for system in ("daemon", "nobody"):
+        with pytest.raises(JobAccountError, match="system account"):
+            map_job_account(user=alice, username=system)
+    alias = "batches-alias-test"
+    uid = pwd.getpwnam(pool[0]).pw_uid
+    subprocess.run(["useradd", "--non-unique", "--uid", str(uid), "--no-create-home", alias], check=True)  # noqa: S603, S607
+    try:
+        map_job_account(user=alice, username=pool[0])
+        with pytest.raises(JobAccountError, match="which is job account .* too"):
+            map_job_account(user=bob, username=alias)
+    finally:
+        subprocess.run(["userdel", alias], check=False, capture_output=True)  # noqa: S603, S607
+
+
+def test_an_unmapped_account_goes_back_to_its_user_alone(pool, alice, bob):
+    from accounts.job_accounts import unmap_job_account
+
+    map_job_account(user=alice, username=pool[0])
+    assert unmap_job_account(user=alice)
+    with pytest.raises(JobAccountError, match="was another user's"):
+        map_job_account(user=bob, username=pool[0])
+    assert map_job_account(user=alice, username=pool[0]).user == alice

@@ -167,3 +167,26 @@ def test_a_file_one_tenant_writes_in_a_shared_filesystem_is_not_anothers(sealed,
     assert "alice-secret" not in log and "tried" in log, log
     with open(f"{scratch}/slurm-private.txt") as handle:
         assert handle.read() == "alice-secret\n"
+
+
+def test_a_fork_bomb_stops_at_the_process_limit(sealed, alice, filesystems, settings):  # noqa: F811
+    """Slurm sets no pids limit: a task started 2,000 processes (SUCCEEDED) and a fork
+    bomb could take every pid of the node. The task script bounds the account's."""
+    settings.BATCHES_JOB_MAX_PROCESSES = 100
+    code = (
+        "import os, time\n"
+        "n = 0\n"
+        "try:\n"
+        "    while n < 2000:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(3); os._exit(0)\n"
+        "        n += 1\n"
+        "except OSError as exc:\n"
+        "    print('stopped', exc.errno)\n"
+        "print('forked', n)\n"
+    )
+    batch = submit(alice, python_tool("slurm-forks", code), [filesystems["scratch"]], [{"args": {}}])
+    drive(sealed, all_finished(batch), timeout=60)
+    log = log_of(Job.objects.get(batch=batch))
+    assert "stopped" in log, log
+    assert int(log.split()[-1]) <= 100, log

@@ -64,6 +64,10 @@ ETC_NEEDED = (
     "python3.13",
 )
 PARTS = ("job_user", "sandbox", "cgroup_memory", "cgroup_pids", "cgroup_cpu")
+# The kernel's protections for world-writable sticky folders (a shared scratch), which
+# tenants' own accounts need: without them a tenant who makes a name first (a file open
+# to all, a symlink, a fifo) reads, redirects or blocks what another writes under it.
+SHARED_FOLDER_SYSCTLS = {"protected_symlinks": 1, "protected_regular": 2, "protected_fifos": 2}
 JOB_UMASK = 0o077  # what a job makes is its tenant's alone unless the job says otherwise
 SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")  # util-linux
 
@@ -209,6 +213,9 @@ def probe(*, job_user: str, network: bool = False) -> Isolation:
                 isolation.job_user = job_account(job_user)
             except NoJobAccount as exc:
                 isolation.missing["job_user"] = f"BATCHES_JOB_USER: {exc} (see the README's set-up)"
+        unprotected = shared_folders_unprotected()
+        if unprotected and "job_user" not in isolation.missing:
+            isolation.missing["job_user"] = unprotected
     isolation.bwrap = shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin")
     if isolation.bwrap is None:
         isolation.missing["sandbox"] = "bubblewrap (bwrap) is not installed"
@@ -219,6 +226,24 @@ def probe(*, job_user: str, network: bool = False) -> Isolation:
     elif cgroups.cpuset is None:
         isolation.missing["cgroup_cpu"] = cgroups.cpuset_missing
     return isolation
+
+
+def shared_folders_unprotected() -> str:
+    """Why tenants' files in shared sticky folders are not protected from each other
+    on this machine ("" if they are)."""
+    low = []
+    for name, wanted in SHARED_FOLDER_SYSCTLS.items():
+        try:
+            value = int(Path(f"/proc/sys/fs/{name}").read_text())
+        except (OSError, ValueError):
+            value = 0
+        if value < wanted:
+            low.append(f"fs.{name}={wanted}")
+    if not low:
+        return ""
+    return (
+        f"tenants' files in shared folders are not protected from each other: set {' '.join(low)} (sysctl, on every machine that runs jobs)"
+    )
 
 
 def etc_binds() -> list[str]:

@@ -186,6 +186,7 @@ class SlurmExecutor(Executor):
                 "sandboxed": sandboxed,
                 "log_max_bytes": settings.BATCHES_LOG_MAX_BYTES,
                 "grace": settings.BATCHES_KILL_GRACE_SECONDS,
+                "max_processes": settings.BATCHES_JOB_MAX_PROCESSES if sandboxed else 0,
             }
             for spec in specs
         ]

@@ -10,7 +10,9 @@ The parts, as the local executor names them:
   filesystems, a private /tmp and working directory, no network, no service data;
 - cgroup_memory, cgroup_pids, cgroup_cpu: Slurm's cgroup plugins, read from the
   controller's configuration (`ConstrainRAMSpace`, `proctrack/cgroup`, `ConstrainCores`
-  with `task/cgroup`).
+  with `task/cgroup`). Slurm limits no process count: the task script sets the
+  account's RLIMIT_NPROC (BATCHES_JOB_MAX_PROCESSES beyond what the account already
+  runs on the node), so a fork bomb cannot take the node's pids from other tenants.
 The log cap holds because the task script writes the program's output through a pipe it
 drains up to the cap (nothing of the job holds the log file itself).
 """
@@ -30,6 +32,7 @@ from jobs.executors.isolation import (
     allow_traverse,
     job_account,
     sandbox_argv,
+    shared_folders_unprotected,
 )
 from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable
 
@@ -52,6 +55,9 @@ def probe_cluster(commands: SlurmCommands) -> Isolation:
                 isolation.job_user = job_account(settings.BATCHES_JOB_USER)
             except NoJobAccount as exc:
                 isolation.missing["job_user"] = f"BATCHES_JOB_USER: {exc}"
+        unprotected = shared_folders_unprotected()
+        if unprotected and "job_user" not in isolation.missing:
+            isolation.missing["job_user"] = unprotected
     bwrap = settings.BATCHES_SLURM_BWRAP
     if bwrap and os.access(bwrap, os.X_OK):
         isolation.bwrap = bwrap
@@ -70,6 +76,10 @@ def probe_cluster(commands: SlurmCommands) -> Isolation:
         isolation.missing["cgroup_memory"] = "the cluster does not constrain memory (TaskPlugin=task/cgroup and ConstrainRAMSpace=yes)"
     if config.get("ProctrackType") != "proctrack/cgroup":
         isolation.missing["cgroup_pids"] = "the cluster does not track a job's processes by cgroup (ProctrackType=proctrack/cgroup)"
+    # Processes: every one of a job is tracked and killed with it (proctrack/cgroup);
+    # how many there may be is bounded by the task script (RLIMIT_NPROC of the tenant's
+    # account: BATCHES_JOB_MAX_PROCESSES beyond what it runs on the node when the task
+    # starts), since Slurm sets no pids limit.
     if not (task_cgroup and config.get("ConstrainCores", "").lower() == "yes"):
         isolation.missing["cgroup_cpu"] = "the cluster does not hold jobs to their cores (TaskPlugin=task/cgroup and ConstrainCores=yes)"
     return isolation

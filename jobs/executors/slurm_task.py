@@ -31,6 +31,7 @@ Both status files are written to a temporary name and renamed: a reader never se
 import contextlib
 import json
 import os
+import resource
 import select
 import shutil
 import signal
@@ -80,6 +81,26 @@ def terminate(child: subprocess.Popen, *, sandboxed: bool) -> None:
                 os.kill(pid, signal.SIGTERM)
 
 
+def bound_processes(extra: int) -> None:
+    """At most `extra` more processes of this account on the node, from now: Slurm sets
+    no pids limit, so a fork bomb would otherwise take every pid of the node (other
+    tenants', slurmd's). RLIMIT_NPROC counts the account's processes, sandboxed ones too."""
+    if extra <= 0 or os.getuid() == 0:
+        return
+    uid = os.getuid()
+    running = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    running += 1
+    limit = running + extra
+    soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
 def request_stop(signum: int, frame: object) -> None:
     _stop_requested.append(signum)
 
@@ -101,6 +122,7 @@ def run(task: dict, base: str) -> dict:
             env[name] = os.environ[name]
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    bound_processes(int(task.get("max_processes") or 0))
     try:
         with open(task["log"], "ab", buffering=0) as log:
             offset = log.tell()

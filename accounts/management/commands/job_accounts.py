@@ -3,7 +3,7 @@
 job_accounts                      list them (account, uid, user, pool or mapped)
 job_accounts --pool N             make sure N pool accounts exist (idempotent)
 job_accounts --map USER ACCOUNT   run USER's jobs as the existing unix account ACCOUNT
-job_accounts --unmap USER         USER's jobs wait until they have an account again
+job_accounts --unmap USER         USER's next job takes a free pool account, or waits
 """
 
 from django.conf import settings
@@ -24,7 +24,11 @@ class Command(BaseCommand):
         action = parser.add_mutually_exclusive_group()
         action.add_argument("--pool", type=int, metavar="N", help="make sure N pool accounts exist (creates them with useradd; root)")
         action.add_argument("--map", nargs=2, metavar=("USER", "ACCOUNT"), help="run USER's jobs as the existing unix account ACCOUNT")
-        action.add_argument("--unmap", metavar="USER", help="USER's jobs wait until they have an account again")
+        action.add_argument(
+            "--unmap",
+            metavar="USER",
+            help="USER's next job takes a free pool account, or waits for one (the old account stays theirs alone)",
+        )
         parser.add_argument(
             "--prefix",
             default=settings.BATCHES_JOB_ACCOUNT_PREFIX,
