@@ -1,10 +1,13 @@
 """How Slurm's states and the job script's exit-status file become a job's outcome, and
 the small parsers of the slurm executor: pure functions, no cluster needed."""
 
+import json
+import os
+
 import pytest
 
 from jobs.executors.slurm_commands import _unreachable, parse_squeue
-from jobs.executors.slurm_folders import array_ranges
+from jobs.executors.slurm_folders import array_ranges, read_json
 from jobs.executors.slurm_outcomes import describe_end
 
 
@@ -61,3 +64,16 @@ def test_an_unreachable_controller_is_told_from_a_refusal():
     assert _unreachable("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)")
     assert _unreachable("slurm_load_jobs error: Socket timed out on send/recv operation")
     assert not _unreachable("sbatch: error: Batch job submission failed: Invalid partition name specified")
+
+
+def test_a_status_file_a_task_planted_is_never_followed_or_waited_on(tmp_path):
+    """A sealed task's account owns `status/`: a fifo there would hold the worker's read
+    forever, a link would have root read another file."""
+    (tmp_path / "real").write_text(json.dumps({"code": 0}))
+    os.mkfifo(tmp_path / "0.exit")
+    (tmp_path / "1.exit").symlink_to(tmp_path / "real")
+    (tmp_path / "2.exit").write_text("[1, 2]")
+    assert read_json(tmp_path / "0.exit", plain_only=True) is None  # returns at once
+    assert read_json(tmp_path / "1.exit", plain_only=True) is None
+    assert read_json(tmp_path / "2.exit", plain_only=True) is None
+    assert read_json(tmp_path / "real", plain_only=True) == {"code": 0}

@@ -52,7 +52,7 @@ from jobs.executors.base import AttemptSpec, Capacity, Executor, LiveAttempt, Ou
 from jobs.executors.environment import job_environment
 from jobs.executors.isolation import JobUser, NoJobAccount
 from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable, TaskState
-from jobs.executors.slurm_folders import Submission, Task, array_ranges, find_in_manifests, remove_old_folders, write_script
+from jobs.executors.slurm_folders import STATUS, Submission, Task, array_ranges, find_in_manifests, remove_old_folders, write_script
 from jobs.executors.slurm_outcomes import ENDED, PLACED, RUNNING, WAITING, describe_end
 from jobs.executors.slurm_sealing import SANDBOX_WORKDIR, prepare_folders, probe_cluster, report, seal_submission, sealed_argv
 from jobs.logs import log_path
@@ -208,7 +208,7 @@ class SlurmExecutor(Executor):
             f"--job-name=batches-{token}",
             f"--comment=batches batch {spec.batch_id}",
             f"--chdir={folder}",
-            f"--output={folder}/%a.out",
+            f"--output={folder}/{STATUS}/%a.out",
             f"--cpus-per-task={spec.cpu}",
             f"--mem={spec.memory_mib}M",
             f"--time={minutes}",

@@ -5,24 +5,32 @@ seen by the worker and by every node.
                              written before sbatch, so a lost answer can be found again
     <token>/<i>.json         task i: argv, environment, log file, timeout (for slurm_task.py)
     <token>/slurm_id         the array job id, once Slurm has answered
-    <token>/<i>.start        written on the node when task i begins (node, log offset)
-    <token>/<i>.exit         written on the node when it ends (code, signal, timed_out, error)
-    <token>/<i>.out          Slurm's own output for task i (a job script that could not start)
+    <token>/status/          what the tasks write on the nodes: the only place a sealed
+                             task's account may write (the rest is the worker's)
+    <token>/status/<i>.start written on the node when task i begins (node, log offset)
+    <token>/status/<i>.exit  written on the node when it ends (code, signal, timed_out, error)
+    <token>/status/<i>.out   Slurm's own output for task i (a job script that could not start)
     <token>/done             every task's end has been reported; removed an hour later
     slurm_task.py            the job script, with the nodes' Python on its first line
 
-Every file another process reads is written to a temporary name and renamed."""
+Every file another process reads is written to a temporary name and renamed. What the
+worker reads from `status/` is read without following a link and only if it is a plain
+file: a task's account could put a link to another file there, or a fifo that would
+hold the worker's read forever."""
 
 import contextlib
 import json
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 TASK_SCRIPT = Path(__file__).with_name("slurm_task.py")
+STATUS = "status"  # the tasks' own subfolder
+_MAX_STATUS_BYTES = 1 << 16
 KEEP_FOLDERS = 3600.0  # seconds a finished submission's folder is kept
 
 
@@ -50,6 +58,7 @@ class Submission:
         """The folder with its task files and manifest (`tasks[i]` is task i)."""
         folder = root / token
         folder.mkdir(parents=True)
+        (folder / STATUS).mkdir()
         for index, task in enumerate(tasks):
             (folder / f"{index}.json").write_text(json.dumps(task))
         manifest = {"attempts": [[task["job_id"], task["attempt"]] for task in tasks], "options": options}
@@ -71,17 +80,18 @@ class Submission:
         write_atomic(self.folder / "slurm_id", slurm_id)
 
     def listing(self) -> set[str]:
+        """The names in `status/`."""
         try:
-            return set(os.listdir(self.folder))
+            return set(os.listdir(self.folder / STATUS))
         except OSError:
             return set()
 
     def status(self, index: int, kind: str) -> dict | None:
         """What the node wrote: kind `start` or `exit`; None if nothing (yet)."""
-        return read_json(self.folder / f"{index}.{kind}")
+        return read_json(self.folder / STATUS / f"{index}.{kind}", plain_only=True)
 
     def has(self, index: int, kind: str) -> bool:
-        return (self.folder / f"{index}.{kind}").exists()
+        return os.path.lexists(self.folder / STATUS / f"{index}.{kind}")
 
     def mark_done(self) -> None:
         with contextlib.suppress(OSError):
@@ -164,9 +174,21 @@ def array_ranges(indexes: list[int]) -> str:
     return ",".join(parts)
 
 
-def read_json(path: Path) -> dict | None:
+def read_json(path: Path, *, plain_only: bool = False) -> dict | None:
+    """The JSON object in `path`, or None. `plain_only`: a file a task's account may
+    have put there: never through a link, never a fifo or device, at most 64 KiB."""
     try:
-        return json.loads(path.read_text())
+        if not plain_only:
+            return json.loads(path.read_text())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            data = os.read(fd, _MAX_STATUS_BYTES)
+        finally:
+            os.close(fd)
+        value = json.loads(data)
+        return value if isinstance(value, dict) else None
     except (OSError, ValueError):
         return None
 

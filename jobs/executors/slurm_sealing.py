@@ -35,6 +35,7 @@ from jobs.executors.isolation import (
     shared_folders_unprotected,
 )
 from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable
+from jobs.executors.slurm_folders import STATUS
 
 # Where the program's working directory is inside the sandbox (a tmpfs of the job's
 # memory size, as for local jobs); HOME, TMPDIR and BATCH_WORK_DIR point at it.
@@ -98,11 +99,20 @@ def prepare_folders(*, root: Path, log_dir: Path) -> None:
 
 
 def seal_submission(*, folder: Path, log_files: list[Path], user: JobUser | None, log_dir: Path) -> None:
-    """The submission's folder (its task files, its status files) is the account's
-    alone; each log file is created for the account to append to and for the service
-    (the log folder's group) to read, and nobody else."""
+    """The submission's folder stays the worker's (root's: what it writes there, it
+    writes through no link of a tenant's); its task files are readable by the account
+    alone, and its `status/` subfolder, where the tasks write, is the account's. Each
+    log file is created for the account to append to and for the service (the log
+    folder's group) to read, and nobody else."""
     if user is None:
         return
+    folder.chmod(0o711)
+    for task_file in folder.glob("*.json"):
+        if task_file.name != "manifest.json":
+            os.chown(task_file, 0, user.gid)
+            task_file.chmod(0o640)
+    os.chown(folder / STATUS, user.uid, user.gid)
+    (folder / STATUS).chmod(0o700)
     group = log_dir.stat().st_gid
     for log in log_files:
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
@@ -111,8 +121,6 @@ def seal_submission(*, folder: Path, log_files: list[Path], user: JobUser | None
             os.fchmod(fd, 0o640)
         finally:
             os.close(fd)
-    os.chown(folder, user.uid, user.gid)
-    folder.chmod(0o700)
 
 
 def sealed_argv(isolation: Isolation, *, argv: list[str], filesystems: list[tuple[str, bool]], memory_bytes: int) -> list[str]:

@@ -9,7 +9,7 @@ from `<dir>/<index>.json`, written by the worker (`jobs.executors.slurm`): the a
 list, run without a shell: argument values are never interpreted), the environment,
 the log file, the attempt number and the timeout. The task:
 
-- writes `<index>.start` (JSON: node, log offset) when it begins, so the worker learns
+- writes `status/<index>.start` (JSON: node, log offset) when it begins, so the worker learns
   of the start without asking the controller;
 - appends the program's stdout and stderr to the job's log through a pipe it drains,
   up to the cap (`log_max_bytes`): past it the program is stopped and the status says
@@ -21,7 +21,7 @@ the log file, the attempt number and the timeout. The task:
   Slurm's time limit): SIGTERM to the program's processes (never to bubblewrap, which
   would take the sandbox down at once), `grace` seconds, then SIGKILL; Slurm's time limit
   is minutes, and comes later as a backstop;
-- writes `<index>.exit` (JSON: code, signal, timed_out, log_over, error) when it ends, so
+- writes `status/<index>.exit` (JSON: code, signal, timed_out, log_over, error) when it ends, so
   the outcome is known even after the controller has forgotten the job; then exits with
   the program's status, so Slurm's own state (COMPLETED, FAILED) matches.
 
@@ -206,9 +206,9 @@ def follow(
 def main() -> int:
     directory = sys.argv[1]
     index = os.environ.get("SLURM_ARRAY_TASK_ID", "0")
-    base = os.path.join(directory, index)
-    with open(f"{base}.json") as handle:
+    with open(os.path.join(directory, f"{index}.json")) as handle:
         task = json.load(handle)
+    base = os.path.join(directory, "status", index)  # the only folder the task writes in
     try:
         status = run(task, base)
     except Exception as exc:  # the node could not run the task at all: say why
@@ -219,7 +219,7 @@ def main() -> int:
             "log_over": None,
             "error": f"the task failed on {socket.gethostname()}: {exc}",
         }
-    write_atomic(f"{base}.exit", json.dumps(status))
+    write_atomic(f"{base}.exit", json.dumps(status))  # in status/, the task's own subfolder
     if status["code"] is not None:
         return min(status["code"], 255)
     return 128 + status["signal"] if status["signal"] else 1
