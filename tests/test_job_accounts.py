@@ -249,7 +249,7 @@ def test_a_mapped_account_is_a_persons_with_a_uid_of_its_own(pool, alice, bob):
     for system in ("daemon", "nobody"):
         with pytest.raises(JobAccountError, match="system account"):
             map_job_account(user=alice, username=system)
-    alias = "batches-alias-test"
+    alias = f"batches-alias-{os.getpid()}"  # its own each run: runs may overlap on one machine
     uid = pwd.getpwnam(pool[0]).pw_uid
     subprocess.run(["useradd", "--non-unique", "--uid", str(uid), "--no-create-home", alias], check=True)  # noqa: S603, S607
     try:

@@ -4,13 +4,16 @@ as a hostile tenant did: disk through its log, cores through its affinity, files
 bubblewrap or cgroups these skip with the reason; with BATCHES_REQUIRE_ISOLATION=1 (CI)
 they fail instead."""
 
+import errno
 import os
+import platform
 import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
+from jobs.executors import seccomp
 from jobs.models import Job
 from jobs.services import cancel_jobs
 from tests.test_isolation import filesystems, isolation, log_of, submit  # noqa: F401 (fixtures)
@@ -116,3 +119,31 @@ def test_cancel_gives_a_sandboxed_job_its_grace(loop, alice, filesystems):  # no
     assert (job.status, job.reason) == ("FAILED", "Cancelled by user")
     assert "cleanup start" in log_of(job) and "cleanup done" in log_of(job), log_of(job)
     assert time.monotonic() - cancelled_at < 3.0 + 2.0  # within the grace, not after a SIGKILL
+
+
+def test_machine_wide_kernel_pools_are_out_of_a_jobs_reach(loop, alice, filesystems):  # noqa: F811
+    """One job held all 65,536 asynchronous I/O events of the machine (fs.aio-max-nr):
+    every other tenant's io_setup failed until it ended. The sandbox's seccomp filter
+    answers io_setup, io_uring and the like ENOSYS."""
+    machine = platform.machine()
+    if machine not in seccomp._DENIED:
+        pytest.skip(f"no seccomp filter for {machine}")
+    numbers = seccomp._DENIED[machine][1]
+    code = (
+        "import ctypes, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "ctx = ctypes.c_ulong(0)\n"
+        "for name, number in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+        "    rc = libc.syscall(int(number), 8, ctypes.byref(ctx), 0, 0)\n"
+        "    print(name, rc, ctypes.get_errno())\n"
+        "print('getpid', libc.syscall(39 if ctypes.sizeof(ctypes.c_void_p) == 8 else 20) > 0)\n"
+    )
+    calls = ["io_setup", "io_uring_setup", "perf_event_open", "bpf", "userfaultfd"]
+    tool = python_tool("kernel-pools", code, extra=[item for name in calls for item in (name, str(numbers[name]))])
+    batch = submit(alice, tool, [filesystems["scratch"]], [{"args": {}}])
+    drive(loop, all_finished(batch))
+    log = log_of(Job.objects.get(batch=batch))
+    for name in calls:
+        assert f"{name} -1 {errno.ENOSYS}" in log, log
+    if machine == "x86_64":
+        assert "getpid True" in log, log  # the rest is untouched

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.executors import seccomp
 from jobs.executors.cgroups import AttemptCgroup, Cgroups
 
 # The system's programs and libraries, read-only in every sandbox (those that exist).
@@ -70,6 +71,7 @@ PARTS = ("job_user", "sandbox", "cgroup_memory", "cgroup_pids", "cgroup_cpu")
 SHARED_FOLDER_SYSCTLS = {"protected_symlinks": 1, "protected_regular": 2, "protected_fifos": 2}
 JOB_UMASK = 0o077  # what a job makes is its tenant's alone unless the job says otherwise
 SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")  # util-linux
+SECCOMP = seccomp.program()  # None on an architecture without a filter here
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,8 @@ def launch(
 ) -> tuple[list[str], dict[str, Any], AttemptCgroup | None]:
     """How to start `argv` sealed with what is in force, as `user` (None: the worker's
     own): the argv to run (through setpriv, which switches to the account, into the
-    sandbox), Popen's options (the umask; on cgroup v2, joining the cgroup before exec)
+    sandbox), Popen's options (the umask; the seccomp filter's file, in `pass_fds`, for
+    the caller to close once started; on cgroup v2, joining the cgroup before exec)
     and the attempt's cgroup (to watch and remove; on cgroup v1 the caller starts the
     process from inside it), or None without cgroups."""
     options: dict[str, Any] = {"umask": JOB_UMASK}
@@ -167,6 +170,13 @@ def launch(
         visible = [*SYSTEM_PATHS, *SYSTEM_LINKS, *(path for path, _ in filesystems), str(workdir)]
         if not any(program == root or program.startswith(root.rstrip("/") + "/") for root in visible):
             raise FileNotFoundError(errno.ENOENT, "not inside the sandbox (only /usr, /opt and the batch's filesystems are)", program)
+        seccomp_fd = None
+        if SECCOMP is not None:
+            # A file of its own for each spawn: bubblewrap reads it to its end.
+            seccomp_fd = os.memfd_create("batches-seccomp", 0)
+            os.write(seccomp_fd, SECCOMP)
+            os.lseek(seccomp_fd, 0, os.SEEK_SET)
+            options["pass_fds"] = (seccomp_fd,)
         argv = sandbox_argv(
             bwrap=isolation.bwrap,
             workdir=workdir,
@@ -174,6 +184,7 @@ def launch(
             argv=argv,
             workdir_bytes=memory_bytes,
             network=isolation.network,
+            seccomp_fd=seccomp_fd,
         )
     if user is not None:
         os.chown(workdir, user.uid, user.gid)
@@ -257,7 +268,14 @@ def etc_binds() -> list[str]:
 
 
 def sandbox_argv(
-    *, bwrap: str, workdir: Path, filesystems: list[tuple[str, bool]], argv: list[str], workdir_bytes: int, network: bool = False
+    *,
+    bwrap: str,
+    workdir: Path,
+    filesystems: list[tuple[str, bool]],
+    argv: list[str],
+    workdir_bytes: int,
+    network: bool = False,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """bwrap's argv around `argv`; `filesystems` lists (path, read_only).
 
@@ -269,10 +287,14 @@ def sandbox_argv(
       stop every other job's sandbox from starting.
     - Without `network` the sandbox has only its own loopback: a job cannot reach the
       service's database or any other service of the machine or its network.
+    - `seccomp_fd`: an open file with the filter of `jobs.executors.seccomp`, which
+      bubblewrap reads and applies to the job.
     """
     out = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
     if network:
         out.append("--share-net")
+    if seccomp_fd is not None:
+        out += ["--seccomp", str(seccomp_fd)]
     out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (the sandbox's own, private /tmp)
     for path in SYSTEM_PATHS:
         if os.path.isdir(path):

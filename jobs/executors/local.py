@@ -40,20 +40,18 @@ from pathlib import Path
 from django.conf import settings
 
 from jobs.executors import attempt_logs
+from jobs.executors.attempt_output import AttemptOutput
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, Outcome, Report, Started, internal_error
 from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.environment import job_environment
 from jobs.executors.isolation import Isolation, JobUser, NoJobAccount, allow_traverse, launch, probe
 from jobs.executors.procs import group_alive, group_members, kill_processes, processes_with_env, signal_group, signal_name
 from jobs.executors.workdirs import Remover, remove_dir
-from jobs.logs import log_path
 
 logger = logging.getLogger("jobs.executors.local")
 
 MIB = 1024 * 1024
 _DRAIN_POLL = 0.02  # while a finished leader's group is still being stopped
-_READ_SIZE = 1 << 16  # bytes read from an attempt's output pipe at a time
-_READS_PER_TURN = 16  # per attempt and poll: one fast writer cannot hold the others up
 _PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
 
@@ -69,7 +67,7 @@ class _Running:
     popen: subprocess.Popen
     cores: list[int]
     workdir: Path
-    log_start: int
+    output: AttemptOutput
     deadline: float
     pidfd: int | None
     returncode: int | None = None
@@ -77,10 +75,6 @@ class _Running:
     term_at: float | None = None
     killed: bool = False
     cgroup: AttemptCgroup | None = None
-    out_fd: int | None = None  # the read end of the attempt's stdout and stderr
-    log_fd: int | None = None
-    log_written: int = 0
-    log_cut: bool = False
 
     @property
     def pgid(self) -> int:
@@ -185,36 +179,27 @@ class LocalExecutor(Executor):
             remove_dir(workdir)
             workdir.mkdir(parents=True)
         cores = self._take_cores(attempt.cpu)
-        log_fd = out_fd = None
+        output = None
         try:
             try:
                 user = self.isolation.account_for(attempt.run_as)
             except NoJobAccount as exc:
                 raise LaunchError(str(exc)) from exc
-            log_fd = os.open(log_path(attempt.log_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            if self._log_group is not None:
-                os.fchown(log_fd, -1, self._log_group)  # the web server reads it through the folder's group
-            log_start = os.lseek(log_fd, 0, os.SEEK_END)
-            if attempt.attempt > 1:
-                os.write(log_fd, f"--- attempt {attempt.attempt} ---\n".encode())
-            out_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            output = AttemptOutput(log_id=attempt.log_id, attempt=attempt.attempt, cap=self.log_max_bytes, group=self._log_group)
             try:
-                popen, cgroup = self._spawn(attempt, workdir, write_fd, cores, user)
+                popen, cgroup = self._spawn(attempt, workdir, output.write_fd, cores, user)
             except OSError as exc:
                 message = f"could not start {attempt.argv[0]}: {exc.strerror or exc}"
-                os.write(log_fd, f"{message}\n".encode())
+                output.note(message)
                 raise LaunchError(message) from exc
-            finally:
-                os.close(write_fd)
         except BaseException:
-            for fd in (log_fd, out_fd):
-                if fd is not None:
-                    os.close(fd)
+            if output is not None:
+                output.abandon()
             self._release_cores(cores)
             remove_dir(workdir)
             raise
-        os.set_blocking(out_fd, False)
-        self._selector.register(out_fd, selectors.EVENT_READ, ("out", attempt.job_id))
+        output.started()
+        self._selector.register(output.read_fd, selectors.EVENT_READ, ("out", attempt.job_id))
         pidfd = None
         with contextlib.suppress(OSError, AttributeError):
             pidfd = os.pidfd_open(popen.pid)
@@ -224,19 +209,17 @@ class LocalExecutor(Executor):
             popen=popen,
             cores=cores,
             workdir=workdir,
-            log_start=log_start,
+            output=output,
             deadline=time.monotonic() + attempt.timeout_seconds,
             pidfd=pidfd,
             cgroup=cgroup,
-            out_fd=out_fd,
-            log_fd=log_fd,
         )
         self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
         # The pid (with the node) names the attempt. Its start time would tell a reused
         # pid apart, but reading /proc/<pid>/stat of a process that is still exec'ing
         # waits for the exec, which cost as much as the spawn itself.
         external_id = str(popen.pid)
-        return Started(attempt.job_id, attempt.attempt, external_id=external_id, node=self.node, log_offset=log_start)
+        return Started(attempt.job_id, attempt.attempt, external_id=external_id, node=self.node, log_offset=output.start)
 
     def _spawn(
         self, attempt: AttemptSpec, workdir: Path, out_fd: int, cores: list[int], user: JobUser | None
@@ -288,6 +271,8 @@ class LocalExecutor(Executor):
             raise
         finally:
             os.sched_setaffinity(0, mask)
+            for fd in options.get("pass_fds", ()):
+                os.close(fd)
         return popen, cgroup
 
     def _take_cores(self, count: int) -> list[int]:
@@ -380,38 +365,17 @@ class LocalExecutor(Executor):
         return outcomes
 
     def _drain(self, run: _Running, *, everything: bool = False) -> None:
-        """Move what the attempt wrote from its pipe to its log, up to the cap: past it,
-        the attempt is stopped (`log over N MiB`) and the rest is read and dropped, so
-        the job is never blocked on a full pipe while it is being stopped. `everything`:
-        the attempt is gone; read to the end (or what is there) and close the pipe."""
-        if run.out_fd is None:
+        """Move the attempt's output into its log; past the cap, stop it (`log over N
+        MiB`). `everything`: it is gone, read what is left and close the pipe."""
+        output = run.output
+        if output.read_fd is None:
             return
-        # Once the attempt is gone, whatever is left (a cap's worth at most is kept).
-        reads = self.log_max_bytes // _READ_SIZE + 2 if everything else _READS_PER_TURN
-        ended = everything
-        for _ in range(reads):
-            try:
-                chunk = os.read(run.out_fd, _READ_SIZE)
-            except BlockingIOError:
-                break
-            if not chunk:
-                ended = True
-                break
-            if run.log_cut:
-                continue
-            room = self.log_max_bytes - run.log_written
-            if len(chunk) > room:
-                chunk = chunk[:room]
-                run.log_cut = True
-                if not run.stop_reason:
-                    run.stop_reason = f"log over {attempt_logs.human_size(self.log_max_bytes)}"
-                    self._terminate(run, time.monotonic())
-            os.write(run.log_fd, chunk)
-            run.log_written += len(chunk)
-        if ended:
-            self._selector.unregister(run.out_fd)
-            os.close(run.out_fd)
-            run.out_fd = None
+        if output.drain(everything=everything) and not run.stop_reason:
+            run.stop_reason = f"log over {attempt_logs.human_size(self.log_max_bytes)}"
+            self._terminate(run, time.monotonic())
+        if output.ended or everything:
+            self._selector.unregister(output.read_fd)
+            output.close_pipe()
 
     def _wait_time(self, timeout: float) -> float:
         now = time.monotonic()
@@ -433,9 +397,7 @@ class LocalExecutor(Executor):
         code = run.returncode
         out_of_memory = run.cgroup is not None and run.cgroup.out_of_memory()
         self._remove_cgroup(run.cgroup)
-        if run.log_cut:
-            os.write(run.log_fd, f"\n--- log cut at {attempt_logs.human_size(self.log_max_bytes)}: the attempt was stopped ---\n".encode())
-        os.close(run.log_fd)
+        run.output.close()
         if self.isolation.bwrap is not None and code is not None and code > 128 and code - 128 < signal.NSIG:
             code = -(code - 128)  # bwrap exits 128+N when its child was killed by signal N
         exit_code = code if code is not None and code >= 0 else None
@@ -448,7 +410,7 @@ class LocalExecutor(Executor):
             return Outcome(attempt.job_id, attempt.attempt, succeeded=False, exit_code=exit_code, reason=run.stop_reason)
         if code == 0:
             return Outcome(attempt.job_id, attempt.attempt, succeeded=True, exit_code=0)
-        if run.cgroup is None and attempt_logs.says_out_of_memory(log_id=attempt.log_id, start=run.log_start):
+        if run.cgroup is None and attempt_logs.says_out_of_memory(log_id=attempt.log_id, start=run.output.start):
             reason = f"killed: out of memory ({limit})" if code < 0 else f"out of memory ({limit}): exit code {code}"
         elif code > 0:
             reason = f"exit code {code}"

@@ -50,11 +50,11 @@ from django.conf import settings
 from batchsite.ids import uuid7
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LiveAttempt, Outcome, Queued, Report, Started, internal_error
 from jobs.executors.environment import job_environment
-from jobs.executors.isolation import JobUser, NoJobAccount
+from jobs.executors.isolation import SECCOMP, JobUser, NoJobAccount
 from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable, TaskState
 from jobs.executors.slurm_folders import STATUS, Submission, Task, array_ranges, find_in_manifests, remove_old_folders, write_script
 from jobs.executors.slurm_outcomes import ENDED, PLACED, RUNNING, WAITING, describe_end
-from jobs.executors.slurm_sealing import SANDBOX_WORKDIR, prepare_folders, probe_cluster, report, seal_submission, sealed_argv
+from jobs.executors.slurm_sealing import SANDBOX_WORKDIR, SECCOMP_FILE, prepare_folders, probe_cluster, report, seal_submission, sealed_argv
 from jobs.logs import log_path
 
 logger = logging.getLogger("jobs.executors.slurm")
@@ -187,6 +187,7 @@ class SlurmExecutor(Executor):
                 "log_max_bytes": settings.BATCHES_LOG_MAX_BYTES,
                 "grace": settings.BATCHES_KILL_GRACE_SECONDS,
                 "max_processes": settings.BATCHES_JOB_MAX_PROCESSES if sandboxed else 0,
+                "seccomp": str(self.dir / token / SECCOMP_FILE) if sandboxed and SECCOMP is not None else "",
             }
             for spec in specs
         ]

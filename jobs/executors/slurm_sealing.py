@@ -24,6 +24,7 @@ from django.conf import settings
 
 from jobs.executors.isolation import (
     PARTS,
+    SECCOMP,
     SYSTEM_LINKS,
     SYSTEM_PATHS,
     Isolation,
@@ -40,6 +41,10 @@ from jobs.executors.slurm_folders import STATUS
 # Where the program's working directory is inside the sandbox (a tmpfs of the job's
 # memory size, as for local jobs); HOME, TMPDIR and BATCH_WORK_DIR point at it.
 SANDBOX_WORKDIR = "/tmp/work"  # noqa: S108 (inside the sandbox's own /tmp)
+# The file descriptor the task script gives bubblewrap the seccomp filter on (the
+# submission's `seccomp.bpf`, written by the worker).
+SECCOMP_FD = 10
+SECCOMP_FILE = "seccomp.bpf"
 
 
 def probe_cluster(commands: SlurmCommands) -> Isolation:
@@ -104,6 +109,8 @@ def seal_submission(*, folder: Path, log_files: list[Path], user: JobUser | None
     alone, and its `status/` subfolder, where the tasks write, is the account's. Each
     log file is created for the account to append to and for the service (the log
     folder's group) to read, and nobody else."""
+    if SECCOMP is not None:
+        (folder / SECCOMP_FILE).write_bytes(SECCOMP)
     if user is None:
         return
     folder.chmod(0o711)
@@ -139,4 +146,5 @@ def sealed_argv(isolation: Isolation, *, argv: list[str], filesystems: list[tupl
         argv=argv,
         workdir_bytes=memory_bytes,
         network=isolation.network,
+        seccomp_fd=SECCOMP_FD if SECCOMP is not None else None,
     )

@@ -101,6 +101,19 @@ def bound_processes(extra: int) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
 
 
+SECCOMP_FD = 10  # where the sandbox's argv (the worker's) expects the seccomp filter
+
+
+def give_seccomp(path: str) -> tuple[int, ...]:
+    """The worker's seccomp filter open on SECCOMP_FD for bubblewrap, if it wrote one."""
+    if not path:
+        return ()
+    fd = os.open(path, os.O_RDONLY)
+    os.dup2(fd, SECCOMP_FD)
+    os.close(fd)
+    return (SECCOMP_FD,)
+
+
 def request_stop(signum: int, frame: object) -> None:
     _stop_requested.append(signum)
 
@@ -130,6 +143,7 @@ def run(task: dict, base: str) -> dict:
             if task["attempt"] > 1:
                 log.write(f"--- attempt {task['attempt']} ---\n".encode())
             out, into = os.pipe()
+            passed = give_seccomp(task.get("seccomp") or "")
             try:
                 child = subprocess.Popen(  # noqa: S603 (an argv list, never a shell)
                     task["argv"],
@@ -140,6 +154,7 @@ def run(task: dict, base: str) -> dict:
                     env=env,
                     start_new_session=True,
                     umask=0o077,
+                    pass_fds=passed,
                 )
             except OSError as exc:
                 status["error"] = f"could not start {task['argv'][0]}: {exc.strerror or exc}"
