@@ -7,7 +7,9 @@ jobs ran as root, unsealed.
 Skips without a cluster, root or bubblewrap; with BATCHES_REQUIRE_SLURM=1 and
 BATCHES_REQUIRE_ISOLATION=1 (CI) it fails instead."""
 
+import errno
 import os
+import platform
 import subprocess
 import time
 
@@ -15,6 +17,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
+from jobs.executors import seccomp
 from jobs.executors.slurm import SlurmExecutor
 from jobs.models import Job
 from jobs.services import cancel_jobs
@@ -190,3 +193,14 @@ def test_a_fork_bomb_stops_at_the_process_limit(sealed, alice, filesystems, sett
     log = log_of(Job.objects.get(batch=batch))
     assert "stopped" in log, log
     assert int(log.split()[-1]) <= 100, log
+
+
+def test_machine_wide_kernel_pools_are_out_of_a_tasks_reach(sealed, alice, filesystems):  # noqa: F811
+    machine = platform.machine()
+    if machine not in seccomp._DENIED:
+        pytest.skip(f"no seccomp filter for {machine}")
+    number = seccomp._DENIED[machine][1]["io_setup"]
+    code = "import ctypes, sys\nlibc = ctypes.CDLL(None, use_errno=True)\nctx = ctypes.c_ulong(0)\nprint('io_setup', libc.syscall(int(sys.argv[1]), 8, ctypes.byref(ctx)), ctypes.get_errno())\n"
+    batch = submit(alice, python_tool("slurm-aio", code, extra=[str(number)]), [filesystems["scratch"]], [{"args": {}}])
+    drive(sealed, all_finished(batch), timeout=60)
+    assert f"io_setup -1 {errno.ENOSYS}" in log_of(Job.objects.get(batch=batch))
