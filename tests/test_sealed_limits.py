@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from jobs.executors import isolation as isolation_module
 from jobs.executors import seccomp
 from jobs.models import Job
 from jobs.services import cancel_jobs
@@ -147,3 +148,20 @@ def test_machine_wide_kernel_pools_are_out_of_a_jobs_reach(loop, alice, filesyst
         assert f"{name} -1 {errno.ENOSYS}" in log, log
     if machine == "x86_64":
         assert "getpid True" in log, log  # the rest is untouched
+
+
+@pytest.mark.parametrize("cgexec", [True, False], ids=["cgexec", "spawning-thread"])
+def test_both_ways_into_the_cgroup_hold_the_limits(cgexec, loop, alice, filesystems, monkeypatch):  # noqa: F811
+    """cgroup v1: a job's first process enters its cgroup through cgexec (cgroup-tools)
+    or, without it, by the worker's spawning thread entering it for the spawn."""
+    if loop.executor.isolation.cgroups.version != 1:
+        pytest.skip("cgroup v2 joins before exec")
+    if cgexec and isolation_module.CGEXEC is None:
+        pytest.skip("cgroup-tools (cgexec) is not installed")
+    if not cgexec:
+        monkeypatch.setattr(isolation_module, "CGEXEC", None)
+    hog = python_tool("hog-both-ways", "x = bytearray(300 * 1024 * 1024)\nprint('allocated')")
+    batch = submit(alice, hog, [filesystems["scratch"]], [{"args": {}}], memory=128)
+    drive(loop, all_finished(batch))
+    job = Job.objects.get(batch=batch)
+    assert (job.status, job.reason) == ("FAILED", "killed: out of memory (limit 128 MiB)"), log_of(job)

@@ -155,6 +155,15 @@ class AttemptCgroup:
     def procs_files(self) -> list[str]:
         return [str(path / "cgroup.procs") for path in self.dirs]
 
+    def cgexec_args(self) -> list[str]:
+        """cgexec's options that put a process in this cgroup (v1: `-g controller:path`
+        for each hierarchy)."""
+        args: list[str] = []
+        for path in self.dirs:
+            relative = path.relative_to(CGROUP_ROOT)
+            args += ["-g", f"{relative.parts[0]}:{'/'.join(relative.parts[1:])}"]
+        return args
+
     def join(self) -> None:
         """Move the calling process into the cgroup (run in the child before exec)."""
         pid = str(os.getpid()).encode()

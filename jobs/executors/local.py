@@ -44,7 +44,7 @@ from jobs.executors.attempt_output import AttemptOutput
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, Outcome, Report, Started, internal_error
 from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.environment import job_environment
-from jobs.executors.isolation import Isolation, JobUser, NoJobAccount, allow_traverse, launch, probe
+from jobs.executors.isolation import Isolation, JobUser, NoJobAccount, allow_traverse, join_mode, launch, probe
 from jobs.executors.procs import group_alive, group_members, kill_processes, processes_with_env, signal_group, signal_name
 from jobs.executors.workdirs import Remover, remove_dir
 
@@ -251,7 +251,7 @@ class LocalExecutor(Executor):
                 options["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         mask = os.sched_getaffinity(0)
         os.sched_setaffinity(0, cores)
-        entered = cgroup.entered_by_this_thread() if cgroup is not None and cgroup.version == 1 else contextlib.nullcontext()
+        entered = cgroup.entered_by_this_thread() if cgroup is not None and join_mode(cgroup) == "thread" else contextlib.nullcontext()
         try:
             with entered:
                 popen = subprocess.Popen(  # noqa: S603 (an argv list: no shell ever runs)
