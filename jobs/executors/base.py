@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from jobs.executors.isolation import Isolation
 from jobs.logs import read_log_file
 
 
@@ -137,6 +138,7 @@ class Executor(ABC):
     attempts_survive_worker: ClassVar[bool] = False
 
     worker_id: str = ""
+    isolation: Isolation | None = None  # what seals its attempts, where it says
 
     @abstractmethod
     def capacity(self) -> Capacity:
@@ -193,18 +195,18 @@ class Executor(ABC):
 
     def isolation_report(self) -> dict[str, bool]:
         """Which isolation parts are in force for this executor's attempts (job_user,
-        sandbox, cgroup_memory, cgroup_pids, cgroup_cpu); recorded on the worker, shown by /readyz.
-        Empty: the backend isolates attempts its own way (a cluster's)."""
-        return {}
+        sandbox, cgroup_memory, cgroup_pids, cgroup_cpu); recorded on the worker, shown by
+        /readyz. Empty: the executor says nothing of how it isolates attempts."""
+        return self.isolation.in_force() if self.isolation is not None else {}
 
     def isolation_missing(self) -> dict[str, str]:
         """Each isolation part not in force, and why (empty: all are, or none is reported)."""
-        return {}
+        return dict(self.isolation.missing) if self.isolation is not None else {}
 
     def runs_as_root_problem(self, *, accounts_exist: bool) -> str:
         """Why this worker would run jobs as root ("" if it would not). A worker never
         does unless the operator turned isolation off explicitly."""
-        return ""
+        return self.isolation.root_problem(accounts_exist=accounts_exist) if self.isolation is not None else ""
 
     @classmethod
     def check_ready(cls) -> str | None:

@@ -128,6 +128,17 @@ class Isolation:
         parts = [f"{part}: {'yes' if ok else 'NO (' + self.missing[part] + ')'}" for part, ok in self.in_force().items()]
         return "; ".join(parts)
 
+    def root_problem(self, *, accounts_exist: bool, verb: str = "run") -> str:
+        """Why a worker with this isolation would run jobs as root ("" if it would not):
+        it never does unless the operator turned isolation off."""
+        if self.off or not self.switch_users or self.job_user is not None or accounts_exist:
+            return ""
+        return (
+            f"refusing to {verb} jobs as root: create job accounts (python manage.py job_accounts --pool N, or map users "
+            f"to their accounts), or set BATCHES_JOB_USER to a shared unprivileged account; BATCHES_ISOLATION=off {verb}s "
+            "them as root anyway (development only)"
+        )
+
     def account_for(self, run_as: str) -> JobUser | None:
         """The account an attempt of a tenant mapped to `run_as` ("" without one) runs
         under: its own, else the shared job user; None runs it as the worker's user,
@@ -181,10 +192,7 @@ def launch(
         if join_mode(cgroup) == "preexec":
             options["preexec_fn"] = cgroup.join
     if isolation.bwrap is not None:
-        program = argv[0]
-        visible = [*SYSTEM_PATHS, *SYSTEM_LINKS, *(path for path, _ in filesystems), str(workdir)]
-        if not any(program == root or program.startswith(root.rstrip("/") + "/") for root in visible):
-            raise FileNotFoundError(errno.ENOENT, "not inside the sandbox (only /usr, /opt and the batch's filesystems are)", program)
+        ensure_visible(argv[0], filesystems=filesystems, also=[str(workdir)])
         seccomp_fd = None
         if SECCOMP is not None:
             # A file of its own for each spawn: bubblewrap reads it to its end.
@@ -212,6 +220,13 @@ def launch(
     if cgroup is not None and join_mode(cgroup) == "exec":
         argv = [CGEXEC, *cgroup.cgexec_args(), "--", *argv]  # outermost: it joins as root, then execs the rest
     return argv, options, cgroup
+
+
+def ensure_visible(program: str, *, filesystems: list[tuple[str, bool]], also: list[str] | None = None) -> None:
+    """FileNotFoundError unless `program` lies where the sandbox shows it."""
+    visible = [*SYSTEM_PATHS, *SYSTEM_LINKS, *(path for path, _ in filesystems), *(also or [])]
+    if not any(program == root or program.startswith(root.rstrip("/") + "/") for root in visible):
+        raise FileNotFoundError(errno.ENOENT, "not inside the sandbox (only /usr, /opt and the batch's filesystems are)", program)
 
 
 def allow_traverse(path: Path) -> None:

@@ -138,22 +138,6 @@ class LocalExecutor(Executor):
     def active(self) -> dict[str, int]:
         return {job_id: run.attempt.attempt for job_id, run in self._running.items()}
 
-    def isolation_report(self) -> dict[str, bool]:
-        return self.isolation.in_force()
-
-    def isolation_missing(self) -> dict[str, str]:
-        return dict(self.isolation.missing)
-
-    def runs_as_root_problem(self, *, accounts_exist: bool) -> str:
-        isolation = self.isolation
-        if isolation.off or os.geteuid() != 0 or isolation.job_user is not None or accounts_exist:
-            return ""
-        return (
-            "refusing to run jobs as root: create job accounts (python manage.py job_accounts --pool N, or map users to "
-            "their accounts), or set BATCHES_JOB_USER to a shared unprivileged account; BATCHES_ISOLATION=off runs them "
-            "as root anyway (development only)"
-        )
-
     # -- starting -------------------------------------------------------------------
     def submit(self, specs: list[AttemptSpec]) -> list[Report]:
         reports: list[Report] = []

@@ -54,7 +54,7 @@ from jobs.executors.isolation import SECCOMP, JobUser, NoJobAccount
 from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable, TaskState
 from jobs.executors.slurm_folders import STATUS, Submission, Task, array_ranges, find_in_manifests, remove_old_folders, write_script
 from jobs.executors.slurm_outcomes import ENDED, PLACED, RUNNING, WAITING, describe_end
-from jobs.executors.slurm_sealing import SANDBOX_WORKDIR, SECCOMP_FILE, prepare_folders, probe_cluster, report, seal_submission, sealed_argv
+from jobs.executors.slurm_sealing import SANDBOX_WORKDIR, SECCOMP_FILE, prepare_folders, probe_cluster, seal_submission, sealed_argv
 from jobs.logs import log_path
 
 logger = logging.getLogger("jobs.executors.slurm")
@@ -122,20 +122,8 @@ class SlurmExecutor(Executor):
     def active(self) -> dict[str, int]:
         return {job_id: task.attempt for job_id, task in self._tasks.items()}
 
-    def isolation_report(self) -> dict[str, bool]:
-        return report(self.isolation)
-
-    def isolation_missing(self) -> dict[str, str]:
-        return dict(self.isolation.missing)
-
     def runs_as_root_problem(self, *, accounts_exist: bool) -> str:
-        isolation = self.isolation
-        if isolation.off or not isolation.switch_users or isolation.job_user is not None or accounts_exist:
-            return ""
-        return (
-            "refusing to submit jobs as root: create job accounts (python manage.py job_accounts --pool N, or map users "
-            "to their accounts), or set BATCHES_JOB_USER; BATCHES_ISOLATION=off submits them as root anyway"
-        )
+        return self.isolation.root_problem(accounts_exist=accounts_exist, verb="submit")
 
     # -- submitting -------------------------------------------------------------------
     def submit(self, specs: list[AttemptSpec]) -> list[Report]:
@@ -158,7 +146,8 @@ class SlurmExecutor(Executor):
                         self.isolation, argv=spec.argv, filesystems=filesystems, memory_bytes=spec.memory_mib << 20
                     )
                 except FileNotFoundError as exc:
-                    reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=str(exc)))
+                    reason = f"could not start {spec.argv[0]}: {exc.strerror or exc}"
+                    reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=reason))
             group = [spec for spec in group if spec.job_id in argvs]
             if not group:
                 continue

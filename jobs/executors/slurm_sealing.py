@@ -23,14 +23,12 @@ from pathlib import Path
 from django.conf import settings
 
 from jobs.executors.isolation import (
-    PARTS,
     SECCOMP,
-    SYSTEM_LINKS,
-    SYSTEM_PATHS,
     Isolation,
     JobUser,
     NoJobAccount,
     allow_traverse,
+    ensure_visible,
     job_account,
     sandbox_argv,
     shared_folders_unprotected,
@@ -91,10 +89,6 @@ def probe_cluster(commands: SlurmCommands) -> Isolation:
     return isolation
 
 
-def report(isolation: Isolation) -> dict[str, bool]:
-    return {part: part not in isolation.missing for part in PARTS}
-
-
 def prepare_folders(*, root: Path, log_dir: Path) -> None:
     """The shared folder and the log folder, passable (never listable) by the tasks'
     accounts: each task's own folder and log file are made its account's."""
@@ -135,10 +129,7 @@ def sealed_argv(isolation: Isolation, *, argv: list[str], filesystems: list[tupl
     what the sandbox shows cannot run: FileNotFoundError, as locally."""
     if isolation.bwrap is None:
         return argv
-    program = argv[0]
-    visible = [*SYSTEM_PATHS, *SYSTEM_LINKS, *(path for path, _ in filesystems)]
-    if not any(program == root or program.startswith(root.rstrip("/") + "/") for root in visible):
-        raise FileNotFoundError(f"could not start {program}: not inside the sandbox (only /usr, /opt and the batch's filesystems are)")
+    ensure_visible(argv[0], filesystems=filesystems)
     return sandbox_argv(
         bwrap=isolation.bwrap,
         workdir=Path(SANDBOX_WORKDIR),
