@@ -51,6 +51,15 @@ def accounts_in_use() -> bool:
     return JobAccount.objects.exists()
 
 
+def service_gids() -> set[int]:
+    """The groups the service's files belong to (its data, logs, code): never a job's."""
+    gids = {0}
+    for path in (settings.BASE_DIR, settings.DATA_DIR, settings.BATCHES_LOG_DIR):
+        with contextlib.suppress(OSError):
+            gids.add(path.stat().st_gid)
+    return gids
+
+
 def service_uids() -> set[int]:
     """The uids the service itself runs as or owns its files with: never a job's."""
     uids = {0, os.geteuid()}
@@ -88,6 +97,8 @@ def account_errors(*, username: str, user: AbstractBaseUser | None = None, poole
             f"{username!r} (uid {entry.pw_uid}) is a system account, not a person's: map accounts from uid "
             f"{first_user_uid()} on, or use the pool (job_accounts --pool N)"
         )
+    if entry.pw_gid in service_gids():
+        errors.append(f"{username!r}'s group (gid {entry.pw_gid}) is the service's or root's: its jobs would read the service's files")
     same_uid = JobAccount.objects.filter(uid=entry.pw_uid).exclude(username=username).first()
     if same_uid is not None:
         errors.append(f"{username!r} has uid {entry.pw_uid}, which is job account {same_uid.username!r}'s too")
@@ -118,7 +129,7 @@ def map_job_account(*, user: AbstractBaseUser, username: str) -> JobAccount:
     uid = pwd.getpwnam(username).pw_uid
     now = timezone.now()
     with transaction.atomic():
-        JobAccount.objects.filter(user=user).exclude(username=username).update(user=None)
+        JobAccount.objects.filter(user=user).exclude(username=username).update(user=None, previous_user_id=user.pk)
         account, _ = JobAccount.objects.update_or_create(username=username, defaults={"uid": uid, "user": user, "assigned_at": now})
     return account
 

@@ -97,6 +97,7 @@ class _Accounts:
     def __init__(self) -> None:
         self.needed = accounts_in_use()
         self.known: dict[Any, bool] = {}
+        self.asked: set[Any] = set()  # owners the pool was asked for this sweep
 
     def load(self, owners: set[Any]) -> None:
         owners -= set(self.known)
@@ -108,9 +109,10 @@ class _Accounts:
         """The owner has an account, given now from the pool if they had none."""
         if not self.needed:
             return True
-        if not self.known.get(owner):
+        if not self.known.get(owner) and owner not in self.asked:
+            self.asked.add(owner)
             self.known[owner] = assign_from_pool(user_id=owner) is not None
-        return self.known[owner]
+        return bool(self.known.get(owner))
 
 
 def _dispatch(*, limit: int) -> int:

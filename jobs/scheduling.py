@@ -102,6 +102,7 @@ def _specs(rows: list["_Candidate"]) -> tuple[list[AttemptSpec], list[Outcome]]:
                     filesystems=batch["filesystems"],
                     read_only=batch["read_only"],
                     run_as=row.run_as or "",
+                    run_as_uid=row.run_as_uid,
                 )
             )
         except Exception as exc:  # one broken job must not stop the others
@@ -119,6 +120,7 @@ class _Candidate(NamedTuple):
     cpu: int
     memory: int
     run_as: str | None  # the owner's job account
+    run_as_uid: int | None
 
 
 def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list[_Candidate]:
@@ -150,7 +152,7 @@ def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list
     selected = ", ".join(
         [job_id, column(job_table, job, "batch"), column(job_table, job, "attempts"), column(job_table, job, "log_id")]
         + [column(job_table, job, "args"), column(batch_table, batch, "cpu"), column(batch_table, batch, "memory")]
-        + [column(account_table, account, "username")]
+        + [column(account_table, account, "username"), column(account_table, account, "uid")]
     )
     params: list[Any] = [Status.RUNNABLE, fits.cpus, fits.memory_mib]
     not_excluded = ""
@@ -186,8 +188,9 @@ def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list
                 cpu=cpu,
                 memory=memory,
                 run_as=run_as,
+                run_as_uid=run_as_uid,
             )
-            for pk, batch_id, attempts, log_id, args, cpu, memory, run_as in cursor.fetchall()
+            for pk, batch_id, attempts, log_id, args, cpu, memory, run_as, run_as_uid in cursor.fetchall()
         ]
 
 

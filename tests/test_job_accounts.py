@@ -268,3 +268,22 @@ def test_an_unmapped_account_goes_back_to_its_user_alone(pool, alice, bob):
     with pytest.raises(JobAccountError, match="was another user's"):
         map_job_account(user=bob, username=pool[0])
     assert map_job_account(user=alice, username=pool[0]).user == alice
+
+
+def test_a_name_that_means_another_uid_here_does_not_run(isolation):  # noqa: F811
+    """Accounts must match everywhere: a worker or node where the name is another uid
+    (the service's, another tenant's) refuses rather than run the job as that uid."""
+    from jobs.executors.isolation import NoJobAccount, job_account
+
+    real = pwd.getpwnam("batches-job").pw_uid if isolation.job_user else os.getuid()
+    with pytest.raises(NoJobAccount, match="not .* as recorded"):
+        job_account("batches-job", uid=real + 1)
+
+
+def test_an_account_whose_group_is_the_services_is_refused(pool, alice, settings, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, -1, pwd.getpwnam(pool[1]).pw_gid)  # the service's group stands as pool[1]'s
+    settings.DATA_DIR = data
+    with pytest.raises(JobAccountError, match="group .* is the service's"):
+        map_job_account(user=alice, username=pool[1])

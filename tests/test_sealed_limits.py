@@ -165,3 +165,21 @@ def test_both_ways_into_the_cgroup_hold_the_limits(cgexec, loop, alice, filesyst
     drive(loop, all_finished(batch))
     job = Job.objects.get(batch=batch)
     assert (job.status, job.reason) == ("FAILED", "killed: out of memory (limit 128 MiB)"), log_of(job)
+
+
+def test_a_log_that_cannot_be_written_stops_the_attempt_saying_why(tmp_path, settings):
+    """The worker writes every log itself: a full disk raised out of its loop (no
+    timeout or cancel was seen while it lasted) and lost the attempt's outcome."""
+    from jobs.executors.attempt_output import AttemptOutput
+
+    settings.BATCHES_LOG_DIR = tmp_path
+    output = AttemptOutput(log_id="full-disk", attempt=1, cap=MIB, group=None)
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, output.log_fd)
+    os.close(full)
+    os.write(output.write_fd, b"some output\n")
+    output.started()
+    assert output.drain() is True
+    assert output.failed == "could not write the log: No space left on device"
+    output.close()  # no exception, every file closed
+    assert output.read_fd is None

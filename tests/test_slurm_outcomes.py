@@ -77,3 +77,20 @@ def test_a_status_file_a_task_planted_is_never_followed_or_waited_on(tmp_path):
     assert read_json(tmp_path / "1.exit", plain_only=True) is None
     assert read_json(tmp_path / "2.exit", plain_only=True) is None
     assert read_json(tmp_path / "real", plain_only=True) == {"code": 0}
+
+
+def test_a_status_file_with_values_of_the_wrong_kind_is_an_unreadable_exit():
+    """A task's account could write {"log_over": "x"} or {"log_offset": "abc"}: each
+    raised in the worker's loop on every turn, and the worker recorded nothing again."""
+    from jobs.executors.slurm_folders import clean_status
+
+    assert clean_status({"log_over": "x", "code": 2**70}, kind="exit")["error"] == "the task's exit status file could not be read"
+    assert clean_status({"code": 3, "signal": None}, kind="exit") == {
+        "code": 3,
+        "signal": None,
+        "timed_out": False,
+        "log_over": None,
+        "error": "",
+    }
+    assert clean_status({"node": "n" * 300, "log_offset": "abc"}, kind="start") == {"node": "n" * 255, "log_offset": None}
+    assert end("FAILED", clean_status({"log_over": "x"}, kind="exit"))[2].startswith("the task's exit status file could not be read")

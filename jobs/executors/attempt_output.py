@@ -23,6 +23,7 @@ class AttemptOutput:
         self.written = 0
         self.cut = False
         self.ended = False  # every writer has closed the pipe
+        self.failed = ""  # why the log could not be written (a full disk...), once it could not
         self.log_fd = os.open(log_path(log_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:
             if group is not None:
@@ -42,7 +43,10 @@ class AttemptOutput:
         os.set_blocking(self.read_fd, False)
 
     def note(self, message: str) -> None:
-        os.write(self.log_fd, f"{message}\n".encode())
+        try:
+            os.write(self.log_fd, f"{message}\n".encode())
+        except OSError as exc:
+            self.failed = self.failed or f"could not write the log: {exc.strerror or exc}"
 
     def drain(self, *, everything: bool = False) -> bool:
         """Move what the program wrote into the log. True when this read crossed the cap
@@ -65,7 +69,11 @@ class AttemptOutput:
             room = self.cap - self.written
             if len(chunk) > room:
                 chunk, self.cut, crossed = chunk[:room], True, True
-            os.write(self.log_fd, chunk)
+            try:
+                os.write(self.log_fd, chunk)
+            except OSError as exc:  # the rest is dropped; the attempt is stopped, saying why
+                self.failed, self.cut, crossed = f"could not write the log: {exc.strerror or exc}", True, True
+                continue
             self.written += len(chunk)
         return crossed
 
@@ -76,10 +84,12 @@ class AttemptOutput:
 
     def close(self) -> None:
         """End the log's section (saying where it was cut) and close everything."""
-        self.close_pipe()
-        if self.cut:
-            self.note(f"\n--- log cut at {attempt_logs.human_size(self.cap)}: the attempt was stopped ---")
-        os.close(self.log_fd)
+        try:
+            self.close_pipe()
+            if self.cut and not self.failed:
+                self.note(f"\n--- log cut at {attempt_logs.human_size(self.cap)}: the attempt was stopped ---")
+        finally:
+            os.close(self.log_fd)
 
     def abandon(self) -> None:
         """The program never started: close without a word more."""

@@ -55,6 +55,7 @@ class AttemptSpec:
     # The unix account of the batch's owner (accounts.JobAccount), "" without one: a
     # deployment without per-tenant accounts runs every job as BATCHES_JOB_USER.
     run_as: str = ""
+    run_as_uid: int | None = None  # its uid as recorded: the name must resolve to it here too
 
     @property
     def key(self) -> tuple[str, int]:

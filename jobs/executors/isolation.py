@@ -139,12 +139,12 @@ class Isolation:
             "them as root anyway (development only)"
         )
 
-    def account_for(self, run_as: str) -> JobUser | None:
+    def account_for(self, run_as: str, uid: int | None = None) -> JobUser | None:
         """The account an attempt of a tenant mapped to `run_as` ("" without one) runs
         under: its own, else the shared job user; None runs it as the worker's user,
         which is allowed only when isolation is off or the worker is not root."""
         if run_as and self.switch_users:
-            return job_account(run_as)
+            return job_account(run_as, uid=uid)
         if self.job_user is not None:
             return self.job_user
         if self.switch_users and not self.off:
@@ -154,14 +154,20 @@ class Isolation:
         return None
 
 
-def job_account(name: str) -> JobUser:
-    """The unix account `name` on this machine; never root."""
+def job_account(name: str, *, uid: int | None = None) -> JobUser:
+    """The unix account `name` on this machine; never root, and with the uid it was
+    mapped with (`uid`, when known): a name that means another uid here would run the
+    job as someone else (the service, another tenant)."""
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
         raise NoJobAccount(f"job account {name!r} does not exist on this machine") from None
     if entry.pw_uid == 0:
         raise NoJobAccount(f"job account {name!r} is root")
+    if uid is not None and entry.pw_uid != uid:
+        raise NoJobAccount(
+            f"job account {name!r} has uid {entry.pw_uid} on this machine, not {uid} as recorded: the accounts must match everywhere"
+        )
     return JobUser(name, entry.pw_uid, entry.pw_gid)
 
 
@@ -183,43 +189,56 @@ def launch(
     the caller to close once started; on cgroup v2, joining the cgroup before exec)
     and the attempt's cgroup (to watch and remove; on cgroup v1 the caller starts the
     process from inside it), or None without cgroups."""
+    if isolation.bwrap is not None:
+        ensure_visible(argv[0], filesystems=filesystems, also=[str(workdir)])
     options: dict[str, Any] = {"umask": JOB_UMASK}
     cgroup = None
     if isolation.cgroups is not None:
         cgroup = isolation.cgroups.create(
             name=name, memory_bytes=memory_bytes, max_processes=max_processes, cores=cores, owner=user.uid if user else None
         )
-        if join_mode(cgroup) == "preexec":
+    try:
+        if cgroup is not None and join_mode(cgroup) == "preexec":
             options["preexec_fn"] = cgroup.join
-    if isolation.bwrap is not None:
-        ensure_visible(argv[0], filesystems=filesystems, also=[str(workdir)])
-        seccomp_fd = None
-        if SECCOMP is not None:
-            # A file of its own for each spawn: bubblewrap reads it to its end.
-            seccomp_fd = os.memfd_create("batches-seccomp", 0)
-            os.write(seccomp_fd, SECCOMP)
-            os.lseek(seccomp_fd, 0, os.SEEK_SET)
-            options["pass_fds"] = (seccomp_fd,)
-        argv = sandbox_argv(
-            bwrap=isolation.bwrap,
-            workdir=workdir,
-            filesystems=filesystems,
-            argv=argv,
-            workdir_bytes=memory_bytes,
-            network=isolation.network,
-            seccomp_fd=seccomp_fd,
-        )
-    if user is not None:
-        os.chown(workdir, user.uid, user.gid)
-        if SETPRIV:
-            # Switched by an exec in the child: Popen's own user= would force a full
-            # fork() of the worker instead of a vfork().
-            argv = [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--", *argv]
-        else:
-            options.update(user=user.uid, group=user.gid, extra_groups=[])
-    if cgroup is not None and join_mode(cgroup) == "exec":
-        argv = [CGEXEC, *cgroup.cgexec_args(), "--", *argv]  # outermost: it joins as root, then execs the rest
+        if isolation.bwrap is not None:
+            seccomp_fd = None
+            if SECCOMP is not None:
+                # A file of its own for each spawn: bubblewrap reads it to its end.
+                seccomp_fd = os.memfd_create("batches-seccomp", 0)
+                options["pass_fds"] = (seccomp_fd,)
+                os.write(seccomp_fd, SECCOMP)
+                os.lseek(seccomp_fd, 0, os.SEEK_SET)
+            argv = sandbox_argv(
+                bwrap=isolation.bwrap,
+                workdir=workdir,
+                filesystems=filesystems,
+                argv=argv,
+                workdir_bytes=memory_bytes,
+                network=isolation.network,
+                seccomp_fd=seccomp_fd,
+            )
+        if user is not None:
+            os.chown(workdir, user.uid, user.gid)
+            if SETPRIV:
+                # Switched by an exec in the child: Popen's own user= would force a full
+                # fork() of the worker instead of a vfork().
+                argv = [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--", *argv]
+            else:
+                options.update(user=user.uid, group=user.gid, extra_groups=[])
+        if cgroup is not None and join_mode(cgroup) == "exec":
+            argv = [CGEXEC, *cgroup.cgexec_args(), "--", *argv]  # outermost: it joins as root, then execs the rest
+    except BaseException:
+        release_launch(options, cgroup)
+        raise
     return argv, options, cgroup
+
+
+def release_launch(options: dict[str, Any], cgroup: AttemptCgroup | None) -> None:
+    """Undo what `launch` made, for an attempt that did not start."""
+    for fd in options.get("pass_fds", ()):
+        os.close(fd)
+    if cgroup is not None:
+        cgroup.remove()
 
 
 def ensure_visible(program: str, *, filesystems: list[tuple[str, bool]], also: list[str] | None = None) -> None:
@@ -247,18 +266,7 @@ def probe(*, job_user: str, network: bool = False) -> Isolation:
     cgroup controllers."""
     isolation = Isolation(network=network)
     root = os.geteuid() == 0
-    if not root:
-        isolation.missing["job_user"] = "the worker is not root, so it cannot start jobs as their tenants' accounts"
-    else:
-        isolation.switch_users = True
-        if job_user:
-            try:
-                isolation.job_user = job_account(job_user)
-            except NoJobAccount as exc:
-                isolation.missing["job_user"] = f"BATCHES_JOB_USER: {exc} (see the README's set-up)"
-        unprotected = shared_folders_unprotected()
-        if unprotected and "job_user" not in isolation.missing:
-            isolation.missing["job_user"] = unprotected
+    probe_job_user(isolation, job_user=job_user, how="start jobs as their tenants' accounts")
     isolation.bwrap = shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin")
     if isolation.bwrap is None:
         isolation.missing["sandbox"] = "bubblewrap (bwrap) is not installed"
@@ -269,6 +277,24 @@ def probe(*, job_user: str, network: bool = False) -> Isolation:
     elif cgroups.cpuset is None:
         isolation.missing["cgroup_cpu"] = cgroups.cpuset_missing
     return isolation
+
+
+def probe_job_user(isolation: Isolation, *, job_user: str, how: str) -> None:
+    """The job_user part, for either backend: the worker is root (it can `how`), the
+    shared BATCHES_JOB_USER exists if named, and shared folders are protected."""
+    if os.geteuid() != 0:
+        isolation.missing["job_user"] = f"the worker is not root, so it cannot {how}"
+        return
+    isolation.switch_users = True
+    if job_user:
+        try:
+            isolation.job_user = job_account(job_user)
+        except NoJobAccount as exc:
+            isolation.missing["job_user"] = f"BATCHES_JOB_USER: {exc} (see the README's set-up)"
+            return
+    unprotected = shared_folders_unprotected()
+    if unprotected:
+        isolation.missing["job_user"] = unprotected
 
 
 def shared_folders_unprotected() -> str:

@@ -44,7 +44,7 @@ from jobs.executors.attempt_output import AttemptOutput
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, Outcome, Report, Started, internal_error
 from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.environment import job_environment
-from jobs.executors.isolation import Isolation, JobUser, NoJobAccount, allow_traverse, join_mode, launch, probe
+from jobs.executors.isolation import Isolation, JobUser, NoJobAccount, allow_traverse, join_mode, launch, probe, release_launch
 from jobs.executors.procs import group_alive, group_members, kill_processes, processes_with_env, signal_group, signal_name
 from jobs.executors.workdirs import Remover, remove_dir
 
@@ -166,7 +166,7 @@ class LocalExecutor(Executor):
         output = None
         try:
             try:
-                user = self.isolation.account_for(attempt.run_as)
+                user = self.isolation.account_for(attempt.run_as, attempt.run_as_uid)
             except NoJobAccount as exc:
                 raise LaunchError(str(exc)) from exc
             output = AttemptOutput(log_id=attempt.log_id, attempt=attempt.attempt, cap=self.log_max_bytes, group=self._log_group)
@@ -233,30 +233,32 @@ class LocalExecutor(Executor):
                 argv = [_PRLIMIT, f"--as={limit}", "--", *argv]
             else:
                 options["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        mask = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, cores)
-        entered = cgroup.entered_by_this_thread() if cgroup is not None and join_mode(cgroup) == "thread" else contextlib.nullcontext()
         try:
-            with entered:
-                popen = subprocess.Popen(  # noqa: S603 (an argv list: no shell ever runs)
-                    argv,
-                    cwd=workdir,
-                    env=job_environment(attempt, worker_id=self.worker_id, workdir=str(workdir)),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out_fd,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                    **options,
+            mask = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, cores)
+            try:
+                entered = (
+                    cgroup.entered_by_this_thread() if cgroup is not None and join_mode(cgroup) == "thread" else contextlib.nullcontext()
                 )
+                with entered:
+                    popen = subprocess.Popen(  # noqa: S603 (an argv list: no shell ever runs)
+                        argv,
+                        cwd=workdir,
+                        env=job_environment(attempt, worker_id=self.worker_id, workdir=str(workdir)),
+                        stdin=subprocess.DEVNULL,
+                        stdout=out_fd,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        close_fds=True,
+                        **options,
+                    )
+            finally:
+                os.sched_setaffinity(0, mask)
         except BaseException:
-            if cgroup is not None:
-                cgroup.remove()
+            release_launch(options, cgroup)
             raise
-        finally:
-            os.sched_setaffinity(0, mask)
-            for fd in options.get("pass_fds", ()):
-                os.close(fd)
+        for fd in options.get("pass_fds", ()):
+            os.close(fd)
         return popen, cgroup
 
     def _take_cores(self, count: int) -> list[int]:
@@ -355,7 +357,7 @@ class LocalExecutor(Executor):
         if output.read_fd is None:
             return
         if output.drain(everything=everything) and not run.stop_reason:
-            run.stop_reason = f"log over {attempt_logs.human_size(self.log_max_bytes)}"
+            run.stop_reason = output.failed or f"log over {attempt_logs.human_size(self.log_max_bytes)}"
             self._terminate(run, time.monotonic())
         if output.ended or everything:
             self._selector.unregister(output.read_fd)

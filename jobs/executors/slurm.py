@@ -134,7 +134,7 @@ class SlurmExecutor(Executor):
             groups[spec.batch_id].append(spec)
         for group in groups.values():
             try:
-                user = self.isolation.account_for(group[0].run_as)
+                user = self.isolation.account_for(group[0].run_as, group[0].run_as_uid)
             except NoJobAccount as exc:
                 reports.extend(Outcome(s.job_id, s.attempt, succeeded=False, reason=str(exc)) for s in group)
                 continue

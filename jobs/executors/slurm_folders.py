@@ -87,8 +87,11 @@ class Submission:
             return set()
 
     def status(self, index: int, kind: str) -> dict | None:
-        """What the node wrote: kind `start` or `exit`; None if nothing (yet)."""
-        return read_json(self.folder / STATUS / f"{index}.{kind}", plain_only=True)
+        """What the node wrote: kind `start` or `exit`; None if nothing (yet). Written
+        where a task's account may write: only values of the expected types and sizes
+        are taken, and a file that has none is an exit the task could not report."""
+        found = read_json(self.folder / STATUS / f"{index}.{kind}", plain_only=True)
+        return None if found is None else clean_status(found, kind=kind)
 
     def has(self, index: int, kind: str) -> bool:
         return os.path.lexists(self.folder / STATUS / f"{index}.{kind}")
@@ -172,6 +175,27 @@ def array_ranges(indexes: list[int]) -> str:
         if index is not None:
             start = previous = index
     return ",".join(parts)
+
+
+def _int_in(value: object, low: int, high: int) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high else None
+
+
+def clean_status(found: dict, *, kind: str) -> dict:
+    """A start or exit status with only well-formed values (what slurm_task.py writes)."""
+    if kind == "start":
+        node = found.get("node")
+        return {"node": node[:255] if isinstance(node, str) else "", "log_offset": _int_in(found.get("log_offset"), 0, 1 << 62)}
+    status = {
+        "code": _int_in(found.get("code"), 0, 255),
+        "signal": _int_in(found.get("signal"), 1, 64),
+        "timed_out": found.get("timed_out") is True,
+        "log_over": _int_in(found.get("log_over"), 1, 1 << 62),
+        "error": found.get("error")[:500] if isinstance(found.get("error"), str) else "",
+    }
+    if status["code"] is None and status["signal"] is None and not (status["timed_out"] or status["log_over"] or status["error"]):
+        status["error"] = "the task's exit status file could not be read"
+    return status
 
 
 def read_json(path: Path, *, plain_only: bool = False) -> dict | None:

@@ -4,7 +4,8 @@ each task runs as its tenant's account, in the same sandbox as a local sealed jo
 The parts, as the local executor names them:
 - job_user: the worker is root and submits each batch with `sbatch --uid --gid` of the
   owner's job account (`accounts.JobAccount`, or the shared BATCHES_JOB_USER on a
-  deployment without accounts); the task's folder is that account's alone (0700);
+  deployment without accounts); the submission's folder stays root's, its task files
+  are the account's alone (0400) and only its `status/` subfolder is writable by it;
 - sandbox: the task script runs the program inside bubblewrap (`BATCHES_SLURM_BWRAP`
   on the nodes): system paths read-only, only the needed /etc files, the batch's
   filesystems, a private /tmp and working directory, no network, no service data;
@@ -26,12 +27,10 @@ from jobs.executors.isolation import (
     SECCOMP,
     Isolation,
     JobUser,
-    NoJobAccount,
     allow_traverse,
     ensure_visible,
-    job_account,
+    probe_job_user,
     sandbox_argv,
-    shared_folders_unprotected,
 )
 from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable
 from jobs.executors.slurm_folders import STATUS
@@ -50,18 +49,7 @@ def probe_cluster(commands: SlurmCommands) -> Isolation:
     isolation = Isolation(network=settings.BATCHES_JOB_NETWORK == "host")
     if settings.BATCHES_ISOLATION == "off":
         return Isolation.none("BATCHES_ISOLATION is off")
-    if os.geteuid() != 0:
-        isolation.missing["job_user"] = "the worker is not root, so it cannot submit jobs as their tenants' accounts (sbatch --uid)"
-    else:
-        isolation.switch_users = True
-        if settings.BATCHES_JOB_USER:
-            try:
-                isolation.job_user = job_account(settings.BATCHES_JOB_USER)
-            except NoJobAccount as exc:
-                isolation.missing["job_user"] = f"BATCHES_JOB_USER: {exc}"
-        unprotected = shared_folders_unprotected()
-        if unprotected and "job_user" not in isolation.missing:
-            isolation.missing["job_user"] = unprotected
+    probe_job_user(isolation, job_user=settings.BATCHES_JOB_USER, how="submit jobs as their tenants' accounts (sbatch --uid)")
     bwrap = settings.BATCHES_SLURM_BWRAP
     if bwrap and os.access(bwrap, os.X_OK):
         isolation.bwrap = bwrap
@@ -109,9 +97,9 @@ def seal_submission(*, folder: Path, log_files: list[Path], user: JobUser | None
         return
     folder.chmod(0o711)
     for task_file in folder.glob("*.json"):
-        if task_file.name != "manifest.json":
-            os.chown(task_file, 0, user.gid)
-            task_file.chmod(0o640)
+        if task_file.name != "manifest.json":  # the account's alone, whatever its group holds
+            os.chown(task_file, user.uid, 0)
+            task_file.chmod(0o400)
     os.chown(folder / STATUS, user.uid, user.gid)
     (folder / STATUS).chmod(0o700)
     group = log_dir.stat().st_gid

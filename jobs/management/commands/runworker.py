@@ -20,7 +20,6 @@ def check_sealing(executor: Executor) -> None:
     """Refuse to start a worker that cannot seal jobs where sealing is required, or that
     would run jobs as root; say which parts are in force. A worker started with
     BATCHES_REQUIRE_ISOLATION=1 makes sealing required for every worker."""
-    report = executor.isolation_report()
     missing = executor.isolation_missing()
     if settings.BATCHES_REQUIRE_ISOLATION:
         if missing:
@@ -38,10 +37,9 @@ def check_sealing(executor: Executor) -> None:
     problem = executor.runs_as_root_problem(accounts_exist=accounts_in_use())
     if problem:
         raise CommandError(problem)
-    if report:
+    if executor.isolation is not None and executor.isolation_report():
         # A log record, not a print: in LOG_FORMAT=json it is a JSON line like the rest.
-        described = "; ".join(f"{part}: {'yes' if part not in missing else 'NO (' + missing[part] + ')'}" for part in report)
-        logger.log(logging.WARNING if missing else logging.INFO, "job isolation: %s", described)
+        logger.log(logging.WARNING if missing else logging.INFO, "job isolation: %s", executor.isolation.describe())
 
 
 class Command(BaseCommand):
