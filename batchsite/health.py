@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET
 
 from jobs.executors import get_executor_class
 from jobs.policy import isolation_required, missing_parts
-from jobs.selectors import live_worker_count, live_worker_isolation, live_worker_reports
+from jobs.selectors import combined_isolation, live_worker_reports
 
 
 @csrf_exempt  # no state changes: other methods get a 405, not a CSRF 403
@@ -36,13 +36,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        workers = live_worker_count()
-        isolation = live_worker_isolation()
-        required = required or isolation_required(fresh=True)
-        if required:
-            unsealed = [
-                f"{name} (missing: {', '.join(missing_parts(report))})" for name, report in live_worker_reports() if missing_parts(report)
-            ]
+        reports = live_worker_reports()  # one query for the count, the parts and the names
+        workers = len(reports)
+        isolation = combined_isolation(reports)
+        if required or isolation_required(fresh=True):
+            lacking = [(name, missing_parts(report)) for name, report in reports]
+            unsealed = [f"{name} (missing: {', '.join(parts)})" for name, parts in lacking if parts]
     except DatabaseError as exc:
         checks["database"] = f"unavailable: {exc.__class__.__name__}"
     try:

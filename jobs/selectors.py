@@ -53,23 +53,18 @@ def job_events(*, job: Job) -> QuerySet[JobEvent]:
     return JobEvent.objects.filter(job=job)
 
 
-def live_worker_count() -> int:
-    """Workers whose lease has not run out."""
-    return Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=timezone.now()).count()
-
-
 def live_worker_reports() -> list[tuple[str, dict[str, bool]]]:
     """(name, isolation report) of every live worker."""
     live = Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=timezone.now())
     return [(name, report or {}) for name, report in live.values_list("name", "isolation")]
 
 
-def live_worker_isolation() -> dict[str, bool]:
-    """For each isolation part, whether every live worker that reports it has it in
-    force (a Slurm worker reports what the cluster enforces)."""
+def combined_isolation(reports: list[tuple[str, dict[str, bool]]]) -> dict[str, bool]:
+    """For each isolation part, whether every worker of `reports` (live_worker_reports)
+    that reports it has it in force (a Slurm worker reports what the cluster enforces)."""
     parts: dict[str, bool] = {}
-    for report in Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=timezone.now()).values_list("isolation", flat=True):
-        for part, in_force in (report or {}).items():
+    for _, report in reports:
+        for part, in_force in report.items():
             parts[part] = parts.get(part, True) and bool(in_force)
     return parts
 
