@@ -287,3 +287,19 @@ def test_an_account_whose_group_is_the_services_is_refused(pool, alice, settings
     settings.DATA_DIR = data
     with pytest.raises(JobAccountError, match="group .* is the service's"):
         map_job_account(user=alice, username=pool[1])
+
+
+def test_an_operator_maps_an_account_in_the_admin_with_the_same_rules(pool, admin_client, alice, bob):
+    """The admin's Job accounts page goes through map_job_account: root is refused on the
+    form, naming the field; a pool account maps; the list shows who runs as what."""
+    assert admin_client.get("/admin/accounts/jobaccount/").status_code == 200
+    refused = admin_client.post("/admin/accounts/jobaccount/add/", {"username": "root", "user": alice.pk})
+    assert refused.status_code == 200
+    assert "root or the service&#x27;s own user" in refused.content.decode()
+    account = JobAccount.objects.get(username=pool[0])
+    changed = admin_client.post(f"/admin/accounts/jobaccount/{account.pk}/change/", {"username": pool[0], "user": bob.pk})
+    assert changed.status_code == 302, changed.content.decode()[:2000]
+    account.refresh_from_db()
+    assert account.user == bob and account.assigned_at is not None
+    listing = admin_client.get("/admin/accounts/jobaccount/").content.decode()
+    assert pool[0] in listing and "bob" in listing
