@@ -69,6 +69,7 @@ manage: venv $(DATA)/secret_key
 lint: venv $(BIN)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
 	SECRET_KEY=lint-only $(BIN)/python manage.py makemigrations --check --dry-run
 
 # The whole suite. SQLite unless DATABASE_URL points elsewhere (CI runs both).

@@ -2,7 +2,7 @@
 
 A Tool is an argv template (never a shell string) with declared parameters; a
 Filesystem is a path that batches may mount; a Batch is one user's submission of many
-jobs with one tool and one hardware configuration. Rules live in `batches.services`.
+jobs with one tool and one hardware configuration. Rules live in `batches.services` (checking a submission) and `jobs.submission` (writing it).
 """
 
 from django.conf import settings
@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group
 from django.db import models
 from django.utils import timezone
 
-from batchsite.ids import uuid7
+from core.ids import uuid7
 
 
 class Filesystem(models.Model):

@@ -1,15 +1,11 @@
 """Reads of tools, filesystems and batches, each scoped to the user who asks."""
 
-from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connections, router
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from batches.models import Batch, Filesystem, Tool
-from jobs.models import Job
-from jobs.states import Status
 
 
 def visible_tools() -> QuerySet[Tool]:
@@ -63,69 +59,3 @@ def batch_filesystem_ids(*, batch_id: Any) -> list[Any]:
 
 def get_user_batch(*, user: AbstractBaseUser, batch_id: Any) -> Batch | None:
     return Batch.objects.filter(owner=user, pk=batch_id, deleted_at__isnull=True).select_related("tool").first()
-
-
-def status_counts(*, batch: Batch) -> dict[str, int]:
-    """Jobs per status, lower-case keys, every status present. One GROUP BY on the
-    (batch, status) index."""
-    return _counts(Job.objects.filter(batch=batch))
-
-
-def user_batch_status_counts(*, user: AbstractBaseUser, batch_id: Any) -> dict[str, int] | None:
-    """`status_counts` of the caller's batch `batch_id`, or None if it has no such
-    (undeleted) batch: one query, the ownership checked in it (a batch always has jobs
-    until it is deleted).
-
-    Written in SQL: this is what clients poll, and on a 1,000-job batch the ORM's
-    compilation of the query cost more than running it. The ownership is an uncorrelated
-    EXISTS (a one-time filter), not a join: joined, PostgreSQL gave up the index-only
-    count of a 1,000,000-job batch (330 ms, not 177)."""
-    conn = connections[router.db_for_read(Job)]
-    batch_id = Batch._meta.pk.get_db_prep_value(batch_id, conn)
-    owner_id = Batch._meta.get_field("owner").get_db_prep_value(user.pk, conn)
-    with conn.cursor() as cursor:
-        cursor.execute(_counts_sql(conn), [batch_id, batch_id, owner_id])
-        rows = cursor.fetchall()
-    return _counts_of(rows) if rows else None
-
-
-_COUNTS_SQL: dict[str, str] = {}
-
-
-def _counts_sql(conn: Any) -> str:
-    """The query of `user_batch_status_counts`, written once per database vendor."""
-    if conn.vendor in _COUNTS_SQL:
-        return _COUNTS_SQL[conn.vendor]
-    qn = conn.ops.quote_name
-    jobs, batches = Job._meta, Batch._meta
-    sql = (
-        f"SELECT {qn(jobs.get_field('status').column)}, COUNT(*) FROM {qn(jobs.db_table)} "  # noqa: S608 (names from the models)
-        f"WHERE {qn(jobs.get_field('batch').column)} = %s AND EXISTS (SELECT 1 FROM {qn(batches.db_table)} "
-        f"WHERE {qn(batches.pk.column)} = %s AND {qn(batches.get_field('owner').column)} = %s "
-        f"AND {qn(batches.get_field('deleted_at').column)} IS NULL) GROUP BY 1"
-    )
-    _COUNTS_SQL[conn.vendor] = sql
-    return sql
-
-
-def status_counts_of_batches(*, batch_ids: list[Any]) -> dict[Any, dict[str, int]]:
-    """`status_counts` of each of `batch_ids` (a page of batches) in one GROUP BY."""
-    rows: dict[Any, list[tuple[str, int]]] = {batch_id: [] for batch_id in batch_ids}
-    for batch_id, status, n in (
-        Job.objects.filter(batch_id__in=batch_ids).order_by().values_list("batch_id", "status").annotate(n=Count("*"))
-    ):
-        rows[batch_id].append((status, n))
-    return {batch_id: _counts_of(found) for batch_id, found in rows.items()}
-
-
-def _counts(jobs: QuerySet[Job]) -> dict[str, int]:
-    # COUNT(*), not COUNT(id): PostgreSQL then answers from the index alone.
-    return _counts_of(jobs.order_by().values_list("status").annotate(n=Count("*")))
-
-
-def _counts_of(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
-    """(status, jobs) rows as the BatchStatus shape: lower-case keys, every status."""
-    counts = {status.lower(): 0 for status in Status.values}
-    for status, n in rows:
-        counts[status.lower()] = n
-    return counts

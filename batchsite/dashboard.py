@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from batches.models import Batch
 from jobs.selectors import active_workers, oldest_waiting_since, state_counts_by_batch
-from jobs.states import QUEUED, UNFINISHED, Status
+from jobs.statuses import QUEUED, UNFINISHED, Status
 
 
 def dashboard_figures() -> dict[str, Any]:

@@ -28,26 +28,19 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
-from batchsite.problems import problem_response
+from core.problems import problem_response
+from jobs.api.batch_views import SUBMISSIONS, SUBMITTED_JOBS
 from jobs.models import Job, Worker
 from jobs.selectors import jobs_per_state, oldest_waiting_since
-from jobs.states import QUEUED, Status
-
-SUBMISSIONS = Counter("batches_submissions", "Batches submitted through the API.")
-SUBMITTED_JOBS = Counter("batches_submitted_jobs", "Jobs in the batches submitted through the API.")
+from jobs.statuses import QUEUED, Status
 
 _DURATION_WINDOW = timedelta(hours=1)
 _DURATION_SAMPLE = 10_000  # most recent finished jobs a scrape looks at
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def count_submission(*, jobs: int) -> None:
-    SUBMISSIONS.inc()
-    SUBMITTED_JOBS.inc(jobs)
 
 
 class DatabaseCollector(Collector):

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.admin.views.main import ERROR_FLAG
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
-from batchsite.problems import UNAVAILABLE_ERRORS, problem_response
+from core.problems import UNAVAILABLE_ERRORS, problem_response
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from batchsite.problems import PayloadTooLarge
+from core.problems import PayloadTooLarge
 
 # Only a \uD800-\uDFFF escape can put a lone surrogate into a parsed string (UTF-8
 # bytes cannot); such a string is no text, and no database or renderer will take it.

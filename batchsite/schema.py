@@ -7,7 +7,7 @@ parsing, pagination, the database) so the schema lists every status a client can
 
 from typing import Any
 
-from batchsite.problems import PROBLEM_CONTENT_TYPE
+from core.problems import PROBLEM_CONTENT_TYPE
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -5,10 +5,11 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from batches.api import views as batch_views
+from batches.api import views as catalog_views
 from batchsite.dashboard import dashboard_view
 from batchsite.health import healthz, readyz
 from batchsite.metrics import metrics_view
+from jobs.api import batch_views
 from jobs.api import views as job_views
 
 urlpatterns = [
@@ -22,9 +23,9 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/events", job_views.JobEventListView.as_view(), name="job-events"),
     path("jobs/<uuid:job_id>", job_views.JobByIdView.as_view(), name="job-by-id"),
     path("logs/<uuid:log_id>", job_views.LogView.as_view(), name="log"),
-    path("tools", batch_views.ToolListView.as_view(), name="tool-list"),
-    path("tools/<uuid:tool_id>", batch_views.ToolDetailView.as_view(), name="tool-detail"),
-    path("filesystems", batch_views.FilesystemListView.as_view(), name="filesystem-list"),
+    path("tools", catalog_views.ToolListView.as_view(), name="tool-list"),
+    path("tools/<uuid:tool_id>", catalog_views.ToolDetailView.as_view(), name="tool-detail"),
+    path("filesystems", catalog_views.FilesystemListView.as_view(), name="filesystem-list"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", healthz, name="healthz"),

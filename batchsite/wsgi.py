@@ -21,7 +21,7 @@ django_application = get_wsgi_application()
 
 
 def _problem(start_response: Callable, status: int, detail: str) -> list[bytes]:
-    from batchsite.problems import PROBLEM_CONTENT_TYPE, problem_body  # once Django is set up
+    from core.problems import PROBLEM_CONTENT_TYPE, problem_body  # once Django is set up
 
     problem = problem_body(status, detail)
     body = json.dumps(problem).encode()

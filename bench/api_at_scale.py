@@ -51,7 +51,7 @@ from accounts.services import issue_token  # noqa: E402
 from batches.catalog import sync_catalog  # noqa: E402
 from batches.models import Batch, Filesystem, Tool  # noqa: E402
 from batchsite import urls as service_urls  # noqa: E402
-from batchsite.ids import uuid7  # noqa: E402
+from core.ids import uuid7  # noqa: E402
 
 
 class _Noop(APIView):

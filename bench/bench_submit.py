@@ -35,7 +35,7 @@ from rest_framework.test import APIClient  # noqa: E402
 from accounts.services import issue_token  # noqa: E402
 from batches.catalog import sync_catalog  # noqa: E402
 from batches.models import Filesystem, Tool  # noqa: E402
-from batchsite.ids import uuid7  # noqa: E402
+from core.ids import uuid7  # noqa: E402
 
 
 def timed(fn):

@@ -1,6 +1,5 @@
 from collections.abc import Iterator
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -8,14 +7,13 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from batches.admin import BatchAdmin, OwnerFilter, ReadOnlyPage, to_the_second
-from batches.models import Batch
-from batchsite.admin_paging import LargeTableAdmin
-from jobs.logs import read_log
+from core.admin_pages import ReadOnlyPage, to_the_second
+from core.admin_paging import LargeTableAdmin
+from jobs.batch_admin import OwnerFilter  # and, imported, the batch pages are registered
+from jobs.executors import read_log
 from jobs.models import Attempt, Job, JobEvent, Worker
 from jobs.selectors import jobs_of_kept_batches
-from jobs.services import CancelStillStopping, cancel_batch, cancel_jobs, retry_failed_jobs
-from jobs.states import Status
+from jobs.services import CancelStillStopping, cancel_jobs, retry_failed_jobs
 
 
 class JobOwnerFilter(OwnerFilter):
@@ -240,40 +238,3 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
         return False
-
-
-class BatchAdminWithJobActions(BatchAdmin):
-    """The batch admin (batches/admin.py) with the actions on a batch's jobs: cancel and
-    retry, through the same services as the API's `POST /batches/<id>/cancel` and
-    `/retry`. Registered here, where those services live (jobs may use batches; batches
-    never calls into jobs)."""
-
-    actions = ["cancel_batches", "retry_batches"]
-
-    @admin.action(description="Cancel selected batches (their unfinished jobs)", permissions=["change"])
-    def cancel_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-        results = [cancel_batch(batch=batch, by=request.user) for batch in queryset]
-        cancelled, stopping = sum(r.cancelled for r in results), sum(r.stopping for r in results)
-        self.message_user(
-            request,
-            f"Cancelling {len(results)} batch(es): {cancelled} queued job(s), {stopping} running one(s) once they stop.",
-            messages.SUCCESS,
-        )
-
-    @admin.action(description="Retry the FAILED jobs of selected batches", permissions=["change"])
-    def retry_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-        failed = Job.objects.filter(batch__in=queryset, status=Status.FAILED)
-        most = settings.BATCHES_MAX_JOBS_PER_BATCH  # what one retry through the API may do
-        if failed.order_by().values("pk")[: most + 1].count() > most:
-            self.message_user(request, f"Nothing done: more than {most:,} failed jobs; retry fewer batches at once.", messages.ERROR)
-            return
-        try:
-            retried = retry_failed_jobs(jobs=Job.objects.filter(batch__in=queryset))
-        except CancelStillStopping as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return
-        self.message_user(request, f"Retried {retried} job(s).", messages.SUCCESS)
-
-
-admin.site.unregister(Batch)
-admin.site.register(Batch, BatchAdminWithJobActions)

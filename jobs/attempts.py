@@ -14,7 +14,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from jobs.executors.base import Outcome, Queued, Started
-from jobs.models import Attempt, Worker
+from jobs.models import Attempt, Job, Worker
 
 # Rows per statement: well under SQLite's 32,766 bound parameters.
 _CHUNK = 500
@@ -161,8 +161,6 @@ def reassign(*, attempts: Sequence[Attempt], to: Worker) -> list[Attempt]:
     `to`, each only if still held by the worker it was read with (the rows are locked
     while they move). Returns those moved. A few statements per old worker and chunk,
     whatever the number of attempts."""
-    from jobs.models import Job
-
     by_worker: dict[Any, list[Attempt]] = {}
     for attempt in attempts:
         by_worker.setdefault(attempt.worker_id, []).append(attempt)

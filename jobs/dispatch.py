@@ -19,7 +19,8 @@ from accounts.job_accounts import NO_ACCOUNT_REASON, accounts_in_use, assign_fro
 from accounts.models import JobAccount
 from batches.models import Batch
 from jobs.models import Job, Worker
-from jobs.states import LIVE, Status, has_live_attempt, transition
+from jobs.states import has_live_attempt, transition
+from jobs.statuses import LIVE, Status
 
 # One sweep places at most this many jobs, from at most this many batches per state:
 # short transactions, and the next sweep goes on.

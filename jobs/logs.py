@@ -1,7 +1,8 @@
 """Where a job's combined stdout and stderr live, and reading them back.
 
 Executors write `<BATCHES_LOG_DIR>/<log_id>.log`; the web server reads the same path,
-so the log directory must be shared with the machines that run jobs.
+so the log directory must be shared with the machines that run jobs. Readers go through
+`jobs.executors.read_log`, which asks the configured executor.
 """
 
 import contextlib
@@ -19,22 +20,9 @@ def log_path(log_id: Any) -> Path:
     return settings.BATCHES_LOG_DIR / f"{log_id}.log"
 
 
-def read_log(*, log_id: Any, offset: int = 0, limit: int = MAX_CHUNK) -> tuple[bytes, int]:
-    """Bytes of the log from `offset` (at most `limit`), and the log's size now, as the
-    configured executor serves them. A job that has not started yet has an empty log."""
-    from django.core.exceptions import ImproperlyConfigured
-
-    from jobs.executors import get_executor_class
-
-    try:
-        executor_class = get_executor_class()
-    except ImproperlyConfigured:
-        return read_log_file(log_id=log_id, offset=offset, limit=limit)
-    return executor_class.read_log_of(log_id=str(log_id), offset=offset, limit=limit)
-
-
 def read_log_file(*, log_id: Any, offset: int = 0, limit: int = MAX_CHUNK) -> tuple[bytes, int]:
-    """`read_log` from the shared log directory (what every executor writes to)."""
+    """Bytes of the log from `offset` (at most `limit`) in the shared log directory
+    (what every executor writes to), and its size now."""
     path = log_path(log_id)
     try:
         with path.open("rb") as handle:

@@ -8,8 +8,8 @@ from django.db import models
 from django.utils import timezone
 
 from batches.models import Batch
-from batchsite.ids import uuid7
-from jobs.states import Status
+from core.ids import uuid7
+from jobs.statuses import Status
 
 
 class Worker(models.Model):
@@ -121,7 +121,7 @@ class Attempt(models.Model):
         RUNNING = "RUNNING"
         ENDED = "ENDED"
 
-    # DO_NOTHING: removed with their jobs by batches.services.delete_batches.
+    # DO_NOTHING: removed with their jobs by jobs.removal.delete_batches.
     # No index of their own: (job, number) and the live-attempt index below cover the
     # look-ups, and every index is one more write per attempt.
     job = models.ForeignKey(Job, on_delete=models.DO_NOTHING, related_name="attempt_records", db_index=False)

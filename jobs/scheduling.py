@@ -29,7 +29,8 @@ from jobs import attempts as attempt_rows
 from jobs.executors.base import AttemptSpec, Capacity, LiveAttempt, Outcome, Queued, Report, Started, internal_error
 from jobs.models import Attempt, Job, Worker
 from jobs.policy import refusal
-from jobs.states import CANCELLED_REASON, HELD, LIVE, Status, set_reason, transition
+from jobs.states import set_reason, transition
+from jobs.statuses import CANCELLED_REASON, HELD, LIVE, Status
 
 logger = logging.getLogger("jobs.scheduling")
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from batches.models import Batch
 from jobs.models import Attempt, Job, JobEvent, Worker
-from jobs.states import QUEUED, Status
+from jobs.statuses import QUEUED, Status
 
 
 def batch_jobs(*, batch_id: Any) -> QuerySet:

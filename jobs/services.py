@@ -13,21 +13,11 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from batches.models import Batch
-from batches.selectors import status_counts
-from batchsite.ids import uuid7
+from core.ids import uuid7
+from jobs.counts import status_counts
 from jobs.models import Job
-from jobs.states import (
-    CANCELLED_REASON,
-    HELD,
-    LIVE,
-    QUEUED,
-    UNFINISHED,
-    Status,
-    has_live_attempt,
-    holding_an_attempt,
-    request_cancel,
-    transition,
-)
+from jobs.states import has_live_attempt, holding_an_attempt, request_cancel, transition
+from jobs.statuses import CANCELLED_REASON, HELD, LIVE, QUEUED, UNFINISHED, Status
 from jobs.wakeup import notify_work
 
 

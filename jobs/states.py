@@ -1,8 +1,5 @@
-"""Job states and the one function that changes them.
-
-States follow AWS Batch: SUBMITTED -> PENDING -> RUNNABLE -> STARTING -> RUNNING ->
-SUCCEEDED | FAILED. Cancel sends any unfinished job to FAILED; a failed attempt with
-attempts left, and a retry asked for by the user, go back to RUNNABLE.
+"""The one function that changes a job's status (the statuses and the moves allowed
+between them are `jobs.statuses`).
 
 `transition()` is the only writer of `Job.status` (views, admin, commands and executors
 all call it): a conditional UPDATE from the expected state(s), so two racing writers
@@ -20,54 +17,12 @@ from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 
-
-class Status(models.TextChoices):
-    SUBMITTED = "SUBMITTED"
-    PENDING = "PENDING"
-    RUNNABLE = "RUNNABLE"
-    STARTING = "STARTING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-
-
-TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED})
-UNFINISHED = frozenset(set(Status) - TERMINAL)
-QUEUED = frozenset({Status.SUBMITTED, Status.PENDING, Status.RUNNABLE})
-LIVE = frozenset({Status.STARTING, Status.RUNNING})
-# States in which a job may have a live attempt: LIVE, and RUNNABLE while its attempt
-# waits in a cluster's own queue (Slurm PENDING).
-HELD = LIVE | {Status.RUNNABLE}
-
-ALLOWED: dict[str, frozenset[str]] = {
-    Status.SUBMITTED: frozenset({Status.PENDING, Status.RUNNABLE, Status.FAILED}),
-    Status.PENDING: frozenset({Status.RUNNABLE, Status.FAILED}),
-    Status.RUNNABLE: frozenset({Status.PENDING, Status.STARTING, Status.FAILED}),
-    Status.STARTING: frozenset({Status.RUNNING, Status.RUNNABLE, Status.SUCCEEDED, Status.FAILED}),
-    Status.RUNNING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.RUNNABLE}),
-    Status.SUCCEEDED: frozenset(),
-    Status.FAILED: frozenset({Status.RUNNABLE}),
-}
-
-CANCELLED_REASON = "Cancelled by user"
+from jobs.models import Attempt, Job, JobEvent
+from jobs.statuses import HELD, LIVE, TERMINAL, Status, check_transition
 
 # Large transitions (cancel a batch of 100,000 jobs) run in chunks: SQLite refuses more
 # than 32,766 bound parameters and PostgreSQL plans long IN lists badly.
 _CHUNK = 500
-
-
-class TransitionError(ValueError):
-    """A transition that the state machine does not allow."""
-
-
-def _check(from_statuses: Iterable[str], to_status: str) -> frozenset[str]:
-    sources = frozenset(from_statuses)
-    if not sources:
-        raise TransitionError("no source state given")
-    for source in sources:
-        if to_status not in ALLOWED[source]:
-            raise TransitionError(f"{source} -> {to_status} is not a job transition")
-    return sources
 
 
 def _timestamps(to_status: str, now: datetime) -> dict[str, Any]:
@@ -116,11 +71,11 @@ def transition(
     for anything else).
     """
     if through is None:
-        sources = _check(from_statuses, to_status)
+        sources = check_transition(from_statuses, to_status)
         steps = (to_status,)
     else:
-        sources = _check(from_statuses, through)
-        _check([through], to_status)
+        sources = check_transition(from_statuses, through)
+        check_transition([through], to_status)
         steps = (through, to_status)
     now = now or timezone.now()
     updates = {"status": to_status, "reason": reason, **fields}
@@ -138,7 +93,6 @@ def transition(
 def _orm_transition(
     *, ids: list[Any], sources: frozenset[str], steps: tuple[str, ...], reason: str, now: datetime, guard: Q | None, updates: dict[str, Any]
 ) -> list[Any]:
-    from jobs.models import Job, JobEvent
 
     changed: list[Any] = []
     with transaction.atomic():
@@ -199,7 +153,6 @@ class _FastPlan:
 
     @classmethod
     def build(cls, *, updates: dict[str, Any], guard: Q | None) -> "_FastPlan | None":
-        from jobs.models import Job
 
         conn = _db()
         if not _supports_returning(conn):
@@ -289,7 +242,6 @@ def _step_reason(step: str, steps: tuple[str, ...], reason: str) -> str:
 def _fast_transition(
     *, ids: list[Any], sources: frozenset[str], steps: tuple[str, ...], reason: str, now: datetime, plan: _FastPlan
 ) -> list[Any]:
-    from jobs.models import Job, JobEvent
 
     conn = _db()
     qn = conn.ops.quote_name
@@ -370,7 +322,6 @@ CANCEL_PENDING_REASON = "Cancel requested; waiting for the attempt to stop"
 
 def has_live_attempt() -> Exists:
     """True for a job with a live attempt row (started, or waiting in a cluster's queue)."""
-    from jobs.models import Attempt
 
     return Exists(Attempt.objects.filter(job=OuterRef("pk"), end_time__isnull=True))
 
@@ -385,7 +336,6 @@ def set_reason(*, job_ids: Iterable[Any], status: str, reason: str, guard: Q | N
     """Change the reason of the jobs of `job_ids` still in `status` (a job waiting in a
     cluster's queue says why, and the why changes: `Priority`, then `Resources`). Not a
     transition: the status stays, and no event is written."""
-    from jobs.models import Job
 
     jobs = Job.objects.filter(pk__in=list(job_ids), status=status).exclude(reason=reason)
     return (jobs.filter(guard) if guard is not None else jobs).update(reason=reason)
@@ -397,7 +347,6 @@ def request_cancel(*, job_ids: Iterable[Any], by: Any = None, now: datetime | No
     who asked and when, and say so in `reason`. The status does not change here: the job
     becomes FAILED `Cancelled by user` once its worker confirms the attempt has stopped
     (`jobs.scheduling.record_reports`). Returns the ids asked for the first time."""
-    from jobs.models import Job
 
     now = now or timezone.now()
     ids = list(job_ids)

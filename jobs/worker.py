@@ -25,16 +25,16 @@ from dataclasses import dataclass, replace
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-from batches.services import PURGE_CHUNK, purge_deleted_batches
 from jobs.dispatch import dispatch_submitted
 from jobs.executors.base import AttemptSpec, Capacity, Executor, Outcome, Report
 from jobs.fencing import Fence
 from jobs.leases import expire_dead_local_workers, register_worker, renew_lease, stop_worker, worker_is_dead
 from jobs.models import Worker
 from jobs.policy import refusal
+from jobs.removal import PURGE_CHUNK, purge_deleted_batches
 from jobs.scheduling import LOST_CONTACT, adopt_attempts, check_attempts, claim_jobs, record_reports, recover_lost_workers
 from jobs.services import advance_batch_cancels
-from jobs.states import CANCELLED_REASON
+from jobs.statuses import CANCELLED_REASON
 from jobs.wakeup import LocalWorkListener, WorkListener
 
 logger = logging.getLogger("jobs.worker")

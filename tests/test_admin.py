@@ -8,7 +8,7 @@ from django.test import Client
 from accounts.models import ApiToken
 from batches.models import Batch
 from jobs.models import Attempt, Job, JobEvent
-from jobs.states import Status
+from jobs.statuses import Status
 from tests.conftest import make_client, submission
 
 pytestmark = pytest.mark.django_db
@@ -334,10 +334,10 @@ def test_select_all_acts_on_no_more_than_the_list_can_show(admin_client, alice_c
     """'Select all 10000 jobs' under a capped count cancelled all 128,997 that matched, in
     one request of 15 s; select-across on 805 batches ran 37 s. Beyond the bound the
     action is refused, said why, and nothing changes."""
-    import batchsite.admin_paging
+    import core.admin_paging
 
-    monkeypatch.setattr(batchsite.admin_paging, "COUNT_CAP", 5)
-    monkeypatch.setattr(batchsite.admin_paging.BoundedActions, "action_limit", 5)
+    monkeypatch.setattr(core.admin_paging, "COUNT_CAP", 5)
+    monkeypatch.setattr(core.admin_paging.BoundedActions, "action_limit", 5)
     body = submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(8)])
     batch_id = alice_client.post("/batches", body, format="json").json()["batch_id"]
     ids = [str(pk) for pk in Job.objects.filter(batch_id=batch_id).values_list("pk", flat=True)]

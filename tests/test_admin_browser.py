@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import Permission, User
 
 from jobs.models import Attempt, Job, JobEvent
-from jobs.states import CANCELLED_REASON, Status
+from jobs.statuses import CANCELLED_REASON, Status
 from tests.conftest import make_client
 from tests.worker_helpers import ROOT, make_batch, script_tool, start_worker, statuses, stop_worker_process, wait_for
 

@@ -10,7 +10,7 @@ from django.db import connection
 from django.test import Client
 
 from batches.models import Batch
-from batchsite import admin_paging
+from core import admin_paging
 from jobs.admin import JobAdmin
 from jobs.load import generate_load
 from jobs.logs import log_path

@@ -12,7 +12,7 @@ from django.test import override_settings
 
 from batches.models import Batch
 from batchsite.parsers import BoundedJSONParser
-from batchsite.problems import PayloadTooLarge
+from core.problems import PayloadTooLarge
 from jobs.models import Job
 from tests.conftest import submission
 

@@ -171,7 +171,8 @@ def test_a_repeated_cancel_does_not_count_jobs_already_stopping(alice_client, ca
     """A job that takes its time to stop (it ignores SIGTERM for the kill grace) was
     counted as changed and stopping by every repeat of the batch's cancel."""
     from jobs.models import Job
-    from jobs.states import Status, transition
+    from jobs.states import transition
+    from jobs.statuses import Status
 
     batch_id = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
     running = Job.objects.filter(batch_id=batch_id).order_by("index").first()
@@ -230,9 +231,9 @@ def test_deleting_every_batch_takes_exactly_its_own_address_and_no_body(alice_cl
 def test_a_key_whose_batch_was_deleted_is_forgotten(alice_client, catalog, monkeypatch):
     """Repeating a submission with its Idempotency-Key after deleting the batch, while the
     batch's rows were still being removed, was a 500."""
-    import batches.services
+    import jobs.removal
 
-    monkeypatch.setattr(batches.services, "PURGE_CHUNK", 1)
+    monkeypatch.setattr(jobs.removal, "PURGE_CHUNK", 1)
     body = submission(catalog)
     first = alice_client.post("/batches", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
     assert first.status_code == 201

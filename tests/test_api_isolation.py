@@ -10,7 +10,8 @@ import pytest
 from batches.models import Batch
 from jobs.logs import log_path
 from jobs.models import Job, JobEvent
-from jobs.states import Status, transition
+from jobs.states import transition
+from jobs.statuses import Status
 from tests.conftest import submission
 
 

@@ -8,9 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from batches.models import Batch, Filesystem, Tool
-from batches.services import submit_batch
 from jobs.models import Job, JobEvent
-from jobs.states import Status
+from jobs.statuses import Status
+from jobs.submission import submit_batch
 from tests.conftest import submission
 
 PAGE_SIZES = (1, 10, 100)

@@ -10,12 +10,13 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.utils import DatabaseError
 
 from batches.models import Batch, Tool
-from batches.services import delete_batches
 from jobs.executors.isolation import Isolation
 from jobs.executors.local import LocalExecutor
 from jobs.executors.procs import processes_with_env
 from jobs.models import Attempt, Job, JobEvent
-from jobs.states import Status, transition
+from jobs.removal import delete_batches
+from jobs.states import transition
+from jobs.statuses import Status
 from jobs.worker import WorkerConfig, WorkerLoop
 from tests.worker_helpers import all_finished, drive, in_process_loop, make_batch, race_with_open_transaction, script_tool, statuses
 

@@ -9,9 +9,9 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from batches.models import Batch
-from batches.services import cleanup_batches
 from jobs.logs import log_path
 from jobs.models import Job, JobEvent
+from jobs.removal import cleanup_batches
 from jobs.services import cancel_jobs
 from tests.worker_helpers import make_batch
 

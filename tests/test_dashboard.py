@@ -90,10 +90,10 @@ def test_jobs_are_found_by_their_owners_name_in_any_case(admin_client, alice, ca
 def test_a_deleted_batchs_jobs_leave_the_operators_pages_at_once(admin_client, alice_client, catalog, monkeypatch):
     """Its jobs go 5,000 per chunk after the delete; meanwhile the job list showed them
     and the dashboard counted them as waiting (90,587 of a 100,000-job batch)."""
-    import batches.services
+    import jobs.removal
     from tests.conftest import submission
 
-    monkeypatch.setattr(batches.services, "PURGE_CHUNK", 2)
+    monkeypatch.setattr(jobs.removal, "PURGE_CHUNK", 2)
     body = submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(6)])
     batch_id = alice_client.post("/batches", body, format="json").json()["batch_id"]
     assert alice_client.delete(f"/batches/{batch_id}").status_code == 204

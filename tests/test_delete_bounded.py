@@ -7,12 +7,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-import batches.services
+import jobs.removal
 import jobs.services
 from batches.models import Batch
-from batches.services import purge_deleted_batches
 from jobs.logs import log_path
 from jobs.models import Attempt, Job, JobEvent
+from jobs.removal import purge_deleted_batches
 from jobs.services import advance_batch_cancels
 from tests.conftest import submission
 from tests.worker_helpers import in_process_loop
@@ -34,7 +34,7 @@ def delete_queries(client, batch_id):
 
 
 def test_a_large_batch_leaves_at_once_and_its_rows_go_in_chunks(alice_client, catalog, monkeypatch):
-    monkeypatch.setattr(batches.services, "PURGE_CHUNK", 500)
+    monkeypatch.setattr(jobs.removal, "PURGE_CHUNK", 500)
     small, large = make(alice_client, catalog, 1_000), make(alice_client, catalog, 5_000)
     assert alice_client.delete(f"/batches/{small}").status_code == 204
     assert alice_client.delete(f"/batches/{large}").status_code == 204
@@ -50,7 +50,7 @@ def test_a_large_batch_leaves_at_once_and_its_rows_go_in_chunks(alice_client, ca
 
 
 def test_the_request_costs_the_same_for_any_size(alice_client, catalog, monkeypatch):
-    monkeypatch.setattr(batches.services, "PURGE_CHUNK", 300)
+    monkeypatch.setattr(jobs.removal, "PURGE_CHUNK", 300)
     counts = [delete_queries(alice_client, make(alice_client, catalog, n)) for n in (600, 3_000)]
     assert counts[0] == counts[1], counts
 

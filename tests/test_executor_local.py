@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from batches.models import Batch
-from batches.services import delete_batches
 from jobs.models import Job, JobEvent
+from jobs.removal import delete_batches
 from jobs.services import cancel_jobs, retry_failed_jobs
 from tests.worker_helpers import (
     all_finished,

@@ -15,9 +15,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from batches.models import Batch, Filesystem, Tool
-from batches.services import submit_batch
 from jobs.executors.isolation import Isolation, probe
 from jobs.models import Job
+from jobs.submission import submit_batch
 from tests.worker_helpers import ROOT, all_finished, drive, in_process_loop, python_tool, script_tool, statuses, worker_env
 
 pytestmark = pytest.mark.django_db

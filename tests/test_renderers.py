@@ -8,7 +8,7 @@ import uuid
 import pytest
 from rest_framework.renderers import JSONRenderer
 
-from batchsite.renderers import FastJSONRenderer
+from core.renderers import FastJSONRenderer
 
 SAMPLES = [
     {"job_id": uuid.UUID("01a227e2-2b7a-7c2b-8d6b-6570bdfb638c"), "status": "FAILED", "reason": "exit code 1"},

@@ -16,7 +16,8 @@ from schemathesis.generation.modes import GenerationMode
 
 from batchsite.wsgi import application
 from jobs.models import Job
-from jobs.states import Status, transition
+from jobs.states import transition
+from jobs.statuses import Status
 from tests.conftest import submission
 
 # --- the document itself -----------------------------------------------------------

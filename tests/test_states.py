@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db.models import F, Q
 
-from batches.services import submit_batch
 from jobs import states
 from jobs.models import Job, JobEvent, Worker
-from jobs.states import LIVE, UNFINISHED, Status, transition
+from jobs.states import transition
+from jobs.statuses import LIVE, UNFINISHED, Status
+from jobs.submission import submit_batch
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 JOB_COLUMNS = ("index", "status", "reason", "attempts", "exit_code", "worker_id", "start_time", "stop_time")

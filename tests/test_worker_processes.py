@@ -265,7 +265,7 @@ def test_stale_jobs_reports_and_settles_the_jobs_of_a_silent_worker(alice, catal
 
     from jobs.executors.base import Capacity
     from jobs.leases import register_worker
-    from jobs.states import Status
+    from jobs.statuses import Status
 
     batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "true"}}])
     worker = register_worker(executor="local", capacity=Capacity(2, 1024), lease_seconds=30, keeps_attempts=False, isolation={})

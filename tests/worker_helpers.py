@@ -14,10 +14,10 @@ from django.conf import settings
 from django.db import connection
 
 from batches.models import Batch, Tool
-from batches.services import submit_batch
 from jobs.executors.isolation import Isolation
 from jobs.executors.local import LocalExecutor
 from jobs.models import Job
+from jobs.submission import submit_batch
 from jobs.worker import WorkerConfig, WorkerLoop
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,6 @@ from rest_framework import serializers
 
 from batches.models import Batch
 from batches.selectors import BATCH_ROW
-from jobs.states import Status
 
 
 class ToolRefSerializer(serializers.Serializer):
@@ -99,21 +98,6 @@ def batch_representation(row: dict[str, Any], filesystems: list[tuple[Any, str]]
     }
 
 
-class BatchStatusSerializer(serializers.Serializer):
-    """Jobs of the batch per status."""
-
-    submitted = serializers.IntegerField()
-    pending = serializers.IntegerField()
-    runnable = serializers.IntegerField()
-    starting = serializers.IntegerField()
-    running = serializers.IntegerField()
-    succeeded = serializers.IntegerField()
-    failed = serializers.IntegerField()
-
-
-assert {f.upper() for f in BatchStatusSerializer._declared_fields} == set(Status.values)  # noqa: S101
-
-
 NO_NUL = RegexValidator(r"^[^\x00]+$", message="must not contain NUL characters")
 
 
@@ -159,7 +143,7 @@ class KnownFieldsOnly(serializers.Serializer):
 
 
 class HardwareInSerializer(KnownFieldsOnly):
-    # The bounds are the service's (batches.services._check_limits), shown here so the
+    # The bounds are the service's (batches.services.check_submission), shown here so the
     # schema tells clients what the server accepts.
     cpu = StrictIntegerField(min_value=1, max_value=settings.BATCHES_MAX_CPU, help_text="Whole cores per job.")
     memory = StrictIntegerField(min_value=1, max_value=settings.BATCHES_MAX_MEMORY_MIB, help_text="MiB per job.")

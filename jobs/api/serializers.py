@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from batches.parameters import as_sent
 from jobs.models import Job, JobEvent
-from jobs.states import Status
+from jobs.statuses import Status
 
 
 class ArgumentSerializer(serializers.Serializer):
@@ -31,7 +31,7 @@ def job_row(job: Job | dict[str, Any], tool: dict[str, Any]) -> dict[str, Any]:
     documents), written out by hand from a row of jobs.selectors.batch_jobs. A page of
     1,000 jobs is the hottest read, and DRF's per-field machinery cost more than the
     query; tests/test_api_contract.py pins the shape. Ids stay UUIDs: the renderer
-    writes them (batchsite.renderers)."""
+    writes them (core.renderers)."""
     row = job if isinstance(job, dict) else {name: getattr(job, name) for name in ("id", "log_id", "args", "status", "reason")}
     args = orjson.loads(row["args_json"]) if "args_json" in row else row["args"]
     return {
@@ -124,3 +124,18 @@ class JobEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobEvent
         fields = ["from_status", "to_status", "reason", "attempt", "time"]
+
+
+class BatchStatusSerializer(serializers.Serializer):
+    """Jobs of the batch per status."""
+
+    submitted = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    runnable = serializers.IntegerField()
+    starting = serializers.IntegerField()
+    running = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+
+
+assert {f.upper() for f in BatchStatusSerializer._declared_fields} == set(Status.values)  # noqa: S101

@@ -15,14 +15,14 @@ from rest_framework.views import APIView
 from batches.api.serializers import ToolRefSerializer
 from batches.models import Batch
 from batches.selectors import batch_filesystem_ids, get_user_batch
-from batchsite.pagination import KeysetPagination
-from batchsite.problems import Conflict
+from core.pagination import KeysetPagination
+from core.problems import Conflict
 from jobs.api.serializers import JobDetailSerializer, JobEventSerializer, JobSerializer
-from jobs.logs import read_log
+from jobs.executors import read_log
 from jobs.models import Job
 from jobs.selectors import batch_jobs, get_user_job, get_user_job_by_id, get_user_job_by_log, job_events
 from jobs.services import CancelResult, CancelStillStopping, cancel_batch, cancel_jobs, retry_failed_jobs
-from jobs.states import Status
+from jobs.statuses import Status
 
 NOT_FOUND = OpenApiResponse(description="No such batch or job for this user (another user's is also 404).")
 CHANGED = inline_serializer("ChangedJobs", {"changed": serializers.IntegerField(help_text="Jobs whose state changed.")})

@@ -47,7 +47,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from batchsite.ids import uuid7
+from core.ids import uuid7
 from jobs.executors.base import AttemptSpec, Capacity, Executor, LiveAttempt, Outcome, Queued, Report, Started, internal_error
 from jobs.executors.environment import job_environment
 from jobs.executors.isolation import SECCOMP, JobUser, NoJobAccount

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from jobs.models import Job, Worker
 from jobs.scheduling import recover_lost_workers
-from jobs.states import LIVE
+from jobs.statuses import LIVE
 
 
 class Command(BaseCommand):

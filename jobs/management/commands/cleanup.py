@@ -6,7 +6,8 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from batches.services import cleanup_batches, forget_idempotency_keys
+from batches.services import forget_idempotency_keys
+from jobs.removal import cleanup_batches
 
 _DURATION = re.compile(r"^([0-9]{1,12})([smhdw])$")  # ASCII digits: \d takes any script's
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -15,7 +15,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from batchsite.renderers import FastJSONRenderer
+from core.renderers import FastJSONRenderer
 
 logger = logging.getLogger(__name__)
 
