@@ -2,48 +2,34 @@
 starts it, closed when it ends. The only writer of `jobs.models.Attempt`.
 
 Each function writes many attempts in one or a few statements (the worker records what
-happened to dozens of attempts per step). Values always travel as parameters; on
-PostgreSQL they carry explicit casts, because a row of parameters in a derived table has
-no column types of its own.
+happened to dozens of attempts per step), written with `jobs.sql`: values always travel
+as parameters; on PostgreSQL they carry explicit casts, because a row of parameters in a
+derived table has no column types of its own.
 """
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import transaction
 
+from jobs import sql
 from jobs.executors.base import Outcome, Queued, Started
 from jobs.models import Attempt, Job, Worker
 
-# Rows per statement: well under SQLite's 32,766 bound parameters.
-_CHUNK = 500
-
-
-def _conn() -> Any:
-    return connections[DEFAULT_DB_ALIAS]
-
 
 def _column(name: str) -> str:
-    return _conn().ops.quote_name(Attempt._meta.get_field(name).column)
+    return sql.column(Attempt, name, sql.default_connection())
 
 
 def _prep(name: str, value: Any) -> Any:
-    field = Attempt._meta.get_field(name)
-    conn = _conn()
-    if field.is_relation:
-        if value is None:
-            return None
-        return field.target_field.get_db_prep_value(value, conn)
-    return field.get_db_prep_save(value, conn)
+    """`value` as the ORM writes it in the attempt's column `name`."""
+    return sql.db_value(Attempt._meta.get_field(name), value, sql.default_connection())
 
 
 def _typed(name: str) -> str:
     """A parameter marker for the column `name`, cast to its type on PostgreSQL."""
-    conn = _conn()
-    if conn.vendor != "postgresql":
-        return "%s"
-    return f"%s::{Attempt._meta.get_field(name).db_type(conn)}"
+    return sql.typed_mark(Attempt._meta.get_field(name), sql.default_connection())
 
 
 def open_attempts(*, worker: Worker, executor: str, items: Sequence[tuple[Any, int]], now: datetime) -> None:
@@ -52,7 +38,8 @@ def open_attempts(*, worker: Worker, executor: str, items: Sequence[tuple[Any, i
     job (a partial unique index), so a bug elsewhere fails the claim, never runs twice."""
     names = ("job", "number", "executor", "worker", "state", "create_time", "charged", "external_id", "node", "reason")
     columns = ", ".join(_column(name) for name in names)
-    table = _conn().ops.quote_name(Attempt._meta.db_table)
+    conn = sql.default_connection()
+    table = sql.table(Attempt, conn)
     constants = {
         "executor": _prep("executor", executor),
         "worker": _prep("worker", worker.pk),
@@ -63,15 +50,14 @@ def open_attempts(*, worker: Worker, executor: str, items: Sequence[tuple[Any, i
         "node": "",
         "reason": "",
     }
-    row = "(" + ", ".join(["%s"] * len(names)) + ")"
-    with _conn().cursor() as cursor:
-        for start in range(0, len(items), _CHUNK):
-            chunk = items[start : start + _CHUNK]
+    with conn.cursor() as cursor:
+        for start in range(0, len(items), sql.CHUNK):
+            chunk = items[start : start + sql.CHUNK]
             params: list[Any] = []
             for job_id, number in chunk:
                 values = {**constants, "job": _prep("job", job_id), "number": number}
                 params.extend(values[name] for name in names)
-            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(chunk))}", params)  # noqa: S608
+            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {sql.rows(len(names), len(chunk))}", params)  # noqa: S608
 
 
 def mark_started(*, reports: Sequence[Started], now: datetime) -> None:
@@ -127,9 +113,9 @@ def _update_from_rows(
     WHERE the key columns match: one statement per chunk of rows, whatever their values."""
     if not rows:
         return
-    conn = _conn()
+    conn = sql.default_connection()
     qn = conn.ops.quote_name
-    table = qn(Attempt._meta.db_table)
+    table = sql.table(Attempt, conn)
     names = list(rows[0])
     set_parts = [f"{_column(name)} = v.{qn('v_' + name)}" for name in names if name not in keys]
     set_params: list[Any] = []
@@ -146,8 +132,8 @@ def _update_from_rows(
     first = "SELECT " + ", ".join(f"{_typed(name)} AS {qn('v_' + name)}" for name in names)
     other = "SELECT " + ", ".join(_typed(name) for name in names)
     with conn.cursor() as cursor:
-        for start in range(0, len(rows), _CHUNK):
-            chunk = rows[start : start + _CHUNK]
+        for start in range(0, len(rows), sql.CHUNK):
+            chunk = rows[start : start + sql.CHUNK]
             derived = " UNION ALL ".join([first] + [other] * (len(chunk) - 1))
             params = [*set_params, *(_prep(name, row[name]) for row in chunk for name in names), *where_params]
             cursor.execute(
@@ -167,8 +153,8 @@ def reassign(*, attempts: Sequence[Attempt], to: Worker) -> list[Attempt]:
     moved: list[Attempt] = []
     with transaction.atomic():
         for old, group in by_worker.items():
-            for start in range(0, len(group), _CHUNK):
-                chunk = {attempt.pk: attempt for attempt in group[start : start + _CHUNK]}
+            for start in range(0, len(group), sql.CHUNK):
+                chunk = {attempt.pk: attempt for attempt in group[start : start + sql.CHUNK]}
                 held = Attempt.objects.select_for_update().filter(pk__in=list(chunk), worker_id=old, end_time__isnull=True)
                 ids = list(held.values_list("pk", flat=True))
                 Attempt.objects.filter(pk__in=ids).update(worker=to)

@@ -1,6 +1,6 @@
 """Placing queued jobs: SUBMITTED jobs become RUNNABLE (or PENDING with the reason they
 wait), and PENDING jobs whose wait is over become RUNNABLE. Run by workers in their
-sweep; every status change goes through `jobs.states.transition`.
+sweep; every status change goes through `jobs.transitions.transition`.
 
 A sweep costs the same with ten or a million jobs queued: it finds the batches that have
 jobs in a state by a skip scan over the (status, batch) index (one index probe per
@@ -19,8 +19,9 @@ from accounts.job_accounts import NO_ACCOUNT_REASON, accounts_in_use, assign_fro
 from accounts.models import JobAccount
 from batches.models import Batch
 from jobs.models import Job, Worker
-from jobs.states import has_live_attempt, transition
+from jobs.selectors import has_live_attempt
 from jobs.statuses import LIVE, Status
+from jobs.transitions import transition
 
 # One sweep places at most this many jobs, from at most this many batches per state:
 # short transactions, and the next sweep goes on.

@@ -1,7 +1,7 @@
 """The database side of running attempts: claiming RUNNABLE jobs, recording what the
 executor reports (starts and ends), noticing cancels and orphans, recovering the jobs of
 lost workers and adopting the attempts that outlive their worker. Plain functions,
-backend-agnostic; every status change goes through `jobs.states.transition`, guarded by
+backend-agnostic; every status change goes through `jobs.transitions.transition`, guarded by
 the worker and attempt number it concerns, and every attempt row through `jobs.attempts`.
 
 Claim: in one transaction, select RUNNABLE jobs that fit (oldest first, `FOR UPDATE
@@ -29,8 +29,8 @@ from jobs import attempts as attempt_rows
 from jobs.executors.base import AttemptSpec, Capacity, LiveAttempt, Outcome, Queued, Report, Started, internal_error
 from jobs.models import Attempt, Job, Worker
 from jobs.policy import refusal
-from jobs.states import set_reason, transition
 from jobs.statuses import CANCELLED_REASON, HELD, LIVE, Status
+from jobs.transitions import set_reason, transition
 
 logger = logging.getLogger("jobs.scheduling")
 

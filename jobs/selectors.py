@@ -1,16 +1,31 @@
-"""Reads of jobs, always through a batch the caller owns."""
+"""Reads of jobs: a user's, always through a batch the caller owns (`get_user_job`...);
+the operator's views of the whole table and of the workers (counts, the oldest waiting
+job, live workers); and the query of which jobs hold a live attempt
+(`has_live_attempt`, `holding_an_attempt`), which cancels and the dispatcher filter on."""
 
 from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, QuerySet, TextField
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from batches.models import Batch
 from jobs.models import Attempt, Job, JobEvent, Worker
-from jobs.statuses import QUEUED, Status
+from jobs.statuses import LIVE, QUEUED, Status
+
+
+def has_live_attempt() -> Exists:
+    """True for a job with a live attempt row (started, or waiting in a cluster's queue)."""
+
+    return Exists(Attempt.objects.filter(job=OuterRef("pk"), end_time__isnull=True))
+
+
+def holding_an_attempt() -> Q:
+    """Jobs whose attempt must stop before they can end: STARTING, RUNNING, or RUNNABLE
+    while the attempt waits in a cluster's queue."""
+    return Q(status__in=LIVE) | Q(status=Status.RUNNABLE) & has_live_attempt()
 
 
 def batch_jobs(*, batch_id: Any) -> QuerySet:

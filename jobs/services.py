@@ -1,11 +1,13 @@
 """What users and operators do to jobs: cancel and retry, and the bulk insert of a
-batch's jobs. Status changes go through `jobs.states`; workers learn of a cancel by the
-job's cancel request (and, on PostgreSQL, are woken to look at once)."""
+batch's jobs. Status changes go through `jobs.transitions.transition`; workers learn of
+a cancel by the job's cancel request (`request_cancel`; and, on PostgreSQL, are woken to
+look at once)."""
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import connections, router, transaction
@@ -14,10 +16,12 @@ from django.utils import timezone
 
 from batches.models import Batch
 from core.ids import uuid7
+from jobs import sql
 from jobs.counts import status_counts
 from jobs.models import Job
-from jobs.states import has_live_attempt, holding_an_attempt, request_cancel, transition
+from jobs.selectors import has_live_attempt, holding_an_attempt
 from jobs.statuses import CANCELLED_REASON, HELD, LIVE, QUEUED, UNFINISHED, Status
+from jobs.transitions import transition
 from jobs.wakeup import notify_work
 
 
@@ -71,6 +75,31 @@ def cancel_jobs(*, jobs: QuerySet[Job], by: Any = None, reason: str = CANCELLED_
         if stopping:
             notify_work()
     return CancelResult(cancelled=len(cancelled), stopping=len(stopping))
+
+
+CANCEL_PENDING_REASON = "Cancel requested; waiting for the attempt to stop"
+
+
+def request_cancel(*, job_ids: Iterable[Any], by: Any = None, now: datetime | None = None) -> list[Any]:
+    """Ask for the live attempts (STARTING, RUNNING, or RUNNABLE waiting in a cluster's
+    queue) of `job_ids` to be stopped: record who asked and when, and say so in
+    `reason`. The status does not change here: the job becomes FAILED `Cancelled by
+    user` once its worker confirms the attempt has stopped
+    (`jobs.recording.record_outcomes`). Returns the ids asked for the first time."""
+
+    now = now or timezone.now()
+    ids = list(job_ids)
+    changed: list[Any] = []
+    for start in range(0, len(ids), sql.CHUNK):
+        chunk = ids[start : start + sql.CHUNK]
+        pending = Job.objects.filter(holding_an_attempt(), pk__in=chunk)
+        found = list(pending.filter(cancel_requested_at__isnull=True).values_list("pk", flat=True))
+        if found:
+            Job.objects.filter(pk__in=found, status__in=HELD, cancel_requested_at__isnull=True).update(
+                cancel_requested_at=now, cancel_requested_by=by, reason=CANCEL_PENDING_REASON
+            )
+            changed.extend(found)
+    return changed
 
 
 # Jobs cancelled per transaction when a whole batch is cancelled.
@@ -164,9 +193,9 @@ def lock_rows(rows: QuerySet) -> None:
     conn = connections[router.db_for_write(rows.model)]
     if not conn.features.has_select_for_update:
         return
-    sql, params = rows.order_by("pk").values("pk").query.sql_with_params()
+    query, params = rows.order_by("pk").values("pk").query.sql_with_params()
     with conn.cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM ({sql} FOR UPDATE) AS locked", params)  # noqa: S608 (the ORM's own SQL)
+        cursor.execute(f"SELECT COUNT(*) FROM ({query} FOR UPDATE) AS locked", params)  # noqa: S608 (the ORM's own SQL)
 
 
 # Rows per INSERT statement when creating jobs.
@@ -193,7 +222,7 @@ def create_jobs(*, batch: Batch, arguments: Sequence[dict[str, str]]) -> int:
     per_row_fields = [Job._meta.get_field(name) for name in _PER_ROW]
     rows_per_insert = _rows_per_insert(conn, len(fields))
     qn = conn.ops.quote_name
-    insert = f"INSERT INTO {qn(Job._meta.db_table)} ({', '.join(qn(field.column) for field in fields)})"
+    insert = f"INSERT INTO {sql.table(Job, conn)} ({', '.join(qn(field.column) for field in fields)})"
     with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
         for start in range(0, len(arguments), rows_per_insert):
             chunk = arguments[start : start + rows_per_insert]
@@ -204,11 +233,9 @@ def create_jobs(*, batch: Batch, arguments: Sequence[dict[str, str]]) -> int:
                 "log_id": [uuid7() for _ in chunk],
             }
             for field in per_row_fields:
-                columns[field.name] = [_prep(field, value, conn) for value in columns[field.name]]
-            row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-            sql = f"{insert} VALUES {', '.join([row] * len(chunk))}"
+                columns[field.name] = [sql.db_value(field, value, conn) for value in columns[field.name]]
             params = [columns[f.name][i] if f.name in _PER_ROW else constants[f.name] for i in range(len(chunk)) for f in fields]
-            cursor.execute(sql, params)
+            cursor.execute(f"{insert} VALUES {sql.rows(len(fields), len(chunk))}", params)
     return len(arguments)
 
 
@@ -225,7 +252,7 @@ def _constants(*, batch: Batch, conn: Any, fields: list[Any]) -> dict[str, Any]:
             # listed in _PER_ROW or fixed above, not silently shared by every job.
             raise RuntimeError(f"create_jobs does not know how to fill Job.{field.name}")
         value = fixed[field.name] if field.name in fixed else field.get_default()
-        constants[field.name] = _prep(field, value, conn)
+        constants[field.name] = sql.db_value(field, value, conn)
     return constants
 
 
@@ -245,19 +272,13 @@ def _copy_jobs(*, conn: Any, batch: Batch, arguments: Sequence[dict[str, str]]) 
     with (
         transaction.atomic(using=conn.alias),
         conn.cursor() as cursor,
-        cursor.copy(f"COPY {qn(Job._meta.db_table)} ({columns}) FROM STDIN") as copy,
+        cursor.copy(f"COPY {sql.table(Job, conn)} ({columns}) FROM STDIN") as copy,
     ):
         for index, args in enumerate(arguments):
             row = template.copy()
             row[slots[0]], row[slots[1]], row[slots[2]], row[slots[3]] = uuid7(), index, dumps(args), uuid7()
             copy.write_row(row)
     return len(arguments)
-
-
-def _prep(field: Any, value: Any, conn: Any) -> Any:
-    if field.is_relation and value is not None:
-        return field.target_field.get_db_prep_value(value, conn)
-    return field.get_db_prep_save(value, conn)
 
 
 def _rows_per_insert(conn: Any, columns: int) -> int:

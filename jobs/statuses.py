@@ -3,7 +3,7 @@
 States follow AWS Batch: SUBMITTED -> PENDING -> RUNNABLE -> STARTING -> RUNNING ->
 SUCCEEDED | FAILED. Cancel sends any unfinished job to FAILED; a failed attempt with
 attempts left, and a retry asked for by the user, go back to RUNNABLE. Only
-`jobs.states` writes them.
+`jobs.transitions` writes them.
 """
 
 from collections.abc import Iterable

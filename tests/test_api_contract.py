@@ -16,8 +16,8 @@ from django.test.utils import CaptureQueriesContext
 
 from batches.models import Batch, Tool
 from jobs.models import Job
-from jobs.states import transition
 from jobs.statuses import Status
+from jobs.transitions import transition
 from tests.conftest import submission
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")

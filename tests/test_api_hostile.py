@@ -171,8 +171,8 @@ def test_a_repeated_cancel_does_not_count_jobs_already_stopping(alice_client, ca
     """A job that takes its time to stop (it ignores SIGTERM for the kill grace) was
     counted as changed and stopping by every repeat of the batch's cancel."""
     from jobs.models import Job
-    from jobs.states import transition
     from jobs.statuses import Status
+    from jobs.transitions import transition
 
     batch_id = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
     running = Job.objects.filter(batch_id=batch_id).order_by("index").first()

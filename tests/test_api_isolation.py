@@ -10,8 +10,8 @@ import pytest
 from batches.models import Batch
 from jobs.logs import log_path
 from jobs.models import Job, JobEvent
-from jobs.states import transition
 from jobs.statuses import Status
+from jobs.transitions import transition
 from tests.conftest import submission
 
 

@@ -15,8 +15,8 @@ from jobs.executors.local import LocalExecutor
 from jobs.executors.procs import processes_with_env
 from jobs.models import Attempt, Job, JobEvent
 from jobs.removal import delete_batches
-from jobs.states import transition
 from jobs.statuses import Status
+from jobs.transitions import transition
 from jobs.worker import WorkerConfig, WorkerLoop
 from tests.worker_helpers import all_finished, drive, in_process_loop, make_batch, race_with_open_transaction, script_tool, statuses
 

@@ -16,8 +16,8 @@ from schemathesis.generation.modes import GenerationMode
 
 from batchsite.wsgi import application
 from jobs.models import Job
-from jobs.states import transition
 from jobs.statuses import Status
+from jobs.transitions import transition
 from tests.conftest import submission
 
 # --- the document itself -----------------------------------------------------------

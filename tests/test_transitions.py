@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db.models import F, Q
 
-from jobs import states
+from jobs import sql, transitions, transitions_sql
 from jobs.models import Job, JobEvent, Worker
-from jobs.states import transition
 from jobs.statuses import LIVE, UNFINISHED, Status
 from jobs.submission import submit_batch
+from jobs.transitions import transition
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 JOB_COLUMNS = ("index", "status", "reason", "attempts", "exit_code", "worker_id", "start_time", "stop_time")
@@ -140,7 +140,7 @@ def history(ids):
 def test_fast_and_orm_paths_write_the_same_rows_and_events(alice, catalog, workers, monkeypatch):
     fast_ids, orm_ids = make_batch(alice, catalog), make_batch(alice, catalog)
     calls = []
-    real_fast, real_orm = states._fast_transition, states._orm_transition
+    real_fast, real_orm = transitions.fast_transition, transitions._orm_transition
 
     def counting(path, real):
         def call(**kwargs):
@@ -149,8 +149,8 @@ def test_fast_and_orm_paths_write_the_same_rows_and_events(alice, catalog, worke
 
         return call
 
-    monkeypatch.setattr(states, "_fast_transition", counting("fast", real_fast))
-    monkeypatch.setattr(states, "_orm_transition", counting("orm", real_orm))
+    monkeypatch.setattr(transitions, "fast_transition", counting("fast", real_fast))
+    monkeypatch.setattr(transitions, "_orm_transition", counting("orm", real_orm))
     fast_results = [transition(**call) for call in script(fast_ids, workers)]
     # Every call but the last (a guard with a lookup) took the fast path.
     assert calls == ["fast"] * (len(fast_results) - 1) + ["orm"]
@@ -158,7 +158,7 @@ def test_fast_and_orm_paths_write_the_same_rows_and_events(alice, catalog, worke
     assert {type(pk) for result in fast_results for pk in result} == {type(fast_ids[0])}
 
     calls.clear()
-    monkeypatch.setattr(states._FastPlan, "build", classmethod(lambda cls, **kwargs: None))
+    monkeypatch.setattr(transitions_sql.FastPlan, "build", classmethod(lambda cls, **kwargs: None))
     orm_changed = [sorted(map(str, transition(**call))) for call in script(orm_ids, workers)]
     assert calls == ["orm"] * len(orm_changed)
 
@@ -186,14 +186,14 @@ def test_the_worker_calls_take_the_fast_path(workers):
         ({"status": Status.SUCCEEDED, "reason": "", "stop_time": T0, "exit_code": 0}, Q(worker=w, attempts=1)),
         ({"status": Status.RUNNABLE, "reason": "r", "start_time": None, "stop_time": None, "attempts": F("attempts") - 1}, Q(worker=w)),
     ]:
-        assert states._FastPlan.build(updates=updates, guard=guard) is not None
-    assert states._FastPlan.build(updates={"status": Status.FAILED}, guard=Q(attempts__gte=1)) is None
-    assert states._FastPlan.build(updates={"status": Status.FAILED}, guard=~Q(worker=w)) is None
-    assert states._FastPlan.build(updates={"status": Status.FAILED, "attempts": F("exit_code") * 2}, guard=None) is None
+        assert transitions_sql.FastPlan.build(updates=updates, guard=guard) is not None
+    assert transitions_sql.FastPlan.build(updates={"status": Status.FAILED}, guard=Q(attempts__gte=1)) is None
+    assert transitions_sql.FastPlan.build(updates={"status": Status.FAILED}, guard=~Q(worker=w)) is None
+    assert transitions_sql.FastPlan.build(updates={"status": Status.FAILED, "attempts": F("exit_code") * 2}, guard=None) is None
 
 
 def test_fast_path_chunks_large_transitions(alice, catalog, monkeypatch):
-    monkeypatch.setattr(states, "_CHUNK", 4)
+    monkeypatch.setattr(sql, "CHUNK", 4)
     ids = make_batch(alice, catalog, n=10)
     changed = transition(job_ids=ids, from_statuses=[Status.SUBMITTED], to_status=Status.RUNNABLE, reason="r")
     assert sorted(changed) == sorted(ids)
