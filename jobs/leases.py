@@ -1,6 +1,6 @@
 """Workers and their leases: registering, renewing, stopping, and telling a dead
 worker from a live one. A worker renews its lease with a heartbeat; once the lease has
-run out, any other worker may declare it LOST (`jobs.scheduling.recover_lost_workers`)."""
+run out, any other worker may declare it LOST (`jobs.recovery.recover_lost_workers`)."""
 
 import os
 import socket

@@ -1,5 +1,5 @@
 """The worker loop behind `manage.py runworker`: backend-agnostic glue between the
-database (`jobs.scheduling`, `jobs.dispatch`, `jobs.leases`) and an executor.
+database (`jobs.claiming`, `jobs.recording`, `jobs.recovery`, `jobs.dispatch`, `jobs.leases`) and an executor.
 
 Each step waits for the executor to report starts and ends (not at all when there is
 work to claim and room for it; never longer than the oldest unrecorded report may wait),
@@ -25,14 +25,16 @@ from dataclasses import dataclass, replace
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from jobs.claiming import claim_jobs
 from jobs.dispatch import dispatch_submitted
 from jobs.executors.base import AttemptSpec, Capacity, Executor, Outcome, Report
 from jobs.fencing import Fence
 from jobs.leases import expire_dead_local_workers, register_worker, renew_lease, stop_worker, worker_is_dead
 from jobs.models import Worker
 from jobs.policy import refusal
+from jobs.recording import check_attempts, record_reports
+from jobs.recovery import LOST_CONTACT, adopt_attempts, recover_lost_workers
 from jobs.removal import PURGE_CHUNK, purge_deleted_batches
-from jobs.scheduling import LOST_CONTACT, adopt_attempts, check_attempts, claim_jobs, record_reports, recover_lost_workers
 from jobs.services import advance_batch_cancels
 from jobs.statuses import CANCELLED_REASON
 from jobs.wakeup import LocalWorkListener, WorkListener

@@ -16,12 +16,12 @@ import pytest
 from django.conf import settings
 
 from batches.models import Batch
+from jobs.claiming import claim_jobs
 from jobs.executors.base import LiveAttempt, Outcome
 from jobs.executors.slurm import SlurmExecutor
 from jobs.executors.slurm_commands import SlurmCommands, SlurmUnavailable
 from jobs.models import Attempt, Job
 from jobs.removal import delete_batches
-from jobs.scheduling import claim_jobs
 from jobs.services import cancel_batch, retry_failed_jobs
 from jobs.worker import WorkerConfig, WorkerLoop
 from tests.worker_helpers import (

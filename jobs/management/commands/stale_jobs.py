@@ -5,7 +5,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from jobs.models import Job, Worker
-from jobs.scheduling import recover_lost_workers
+from jobs.recovery import recover_lost_workers
 from jobs.statuses import LIVE
 
 
