@@ -57,8 +57,8 @@ def executor_rate(jobs: int, parallel: int, env: dict[str, str]) -> tuple[float,
     from django.utils import timezone
 
     from batches.models import Filesystem, Tool
-    from batches.services import submit_batch
     from jobs.models import Job
+    from jobs.submission import submit_batch
 
     call_command("migrate", verbosity=0)
     user, _ = User.objects.get_or_create(username="bench")

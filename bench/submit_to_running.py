@@ -38,8 +38,8 @@ def main() -> None:
     from django.db import connection
 
     from batches.models import Filesystem, Tool
-    from batches.services import submit_batch
     from jobs.models import Job
+    from jobs.submission import submit_batch
 
     call_command("migrate", verbosity=0)
     user, _ = User.objects.get_or_create(username="bench")

@@ -86,7 +86,7 @@ class AttemptAdmin(LargeTableAdmin, admin.ModelAdmin):
 
 @admin.register(Job)
 class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
-    keep_delete = False  # only the state machine writes a job; jobs go with their batch
+    keep_delete = False  # only the service writes a job (its status through jobs.transitions); jobs go with their batch
 
     # Fits a 1,400 px screen beside the filters: a job and its batch by the end of their
     # ids (the whole id in the tooltip), start and stop in the duration's tooltip, and

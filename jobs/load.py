@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Model, Value, When
 from django.db.models.functions import Mod
 from django.db.models.lookups import Exact
 from django.utils import timezone
@@ -21,8 +21,10 @@ from django.utils import timezone
 from batches.catalog import check_tool
 from batches.models import Batch, Tool
 from batches.parameters import argument_types
-from jobs.models import Job, Worker
+from jobs import sql
+from jobs.models import Attempt, Job, JobEvent, Worker
 from jobs.services import create_jobs
+from jobs.statuses import Status
 
 # Job states by `index % 20`: mostly done, some failed, some waiting.
 _STATES = ["SUCCEEDED"] * 14 + ["FAILED"] * 2 + ["RUNNABLE", "PENDING", "SUBMITTED", "SUBMITTED"]
@@ -136,19 +138,28 @@ def _settle(*, batch_ids: list, workers: list[Worker]) -> None:
         reason=Case(*[When(Exact(by_failure, n), then=Value(reason)) for n, (reason, _) in enumerate(_FAILURES)]),
         exit_code=Case(*[When(Exact(by_failure, n), then=Value(code)) for n, (_, code) in enumerate(_FAILURES)]),
     )
-    # One ended attempt and one event per ended job, copied from the job's own row.
-    chosen, params = ended.values("id").query.sql_with_params()
-    table = Job._meta.db_table
-    with connection.cursor() as cursor:
+    # One ended attempt and one event per ended job, copied from the job's own row: the
+    # tables and columns named by the models, every constant a parameter.
+    chosen, chosen_params = ended.values("id").query.sql_with_params()
+    conn = sql.default_connection()
+
+    def columns(model: type[Model], *names: str) -> str:
+        return ", ".join(sql.column(model, name, conn) for name in names)
+
+    jobs_table = sql.table(Job, conn)
+    job_id, status = sql.column(Job, "id", conn), sql.column(Job, "status", conn)
+    attempt_columns = columns(Attempt, "job", "number", "executor", "worker", "external_id", "node", "state", "create_time")
+    attempt_columns += ", " + columns(Attempt, "start_time", "end_time", "exit_code", "reason", "charged", "log_offset")
+    with conn.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO jobs_attempt (job_id, number, executor, worker_id, external_id, node, state, create_time, "  # noqa: S608 (constants)
-            "start_time, end_time, exit_code, reason, charged, log_offset) "
-            "SELECT id, 1, 'local', worker_id, '', 'load', 'ENDED', create_time, start_time, stop_time, exit_code, reason, "
-            f"status = 'FAILED', 0 FROM {table} WHERE id IN ({chosen})",
-            params,
+            f"INSERT INTO {sql.table(Attempt, conn)} ({attempt_columns}) "  # noqa: S608 (names from the models; values are parameters)
+            f"SELECT {job_id}, %s, %s, {columns(Job, 'worker')}, %s, %s, %s, {columns(Job, 'create_time', 'start_time', 'stop_time')}, "
+            f"{columns(Job, 'exit_code', 'reason')}, {status} = %s, %s FROM {jobs_table} WHERE {job_id} IN ({chosen})",
+            [1, "local", "", "load", Attempt.State.ENDED.value, Status.FAILED.value, 0, *chosen_params],
         )
         cursor.execute(
-            "INSERT INTO jobs_jobevent (job_id, from_status, to_status, reason, attempt, time) "  # noqa: S608 (constants)
-            f"SELECT id, 'RUNNING', status, reason, 1, stop_time FROM {table} WHERE id IN ({chosen})",
-            params,
+            f"INSERT INTO {sql.table(JobEvent, conn)} ({columns(JobEvent, 'job', 'from_status', 'to_status', 'reason', 'attempt', 'time')}) "  # noqa: S608 (names from the models; values are parameters)
+            f"SELECT {job_id}, %s, {status}, {columns(Job, 'reason')}, %s, {columns(Job, 'stop_time')} FROM {jobs_table} "
+            f"WHERE {job_id} IN ({chosen})",
+            [Status.RUNNING.value, 1, *chosen_params],
         )

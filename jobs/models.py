@@ -1,6 +1,7 @@
-"""Jobs and their state-change events.
+"""Workers, jobs, their attempts and state-change events, and the deployment's policy.
 
-`status` is written only by `jobs.states.transition()`; see that module.
+A job's `status` is written only by `jobs.transitions.transition()`; see that module.
+An attempt row only by `jobs.attempts`.
 """
 
 from django.conf import settings
@@ -121,7 +122,7 @@ class Attempt(models.Model):
         RUNNING = "RUNNING"
         ENDED = "ENDED"
 
-    # DO_NOTHING: removed with their jobs by jobs.removal.delete_batches.
+    # DO_NOTHING: removed with their jobs by jobs.removal.purge_deleted_batches.
     # No index of their own: (job, number) and the live-attempt index below cover the
     # look-ups, and every index is one more write per attempt.
     job = models.ForeignKey(Job, on_delete=models.DO_NOTHING, related_name="attempt_records", db_index=False)
@@ -152,8 +153,8 @@ class Attempt(models.Model):
 
 
 class JobEvent(models.Model):
-    # DO_NOTHING: events are removed with their jobs by jobs.services.delete_batches in
-    # one statement; Django's cascade would load every job of a large batch first.
+    # DO_NOTHING: events are removed with their jobs by jobs.removal.purge_deleted_batches,
+    # one statement per chunk; Django's cascade would load every job of a large batch first.
     job = models.ForeignKey(Job, on_delete=models.DO_NOTHING, related_name="events")
     from_status = models.CharField(max_length=10, choices=Status.choices)
     to_status = models.CharField(max_length=10, choices=Status.choices)

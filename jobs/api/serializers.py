@@ -112,7 +112,7 @@ class JobDetailSerializer(serializers.Serializer):
 
     @extend_schema_field(JobHardwareSerializer)
     def get_hardware(self, job: Job) -> dict[str, Any]:
-        # The batch's filesystem ids come in the context (jobs.selectors.batch_filesystem_ids).
+        # The batch's filesystem ids come in the context (batches.selectors.batch_filesystem_ids).
         return {
             "filesystems": [str(fs_id) for fs_id in self.context["filesystem_ids"]],
             "memory": job.batch.memory,

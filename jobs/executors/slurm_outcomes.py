@@ -1,10 +1,10 @@
 """What a Slurm task's state and its exit-status file mean for the job: which of our
 states it is in, and how an ended task is told to a person. Pure functions."""
 
-import signal
 from dataclasses import dataclass
 
 from jobs.executors.attempt_logs import human_size
+from jobs.executors.procs import signal_name
 
 # Waiting in the queue: the job is RUNNABLE, `reason` says why (Resources, Priority...).
 WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT"})
@@ -33,13 +33,6 @@ class End:
     succeeded: bool
     exit_code: int | None
     reason: str
-
-
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def describe_end(*, state: str | None, status: dict | None, timeout: int, memory_mib: int, cancel_reason: str = "") -> End:
