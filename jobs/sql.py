@@ -5,8 +5,8 @@ would convert them. Values only ever travel as parameters.
 
 The hot paths that bypass the ORM use them: the transition fast path
 (`jobs.transitions_sql`), the claim (`jobs.claiming`), the attempt rows
-(`jobs.attempts`), the bulk insert of a batch's jobs (`jobs.services.create_jobs`) and
-the synthetic history of `jobs.load`.
+(`jobs.attempts`), the bulk insert of a batch's jobs (`jobs.services.create_jobs`), the
+status counts clients poll (`jobs.counts`) and the synthetic history of `jobs.load`.
 """
 
 import sqlite3
