@@ -27,7 +27,7 @@ from django.db import DatabaseError, connection, transaction
 
 from jobs.claiming import claim_jobs
 from jobs.dispatch import dispatch_submitted
-from jobs.executors.base import AttemptSpec, Capacity, Executor, Outcome, Report
+from jobs.executors.base import Adopts, AttemptSpec, Capacity, Executor, Outcome, Recovers, Report, wait
 from jobs.fencing import Fence
 from jobs.leases import expire_dead_local_workers, register_worker, renew_lease, stop_worker, worker_is_dead
 from jobs.models import Worker
@@ -75,9 +75,12 @@ class WorkerConfig:
 
 class WorkerLoop:
     """Runs one executor's attempts. `start()`, then `step()` until told to stop, then
-    `stop()`. Not thread-safe: one loop per process (tests may drive `step()`)."""
+    `stop()`. Not thread-safe: one loop per process (tests may drive `step()`).
+    `executor` is not bound yet: the loop binds it to the worker it registers."""
 
     def __init__(self, *, executor: Executor, config: WorkerConfig) -> None:
+        if executor.bound:
+            raise ValueError("the worker loop binds its executor to the worker it registers: pass an unbound one")
         self.executor = executor
         self.config = config
         self.worker: Worker | None = None
@@ -112,7 +115,7 @@ class WorkerLoop:
             keeps_attempts=self.executor.attempts_survive_worker,
             isolation=self.executor.isolation_report(),
         )
-        self.executor.worker_id = str(self.worker.pk)
+        self.executor.bind(str(self.worker.pk))
         if self.config.fencing and not self.executor.attempts_survive_worker:
             if self._fence is not None:
                 self._fence.close()
@@ -171,7 +174,7 @@ class WorkerLoop:
         up an attempt; attempts that outlive their worker are left for the next one."""
         if self.worker is None:
             return
-        self._take(self.executor.poll(timeout=0))
+        self._take(self.executor.collect())
         stopped = f"worker {self.worker.name} stopped"
         unstarted = [Outcome(spec.job_id, spec.attempt, succeeded=False, reason=stopped, charged=False) for spec in self._queue]
         self._queue.clear()
@@ -200,8 +203,11 @@ class WorkerLoop:
     # -- one step ---------------------------------------------------------------------
     def step(self) -> bool:
         """One turn of the loop; True if it did something."""
-        wake_fd = self._listener.fileno() if self._listener is not None else None
-        self._take(self.executor.poll(timeout=self._wait_time(), wake_fd=wake_fd))
+        # The loop owns the wait: on the executor's descriptors and deadline and on the
+        # announcement of new work, whichever comes first; then what happened.
+        listener = (self._listener.fileno(),) if self._listener is not None else ()
+        wait(self.executor.wake_up(), timeout=self._wait_time(), fds=listener)
+        self._take(self.executor.collect())
         if self._listener is not None and self._listener.drain():
             self._more_work = True
             self._next_sweep = self._next_check = 0.0  # place new jobs, see cancels: now
@@ -323,10 +329,13 @@ class WorkerLoop:
         # Another worker declared us lost and dealt with our jobs: our attempts are no
         # longer theirs. Stop them without reporting, then start over as a new worker.
         logger.error("worker %s lost its lease; stopping its attempts and registering again", self.worker.name)
+        # (Within the kill grace, then by force; what is still there after that is
+        # given up on and left to the fence and the next worker's recover.)
         if not self.executor.attempts_survive_worker:
-            self.executor.cancel(keys=list(self.executor.active().items()), reason="worker lost")
-            while self.executor.active():
-                self.executor.poll(timeout=0.05)
+            self.executor.shutdown(grace=float(settings.BATCHES_KILL_GRACE_SECONDS), reason="worker lost")
+        # An executor serves one worker row: the new registration gets a fresh one
+        # (attempts that outlive the worker are adopted by it from the backend).
+        self.executor = self.executor.successor()
         self._queue.clear()
         self._reports, self._oldest_report = [], math.inf
         self._register()
@@ -356,7 +365,7 @@ class WorkerLoop:
 
     def _sweep(self, *, force_recover: bool = False) -> None:
         expired = expire_dead_local_workers(worker=self.worker)
-        if expired or force_recover:
+        if (expired or force_recover) and isinstance(self.executor, Recovers):
             killed = self.executor.recover(is_dead=worker_is_dead)
             if killed:
                 logger.warning("killed %d process(es) left running by dead workers", killed)
@@ -380,6 +389,8 @@ class WorkerLoop:
         self._next_sweep = time.monotonic() + interval
 
     def _adopt(self) -> None:
+        if not isinstance(self.executor, Adopts):
+            return
         adopted = adopt_attempts(worker=self.worker)
         if adopted:
             logger.warning("adopted %d attempt(s) left by stopped or lost workers", len(adopted))

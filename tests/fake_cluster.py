@@ -1,14 +1,14 @@
-"""A fake cluster executor for the tests: attempts outlive the worker that started them,
-as Slurm jobs do, so the adopt path can be tried without a cluster.
+"""A fake cluster for the tests: the generic cluster executor (`jobs.executors.cluster`,
+the same one Slurm uses) with a fake scheduler, so the adopt path can be tried without
+a cluster. It is what a fourth backend looks like: one module with a scheduler and the
+two hooks (`prepare`, `send_array`).
 
-It stands in for a scheduler (mock: no cluster runs in these tests; the real Slurm
-backend has its own tests against real daemons). Each attempt runs under a small
-"step" process (`fake_cluster_step.py`), started in its own session, that runs
-the argv with its output in the job's log and writes `<external id>.exit` in the
-cluster's state directory when it ends, as a cluster keeps accounting. The worker
-follows attempts by those files only, so a new worker started after the first one died
-can adopt them. The state directory is `FAKE_CLUSTER_DIR` (default: DATA_DIR /
-"fake-cluster").
+The fake scheduler runs each task of a submission at once on this machine: Slurm's own
+job script (`slurm_task.py`) in a session of its own, as a node would, with the task's
+index in SLURM_ARRAY_TASK_ID. Its state is files in `FAKE_CLUSTER_DIR` (default:
+DATA_DIR / "fake-cluster"), so a worker started after the first one died sees the
+same cluster: a task is RUNNING while its script lives, and forgotten once it is gone
+(the executor then settles it from the exit-status file the script wrote).
 """
 
 import contextlib
@@ -17,16 +17,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Self
 
 from django.conf import settings
 
-from jobs.executors.base import AttemptSpec, Capacity, Executor, LiveAttempt, Outcome, Report, Started
-from jobs.logs import log_path
-
-ROOT = Path(__file__).resolve().parent.parent
-STEP = Path(__file__).with_name("fake_cluster_step.py")
+from jobs.executors.base import AttemptSpec, Capacity, Outcome
+from jobs.executors.cluster import ClusterExecutor, TaskState
+from jobs.executors.environment import job_environment
+from jobs.executors.slurm_folders import TASK_SCRIPT, Submission, Task
 
 
 def state_dir() -> Path:
@@ -35,81 +35,129 @@ def state_dir() -> Path:
     return path
 
 
-class FakeClusterExecutor(Executor):
-    kind = "fakecluster"
-    queues_work = True
-    attempts_survive_worker = True
+def _alive(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] != "Z"
 
-    def __init__(self, *, worker_id: str = "", cpus: int | None = None, memory_mib: int | None = None, **_: object) -> None:
-        self.worker_id = worker_id
-        self._capacity = Capacity(cpus or 4, memory_mib or 4096)
-        self._running: dict[str, tuple[int, str, str]] = {}  # job id -> (attempt, external id, reason if cancelled)
-        self.dir = state_dir()
 
-    def capacity(self) -> Capacity:
-        return self._capacity
+class FakeScheduler:
+    """Runs every task at once; remembers, in files, which submission has which array
+    id and which process runs each task."""
 
-    def free(self) -> Capacity:
-        # The cluster queues what it cannot run yet: accept up to 16 attempts in flight.
-        return Capacity(16 - len(self._running), self._capacity.memory_mib * 16)
+    def __init__(self, root: Path) -> None:
+        self.root = root / "scheduler"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._children: dict[int, subprocess.Popen] = {}
 
-    def active(self) -> dict[str, int]:
-        return {job_id: attempt for job_id, (attempt, _, _) in self._running.items()}
-
-    def submit(self, specs: list[AttemptSpec]) -> list[Report]:
-        reports: list[Report] = []
-        for spec in specs:
-            external_id = f"{spec.job_id}.{spec.attempt}"
-            argv = [sys.executable, str(STEP), str(self.dir), external_id, str(log_path(spec.log_id)), *spec.argv]
-            env = {"PATH": "/usr/bin:/bin", "BATCH_JOB_ID": spec.job_id, "BATCH_ATTEMPT": str(spec.attempt)}
-            subprocess.Popen(  # noqa: S603 (an argv list)
-                argv,
-                cwd=ROOT,
+    def run(self, submission: Submission, *, indexes: list[int]) -> str:
+        array_id = str(time.time_ns())
+        for index in indexes:
+            env = {
+                "PATH": "/usr/bin:/bin",
+                "SLURM_ARRAY_JOB_ID": array_id,
+                "SLURM_ARRAY_TASK_ID": str(index),
+                "SLURMD_NODENAME": "fake-node",
+            }
+            child = subprocess.Popen(  # noqa: S603 (an argv list)
+                [sys.executable, str(TASK_SCRIPT), str(submission.folder)],
+                cwd=submission.folder,
                 env=env,
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            self._running[spec.job_id] = (spec.attempt, external_id, "")
-            reports.append(Started(spec.job_id, spec.attempt, external_id=external_id, node="fake-node"))
-        return reports
+            self._children[child.pid] = child
+            (self.root / f"{array_id}_{index}.pid").write_text(str(child.pid))
+        (self.root / submission.name).write_text(array_id)
+        return array_id
 
-    def poll(self, *, timeout: float, wake_fd: int | None = None) -> list[Report]:
-        deadline = time.monotonic() + timeout
-        while True:
-            outcomes = [self._outcome(job_id) for job_id in list(self._running) if (self.dir / f"{self._running[job_id][1]}.exit").exists()]
-            if outcomes or time.monotonic() >= deadline:
-                return outcomes
-            time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+    def _pid(self, external_id: str) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int((self.root / f"{external_id}.pid").read_text())
+        return None
 
-    def _outcome(self, job_id: str) -> Outcome:
-        attempt, external_id, reason = self._running.pop(job_id)
-        code = int((self.dir / f"{external_id}.exit").read_text())
-        if reason:
-            return Outcome(job_id, attempt, succeeded=False, exit_code=None, reason=reason)
-        if code == 0:
-            return Outcome(job_id, attempt, succeeded=True, exit_code=0)
-        return Outcome(job_id, attempt, succeeded=False, exit_code=code, reason=f"exit code {code}")
+    def _running(self, pid: int) -> bool:
+        child = self._children.get(pid)
+        if child is not None:
+            return child.poll() is None
+        return _alive(pid)
 
-    def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str) -> None:
-        for job_id, attempt in keys:
-            if job_id in self._running and self._running[job_id][0] == attempt:
-                _, external_id, _ = self._running[job_id]
-                self._running[job_id] = (attempt, external_id, reason)
-                with contextlib.suppress(OSError, ValueError):
-                    os.killpg(int((self.dir / f"{external_id}.pid").read_text()), signal.SIGKILL)
+    def tasks(self, *, names: Iterable[str]) -> list[TaskState]:
+        states: list[TaskState] = []
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                array_id = (self.root / name).read_text()
+                for path in self.root.glob(f"{array_id}_*.pid"):
+                    index = int(path.stem.rsplit("_", 1)[1])
+                    pid = self._pid(path.stem)
+                    if pid is not None and self._running(pid):
+                        states.append(TaskState(array_id, index, "RUNNING", "None", "fake-node", name))
+        return states
 
-    def adopt(self, attempts: list[LiveAttempt]) -> list[Report]:
-        reports: list[Report] = []
-        for attempt in attempts:
-            external_id = attempt.external_id or f"{attempt.job_id}.{attempt.attempt}"
-            known = (self.dir / f"{external_id}.pid").exists() or (self.dir / f"{external_id}.exit").exists()
-            if not known:  # never reached the cluster: it is safe to run again
-                reports.append(Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason="never started", charged=False))
-                continue
-            self._running[attempt.job_id] = (attempt.attempt, external_id, "")
-        return reports
+    def cancel(self, *, external_ids: Sequence[str]) -> None:
+        for external_id in external_ids:
+            pid = self._pid(external_id)
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
 
-    def recover(self, *, is_dead: Callable[[str], bool]) -> int:
-        return 0  # nothing of a dead worker's is to be killed: it is adopted
+    def signal_batch(self, *, external_ids: Sequence[str]) -> None:
+        for external_id in external_ids:
+            pid = self._pid(external_id)
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+
+    def ping(self) -> None:
+        pass
+
+
+class FakeClusterExecutor(ClusterExecutor):
+    kind = "fakecluster"
+    scheduler_name = "the fake cluster"
+    scheduler: FakeScheduler
+
+    @classmethod
+    def from_settings(cls, *, cpus: int | None = None, memory_mib: int | None = None) -> Self:
+        return cls(cpus=cpus, memory_mib=memory_mib)
+
+    def __init__(self, *, cpus: int | None = None, memory_mib: int | None = None) -> None:
+        root = state_dir()
+        super().__init__(
+            root=root,
+            capacity=Capacity(cpus or 4, memory_mib or 4096),
+            scheduler=FakeScheduler(root),
+            max_in_flight=16,
+            poll_seconds=0.1,
+            kill_grace=settings.BATCHES_KILL_GRACE_SECONDS,
+        )
+
+    def prepare(self, specs: list[AttemptSpec], *, token: str) -> tuple[Submission | None, list[Outcome]]:
+        tasks = [
+            {
+                "job_id": spec.job_id,
+                "attempt": spec.attempt,
+                "argv": spec.argv,
+                "env": job_environment(spec, worker_id=self.worker_id, workdir=None),
+                "log": str(self.log_store.path(spec.log_id)),
+                "timeout": spec.timeout_seconds,
+                "work_root": str(self.dir / "work"),
+                "sandboxed": False,
+                "log_max_bytes": settings.BATCHES_LOG_MAX_BYTES,
+                "grace": settings.BATCHES_KILL_GRACE_SECONDS,
+                "max_processes": 0,
+                "seccomp": "",
+            }
+            for spec in specs
+        ]
+        submission = Submission.create(root=self.dir, token=token, options=[], tasks=tasks)
+        for index, spec in enumerate(specs):
+            submission.tasks[index] = Task(spec.job_id, spec.attempt, index, submission, spec.timeout_seconds, spec.memory_mib, spec.cpu)
+        return submission, []
+
+    def send_array(self, submission: Submission, *, indexes: list[int]) -> str:
+        return self.scheduler.run(submission, indexes=indexes)

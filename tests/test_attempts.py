@@ -112,7 +112,7 @@ def test_worker_survives_a_poison_job_and_runs_the_healthy_one_behind_it(alice, 
 def test_an_unwritable_work_directory_fails_the_attempt_not_the_worker(alice, catalog, tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    executor = LocalExecutor(worker_id="", cpus=2, memory_mib=4096, grace_seconds=0.5, work_dir=tmp_path, isolation=Isolation.none())
+    executor = LocalExecutor(cpus=2, memory_mib=4096, grace_seconds=0.5, work_dir=tmp_path, isolation=Isolation.none())
     executor.work_dir = blocker  # every attempt's mkdir fails: NotADirectoryError
     loop = WorkerLoop(executor=executor, config=WorkerConfig(lease_seconds=30, poll_seconds=0.05, fencing=False))
     loop.start()
@@ -155,7 +155,7 @@ def test_an_outage_longer_than_the_lease_is_not_the_jobs_fault(alice, catalog):
     script = 'if [ "$BATCH_ATTEMPT" = 1 ]; then sleep 30; fi; echo done'
     batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": script}}], max_attempts=1)
     job = Job.objects.get(batch=batch)
-    executor = LocalExecutor(worker_id="", cpus=2, memory_mib=4096, grace_seconds=0.5, isolation=Isolation.none())
+    executor = LocalExecutor(cpus=2, memory_mib=4096, grace_seconds=0.5, isolation=Isolation.none())
     loop = WorkerLoop(executor=executor, config=WorkerConfig(lease_seconds=1.5, poll_seconds=0.05, fencing=True))
     loop.start()
 

@@ -173,7 +173,7 @@ def test_a_log_that_cannot_be_written_stops_the_attempt_saying_why(tmp_path, set
     from jobs.executors.attempt_output import AttemptOutput
 
     settings.BATCHES_LOG_DIR = tmp_path
-    output = AttemptOutput(log_id="full-disk", attempt=1, cap=MIB, group=None)
+    output = AttemptOutput(path=tmp_path / "full-disk.log", attempt=1, cap=MIB, group=None)
     full = os.open("/dev/full", os.O_WRONLY)
     os.dup2(full, output.log_fd)
     os.close(full)

@@ -273,7 +273,7 @@ def test_an_attempt_whose_worker_died_before_recording_its_slurm_id_is_adopted(a
     ended: list[Outcome] = []
     deadline = time.monotonic() + 30
     while not ended and time.monotonic() < deadline:
-        ended = [r for r in second.poll(timeout=0.5) if isinstance(r, Outcome)]
+        ended = [r for r in second.collect_within(0.5) if isinstance(r, Outcome)]
     assert [(o.job_id, o.succeeded) for o in ended] == [(str(job.pk), True)]
     assert log_of(job) == "once\n", "the adopted attempt ran once"
     loop.stop()
@@ -290,19 +290,19 @@ def test_an_idle_worker_notices_an_outage(slurm):
     that finished its last task before the controller went away claims nothing until it
     is back (it used to offer its whole room and learn of the outage only at sbatch)."""
     executor = SlurmExecutor()
-    executor.poll(timeout=0.3)
+    executor.collect_within(0.3)
     assert executor.free().cpus > 0
     try:
         _controller("stop")
         deadline = time.monotonic() + 20
         while executor.free().cpus and time.monotonic() < deadline:
-            executor.poll(timeout=0.5)
+            executor.collect_within(0.5)
         assert executor.free().cpus == 0, "an idle worker noticed the outage"
     finally:
         _controller("start")
     deadline = time.monotonic() + 30
     while not executor.free().cpus and time.monotonic() < deadline:
-        executor.poll(timeout=0.5)
+        executor.collect_within(0.5)
     assert executor.free().cpus > 0, "and takes work again once the controller is back"
 
 

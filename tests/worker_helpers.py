@@ -71,7 +71,6 @@ def in_process_loop(
     """A worker loop in this process. Its jobs run unsealed unless `isolation` is given
     (tests/test_isolation.py seals them; the others look at the executor's own work)."""
     executor = LocalExecutor(
-        worker_id="",
         cpus=cpus,
         memory_mib=memory_mib,
         grace_seconds=grace,

@@ -1,11 +1,9 @@
 """What the executors read from an attempt's section of its job's log
-(`<BATCHES_LOG_DIR>/<log_id>.log`, the attempt's part starting at `start`): the
+(a file of the executor's log store, the attempt's part starting at `start`): the
 messages that tell an allocation failed; and how the cap is named."""
 
 import re
-from typing import Any
-
-from jobs.logs import log_path
+from pathlib import Path
 
 MIB = 1024 * 1024
 # Messages programs print when an allocation fails under RLIMIT_AS (Python, glibc,
@@ -20,10 +18,10 @@ def human_size(count: int) -> str:
     return f"{count // MIB} MiB" if count % MIB == 0 else f"{count} bytes"
 
 
-def says_out_of_memory(*, log_id: Any, start: int) -> bool:
+def says_out_of_memory(*, path: Path, start: int) -> bool:
     """The end of the attempt's section holds an allocation failure message."""
     try:
-        with log_path(log_id).open("rb") as handle:
+        with path.open("rb") as handle:
             size = handle.seek(0, 2)
             handle.seek(max(start, size - _OOM_TAIL))
             return bool(_OOM_RE.search(handle.read()))

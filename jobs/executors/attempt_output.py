@@ -4,10 +4,9 @@ wrote (preallocation, holes), and what it writes past the cap is read and droppe
 is never blocked on a full pipe while it is being stopped)."""
 
 import os
-from typing import Any
+from pathlib import Path
 
 from jobs.executors import attempt_logs
-from jobs.logs import log_path
 
 _READ_SIZE = 1 << 16  # bytes read from the pipe at a time
 _READS_PER_TURN = 16  # per drain: one fast writer cannot hold the other attempts up
@@ -18,13 +17,13 @@ class AttemptOutput:
     marking attempts from 2 on) and a pipe for the program. `group`: the log file's
     group (the log folder's, for the web server), or None to leave it."""
 
-    def __init__(self, *, log_id: Any, attempt: int, cap: int, group: int | None) -> None:
+    def __init__(self, *, path: Path, attempt: int, cap: int, group: int | None) -> None:
         self.cap = cap
         self.written = 0
         self.cut = False
         self.ended = False  # every writer has closed the pipe
         self.failed = ""  # why the log could not be written (a full disk...), once it could not
-        self.log_fd = os.open(log_path(log_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self.log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:
             if group is not None:
                 os.fchown(self.log_fd, -1, group)

@@ -25,6 +25,7 @@ Each attempt:
 import contextlib
 import errno
 import logging
+import math
 import os
 import resource
 import selectors
@@ -36,13 +37,26 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from django.conf import settings
 
 from jobs.executors import attempt_logs
 from jobs.executors.attempt_output import AttemptOutput
-from jobs.executors.base import AttemptSpec, Capacity, Executor, LaunchError, Outcome, Report, Started, internal_error
+from jobs.executors.base import (
+    AttemptSpec,
+    Capacity,
+    Executor,
+    LaunchError,
+    Outcome,
+    Recovers,
+    Report,
+    Started,
+    WakeUp,
+    internal_error,
+)
 from jobs.executors.cgroups import AttemptCgroup
+from jobs.executors.cores import CoreAllocator
 from jobs.executors.environment import job_environment
 from jobs.executors.isolation import Isolation, JobUser, NoJobAccount, allow_traverse, join_mode, launch, probe, release_launch
 from jobs.executors.procs import group_alive, group_members, kill_processes, processes_with_env, signal_group, signal_name
@@ -81,13 +95,18 @@ class _Running:
         return self.popen.pid
 
 
-class LocalExecutor(Executor):
+class LocalExecutor(Executor, Recovers):
     kind = "local"
+
+    @classmethod
+    def from_settings(cls, *, cpus: int | None = None, memory_mib: int | None = None) -> Self:
+        """The machine's cores and memory (or `cpus`, `memory_mib`), BATCHES_WORK_DIR,
+        BATCHES_KILL_GRACE_SECONDS, and the isolation BATCHES_ISOLATION asks for."""
+        return cls(cpus=cpus, memory_mib=memory_mib)
 
     def __init__(
         self,
         *,
-        worker_id: str,
         cpus: int | None = None,
         memory_mib: int | None = None,
         grace_seconds: float | None = None,
@@ -96,7 +115,6 @@ class LocalExecutor(Executor):
         isolation: Isolation | None = None,
     ) -> None:
         machine = machine_capacity()
-        self.worker_id = worker_id
         self._capacity = Capacity(cpus=cpus or machine.cpus, memory_mib=memory_mib or machine.memory_mib)
         self.grace = settings.BATCHES_KILL_GRACE_SECONDS if grace_seconds is None else grace_seconds
         self.work_dir = Path(work_dir or settings.BATCHES_WORK_DIR)
@@ -114,16 +132,15 @@ class LocalExecutor(Executor):
         self._leftover_cgroups: list[AttemptCgroup] = []
         self._remover = Remover()
         self.node = socket.gethostname()
-        # Cores are handed out least-loaded first; a worker offering more cpus than the
-        # machine has (oversubscription, set on purpose) shares them.
-        self._core_load = dict.fromkeys(sorted(os.sched_getaffinity(0)), 0)
+        self._cores = CoreAllocator()
         self._running: dict[str, _Running] = {}
         self._used = Capacity(0, 0)
         self._selector = selectors.DefaultSelector()
-        settings.BATCHES_LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log_dir = self.log_store.directory
+        log_dir.mkdir(parents=True, exist_ok=True)
         # A root worker's log files take the log folder's group, so that a web server
         # running as the service's user (in that group) reads them; nobody else can.
-        self._log_group = settings.BATCHES_LOG_DIR.stat().st_gid if os.geteuid() == 0 else None
+        self._log_group = log_dir.stat().st_gid if os.geteuid() == 0 else None
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self.isolation.switch_users:
             allow_traverse(self.work_dir)
@@ -162,14 +179,16 @@ class LocalExecutor(Executor):
         except FileExistsError:  # left by a crashed worker: start from an empty one
             remove_dir(workdir)
             workdir.mkdir(parents=True)
-        cores = self._take_cores(attempt.cpu)
+        cores = self._cores.take(attempt.cpu)
         output = None
         try:
             try:
                 user = self.isolation.account_for(attempt.run_as, attempt.run_as_uid)
             except NoJobAccount as exc:
                 raise LaunchError(str(exc)) from exc
-            output = AttemptOutput(log_id=attempt.log_id, attempt=attempt.attempt, cap=self.log_max_bytes, group=self._log_group)
+            output = AttemptOutput(
+                path=self.log_store.path(attempt.log_id), attempt=attempt.attempt, cap=self.log_max_bytes, group=self._log_group
+            )
             try:
                 popen, cgroup = self._spawn(attempt, workdir, output.write_fd, cores, user)
             except OSError as exc:
@@ -179,7 +198,7 @@ class LocalExecutor(Executor):
         except BaseException:
             if output is not None:
                 output.abandon()
-            self._release_cores(cores)
+            self._cores.release(cores)
             remove_dir(workdir)
             raise
         output.started()
@@ -261,25 +280,18 @@ class LocalExecutor(Executor):
             os.close(fd)
         return popen, cgroup
 
-    def _take_cores(self, count: int) -> list[int]:
-        chosen = sorted(self._core_load, key=lambda core: (self._core_load[core], core))[: max(1, count)]
-        for core in chosen:
-            self._core_load[core] += 1
-        return chosen
-
-    def _release_cores(self, cores: list[int]) -> None:
-        for core in cores:
-            self._core_load[core] -= 1
-
     # -- stopping -------------------------------------------------------------------
-    def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str) -> None:
+    def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str, force: bool = False) -> None:
         now = time.monotonic()
         for job_id, attempt in keys:
             run = self._running.get(job_id)
-            if run is None or run.attempt.attempt != attempt or run.stop_reason:
+            if run is None or run.attempt.attempt != attempt:
                 continue
-            run.stop_reason = reason
-            self._terminate(run, now)
+            if not run.stop_reason:
+                run.stop_reason = reason
+                self._terminate(run, now)
+            if force and not run.killed:
+                self._kill(run)
 
     def _terminate(self, run: _Running, now: float) -> None:
         if run.term_at is None:
@@ -305,20 +317,14 @@ class LocalExecutor(Executor):
             run.cgroup.signal_all(signal.SIGKILL)
 
     # -- waiting --------------------------------------------------------------------
-    def poll(self, *, timeout: float, wake_fd: int | None = None) -> list[Report]:
-        wait = self._wait_time(timeout) if timeout > 0 else 0.0
-        if wake_fd is not None:
-            self._selector.register(wake_fd, selectors.EVENT_READ, None)
-            try:
-                events = self._selector.select(wait)
-            finally:
-                self._selector.unregister(wake_fd)
-        elif self._running:
-            events = self._selector.select(wait)
-        else:
-            events = []
-            if wait > 0:
-                time.sleep(wait)
+    def wake_up(self) -> WakeUp:
+        """The attempts' output pipes and pidfds, and the next deadline (a timeout, the
+        end of a grace, a leader without a pidfd to look at again)."""
+        fds = tuple(self._selector.get_map()) if self._running else ()
+        return WakeUp(fds=fds, within=self._wait_time(math.inf))
+
+    def collect(self) -> list[Report]:
+        events = self._selector.select(0) if self._running else []
         for key, _ in events:
             if isinstance(key.data, tuple) and key.data[1] in self._running:
                 self._drain(self._running[key.data[1]])
@@ -375,7 +381,7 @@ class LocalExecutor(Executor):
         return wait
 
     def _finish(self, run: _Running) -> Outcome:
-        self._release_cores(run.cores)
+        self._cores.release(run.cores)
         attempt = run.attempt
         self._used = Capacity(self._used.cpus - attempt.cpu, self._used.memory_mib - attempt.memory_mib)
         if not self.keep_work_dirs:
@@ -396,7 +402,7 @@ class LocalExecutor(Executor):
             return Outcome(attempt.job_id, attempt.attempt, succeeded=False, exit_code=exit_code, reason=run.stop_reason)
         if code == 0:
             return Outcome(attempt.job_id, attempt.attempt, succeeded=True, exit_code=0)
-        if run.cgroup is None and attempt_logs.says_out_of_memory(log_id=attempt.log_id, start=run.output.start):
+        if run.cgroup is None and attempt_logs.says_out_of_memory(path=self.log_store.path(attempt.log_id), start=run.output.start):
             reason = f"killed: out of memory ({limit})" if code < 0 else f"out of memory ({limit}): exit code {code}"
         elif code > 0:
             reason = f"exit code {code}"
@@ -408,8 +414,20 @@ class LocalExecutor(Executor):
         pending = [*self._leftover_cgroups, *([cgroup] if cgroup else [])]
         self._leftover_cgroups = [group for group in pending if not group.remove()]
 
-    def shutdown(self, *, grace: float) -> list[Outcome]:
-        outcomes = super().shutdown(grace=grace)
+    def forget(self, keys: list[tuple[str, int]]) -> None:
+        for job_id, attempt in keys:
+            run = self._running.get(job_id)
+            if run is None or run.attempt.attempt != attempt:
+                continue
+            del self._running[job_id]
+            for fd in (run.pidfd, run.output.read_fd):
+                if fd is not None and fd in self._selector.get_map():
+                    self._selector.unregister(fd)
+            self._cores.release(run.cores)
+            self._used = Capacity(self._used.cpus - run.attempt.cpu, self._used.memory_mib - run.attempt.memory_mib)
+
+    def shutdown(self, *, grace: float, reason: str = "worker stopped") -> list[Outcome]:
+        outcomes = super().shutdown(grace=grace, reason=reason)
         deadline = time.monotonic() + 2.0
         while self._leftover_cgroups and time.monotonic() < deadline:
             self._remove_cgroup(None)

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.executors.cluster import SchedulerRefused, SchedulerUnavailable, TaskState
+
 _SEP = "|"
 # squeue: job id, array job id, array task id, state, reason, nodes, name
 _SQUEUE_FORMAT = _SEP.join(["%i", "%F", "%K", "%T", "%r", "%N", "%j"])
@@ -22,29 +24,13 @@ _NAMES_PER_CALL = 200
 _IDS_PER_CALL = 500
 
 
-class SlurmUnavailable(RuntimeError):
+class SlurmUnavailable(SchedulerUnavailable):
     """A command could not reach the controller (or is missing, or timed out): nothing is
     known about what it would have done."""
 
 
-class SlurmRefused(RuntimeError):
+class SlurmRefused(SchedulerRefused):
     """The controller answered and refused (an invalid partition or account...)."""
-
-
-@dataclass(frozen=True)
-class TaskState:
-    """One array task as squeue shows it."""
-
-    array_id: str
-    index: int
-    state: str  # PENDING, CONFIGURING, RUNNING, COMPLETING, COMPLETED, FAILED, TIMEOUT...
-    reason: str  # why it waits (Resources, Priority...), or why it ended
-    nodes: str
-    name: str
-
-    @property
-    def external_id(self) -> str:
-        return f"{self.array_id}_{self.index}"
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ class Command(BaseCommand):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name} must be at least 1")
         executor_class = get_executor_class()
-        executor = executor_class(worker_id="", cpus=options["cpus"], memory_mib=options["memory"])
+        executor = executor_class.from_settings(cpus=options["cpus"], memory_mib=options["memory"])
         check_sealing(executor)
         config = WorkerConfig.from_settings(lease_seconds=options["lease"], poll_seconds=options["poll"], fencing=not options["no_fencing"])
         loop = WorkerLoop(executor=executor, config=config)
