@@ -1,12 +1,13 @@
 """The worker loop behind `manage.py runworker`: backend-agnostic glue between the
-database (`jobs.claiming`, `jobs.recording`, `jobs.recovery`, `jobs.dispatch`, `jobs.leases`) and an executor.
+database (`jobs.claiming`, `jobs.recording`, `jobs.recovery`, `jobs.housekeeping`, `jobs.leases`) and an
+executor.
 
 Each step waits for the executor to report starts and ends (not at all when there is
 work to claim and room for it; never longer than the oldest unrecorded report may wait),
-renews the lease when due, stops attempts that were cancelled or orphaned, places queued
-jobs and recovers lost workers when due, starts claimed attempts that fit, and then, when
-something is due, writes in one transaction what happened since the last write and
-claims new jobs. Attempts start only once their claim has committed.
+renews the lease when due, stops attempts that were cancelled or orphaned, calls the
+deployment's housekeeping when due (`jobs.housekeeping`: done by one elected worker at a
+time), starts claimed attempts that fit, and then, when something is due, writes in one
+transaction what happened since the last write and claims new jobs. Attempts start only once their claim has committed.
 
 Throughput comes from writing in batches: a no-op job costs a few statements shared
 with dozens of others, not a transaction of its own. To keep batches full when jobs
@@ -26,16 +27,14 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
 from jobs.claiming import claim_jobs
-from jobs.dispatch import dispatch_submitted
 from jobs.executors.base import Adopts, AttemptSpec, Capacity, Executor, Outcome, Recovers, Report, wait
 from jobs.fencing import Fence
+from jobs.housekeeping import HOUSEKEEPING_SECONDS, housekeep
 from jobs.leases import expire_dead_local_workers, register_worker, renew_lease, stop_worker, worker_is_dead
 from jobs.models import Worker
 from jobs.policy import refusal
 from jobs.recording import check_attempts, record_reports
-from jobs.recovery import LOST_CONTACT, adopt_attempts, recover_lost_workers
-from jobs.removal import PURGE_CHUNK, purge_deleted_batches
-from jobs.services import advance_batch_cancels
+from jobs.recovery import LOST_CONTACT, adopt_attempts
 from jobs.statuses import CANCELLED_REASON
 from jobs.wakeup import LocalWorkListener, WorkListener
 
@@ -369,24 +368,19 @@ class WorkerLoop:
             killed = self.executor.recover(is_dead=worker_is_dead)
             if killed:
                 logger.warning("killed %d process(es) left running by dead workers", killed)
-        recovered = recover_lost_workers()
-        if recovered:
-            logger.warning("recovered %d job(s) of lost workers", recovered)
+        # The deployment's housekeeping (lost workers, placing queued jobs, purging
+        # deleted batches, batch cancels): done by the elected sweeper only; for the
+        # others this is one query.
+        swept = housekeep(worker=self.worker)
+        if swept and swept.recovered:
+            logger.warning("recovered %d job(s) of lost workers", swept.recovered)
         if self.executor.attempts_survive_worker:
             self._adopt()
-        dispatch_submitted()
-        # Deleted batches leave their owner's view at once; their rows go a chunk a sweep.
-        # Cancelled batches likewise.
-        purge_deleted_batches(budget=PURGE_CHUNK)
-        advance_batch_cancels()
         # Jobs may have become RUNNABLE in many ways since the last claim (placed just
-        # now, retried, requeued elsewhere): look again at least once per sweep.
+        # now or by the sweeper, retried, requeued elsewhere): look again at least once
+        # per sweep.
         self._more_work = True
-        # While busy, at most five sweeps a second; an idle worker looks for new jobs to
-        # place at every poll (it has nothing else to do, and they are its next work).
-        busy = self.executor.active() or self._queue
-        interval = max(self.config.poll_seconds, 0.2) if busy else self.config.poll_seconds
-        self._next_sweep = time.monotonic() + interval
+        self._next_sweep = time.monotonic() + max(self.config.poll_seconds, HOUSEKEEPING_SECONDS)
 
     def _adopt(self) -> None:
         if not isinstance(self.executor, Adopts):

@@ -7,12 +7,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-import jobs.removal
 import jobs.services
 from batches.models import Batch
 from jobs.logs import log_path
 from jobs.models import Attempt, Job, JobEvent
-from jobs.removal import purge_deleted_batches
+from jobs.removal import delete_batches, purge_deleted_batches
 from jobs.services import advance_batch_cancels
 from tests.conftest import submission
 from tests.worker_helpers import in_process_loop
@@ -33,26 +32,36 @@ def delete_queries(client, batch_id):
     return len(queries)
 
 
-def test_a_large_batch_leaves_at_once_and_its_rows_go_in_chunks(alice_client, catalog, monkeypatch):
-    monkeypatch.setattr(jobs.removal, "PURGE_CHUNK", 500)
+def test_a_large_batch_leaves_at_once_and_its_rows_go_in_chunks(alice_client, catalog):
     small, large = make(alice_client, catalog, 1_000), make(alice_client, catalog, 5_000)
-    assert alice_client.delete(f"/batches/{small}").status_code == 204
-    assert alice_client.delete(f"/batches/{large}").status_code == 204
+    # As the routes do, with chunks smaller than the batches.
+    assert delete_batches(batches=Batch.objects.filter(pk=small), chunk=500) == 1
+    assert delete_batches(batches=Batch.objects.filter(pk=large), chunk=500) == 1
     assert alice_client.get(f"/batches/{large}").status_code == 404
     assert large not in [b["batch_id"] for b in alice_client.get("/batches").json()]
     assert alice_client.get(f"/batches/{large}/jobs").status_code == 404
     left = Job.objects.filter(batch_id__in=[small, large]).count()
-    assert left == 6_000 - 2 * 500, "each request removed one chunk, not whole batches"
-    while purge_deleted_batches(budget=2_000):
+    assert left == 6_000 - 2 * 500, "each deletion removed one chunk, not whole batches"
+    while purge_deleted_batches(budget=2_000, chunk=500):
         pass
     assert not Job.objects.filter(batch_id__in=[small, large]).exists()
     assert not Batch.objects.filter(pk__in=[small, large]).exists()
 
 
-def test_the_request_costs_the_same_for_any_size(alice_client, catalog, monkeypatch):
-    monkeypatch.setattr(jobs.removal, "PURGE_CHUNK", 300)
-    counts = [delete_queries(alice_client, make(alice_client, catalog, n)) for n in (600, 3_000)]
+def test_the_deletion_costs_the_same_for_any_size(alice_client, catalog):
+    counts = []
+    for n in (600, 3_000):
+        batch_id = make(alice_client, catalog, n)
+        with CaptureQueriesContext(connection) as queries:
+            delete_batches(batches=Batch.objects.filter(pk=batch_id), chunk=300)
+        counts.append(len(queries))
     assert counts[0] == counts[1], counts
+
+
+def test_the_request_deletes_one_chunk(alice_client, catalog):
+    counts = [delete_queries(alice_client, make(alice_client, catalog, n)) for n in (1, 50)]
+    assert counts[0] == counts[1], counts
+    assert not Job.objects.exists() and not Batch.objects.exists(), "small batches are gone when the answer comes"
 
 
 def test_a_deletion_interrupted_by_a_crash_is_finished_later(alice, alice_client, catalog, django_capture_on_commit_callbacks):
