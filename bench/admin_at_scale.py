@@ -1,6 +1,6 @@
 """Benchmark: every admin page an operator uses, in a database of many jobs.
 
-    .venv/bin/python bench/admin_at_scale.py [--repeat 5] [--jobs 100000] [--batches 100]
+    .venv/bin/python bench/admin_at_scale.py [--repeat 7] [--jobs 200000] [--batches 200]
     .venv/bin/python bench/admin_at_scale.py --jobs 1000000 --batches 1000   # issue 10's database
 
 On the bench database (DATABASE_URL, else postgres://postgres@127.0.0.1:5432/batches_bench;
@@ -26,9 +26,9 @@ TARGET_MS = 300
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--jobs", type=int, default=100_000, help="jobs in the database (1,000,000 in issue 10)")
-    parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--jobs", type=int, default=200_000, help="jobs in the database (1,000,000 in issue 10)")
+    parser.add_argument("--batches", type=int, default=200)
     options = parser.parse_args()
     harness.prepare_environment()
     harness.setup_django()

@@ -1,7 +1,7 @@
 """Benchmark: a mixed load on the shipped gunicorn set-up, over loopback, against a bare
 view's load on the same server.
 
-    .venv/bin/python bench/mixed_load.py [--clients 8] [--seconds 15] [--rounds 2] [--large-jobs 5000]
+    .venv/bin/python bench/mixed_load.py [--clients 16] [--seconds 30] [--rounds 2] [--large-jobs 5000]
     .venv/bin/python bench/mixed_load.py --clients 32 --seconds 60 --large-jobs 100000   # the normal case
 
 Starts gunicorn (batchsite/gunicorn.conf.py, `--web-workers` processes, the deployment's
@@ -58,8 +58,8 @@ def bare_load(port: int, clients: int, seconds: float) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=15, help="per phase")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=30, help="per phase")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--large-jobs", type=int, default=5000, help="jobs of one submission in twenty (100,000: the normal case)")
     parser.add_argument("--web-workers", type=int, default=4)

@@ -1,6 +1,6 @@
 """Benchmark: what sealing costs per attempt.
 
-    sudo .venv/bin/python bench/sandbox_cost.py [--jobs 100] [--rounds 3] [--job-user batches-job]
+    sudo .venv/bin/python bench/sandbox_cost.py [--jobs 200] [--rounds 5] [--job-user batches-job]
 
 The same no-op jobs go through a real `runworker`, unsealed (BATCHES_ISOLATION=off: the
 baseline) and sealed (BATCHES_ISOLATION=auto with the job user, bubblewrap sandbox,
@@ -25,8 +25,8 @@ import harness  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=100, help="jobs per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=200, help="jobs per round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--job-user", default=os.environ.get("BATCHES_JOB_USER") or "batches-job")
     options = parser.parse_args()
     if os.geteuid() != 0:

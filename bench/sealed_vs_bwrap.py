@@ -1,7 +1,7 @@
 """Benchmark: sealed no-op jobs through a real worker against raw bubblewrap spawns with
 the same namespaces at the same parallelism, and what each part of sealing costs.
 
-    sudo .venv/bin/python bench/sealed_vs_bwrap.py [--jobs 200] [--parallel 2] [--repeats 3]
+    sudo .venv/bin/python bench/sealed_vs_bwrap.py [--jobs 500] [--parallel 2] [--repeats 3]
     sudo .venv/bin/python bench/sealed_vs_bwrap.py --jobs 1000      # the figures of issue 7
 
 Run as root (it switches accounts and makes cgroups), with bubblewrap installed. On the
@@ -61,7 +61,7 @@ def spawn_rate(jobs: int, parallel: int, start: Callable[[int], tuple[subprocess
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--parallel", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeats", type=int, default=3)
     options = parser.parse_args()

@@ -1,7 +1,7 @@
 """Benchmark: how long a job waits from submission to RUNNING on an idle worker, sealed
 (the job user, bubblewrap, cgroups) against unsealed (BATCHES_ISOLATION=off).
 
-    sudo .venv/bin/python bench/submit_to_running.py [--rounds 15] [--blocks 2] [--history 10000]
+    sudo .venv/bin/python bench/submit_to_running.py [--rounds 25] [--blocks 3] [--history 20000]
     sudo .venv/bin/python bench/submit_to_running.py --history 100000     # the normal case
 
 Run as root (a sealed worker switches to the job user: --job-user, default
@@ -33,9 +33,9 @@ SEALED = ("job_user", "sandbox", "cgroup_memory", "cgroup_pids", "cgroup_cpu")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=15, help="jobs per block")
-    parser.add_argument("--blocks", type=int, default=2, help="unsealed/sealed block pairs")
-    parser.add_argument("--history", type=int, default=10_000, help="finished jobs in the database (100,000: the normal case)")
+    parser.add_argument("--rounds", type=int, default=25, help="jobs per block")
+    parser.add_argument("--blocks", type=int, default=3, help="unsealed/sealed block pairs")
+    parser.add_argument("--history", type=int, default=20_000, help="finished jobs in the database (100,000: the normal case)")
     parser.add_argument("--idle", type=float, default=0.3, help="seconds between rounds")
     parser.add_argument("--job-user", default=os.environ.get("BATCHES_JOB_USER") or "batches-job")
     options = parser.parse_args()
