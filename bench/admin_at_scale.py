@@ -1,6 +1,6 @@
 """Benchmark: every admin page an operator uses, in a database of many jobs.
 
-    .venv/bin/python bench/admin_at_scale.py [--repeat 7] [--jobs 200000] [--batches 200]
+    .venv/bin/python bench/admin_at_scale.py [--repeat 7] [--jobs 500000] [--batches 500]
     .venv/bin/python bench/admin_at_scale.py --jobs 1000000 --batches 1000   # issue 10's database
 
 On the bench database (DATABASE_URL, else postgres://postgres@127.0.0.1:5432/batches_bench;
@@ -27,8 +27,8 @@ TARGET_MS = 300
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--jobs", type=int, default=200_000, help="jobs in the database (1,000,000 in issue 10)")
-    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--jobs", type=int, default=500_000, help="jobs in the database (1,000,000 in issue 10)")
+    parser.add_argument("--batches", type=int, default=500)
     options = parser.parse_args()
     harness.prepare_environment()
     harness.setup_django()

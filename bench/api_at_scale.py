@@ -1,7 +1,7 @@
 """Benchmark: the API's routes in a PostgreSQL database of many jobs, each against its
 bare query, in one run.
 
-    .venv/bin/python bench/api_at_scale.py [--repeat 9] [--big-jobs 500000] [--batches 300] [--submit-jobs 50000]
+    .venv/bin/python bench/api_at_scale.py [--repeat 9] [--big-jobs 1000000] [--batches 300] [--submit-jobs 50000]
     .venv/bin/python bench/api_at_scale.py --big-jobs 1000000 --batches 700 --submit-jobs 100000   # the normal case (1.7M jobs)
 
 On the bench database (DATABASE_URL, else postgres://postgres@127.0.0.1:5432/batches_bench;
@@ -38,7 +38,7 @@ urlpatterns: list = []  # the service's routes and a no-op one (for the fixed co
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=9)
-    parser.add_argument("--big-jobs", type=int, default=500_000, help="jobs of the big batch (1,000,000 in the normal case)")
+    parser.add_argument("--big-jobs", type=int, default=1_000_000, help="jobs of the big batch (1,000,000 in the normal case)")
     parser.add_argument("--batches", type=int, default=300, help="batches of 1,000 jobs (700 in the normal case)")
     parser.add_argument("--submit-jobs", type=int, default=50_000, help="jobs per POST (100,000: the normal case)")
     options = parser.parse_args()

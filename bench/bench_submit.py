@@ -1,6 +1,6 @@
 """Submission and read throughput against raw SQL, in one run on one PostgreSQL database.
 
-    .venv/bin/python bench/bench_submit.py [--jobs 20000] [--repeat 7]
+    .venv/bin/python bench/bench_submit.py [--jobs 50000] [--repeat 7]
     .venv/bin/python bench/bench_submit.py --jobs 100000        # the normal case
 
 On the bench database (DATABASE_URL, else postgres://postgres@127.0.0.1:5432/batches_bench;
@@ -23,7 +23,7 @@ import harness
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per batch (100,000: the normal case)")
+    parser.add_argument("--jobs", type=int, default=50_000, help="jobs per batch (100,000: the normal case)")
     parser.add_argument("--repeat", type=int, default=7)
     options = parser.parse_args()
 

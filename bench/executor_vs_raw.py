@@ -1,7 +1,7 @@
 """Benchmark: N no-op jobs through the local executor vs the same N processes spawned
 directly, with the same parallelism.
 
-    .venv/bin/python bench/executor_vs_raw.py [--jobs 1000] [--rounds 3] [--parallel 2] [--backlog 0]
+    .venv/bin/python bench/executor_vs_raw.py [--jobs 1000] [--rounds 3] [--parallel 2] [--backlog 20000]
     .venv/bin/python bench/executor_vs_raw.py --jobs 2000 --backlog 100000   # the normal case
 
 The executor side is the real thing: a `manage.py runworker` process offering
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000, help="jobs per round (the normal case: 2000 with --backlog 100000)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--backlog", type=int, default=0, help="then again with this many jobs queued in other batches")
+    parser.add_argument("--backlog", type=int, default=20_000, help="then again with this many jobs queued in other batches")
     options = parser.parse_args()
 
     prepare_environment()
