@@ -6,7 +6,7 @@ DATA := data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint venv clean superuser shell manage port-free lock
+.PHONY: run test lint venv clean superuser shell manage port-free lock bench
 
 # uv installs the same pins in seconds where it is on the machine; pip otherwise.
 INSTALL = if command -v uv >/dev/null 2>&1; then uv pip install --quiet --python $(BIN)/python -r $(1); else $(BIN)/pip install --quiet --disable-pip-version-check -r $(1); fi
@@ -85,3 +85,15 @@ clean:
 lock: $(BIN)/.dev-installed
 	$(BIN)/uv pip compile requirements.in --generate-hashes --python-version 3.11 --quiet $(UPGRADE) -o requirements.txt
 	$(BIN)/uv pip compile requirements-dev.in --generate-hashes --python-version 3.11 --quiet $(UPGRADE) -o requirements-dev.txt
+
+# Every benchmark in sequence, at modest sizes (about 10-15 minutes on 2 cores), on
+# PostgreSQL: DATABASE_URL, else postgres://postgres@127.0.0.1:5432/batches_bench, which
+# each bench empties. Run as root (sealed jobs; BATCHES_JOB_USER, default batches-job);
+# slurm_vs_sbatch needs a cluster. Each script takes a size for the 100,000-job case
+# (bench/RESULTS.md has the commands and the figures).
+BENCHES = bench_submit submit_to_running api_at_scale admin_at_scale executor_vs_raw sandbox_cost sealed_vs_bwrap slurm_vs_sbatch mixed_load
+bench: venv
+	@set -e; for b in $(BENCHES); do \
+		echo; echo "### bench/$$b.py ($$(date -u +%FT%TZ))"; start=$$(date +%s); \
+		$(BIN)/python bench/$$b.py; echo "### bench/$$b.py took $$(( $$(date +%s) - start )) s"; \
+	done

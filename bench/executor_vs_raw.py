@@ -1,15 +1,19 @@
 """Benchmark: N no-op jobs through the local executor vs the same N processes spawned
 directly, with the same parallelism.
 
-    .venv/bin/python bench/executor_vs_raw.py [--jobs 2000] [--parallel 2] [--backlog 1000000]
+    .venv/bin/python bench/executor_vs_raw.py [--jobs 1000] [--rounds 3] [--parallel 2] [--backlog 20000]
+    .venv/bin/python bench/executor_vs_raw.py --jobs 2000 --backlog 100000   # the normal case
 
 The executor side is the real thing: a `manage.py runworker` process offering
 `--parallel` cpus, a batch of `--jobs` jobs of a one-core `/bin/true` tool submitted
 through the service, timed from submission until every job is SUCCEEDED (so it
 includes placing, claiming, every state change and event, log files and working
 directories). The raw side spawns `/bin/true` with subprocess, keeping `--parallel`
-processes running. A fresh SQLite database in a temporary directory is used unless
-DATABASE_URL is set (then that database must be empty or disposable).
+processes running. Rounds alternate, raw first (raw, executor, raw, ...), `--rounds`
+times; medians and the ratio are printed. Unsealed (BATCHES_ISOLATION=off: the
+execution core; bench/sandbox_cost.py measures what sealing adds). On the bench
+database (DATABASE_URL, else postgres://postgres@127.0.0.1:5432/batches_bench; emptied
+first).
 
 It also prints the SQL statements the worker ran per job (from the worker's own count),
 and, with `--backlog N`, runs the executor side again after queueing N jobs in other
@@ -21,6 +25,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +33,8 @@ import time
 
 import harness
 from harness import ROOT, wait_for_worker
+
+SEALED = ("job_user", "sandbox", "cgroup_memory", "cgroup_pids", "cgroup_cpu")
 
 NOOP = "/bin/true"
 
@@ -46,13 +53,12 @@ def raw_rate(jobs: int, parallel: int, argv: list[str] | None = None) -> float:
     return jobs / (time.perf_counter() - started)
 
 
-def executor_rate(jobs: int, parallel: int, env: dict[str, str]) -> tuple[float, float]:
-    """Jobs per second through a real worker, and SQL statements per job."""
-    import django
-
-    django.setup()
+def executor_rate(jobs: int, parallel: int, env: dict[str, str], *, sealed: bool | None = None) -> tuple[float, float]:
+    """Jobs per second through a real worker, and SQL statements per job. `sealed`:
+    check that the worker reports every isolation part in force (True) or none (False).
+    The database is set up by the caller (harness.fresh_database())."""
+    harness.setup_django()
     from django.contrib.auth.models import User
-    from django.core.management import call_command
     from django.db.models import Max
     from django.utils import timezone
 
@@ -60,7 +66,6 @@ def executor_rate(jobs: int, parallel: int, env: dict[str, str]) -> tuple[float,
     from jobs.models import Job
     from jobs.submission import submit_batch
 
-    call_command("migrate", verbosity=0)
     user, _ = User.objects.get_or_create(username="bench")
     tool, _ = Tool.objects.update_or_create(name="bench-noop", defaults={"command": [NOOP], "parameters": {}})
     scratch, _ = Filesystem.objects.get_or_create(name="bench-scratch", defaults={"path": tempfile.gettempdir(), "public": True})
@@ -81,6 +86,11 @@ def executor_rate(jobs: int, parallel: int, env: dict[str, str]) -> tuple[float,
     )
     try:
         wait_for_worker(worker)
+        if sealed is not None:
+            isolation = harness.worker_isolation(worker)
+            in_force = [part for part in SEALED if isolation.get(part)]
+            if in_force != (list(SEALED) if sealed else []):
+                raise SystemExit(f"the worker was to be {'sealed' if sealed else 'unsealed'}; it reports {isolation}")
         # Timed from just before the submission to the moment the worker recorded the
         # last job's end (its stop_time, written with its SUCCEEDED event): the wait
         # below only notices the end and adds nothing to the figure. Both times come
@@ -134,30 +144,52 @@ def prepare_environment() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs per round (the normal case: 2000 with --backlog 100000)")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--backlog", type=int, default=0, help="then again with this many jobs queued in other batches")
+    parser.add_argument("--backlog", type=int, default=20_000, help="then again with this many jobs queued in other batches")
     options = parser.parse_args()
 
     prepare_environment()
+    harness.setup_django()
+    harness.fresh_database()
+    harness.vacuum_analyze()
+    harness.print_config(
+        "executor_vs_raw: no-op jobs through a local runworker against raw spawns",
+        isolation="off (BATCHES_ISOLATION=off, checked: the worker reports no part in force)",
+        slots=f"{options.parallel} (runworker --cpus {options.parallel}; raw keeps {options.parallel} processes running)",
+        batch_size=f"{options.jobs} no-op jobs ({NOOP}) per round",
+        rounds=f"{options.rounds}, interleaved (raw, executor, ...); a fresh worker each executor round",
+        backlog=f"{options.backlog:,} jobs waiting in other batches (a second set of rounds)" if options.backlog else "none",
+        vacuumed="VACUUM ANALYZE on the emptied database (and again after the backlog, if any)",
+    )
+    statements: list[float] = []
 
-    print(f"{options.jobs} no-op jobs ({NOOP}), parallelism {options.parallel}, {os.cpu_count()} cpu(s)")
-    raw = raw_rate(options.jobs, options.parallel)
-    print(f"raw spawn:      {raw:8.1f} processes/s")
-    # What the memory limit costs today: the executor starts each job through
-    # `prlimit --as=...` (one more exec); the same spawn through it, for reference.
+    def executed() -> float:
+        rate, per_job = executor_rate(options.jobs, options.parallel, dict(os.environ), sealed=False)
+        statements.append(per_job)
+        return rate
+
+    raw, ours = harness.interleave(options.rounds, lambda: raw_rate(options.jobs, options.parallel), executed, label="(jobs/s)")
+    # What a memory limit by exec costs: the same spawn through `prlimit --as=...`, for reference.
     prlimit = shutil.which("prlimit")
+    print("results (jobs per second; baseline = raw spawn; higher is better):")
+    harness.compare("local executor", raw, ours, unit="/s", scale=1, baseline_label="raw", target="target ratio >= 0.5")
+    print(f"   {'':<38} {statistics.median(statements):.2f} SQL statements per job (the worker's count)")
     if prlimit:
         limited = raw_rate(options.jobs, options.parallel, [prlimit, f"--as={256 * 1024 * 1024}", "--", NOOP])
-        print(f"raw via prlimit:{limited:8.1f} processes/s ({limited / raw:.2f} of raw: the limit's own cost)")
-    executed, statements = executor_rate(options.jobs, options.parallel, dict(os.environ))
-    print(f"local executor: {executed:8.1f} jobs/s, {statements:.2f} SQL statements per job")
-    print(f"ratio executor/raw: {executed / raw:.2f} (target >= 0.5)")
+        print(
+            f"   {'raw via prlimit (one run)':<38} {limited:8.1f} /s ({limited / statistics.median(raw):.2f} of raw: the limit's own cost)"
+        )
     if options.backlog:
         add_backlog(options.backlog, options.parallel)
-        behind, statements = executor_rate(options.jobs, options.parallel, dict(os.environ))
-        print(f"with backlog:   {behind:8.1f} jobs/s, {statements:.2f} SQL statements per job")
-        print(f"ratio backlog/empty: {behind / executed:.2f} (target >= 0.8)")
+        # Not interleaved: the backlog stays once queued; the baseline is the executor's
+        # rounds above, on the same database before the backlog.
+        behind = [executed() for _ in range(options.rounds)]
+        print("   (baseline below: the executor rounds above, before the backlog; not interleaved)")
+        harness.compare(
+            "local executor, behind a backlog", ours, behind, unit="/s", scale=1, baseline_label="empty", target="target ratio >= 0.8"
+        )
 
 
 if __name__ == "__main__":

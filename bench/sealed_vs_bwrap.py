@@ -1,11 +1,12 @@
 """Benchmark: sealed no-op jobs through a real worker against raw bubblewrap spawns with
 the same namespaces at the same parallelism, and what each part of sealing costs.
 
-    sudo .venv/bin/python bench/sealed_vs_bwrap.py [--jobs 1000] [--parallel 2] [--repeats 3]
+    sudo .venv/bin/python bench/sealed_vs_bwrap.py [--jobs 500] [--parallel 2] [--repeats 3]
+    sudo .venv/bin/python bench/sealed_vs_bwrap.py --jobs 1000      # the figures of issue 7
 
-Run as root (it switches accounts and makes cgroups), with bubblewrap installed. Set
-DATABASE_URL to a disposable PostgreSQL database to measure on PostgreSQL (a fresh
-SQLite file otherwise). The job account is a pool account (`job_accounts --pool 1`),
+Run as root (it switches accounts and makes cgroups), with bubblewrap installed. On the
+bench database (DATABASE_URL, else postgres://postgres@127.0.0.1:5432/batches_bench;
+emptied first). The job account is a pool account (`job_accounts --pool 1`),
 as a tenant of a sealed deployment gets.
 
 Measured interleaved, `--repeats` times each, medians quoted (the machine is shared):
@@ -60,22 +61,21 @@ def spawn_rate(jobs: int, parallel: int, start: Callable[[int], tuple[subprocess
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--parallel", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeats", type=int, default=3)
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: sealing switches accounts and makes cgroups")
     harness.prepare_environment(BATCHES_WORKER_POLL_MS="50", BATCHES_ISOLATION="auto")
-    import django
-
-    django.setup()
+    harness.setup_django()
     from django.core.management import call_command
 
     from jobs.executors.cgroups import Cgroups
     from jobs.executors.isolation import probe, sandbox_argv
 
-    call_command("migrate", verbosity=0)
+    harness.fresh_database()
+    harness.vacuum_analyze()
     call_command("job_accounts", "--pool", "1", stdout=open(os.devnull, "w"))  # noqa: SIM115
     from accounts.models import JobAccount
 
@@ -119,28 +119,32 @@ def main() -> None:
         "raw, all three": cgrouped(bwrap, as_account),
     }
     sealed_env = {**os.environ, "BATCHES_ISOLATION": "auto", "BATCHES_JOB_USER": "", "BATCHES_REQUIRE_ISOLATION": "1"}
+    harness.print_config(
+        "sealed_vs_bwrap: sealed jobs through a worker against raw sealed spawns",
+        isolation="sealed: a pool job account, bubblewrap, cgroups (BATCHES_REQUIRE_ISOLATION=1 for the worker; checked in force)",
+        slots=f"{options.parallel} (runworker --cpus {options.parallel}; raw keeps {options.parallel} running)",
+        batch_size=f"{options.jobs} no-op jobs ({NOOP}) per run",
+        rounds=f"{options.repeats}, interleaved: the five raw variants, then the worker, each round",
+        cgroups=f"v{cgroups.version}",
+        vacuumed="VACUUM ANALYZE on the emptied database",
+    )
     figures: dict[str, list[float]] = {name: [] for name in [*raw, "worker, sealed"]}
     for _ in range(options.repeats):
         for name, start in raw.items():
             figures[name].append(spawn_rate(options.jobs, options.parallel, start))
-        rate, statements = executor_vs_raw.executor_rate(options.jobs, options.parallel, sealed_env)
+        rate, statements = executor_vs_raw.executor_rate(options.jobs, options.parallel, sealed_env, sealed=True)
         figures["worker, sealed"].append(rate)
-        print(f"worker run: {rate:.1f} jobs/s, {statements:.2f} SQL statements per job", flush=True)
-    from django.db import connection
-
-    print(
-        f"{options.jobs} no-op jobs, parallelism {options.parallel}, {os.cpu_count()} cpu(s), {connection.vendor}, "
-        f"cgroup v{cgroups.version}, medians of {options.repeats} interleaved runs"
-    )
+        print(f"   worker run: {rate:.1f} jobs/s, {statements:.2f} SQL statements per job", flush=True)
+    print(f"results (spawns or jobs per second, medians of {options.repeats} interleaved runs):")
     medians = {name: statistics.median(values) for name, values in figures.items()}
     for name, value in medians.items():
-        print(f"{name:24} {value:8.1f} /s   {1000 / value:6.2f} ms each   runs: {', '.join(f'{v:.1f}' for v in figures[name])}")
+        print(f"   {name:24} {value:8.1f} /s   {1000 / value:6.2f} ms each   runs: {', '.join(f'{v:.1f}' for v in figures[name])}")
     base = medians["raw /bin/true"]
     for part in ("raw + account", "raw + sandbox (bwrap)", "raw + cgroups"):
-        print(f"cost of {part[6:]:18} {1000 / medians[part] - 1000 / base:6.2f} ms per spawn")
-    worker = medians["worker, sealed"]
-    print(f"ratio worker / raw bwrap:      {worker / medians['raw + sandbox (bwrap)']:.2f} (target >= 0.5)")
-    print(f"ratio worker / raw all three:  {worker / medians['raw, all three']:.2f}")
+        print(f"   cost of {part[6:]:18} {1000 / medians[part] - 1000 / base:6.2f} ms per spawn")
+    worker = figures["worker, sealed"]
+    harness.compare("worker / raw bwrap", figures["raw + sandbox (bwrap)"], worker, unit="/s", scale=1, target="target ratio >= 0.5")
+    harness.compare("worker / raw, all three", figures["raw, all three"], worker, unit="/s", scale=1)
 
 
 if __name__ == "__main__":

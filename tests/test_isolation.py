@@ -16,9 +16,9 @@ from django.contrib.auth.models import User
 
 from batches.models import Batch, Filesystem, Tool
 from jobs.executors.isolation import Isolation, probe
-from jobs.models import Job
+from jobs.models import Job, Worker
 from jobs.submission import submit_batch
-from tests.worker_helpers import ROOT, all_finished, drive, in_process_loop, python_tool, script_tool, statuses, worker_env
+from tests.worker_helpers import ROOT, all_finished, drive, in_process_loop, python_tool, script_tool, statuses, wait_for, worker_env
 
 pytestmark = pytest.mark.django_db
 
@@ -273,15 +273,23 @@ def test_a_worker_that_cannot_seal_jobs_refuses_to_start_when_isolation_is_requi
     assert "sandbox: BATCHES_ISOLATION is off" in result.stderr
 
 
-def test_without_isolation_the_worker_says_what_is_missing(db):
+@pytest.mark.django_db(transaction=True)
+def test_without_isolation_the_worker_says_what_is_missing():
+    """The worker starts, says what is missing, registers and stops cleanly on SIGTERM.
+    A transactional test: the test holds no open transaction (on SQLite, the write lock
+    that a worker registering itself would wait 30 s on)."""
     env = worker_env(BATCHES_ISOLATION="off")
     worker = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "runworker"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(3)
-    worker.terminate()
-    _, err = worker.communicate(timeout=30)
+    try:
+        wait_for(lambda: worker.poll() is not None or Worker.objects.filter(pid=worker.pid, state="ACTIVE").exists(), timeout=60)
+    finally:
+        worker.terminate()
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
     assert "job isolation: job_user: NO (BATCHES_ISOLATION is off)" in err
+    assert list(Worker.objects.filter(pid=worker.pid).values_list("state", flat=True)) == ["STOPPED"]
 
 
 def test_reserving_address_space_is_not_using_memory(loop, alice, filesystems):
