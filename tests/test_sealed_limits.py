@@ -80,7 +80,9 @@ def test_a_job_cannot_take_more_cores_than_it_asked_for(loop, alice, filesystems
     cpu1, wall1 = run.cgroup.cpu_seconds(), time.monotonic()
     cores = (cpu1 - cpu0) / (wall1 - wall0)
     assert cores <= 1.1, f"{cores:.2f} cores used"
-    assert cores >= 0.5, f"{cores:.2f} cores used: did the job run at all?"
+    # Only that it ran: on a loaded machine (CI beside other suites) a spinning job may
+    # get far less than its core, never more.
+    assert cpu1 > cpu0, "no cpu time at all: did the job run?"
     cancel_jobs(jobs=Job.objects.filter(pk=job.pk))
     drive(loop, all_finished(batch), timeout=30)
 
