@@ -106,12 +106,12 @@ def request_cancel(*, job_ids: Iterable[Any], by: Any = None, now: datetime | No
 CANCEL_CHUNK = 5000
 
 
-def cancel_batch(*, batch: Batch, by: Any = None) -> CancelResult:
+def cancel_batch(*, batch: Batch, by: Any = None, chunk: int = CANCEL_CHUNK) -> CancelResult:
     """Cancel every unfinished job of `batch`, in bounded work whatever its size.
 
     The batch is marked (no worker claims its jobs from then on) and one chunk of its
-    jobs is cancelled here, as `cancel_jobs` does; workers' sweeps cancel the rest
-    (`advance_batch_cancels`), and clear the mark when none is left to cancel. Returns
+    jobs (`chunk`) is cancelled here, as `cancel_jobs` does; the housekeeping cancels the
+    rest (`advance_batch_cancels`), and clears the mark when none is left to cancel. Returns
     the jobs concerned: all the batch's unfinished jobs, of which `stopping` are
     running (they are FAILED once their attempts have stopped)."""
     now = timezone.now()
@@ -123,15 +123,15 @@ def cancel_batch(*, batch: Batch, by: Any = None) -> CancelResult:
         # an earlier cancel, and still stopping, is no change of this one.
         live = Job.objects.filter(batch=batch, status__in=LIVE, cancel_requested_at__isnull=True).count()
         notify_work()
-    advance_batch_cancels(budget=CANCEL_CHUNK, batch_ids=[batch.pk])
+    advance_batch_cancels(budget=chunk, chunk=chunk, batch_ids=[batch.pk])
     # A repeat while the first cancel goes on changes nothing new: the queued jobs it
     # counted are already on their way to FAILED.
     queued = sum(counts[status.lower()] for status in QUEUED) if marked else 0
     return CancelResult(cancelled=queued, stopping=live)
 
 
-def advance_batch_cancels(*, budget: int = CANCEL_CHUNK, batch_ids: list[Any] | None = None) -> int:
-    """Go on with the cancels of whole batches: up to `budget` jobs, `CANCEL_CHUNK` per
+def advance_batch_cancels(*, budget: int = CANCEL_CHUNK, chunk: int = CANCEL_CHUNK, batch_ids: list[Any] | None = None) -> int:
+    """Go on with the cancels of whole batches: up to `budget` jobs, `chunk` per
     transaction (queued jobs FAILED `Cancelled by user`, running ones asked to stop).
     A batch with nothing left to cancel loses its mark. Returns jobs changed."""
     cancelling = Batch.objects.filter(cancel_requested_at__isnull=False)
@@ -140,7 +140,7 @@ def advance_batch_cancels(*, budget: int = CANCEL_CHUNK, batch_ids: list[Any] | 
     changed = 0
     for batch_id, by in cancelling.order_by("cancel_requested_at").values_list("pk", "cancel_requested_by")[:100]:
         while changed < budget:
-            size = min(CANCEL_CHUNK, budget - changed)
+            size = min(chunk, budget - changed)
             pending = Job.objects.filter(batch_id=batch_id).filter(status__in=UNFINISHED, cancel_requested_at__isnull=True)
             ids = list(pending.order_by("pk").values_list("pk", flat=True)[:size])
             if not ids:

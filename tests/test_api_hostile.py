@@ -59,17 +59,17 @@ def test_delete_all_batches_refuses_query_parameters(alice_client, catalog):
     assert Batch.objects.filter(deleted_at__isnull=True).count() == 1
 
 
-def test_a_repeated_batch_cancel_reports_no_change_and_a_retry_says_why_it_waits(alice_client, catalog, monkeypatch):
+def test_a_repeated_batch_cancel_reports_no_change_and_a_retry_says_why_it_waits(alice_client, catalog):
     """The second cancel of a batch still being cancelled said the same jobs changed
     again; a retry meanwhile said they were all 'stopping' when most were queued jobs
     the sweep had not reached."""
-    monkeypatch.setattr(jobs.services, "CANCEL_CHUNK", 3)
     body = submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(10)])
     batch_id = alice_client.post("/batches", body, format="json").json()["batch_id"]
-    first = alice_client.post(f"/batches/{batch_id}/cancel").json()
-    assert first == {"changed": 10, "stopping": 0}
-    second = alice_client.post(f"/batches/{batch_id}/cancel").json()
-    assert second == {"changed": 0, "stopping": 0}
+    # Cancels as the route makes them, with a chunk of 3 so that jobs stay queued.
+    first = jobs.services.cancel_batch(batch=Batch.objects.get(pk=batch_id), chunk=3)
+    assert (first.changed, first.stopping) == (10, 0)
+    second = jobs.services.cancel_batch(batch=Batch.objects.get(pk=batch_id), chunk=3)
+    assert (second.changed, second.stopping) == (0, 0)
     retry = alice_client.post(f"/batches/{batch_id}/retry")
     assert retry.status_code == 409
     assert "4 job(s) are still to be cancelled" in retry.json()["detail"], retry.json()["detail"]
