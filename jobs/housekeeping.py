@@ -28,6 +28,7 @@ from jobs.models import Worker
 from jobs.recovery import recover_lost_workers
 from jobs.removal import PURGE_CHUNK, purge_deleted_batches
 from jobs.services import advance_batch_cancels
+from jobs.wakeup import notify_work
 
 # A worker looks for housekeeping to do this often (and when woken by new work).
 HOUSEKEEPING_SECONDS = 1.0
@@ -52,9 +53,15 @@ def housekeep(*, worker: Worker | None = None, purge_budget: int = PURGE_CHUNK, 
     if not _take_lock():
         return None
     try:
+        recovered = recover_lost_workers()
+        dispatched = dispatch_submitted()
+        if dispatched:
+            # Every idle worker claims what was placed, not only the sweeper, which
+            # would otherwise run a whole small batch alone before the others' next look.
+            notify_work()
         return Swept(
-            recovered=recover_lost_workers(),
-            dispatched=dispatch_submitted(),
+            recovered=recovered,
+            dispatched=dispatched,
             purged=purge_deleted_batches(budget=purge_budget, chunk=purge_chunk),
             cancelled=advance_batch_cancels(),
         )

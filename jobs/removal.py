@@ -27,8 +27,9 @@ def delete_batches(*, batches: QuerySet[Batch], chunk: int = PURGE_CHUNK) -> int
     """Delete `batches`: they leave their owner's view at once (one UPDATE, whatever
     their size), their running attempts are stopped by their workers, and their jobs,
     attempts, events and logs are removed in bounded chunks (`purge_deleted_batches`):
-    here up to one chunk of `chunk` jobs, so a small batch is gone when this returns;
-    the rest by the housekeeping sweeps (`jobs.housekeeping`) and `cleanup`, resumable
+    here up to one chunk of `chunk` jobs, so a small batch is gone when this returns
+    (but for rows a worker is writing at that moment, which the purge passes by); the
+    rest by the housekeeping sweeps (`jobs.housekeeping`) and `cleanup`, resumable
     after any crash. Callers scope `batches` to a user; this function never widens it.
     Returns batches deleted."""
     batch_ids = list(batches.filter(deleted_at__isnull=True).values_list("pk", flat=True))

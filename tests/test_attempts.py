@@ -14,7 +14,7 @@ from jobs.executors.isolation import Isolation
 from jobs.executors.local import LocalExecutor
 from jobs.executors.procs import processes_with_env
 from jobs.models import Attempt, Job, JobEvent
-from jobs.removal import delete_batches
+from jobs.removal import delete_batches, purge_deleted_batches
 from jobs.statuses import Status
 from jobs.transitions import transition
 from jobs.worker import WorkerConfig, WorkerLoop
@@ -187,8 +187,9 @@ def test_an_outage_longer_than_the_lease_is_not_the_jobs_fault(alice, catalog):
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks between two connections: PostgreSQL")
 def test_delete_while_a_worker_records_a_change_is_never_an_error(alice, catalog):
     """A worker's transaction has written a status change and its event (rows locked,
-    not yet committed) when the delete comes: the delete waits for it and removes the
-    event too, instead of failing on the foreign key at commit."""
+    not yet committed) when the delete comes: the delete's purge passes those rows by
+    (SKIP LOCKED) instead of failing on the foreign key at commit, and the housekeeping's
+    next purge removes them with the event."""
     batch = make_batch(alice, catalog["tools"]["echo"], catalog, [{"args": {"message": str(i)}} for i in range(50)])
     ids = list(Job.objects.filter(batch=batch).values_list("pk", flat=True))
     errors = race_with_open_transaction(
@@ -197,6 +198,8 @@ def test_delete_while_a_worker_records_a_change_is_never_an_error(alice, catalog
     )
     assert not [e for e in errors if isinstance(e, IntegrityError | DatabaseError)], errors
     assert not errors, errors
+    assert Batch.objects.get(pk=batch.pk).deleted_at is not None, "gone from its owner's view at once"
+    purge_deleted_batches()  # the housekeeping's next purge
     assert not Batch.objects.filter(pk=batch.pk).exists()
     assert not JobEvent.objects.filter(job_id__in=ids).exists()
 
