@@ -61,3 +61,32 @@ class JobAccount(models.Model):
 
     def __str__(self) -> str:
         return self.username
+
+
+class ShareGroup(models.Model):
+    """A team sharing the machine as one: groups share it by their weights, and the
+    users of a group share the group's part by theirs (`jobs.fairshare`)."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    weight = models.PositiveIntegerField(default=1, help_text="The group's part of the machine, relative to the other groups'.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class UserShare(models.Model):
+    """A user's weight in fair share, and their group. A user without a row has weight 1
+    and no group (they share as a group of their own)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="share")
+    weight = models.PositiveIntegerField(default=1, help_text="The user's part, relative to the others' in their group (or at the top).")
+    group = models.ForeignKey(ShareGroup, null=True, blank=True, on_delete=models.SET_NULL, related_name="members")
+
+    class Meta:
+        ordering = ["user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} (weight {self.weight})"

@@ -65,6 +65,10 @@ class Batch(models.Model):
     n_jobs = models.PositiveIntegerField()
     max_attempts = models.PositiveSmallIntegerField(default=1)
     timeout_seconds = models.PositiveIntegerField(help_text="Wall-clock limit per attempt.")
+    priority = models.IntegerField(default=0, help_text="Among its owner's batches, higher runs first (then older first).")
+    max_running = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many of its jobs run at once; empty: no limit."
+    )
     create_time = models.DateTimeField(default=timezone.now, editable=False)
     cancel_requested_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="A cancel of the whole batch is under way (its jobs are cancelled in chunks)."

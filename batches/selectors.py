@@ -24,7 +24,19 @@ def user_batches(*, user: AbstractBaseUser) -> QuerySet[Batch]:
 
 
 # What the Batch shape needs of each batch, as plain values (no model instances).
-BATCH_ROW = ("id", "name", "n_jobs", "cpu", "memory", "max_attempts", "timeout_seconds", "create_time", "tool_id")
+BATCH_ROW = (
+    "id",
+    "name",
+    "n_jobs",
+    "cpu",
+    "memory",
+    "max_attempts",
+    "timeout_seconds",
+    "priority",
+    "max_running",
+    "create_time",
+    "tool_id",
+)
 
 
 def user_batch_rows(*, user: AbstractBaseUser) -> QuerySet:

@@ -39,10 +39,13 @@ def check_submission(
     jobs: Sequence[dict[str, Any]],
     max_attempts: int,
     timeout_seconds: int | None,
+    priority: int = 0,
+    max_running: int | None = None,
 ) -> CheckedSubmission:
     """Check a submission against the catalog, in this order:
     - the tool exists and is enabled (400 on `tool_id`);
     - cpu, memory, attempts and timeout are within the configured maxima (400);
+    - priority is within +-PRIORITY_BOUND and max_running at least 1 (400);
     - each filesystem exists (400) and is granted to the user (PermissionDenied, 403);
     - each job's `args` match the tool's parameters (400 naming `jobs[i].args.name`).
     Writes nothing."""
@@ -50,6 +53,7 @@ def check_submission(
     if tool is None:
         raise ValidationError({"tool_id": [f"no tool with id {tool_id}"]})
     _check_limits(tool=tool, cpu=cpu, memory=memory, n_jobs=len(jobs), max_attempts=max_attempts, timeout_seconds=timeout_seconds)
+    _check_order(priority=priority, max_running=max_running)
     filesystems = _check_filesystems(user=user, filesystem_ids=filesystem_ids)
     arguments = _check_arguments(tool=tool, jobs=jobs, roots=[fs.path for fs in filesystems])
     return CheckedSubmission(tool=tool, filesystems=filesystems, arguments=arguments)
@@ -59,6 +63,20 @@ def forget_idempotency_keys(*, now: datetime | None = None) -> int:
     """Delete keys older than IdempotencyKey.KEEP_HOURS; returns how many."""
     cutoff = (now or timezone.now()) - timedelta(hours=IdempotencyKey.KEEP_HOURS)
     return IdempotencyKey.objects.filter(created__lt=cutoff).delete()[0]
+
+
+# A batch's priority is between -PRIORITY_BOUND and PRIORITY_BOUND.
+PRIORITY_BOUND = 1_000_000
+
+
+def _check_order(*, priority: int, max_running: int | None) -> None:
+    errors: dict[str, list[str]] = {}
+    if not -PRIORITY_BOUND <= priority <= PRIORITY_BOUND:
+        errors["priority"] = [f"must be between {-PRIORITY_BOUND} and {PRIORITY_BOUND}, not {priority}"]
+    if max_running is not None and max_running < 1:
+        errors["max_running"] = [f"must be at least 1 (or null: no limit), not {max_running}"]
+    if errors:
+        raise ValidationError(errors)
 
 
 def _check_limits(*, tool: Tool, cpu: int, memory: int, n_jobs: int, max_attempts: int, timeout_seconds: int | None) -> None:

@@ -192,6 +192,12 @@ BATCHES_WORKER_MEMORY_MIB = envint("BATCHES_WORKER_MEMORY_MIB", 0)
 # Fair share: at most this many of one user's jobs are RUNNABLE, STARTING or RUNNING
 # at once; the rest wait PENDING with a reason saying so (0: no quota).
 BATCHES_USER_MAX_ACTIVE_JOBS = envint("BATCHES_USER_MAX_ACTIVE_JOBS", 0)
+# Fair share (jobs/fairshare.py): a user's past usage counts half as much every this many
+# seconds. An hour: a burst an hour ago still yields to a newcomer, yesterday's holds
+# nobody back (Slurm's 7 days suits allocations of a cluster over weeks, not one queue).
+BATCHES_FAIRSHARE_HALF_LIFE = envint("BATCHES_FAIRSHARE_HALF_LIFE", 3600)
+if BATCHES_FAIRSHARE_HALF_LIFE < 1:
+    raise ImproperlyConfigured("BATCHES_FAIRSHARE_HALF_LIFE must be at least 1 (seconds)")
 # Stopping a job: SIGTERM to its process group, this long to exit, then SIGKILL.
 BATCHES_KILL_GRACE_SECONDS = envint("BATCHES_KILL_GRACE_SECONDS", 10)
 # The slurm executor (BATCHES_EXECUTOR=slurm). BATCHES_SLURM_DIR holds each submission's

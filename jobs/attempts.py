@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import transaction
 
-from jobs import sql
+from jobs import fairshare, sql
 from jobs.executors.base import Outcome, Queued, Started
 from jobs.models import Attempt, Job, Worker
 
@@ -84,9 +84,10 @@ def close_attempts(
     `worker`, only that worker's. `started` holds starts not recorded yet: those rows
     get their start (external id, node, log offset, time) in the same statement."""
     started = started or {}
+    outcomes_list = list(outcomes)
     plain: list[dict[str, Any]] = []
     with_start: list[dict[str, Any]] = []
-    for o in outcomes:
+    for o in outcomes_list:
         row = {
             "job": o.job_id,
             "number": o.attempt,
@@ -102,6 +103,7 @@ def close_attempts(
             row.update(external_id=start.external_id, node=start.node, log_offset=start.log_offset, start_time=now)
             with_start.append(row)
     guard = {"worker": worker.pk} if worker is not None else {}
+    _charge_usage(outcomes=outcomes_list, now=now, guard=guard)
     for rows in (plain, with_start):
         _update_from_rows(rows=rows, keys=("job", "number"), constant={"state": Attempt.State.ENDED.value}, live_only=True, guard=guard)
 
@@ -162,3 +164,16 @@ def reassign(*, attempts: Sequence[Attempt], to: Worker) -> list[Attempt]:
                 Job.objects.filter(pk__in=[chunk[pk].job_id for pk in ids]).update(worker=to)
                 moved.extend(chunk[pk] for pk in ids)
     return moved
+
+
+def _charge_usage(*, outcomes: list[Outcome], now: datetime, guard: dict[str, Any]) -> None:
+    """The attempts about to close, charged to their owners' fair-share usage (one
+    query for them all; an attempt that never ran costs nothing)."""
+    if not outcomes:
+        return
+    wanted = {(o.job_id, o.attempt) for o in outcomes}
+    live = Attempt.objects.filter(job_id__in={o.job_id for o in outcomes}, end_time__isnull=True, **guard)
+    rows = live.values_list("job_id", "number", "job__batch__owner_id", "job__batch__cpu", "start_time")
+    fairshare.charge_ended_attempts(
+        attempts=[(owner, cpus, start) for job_id, number, owner, cpus, start in rows if (str(job_id), number) in wanted], now=now
+    )

@@ -140,6 +140,8 @@ class BatchAdmin(BoundedActions, ReadOnlyPage, admin.ModelAdmin):
         "filesystems",
         "max_attempts",
         "timeout_seconds",
+        "priority",
+        "max_running",
         "created",
     ]
     readonly_fields = fields

@@ -2,7 +2,7 @@
 back what its executor needs to start each one (`AttemptSpec`). Every status change
 goes through `jobs.transitions.transition`, every attempt row through `jobs.attempts`.
 
-Claim: in one transaction, select RUNNABLE jobs that fit (oldest first, `FOR UPDATE
+Claim: in one transaction, select RUNNABLE jobs that fit (in fair-share order, `FOR UPDATE
 SKIP LOCKED` on PostgreSQL, so concurrent workers take different rows without waiting;
 never a job that still has a live attempt), then a conditional RUNNABLE -> STARTING
 update that sets the worker and increments `attempts`, then one attempt row per job.
@@ -11,6 +11,7 @@ the IMMEDIATE transaction serialises writers) no job is started twice; and the d
 refuses a second live attempt row for a job.
 """
 
+import copy
 import logging
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -23,7 +24,8 @@ from accounts.models import JobAccount
 from batches.models import Batch
 from batches.parameters import render_argv
 from jobs import attempts as attempt_rows
-from jobs import sql
+from jobs import fairshare, sql
+from jobs.dispatch import batches_with_jobs_in
 from jobs.executors.base import AttemptSpec, Capacity, Outcome, internal_error
 from jobs.models import Attempt, Job, Worker
 from jobs.policy import refusal
@@ -36,7 +38,7 @@ logger = logging.getLogger("jobs.claiming")
 def claim_jobs(
     *, worker: Worker, room: Capacity, fits: Capacity, limit: int, exclude: Iterable[str] = ()
 ) -> tuple[list[AttemptSpec], list[Outcome]]:
-    """Claim RUNNABLE jobs for `worker`, oldest first: each must fit `fits` (the largest
+    """Claim RUNNABLE jobs for `worker`, in fair-share order (`_claim_candidates`): each must fit `fits` (the largest
     job the executor runs) and together they fit in `room`, at most `limit` of them. Each
     becomes STARTING with `attempts` incremented and a LAUNCHING attempt row. `exclude`
     lists jobs whose previous attempt this worker is still stopping.
@@ -50,7 +52,7 @@ def claim_jobs(
         return [], []
     with transaction.atomic(savepoint=False):
         candidates = _claim_candidates(
-            fits=Capacity(min(fits.cpus, room.cpus), min(fits.memory_mib, room.memory_mib)), exclude=list(exclude), limit=limit
+            room=room, fits=Capacity(min(fits.cpus, room.cpus), min(fits.memory_mib, room.memory_mib)), exclude=list(exclude), limit=limit
         )
         chosen, cpus, memory = {}, room.cpus, room.memory_mib
         for row in candidates:
@@ -118,73 +120,142 @@ class _Candidate(NamedTuple):
     run_as_uid: int | None
 
 
-def _claim_candidates(*, fits: Capacity, exclude: list[str], limit: int) -> list[_Candidate]:
-    """RUNNABLE jobs whose batch fits in `fits` and that have no live attempt, oldest
-    first (oldest batch first, in order within it: ids are time-ordered), at most `limit`, locked with FOR UPDATE SKIP LOCKED where the database has it
-    (PostgreSQL), so concurrent workers take different rows without waiting.
+# At most this many batches with RUNNABLE jobs are weighed per claim (oldest first): one
+# index probe each (`batches_with_jobs_in`), whatever the number of jobs in them.
+_ACTIVE_BATCHES = 1000
+# Rounds of planning per claim: a batch found to have fewer RUNNABLE jobs than planned
+# (taken by another worker, or held by a live attempt) gives its slots to the next.
+_PLAN_ROUNDS = 3
+
+
+def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], limit: int) -> list[_Candidate]:
+    """RUNNABLE jobs to start, at most `limit`, within `room`, each fitting `fits`, in
+    fair-share order (`jobs.fairshare`: the group and user furthest below their share
+    first; inside a user's work, higher `priority` first, then older batches; each batch
+    within its `max_running`), locked with FOR UPDATE SKIP LOCKED where the database has
+    it (PostgreSQL), so concurrent workers take different rows without waiting; never a
+    job with a live attempt. Where any job account exists, only jobs whose owner has one
+    (the dispatcher gives them out, or holds the jobs back PENDING).
+
+    The cost does not grow with the backlog: a probe per batch that has RUNNABLE jobs (at
+    most `_ACTIVE_BATCHES`), the users' standings (a query per table over users and one
+    over live attempts), then, per batch the plan draws from, its next jobs by id."""
+    batch_ids = batches_with_jobs_in(Status.RUNNABLE, limit=_ACTIVE_BATCHES)
+    if not batch_ids:
+        return []
+    batches = {
+        row["id"]: row
+        for row in Batch.objects.filter(
+            pk__in=batch_ids,
+            deleted_at__isnull=True,
+            cancel_requested_at__isnull=True,
+            cpu__lte=fits.cpus,
+            memory__lte=fits.memory_mib,
+        ).values("id", "owner_id", "cpu", "memory", "priority", "max_running")
+    }
+    accounts = _accounts_of({row["owner_id"] for row in batches.values()})
+    if accounts is not None:
+        batches = {pk: row for pk, row in batches.items() if row["owner_id"] in accounts}
+    if not batches:
+        return []
+    live = fairshare.live_jobs_per_batch(list(batches))
+    queues = [
+        fairshare.BatchQueue(
+            batch_id=pk,
+            owner_id=row["owner_id"],
+            cpu=row["cpu"],
+            memory=row["memory"],
+            priority=row["priority"],
+            max_running=row["max_running"],
+            running=live.get(pk, 0),
+        )
+        for pk, row in batches.items()
+    ]
+    ledger = fairshare.Ledger(users=fairshare.standings(now=timezone.now()), batches=queues)
+    taken: list[_Candidate] = []
+    skip = list(exclude)
+    cpus, memory = room.cpus, room.memory_mib
+    for _ in range(_PLAN_ROUNDS):
+        picks = fairshare.plan(copy.deepcopy(ledger), limit=limit - len(taken), cpus=cpus, memory_mib=memory)
+        if not picks:
+            break
+        wanted: dict[Any, int] = {}
+        for queue in picks:
+            wanted[queue.batch_id] = wanted.get(queue.batch_id, 0) + 1
+        found = {batch_id: _runnable_jobs(batch_id=batch_id, n=n, exclude=skip) for batch_id, n in wanted.items()}
+        by_id = {queue.batch_id: queue for queue in ledger.batches}
+        short = False
+        for queue in picks:  # in the plan's order
+            rows = found[queue.batch_id]
+            if not rows:
+                by_id[queue.batch_id].available = 0  # none left: its slots go to others next round
+                short = True
+                continue
+            pk, attempts, log_id, args = rows.pop(0)
+            owner = batches[queue.batch_id]["owner_id"]
+            run_as, run_as_uid = accounts.get(owner, (None, None)) if accounts is not None else (None, None)
+            taken.append(_Candidate(pk, queue.batch_id, attempts, log_id, args, queue.cpu, queue.memory, run_as, run_as_uid))
+            skip.append(str(pk))
+            ledger.take(by_id[queue.batch_id])
+            cpus, memory = cpus - queue.cpu, memory - queue.memory
+        if not short:
+            break
+    return taken
+
+
+def _accounts_of(owners: set[Any]) -> dict[Any, tuple[str, int]] | None:
+    """Owner -> their job account (name, uid), or None where no job account exists (jobs
+    then run as BATCHES_JOB_USER, or unsealed)."""
+    if not JobAccount.objects.exists():
+        return None
+    rows = JobAccount.objects.filter(user_id__in=owners).values_list("user_id", "username", "uid")
+    return {user_id: (username, uid) for user_id, username, uid in rows}
+
+
+def _runnable_jobs(*, batch_id: Any, n: int, exclude: list[str]) -> list[tuple[Any, int, Any, Any]]:
+    """The batch's next `n` RUNNABLE jobs by id (ids are time-ordered) that have no live
+    attempt and are not in `exclude`, locked FOR UPDATE SKIP LOCKED where the database
+    has it: (pk, attempts, log_id, args) each.
 
     Plain SQL because the worker runs it on every claim and building it through the ORM
     cost several times more than running it; it is the ORM query
 
-        Job.objects.filter(status=RUNNABLE, batch__cpu__lte=.., batch__memory__lte=..)
-        .exclude(pk__in=exclude).exclude(Exists(live attempt)).order_by("batch", "id")
-        .select_for_update(skip_locked=True, of=("self",)).values_list(...)[:limit]
+        Job.objects.filter(batch_id=.., status=RUNNABLE).exclude(pk__in=exclude)
+        .exclude(Exists(live attempt)).order_by("id")
+        .select_for_update(skip_locked=True).values_list(...)[:n]
 
-    with identifiers from the models and every value a parameter, and the owner's job
-    account (`run_as`). Where any job account exists, only jobs whose owner has one
-    (the dispatcher gives them out, or holds the jobs back PENDING)."""
+    with identifiers from the models and every value a parameter. It walks the
+    (status, batch, id) index from the batch's first RUNNABLE job."""
     conn = sql.default_connection()
-    job, batch, attempt, account = Job._meta, Batch._meta, Attempt._meta, JobAccount._meta
-    job_table, batch_table, attempt_table = sql.table(Job, conn), sql.table(Batch, conn), sql.table(Attempt, conn)
-    account_table = sql.table(JobAccount, conn)
+    job, attempt = Job._meta, Attempt._meta
+    job_table, attempt_table = sql.table(Job, conn), sql.table(Attempt, conn)
     pk_field = job.pk
 
     def column(table: str, meta: Any, name: str) -> str:
         return f"{table}.{sql.column(meta.model, name, conn)}"
 
     job_id = column(job_table, job, "id")
-    selected = ", ".join(
-        [job_id, column(job_table, job, "batch"), column(job_table, job, "attempts"), column(job_table, job, "log_id")]
-        + [column(job_table, job, "args"), column(batch_table, batch, "cpu"), column(batch_table, batch, "memory")]
-        + [column(account_table, account, "username"), column(account_table, account, "uid")]
-    )
-    params: list[Any] = [Status.RUNNABLE, fits.cpus, fits.memory_mib]
+    selected = ", ".join([job_id, column(job_table, job, "attempts"), column(job_table, job, "log_id"), column(job_table, job, "args")])
+    params: list[Any] = [Status.RUNNABLE, sql.db_value(job.get_field("batch"), batch_id, conn, save=False)]
     not_excluded = ""
     if exclude:
         not_excluded = f" AND NOT ({job_id} IN ({sql.marks(exclude)}))"
         params += [sql.db_value(pk_field, pk, conn, save=False) for pk in exclude]
-    lock = ""
-    if conn.features.has_select_for_update:
-        lock = f" FOR UPDATE OF {job_table} SKIP LOCKED"
+    lock = f" FOR UPDATE OF {job_table} SKIP LOCKED" if conn.features.has_select_for_update else ""
     query = (
         f"SELECT {selected} FROM {job_table}"  # noqa: S608 (identifiers from the models; values are parameters)
-        f" INNER JOIN {batch_table} ON ({column(job_table, job, 'batch')} = {column(batch_table, batch, 'id')})"
-        f" LEFT OUTER JOIN {account_table} ON ({column(account_table, account, 'user')} = {column(batch_table, batch, 'owner')})"
-        f" WHERE {column(job_table, job, 'status')} = %s AND {column(batch_table, batch, 'cpu')} <= %s"
-        f" AND {column(batch_table, batch, 'memory')} <= %s AND {column(batch_table, batch, 'deleted_at')} IS NULL"
-        f" AND {column(batch_table, batch, 'cancel_requested_at')} IS NULL{not_excluded}"
-        f" AND ({column(account_table, account, 'id')} IS NOT NULL OR NOT EXISTS (SELECT 1 FROM {account_table}))"
+        f" WHERE {column(job_table, job, 'status')} = %s AND {column(job_table, job, 'batch')} = %s{not_excluded}"
         f" AND NOT EXISTS (SELECT 1 FROM {attempt_table} WHERE {column(attempt_table, attempt, 'job')} = {job_id}"
         f" AND {column(attempt_table, attempt, 'end_time')} IS NULL)"
-        f" ORDER BY {column(job_table, job, 'batch')} ASC, {job_id} ASC LIMIT %s{lock}"
+        f" ORDER BY {column(job_table, job, 'status')}, {column(job_table, job, 'batch')}, {job_id} LIMIT %s{lock}"
     )
-    params.append(limit)
-    args_field = job.get_field("args")
+    params.append(n)
+    args_field, log_field = job.get_field("args"), job.get_field("log_id")
     with conn.cursor() as cursor:
         cursor.execute(query, params)
         return [
-            _Candidate(
-                pk=pk_field.to_python(pk),
-                batch_id=batch.pk.to_python(batch_id),
-                attempts=attempts,
-                log_id=job.get_field("log_id").to_python(log_id),
-                args=args_field.from_db_value(args, None, conn),
-                cpu=cpu,
-                memory=memory,
-                run_as=run_as,
-                run_as_uid=run_as_uid,
-            )
-            for pk, batch_id, attempts, log_id, args, cpu, memory, run_as, run_as_uid in cursor.fetchall()
+            (pk_field.to_python(pk), attempts, log_field.to_python(log_id), args_field.from_db_value(args, None, conn))
+            for pk, attempts, log_id, args in cursor.fetchall()
         ]
 
 

@@ -184,3 +184,16 @@ class Policy(models.Model):
 
     def __str__(self) -> str:
         return "isolation required" if self.require_isolation else "isolation not required"
+
+
+class Usage(models.Model):
+    """A user's decayed usage: the cpu-seconds of their ended attempts, each halved every
+    BATCHES_FAIRSHARE_HALF_LIFE seconds since it was used, as of `as_of`. Running
+    attempts are added when read (`jobs.fairshare`). Written by `jobs.fairshare` only."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage", editable=False)
+    cpu_seconds = models.FloatField(default=0.0, editable=False)
+    as_of = models.DateTimeField(default=timezone.now, editable=False)
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.cpu_seconds:.0f} cpu-s as of {self.as_of:%Y-%m-%d %H:%M:%S}"

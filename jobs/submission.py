@@ -29,6 +29,8 @@ def submit_batch(
     name: str = "",
     max_attempts: int = 1,
     timeout_seconds: int | None = None,
+    priority: int = 0,
+    max_running: int | None = None,
 ) -> Batch:
     """Create a batch and its jobs (all SUBMITTED) for `user`, once the submission has
     passed `check_submission` (batches/services.py: tool, limits, filesystems, arguments;
@@ -43,6 +45,8 @@ def submit_batch(
         jobs=jobs,
         max_attempts=max_attempts,
         timeout_seconds=timeout_seconds,
+        priority=priority,
+        max_running=max_running,
     )
     tool, resolved = checked.tool, checked.arguments
 
@@ -58,6 +62,8 @@ def submit_batch(
             n_jobs=len(resolved),
             max_attempts=max_attempts,
             timeout_seconds=timeout_seconds or tool.timeout_seconds or settings.BATCHES_DEFAULT_TIMEOUT_SECONDS,
+            priority=priority,
+            max_running=max_running,
         )
         batch.filesystems.set(checked.filesystems)
         create_jobs(batch=batch, arguments=resolved)

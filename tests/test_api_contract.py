@@ -45,7 +45,18 @@ def check_tool_ref(tool: dict[str, Any], expected) -> None:
 
 def check_batch(batch: dict[str, Any], catalog) -> None:
     # The seed's fields, and the ones we add (documented in the schema).
-    assert set(batch) == {"batch_id", "batch_tool", "n_jobs", "hardware", "name", "max_attempts", "timeout_seconds", "create_time"}
+    assert set(batch) == {
+        "batch_id",
+        "batch_tool",
+        "n_jobs",
+        "hardware",
+        "name",
+        "max_attempts",
+        "timeout_seconds",
+        "priority",
+        "max_running",
+        "create_time",
+    }
     assert is_id(batch["batch_id"])
     check_tool_ref(batch["batch_tool"], catalog["tools"][batch["batch_tool"]["tool_name"]])
     assert is_int(batch["n_jobs"])
@@ -59,6 +70,8 @@ def check_batch(batch: dict[str, Any], catalog) -> None:
         assert is_id(fs["filesystem_id"]) and isinstance(fs["filesystem_name"], str)
     assert isinstance(batch["name"], str)
     assert is_int(batch["max_attempts"]) and is_int(batch["timeout_seconds"])
+    assert is_int(batch["priority"])
+    assert batch["max_running"] is None or (is_int(batch["max_running"]) and batch["max_running"] >= 1)
     assert is_time_or_null(batch["create_time"]) and batch["create_time"] is not None
 
 
@@ -246,9 +259,13 @@ def test_post_batches_creates_a_batch(alice_client, catalog):
 
 def test_post_batches_fills_defaults_and_options(alice_client, catalog):
     body = submission(catalog, tool="fail", jobs=[{"args": {}}, {"args": {"code": 7}}])
-    body.update(name="exit codes", max_attempts=3, timeout_seconds=60)
+    defaults = alice_client.post("/batches", body, format="json").json()
+    assert (defaults["priority"], defaults["max_running"]) == (0, None)
+    body.update(name="exit codes", max_attempts=3, timeout_seconds=60, priority=-5, max_running=1)
     created = alice_client.post("/batches", body, format="json").json()
     assert (created["name"], created["max_attempts"], created["timeout_seconds"]) == ("exit codes", 3, 60)
+    assert (created["priority"], created["max_running"]) == (-5, 1)
+    assert alice_client.get("/batches").json()[-1]["priority"] == -5
     jobs = alice_client.get(f"/batches/{created['batch_id']}/jobs").json()
     assert [j["job_argument_list"] for j in jobs] == [
         [{"argument_key": "code", "argument_value": "1"}],

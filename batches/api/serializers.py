@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from batches.models import Batch
 from batches.selectors import BATCH_ROW
+from batches.services import PRIORITY_BOUND
 
 
 class ToolRefSerializer(serializers.Serializer):
@@ -69,7 +70,18 @@ class BatchSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Batch
-        fields = ["batch_id", "batch_tool", "n_jobs", "hardware", "name", "max_attempts", "timeout_seconds", "create_time"]
+        fields = [
+            "batch_id",
+            "batch_tool",
+            "n_jobs",
+            "hardware",
+            "name",
+            "max_attempts",
+            "timeout_seconds",
+            "priority",
+            "max_running",
+            "create_time",
+        ]
 
     def to_representation(self, batch: Batch) -> dict[str, Any]:
         row = {name: getattr(batch, name) for name in BATCH_ROW}
@@ -94,6 +106,8 @@ def batch_representation(row: dict[str, Any], filesystems: list[tuple[Any, str]]
         "name": row["name"],
         "max_attempts": row["max_attempts"],
         "timeout_seconds": row["timeout_seconds"],
+        "priority": row["priority"],
+        "max_running": row["max_running"],
         "create_time": _TIME.to_representation(row["create_time"]),
     }
 
@@ -216,4 +230,18 @@ class BatchSubmissionSerializer(KnownFieldsOnly):
         min_value=1,
         max_value=settings.BATCHES_MAX_TIMEOUT_SECONDS,
         help_text="Wall-clock limit per attempt in seconds; default: the tool's.",
+    )
+    priority = StrictIntegerField(
+        required=False,
+        default=0,
+        min_value=-PRIORITY_BOUND,
+        max_value=PRIORITY_BOUND,
+        help_text="Among your batches, higher runs first (then older first); other users' work is shared fairly whatever it says.",
+    )
+    max_running = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=1,
+        help_text="At most this many of the batch's jobs run at once; default: no limit.",
     )

@@ -123,6 +123,8 @@ class BatchListView(generics.GenericAPIView):
             "name": data["name"],
             "max_attempts": data["max_attempts"],
             "timeout_seconds": data["timeout_seconds"],
+            "priority": data["priority"],
+            "max_running": data["max_running"],
         }
         created = True
         if key is None:
