@@ -1,0 +1,53 @@
+"""Users' weights in fair share and their groups: set by operators (`set_share`, the
+admin), read by `jobs.fairshare`."""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from accounts.models import ShareGroup, UserShare
+
+# Weights are relative; a bound keeps a typo (a weight of 10**9) from meaning "everything".
+MAX_WEIGHT = 1_000_000
+
+
+def _check_weight(weight: int, field: str) -> None:
+    if not 1 <= weight <= MAX_WEIGHT:
+        raise ValidationError({field: [f"must be between 1 and {MAX_WEIGHT}, not {weight}"]})
+
+
+def set_share(
+    *, user: AbstractBaseUser, weight: int | None = None, group: str | None = None, group_weight: int | None = None, no_group: bool = False
+) -> UserShare:
+    """Set `user`'s weight (default 1 when never set) and group: `group` names one
+    (created with weight `group_weight`, or 1, if it does not exist; an existing group's
+    weight changes only when `group_weight` is given), `no_group` takes them out of
+    theirs. Refuses weights outside 1..MAX_WEIGHT and an invalid group name
+    (ValidationError naming the field). Returns the user's share."""
+    if weight is not None:
+        _check_weight(weight, "weight")
+    if group_weight is not None:
+        _check_weight(group_weight, "group_weight")
+    if group is not None and no_group:
+        raise ValidationError({"group": ["give a group or take the user out of theirs, not both"]})
+    with transaction.atomic():
+        share, _ = UserShare.objects.select_for_update().get_or_create(user=user)
+        if weight is not None:
+            share.weight = weight
+        if group is not None:
+            found = ShareGroup.objects.filter(name=group).first()
+            if found is None:
+                found = ShareGroup(name=group, weight=group_weight or 1)
+                found.full_clean()
+                found.save()
+            elif group_weight is not None:
+                found.weight = group_weight
+                found.save(update_fields=["weight"])
+            share.group = found
+        elif group_weight is not None:
+            raise ValidationError({"group_weight": ["name the group (--group) whose weight this is"]})
+        if no_group:
+            share.group = None
+        share.full_clean()
+        share.save()
+    return share
