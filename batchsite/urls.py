@@ -9,7 +9,7 @@ from batches.api import views as catalog_views
 from batchsite.dashboard import dashboard_view
 from batchsite.health import healthz, readyz
 from batchsite.metrics import metrics_view
-from jobs.api import batch_views
+from jobs.api import batch_views, share_views
 from jobs.api import views as job_views
 
 urlpatterns = [
@@ -23,6 +23,7 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/events", job_views.JobEventListView.as_view(), name="job-events"),
     path("jobs/<uuid:job_id>", job_views.JobByIdView.as_view(), name="job-by-id"),
     path("logs/<uuid:log_id>", job_views.LogView.as_view(), name="log"),
+    path("shares", share_views.ShareListView.as_view(), name="share-list"),
     path("tools", catalog_views.ToolListView.as_view(), name="tool-list"),
     path("tools/<uuid:tool_id>", catalog_views.ToolDetailView.as_view(), name="tool-detail"),
     path("filesystems", catalog_views.FilesystemListView.as_view(), name="filesystem-list"),

@@ -254,3 +254,35 @@ def live_jobs_per_batch(batch_ids: list[Any]) -> dict[Any, int]:
     (batch, status) index."""
     rows = Job.objects.filter(batch_id__in=batch_ids, status__in=LIVE).order_by().values_list("batch_id").annotate(n=Count("pk"))
     return dict(rows)
+
+
+def share_report(*, user: Any, everyone: bool, now: datetime) -> list[dict[str, Any]]:
+    """Fair share as `GET /shares` shows it: the caller's standing, or (`everyone`, for
+    operators) every user who has a share, usage, or work running or waiting, by name.
+    `fair_share` is the part of the machine the weights give them among the users with
+    work (as if they had some, for one who has none); `current_share` the part of the
+    running cpus they hold now."""
+    users = standings(now=now, waiting=True)
+    if user.pk not in users:
+        users[user.pk] = Standing(user_id=user.pk, username=user.get_username(), weight=1, group=None, group_weight=1)
+    active = {u for u, s in users.items() if s.running_jobs or s.waiting_jobs}
+    running = sum(s.running_cpus for s in users.values())
+    shown = sorted(users.values(), key=lambda s: s.username) if everyone else [users[user.pk]]
+    report = []
+    for s in shown:
+        shares = fair_shares(users, active=active | {s.user_id})
+        report.append(
+            {
+                "username": s.username,
+                "weight": s.weight,
+                "group": s.group,
+                "group_weight": s.group_weight if s.group else None,
+                "usage_cpu_seconds": round(s.usage, 3),
+                "fair_share": round(shares[s.user_id], 4),
+                "current_share": round(s.running_cpus / running, 4) if running else 0.0,
+                "running_jobs": s.running_jobs,
+                "running_cpus": s.running_cpus,
+                "waiting_jobs": s.waiting_jobs,
+            }
+        )
+    return report

@@ -194,3 +194,39 @@ def test_max_running_is_never_exceeded_and_priority_goes_first(alice, catalog):
         assert set(Job.objects.filter(batch__in=[earlier, capped, urgent]).values_list("status", flat=True)) == {"SUCCEEDED"}
     finally:
         loop.stop()
+
+
+SHARE_FIELDS = {
+    "username",
+    "weight",
+    "group",
+    "group_weight",
+    "usage_cpu_seconds",
+    "fair_share",
+    "current_share",
+    "running_jobs",
+    "running_cpus",
+    "waiting_jobs",
+}
+
+
+def test_get_shares_shows_the_caller_and_an_operator_everyone(alice, bob, alice_client, root_client, catalog):
+    set_share(user=bob, weight=3, group="bio", group_weight=2)
+    sleeper(alice, catalog, 5)
+    sleeper(bob, catalog, 2)
+    Usage.objects.create(user=alice, cpu_seconds=120.0, as_of=timezone.now())
+    response = alice_client.get("/shares")
+    assert response.status_code == 200
+    assert response["X-Fairshare-Half-Life"] == "3600"
+    [mine] = response.json()
+    assert set(mine) == SHARE_FIELDS
+    assert mine["username"] == "alice" and (mine["weight"], mine["group"], mine["group_weight"]) == (1, None, None)
+    assert mine["usage_cpu_seconds"] == pytest.approx(120.0, rel=0.01)
+    assert (mine["waiting_jobs"], mine["running_jobs"], mine["current_share"]) == (5, 0, 0.0)
+    # Two groups with work: alice alone (weight 1) and bio (weight 2).
+    assert mine["fair_share"] == pytest.approx(1 / 3, abs=1e-3)
+    everyone = {row["username"]: row for row in root_client.get("/shares").json()}
+    assert {"alice", "bob"} <= set(everyone)
+    assert (everyone["bob"]["group"], everyone["bob"]["group_weight"], everyone["bob"]["weight"]) == ("bio", 2, 3)
+    assert everyone["bob"]["fair_share"] == pytest.approx(2 / 3, abs=1e-3)
+    assert everyone["bob"]["waiting_jobs"] == 2

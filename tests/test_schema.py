@@ -51,6 +51,7 @@ def test_schema_lists_every_route(openapi):
         "/tools",
         "/tools/{tool_id}",
         "/filesystems",
+        "/shares",
     }
     assert set(openapi["paths"]["/batches"]) == {"get", "post", "delete"}
     assert set(openapi["paths"]["/batches/{batch_id}"]) == {"get", "delete"}
