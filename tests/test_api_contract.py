@@ -169,14 +169,18 @@ def test_get_job_returns_one_object(alice_client, catalog):
     job = response.json()
     assert isinstance(job, dict)  # the seed shows a one-element list; DESIGN.md: an object
     seed = {"job_id", "log_id", "hardware", "args", "status", "reason", "create_time", "start_time", "stop_time"}
-    assert set(job) == seed | {"batch_id", "attempts", "exit_code"}
+    assert set(job) == seed | {"batch_id", "attempts", "exit_code", "queue_position"}
     assert job["job_id"] == jobs[0]["job_id"]
     assert job["log_id"] == jobs[0]["job_log_id"]
     assert job["hardware"] == {"filesystems": [str(catalog["filesystems"]["scratch"].pk)], "memory": 256, "cpu": 1}
     assert all(is_id(fs) for fs in job["hardware"]["filesystems"])
     assert job["args"] == {"message": "hello"}
     assert job["status"] == "SUBMITTED"
-    assert job["reason"] == ""
+    other = alice_client.get(f"/batches/{batch['batch_id']}/jobs/{jobs[1]['job_id']}").json()
+    assert {job["queue_position"], other["queue_position"]} == {1, 2}, "the two jobs in line are next, by id"
+    assert job["reason"].startswith(f"Submitted, being placed; {job['queue_position'] - 1} job(s) in line before it (fair share: "), job[
+        "reason"
+    ]
     assert ISO_UTC.match(job["create_time"])
     assert job["start_time"] is None and job["stop_time"] is None
     assert job["batch_id"] == batch["batch_id"]

@@ -12,6 +12,8 @@ from jobs.models import Job, JobEvent
 from jobs.statuses import Status
 from jobs.submission import submit_batch
 from tests.conftest import submission
+from tests.test_api_contract import finish
+from tests.worker_helpers import make_batch
 
 PAGE_SIZES = (1, 10, 100)
 
@@ -103,11 +105,19 @@ def test_batch_detail_cost_does_not_grow(alice_client, catalog):
     assert Batch.objects.count() == 2
 
 
-def test_job_detail_is_three_queries(alice_client, catalog):
+def test_job_detail_is_three_queries_and_a_waiting_jobs_place_costs_the_same_whatever_the_line(alice, bob, alice_client, catalog):
     batch_id = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
     job = Job.objects.filter(batch_id=batch_id).first()
     url = f"/batches/{batch_id}/jobs/{job.pk}"
     alice_client.get(url)
+    waiting = queries_for(alice_client, url)
+    # Other users' batches in line change the answer, not its cost.
+    for user in (alice, bob):
+        for _ in range(3):
+            make_batch(user, catalog["tools"]["echo"], catalog, [{"args": {"message": str(i)}} for i in range(20)])
+    assert len(queries_for(alice_client, url)) == len(waiting), waiting
+    assert len(waiting) <= 16, waiting
+    finish(job.pk)
     sql = queries_for(alice_client, url)
     # 1 token, 2 the job with its batch (owner check in the join), 3 the batch's filesystem ids.
     assert len(sql) == 3, sql

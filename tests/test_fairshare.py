@@ -11,6 +11,9 @@ from django.utils import timezone
 
 from accounts.shares import set_share
 from jobs import fairshare
+from jobs.claiming import claim_jobs
+from jobs.dispatch import dispatch_submitted
+from jobs.executors.base import Capacity
 from jobs.fairshare import BatchQueue, Ledger, Standing, plan
 from jobs.models import Job, Usage
 from tests.worker_helpers import in_process_loop, make_batch, script_tool
@@ -230,3 +233,27 @@ def test_get_shares_shows_the_caller_and_an_operator_everyone(alice, bob, alice_
     assert (everyone["bob"]["group"], everyone["bob"]["group_weight"], everyone["bob"]["weight"]) == ("bio", 2, 3)
     assert everyone["bob"]["fair_share"] == pytest.approx(2 / 3, abs=1e-3)
     assert everyone["bob"]["waiting_jobs"] == 2
+
+
+def test_queue_position_matches_the_order_in_which_jobs_then_start(alice, bob, alice_client, bob_client, catalog):
+    """Positions read, then a worker with room for everything claims one job at a time
+    (nothing ends meanwhile, as the position assumes): the sampled jobs start in the
+    order of their positions, bob's weight of 2 giving him two starts for each of alice's."""
+    set_share(user=bob, weight=2)
+    alices = make_batch(alice, script_tool(), catalog, [{"args": {"script": "true"}} for _ in range(12)])
+    bobs = make_batch(bob, script_tool(), catalog, [{"args": {"script": "true"}} for _ in range(12)])
+    loop = in_process_loop(cpus=24, memory_mib=24 * 256)  # a live worker: dispatch makes the jobs RUNNABLE
+    dispatch_submitted()
+    sampled = [*Job.objects.filter(batch=alices).order_by("pk")[::4], *Job.objects.filter(batch=bobs).order_by("pk")[1::4]]
+    client = {alices.pk: alice_client, bobs.pk: bob_client}
+    positions = {str(job.pk): client[job.batch_id].get(f"/jobs/{job.pk}").json()["queue_position"] for job in sampled}
+    assert len(set(positions.values())) == len(sampled), positions
+    order: list[str] = []
+    try:
+        for _ in range(24):
+            specs, _ = claim_jobs(worker=loop.worker, room=Capacity(24, 24 * 256), fits=Capacity(24, 24 * 256), limit=1)
+            order += [spec.job_id for spec in specs]
+    finally:
+        loop.stop()
+    assert len(order) == 24
+    assert {job_id: order.index(job_id) + 1 for job_id in positions} == positions

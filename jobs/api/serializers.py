@@ -90,7 +90,15 @@ class JobDetailSerializer(serializers.Serializer):
     hardware = serializers.SerializerMethodField()
     args = serializers.SerializerMethodField()
     status = serializers.ChoiceField(choices=Status.choices)
-    reason = serializers.CharField(help_text="Why the job is in its state (empty when there is nothing to say).")
+    reason = serializers.SerializerMethodField(
+        help_text="Why the job is in its state (empty when there is nothing to say); for a waiting job, what holds it: "
+        "its place in line and the fair-share figures, its batch's max_running, a dependency, a quota, no job account, "
+        "no worker large enough, the cluster."
+    )
+    queue_position = serializers.SerializerMethodField(
+        help_text="Its place in the order in which waiting jobs will start (1 = next), as of this answer; null when it is "
+        "not in line (running, ended, or PENDING on what its reason names)."
+    )
     create_time = serializers.DateTimeField()
     start_time = serializers.DateTimeField(allow_null=True)
     stop_time = serializers.DateTimeField(allow_null=True)
@@ -109,6 +117,14 @@ class JobDetailSerializer(serializers.Serializer):
     def get_args(self, job: Job) -> dict[str, Any]:
         types = job.batch.arg_types
         return {name: as_sent(text, types.get(name)) for name, text in job.args.items()}
+
+    def get_reason(self, job: Job) -> str:
+        waiting = self.context.get("waiting")
+        return waiting.reason if waiting is not None else job.reason
+
+    def get_queue_position(self, job: Job) -> int | None:
+        waiting = self.context.get("waiting")
+        return waiting.position if waiting is not None else None
 
     @extend_schema_field(JobHardwareSerializer)
     def get_hardware(self, job: Job) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from jobs.models import Job
 from jobs.selectors import batch_jobs, get_user_job, get_user_job_by_id, get_user_job_by_log, job_events
 from jobs.services import CancelResult, CancelStillStopping, cancel_batch, cancel_jobs, retry_failed_jobs
 from jobs.statuses import Status
+from jobs.waiting import describe
 
 NOT_FOUND = OpenApiResponse(description="No such batch or job for this user (another user's is also 404).")
 CHANGED = inline_serializer("ChangedJobs", {"changed": serializers.IntegerField(help_text="Jobs whose state changed.")})
@@ -66,7 +67,8 @@ def _user_job(request: Request, batch_id: str, job_id: str) -> Job:
 
 
 def _job_detail(job: Job) -> Response:
-    return Response(JobDetailSerializer(job, context={"filesystem_ids": batch_filesystem_ids(batch_id=job.batch_id)}).data)
+    context = {"filesystem_ids": batch_filesystem_ids(batch_id=job.batch_id), "waiting": describe(job)}
+    return Response(JobDetailSerializer(job, context=context).data)
 
 
 class JobFilterForm(forms.Form):
