@@ -45,7 +45,17 @@ def check_tool_ref(tool: dict[str, Any], expected) -> None:
 
 def check_batch(batch: dict[str, Any], catalog) -> None:
     # The seed's fields, and the ones we add (documented in the schema).
-    assert set(batch) == {"batch_id", "batch_tool", "n_jobs", "hardware", "name", "max_attempts", "timeout_seconds", "create_time"}
+    assert set(batch) == {
+        "batch_id",
+        "batch_tool",
+        "n_jobs",
+        "hardware",
+        "name",
+        "max_attempts",
+        "timeout_seconds",
+        "depends_on",
+        "create_time",
+    }
     assert is_id(batch["batch_id"])
     check_tool_ref(batch["batch_tool"], catalog["tools"][batch["batch_tool"]["tool_name"]])
     assert is_int(batch["n_jobs"])
@@ -59,6 +69,10 @@ def check_batch(batch: dict[str, Any], catalog) -> None:
         assert is_id(fs["filesystem_id"]) and isinstance(fs["filesystem_name"], str)
     assert isinstance(batch["name"], str)
     assert is_int(batch["max_attempts"]) and is_int(batch["timeout_seconds"])
+    assert isinstance(batch["depends_on"], list)
+    for dependency in batch["depends_on"]:
+        assert set(dependency) == {"batch_id", "condition"}
+        assert is_id(dependency["batch_id"]) and dependency["condition"] in ("succeeded", "ended")
     assert is_time_or_null(batch["create_time"]) and batch["create_time"] is not None
 
 
@@ -249,6 +263,11 @@ def test_post_batches_fills_defaults_and_options(alice_client, catalog):
     body.update(name="exit codes", max_attempts=3, timeout_seconds=60)
     created = alice_client.post("/batches", body, format="json").json()
     assert (created["name"], created["max_attempts"], created["timeout_seconds"]) == ("exit codes", 3, 60)
+    assert created["depends_on"] == []
+    body.update(depends_on=[{"batch_id": created["batch_id"], "condition": "ended"}])
+    dependent = alice_client.post("/batches", body, format="json").json()
+    check_batch(dependent, catalog)
+    assert dependent["depends_on"] == [{"batch_id": created["batch_id"], "condition": "ended"}]
     jobs = alice_client.get(f"/batches/{created['batch_id']}/jobs").json()
     assert [j["job_argument_list"] for j in jobs] == [
         [{"argument_key": "code", "argument_value": "1"}],

@@ -173,6 +173,8 @@ class JobInSerializer(KnownFieldsOnly):
 
 
 class DependencyInSerializer(KnownFieldsOnly):
+    """A batch this one waits for, and for what (jobs.dependencies decides)."""
+
     batch_id = StrictUUIDField(help_text="A batch of yours that exists now (so dependencies never form a cycle).")
     condition = serializers.ChoiceField(
         choices=BatchDependency.Condition.choices,
