@@ -112,3 +112,30 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class BatchDependency(models.Model):
+    """`batch`'s jobs wait until `depends_on` has succeeded (every job SUCCEEDED) or
+    ended (every job SUCCEEDED or FAILED), as `condition` says; jobs.dispatch decides.
+
+    A batch names only batches that exist before it (its own are checked at submission,
+    `batches.services.check_submission`), so dependencies never form a cycle.
+    `depends_on` is a plain reference (no database constraint, no cascade): a batch
+    depended on is purged after its deletion, and the dependent must still see that it
+    is gone (its jobs then fail) rather than lose the row and run."""
+
+    class Condition(models.TextChoices):
+        SUCCEEDED = "succeeded"
+        ENDED = "ended"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="dependencies")
+    depends_on = models.ForeignKey(Batch, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    condition = models.CharField(max_length=16, choices=Condition.choices)
+
+    class Meta:
+        verbose_name_plural = "batch dependencies"
+        ordering = ["batch", "id"]
+        constraints = [models.UniqueConstraint(fields=["batch", "depends_on"], name="batch_dependency_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} after {self.depends_on_id} {self.condition}"

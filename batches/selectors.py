@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import F, Q, QuerySet
 
-from batches.models import Batch, Filesystem, Tool
+from batches.models import Batch, BatchDependency, Filesystem, Tool
 
 
 def visible_tools() -> QuerySet[Tool]:
@@ -19,8 +19,8 @@ def granted_filesystems(*, user: AbstractBaseUser) -> QuerySet[Filesystem]:
 
 
 def user_batches(*, user: AbstractBaseUser) -> QuerySet[Batch]:
-    """The caller's batches, with what the Batch shape needs in two queries."""
-    return Batch.objects.filter(owner=user, deleted_at__isnull=True).select_related("tool").prefetch_related("filesystems")
+    """The caller's batches, with what the Batch shape needs in three queries."""
+    return Batch.objects.filter(owner=user, deleted_at__isnull=True).select_related("tool").prefetch_related("filesystems", "dependencies")
 
 
 # What the Batch shape needs of each batch, as plain values (no model instances).
@@ -60,6 +60,20 @@ def filesystems_of_page(*, user: AbstractBaseUser, rows: list[dict[str, Any]]) -
     for batch_id, fs_id, fs_name in in_range.order_by("filesystem__name").values_list("batch_id", "filesystem_id", "filesystem__name"):
         if batch_id in found:  # not a deleted batch between two of the page's
             found[batch_id].append((fs_id, fs_name))
+    return found
+
+
+def dependencies_of_page(*, user: AbstractBaseUser, rows: list[dict[str, Any]]) -> dict[Any, list[tuple[Any, str]]]:
+    """Batch id -> the (batch id, condition) it depends on, in the order submitted, for
+    a page of `user_batch_rows` in id order: one query on the id range, as
+    `filesystems_of_page`."""
+    found: dict[Any, list[tuple[Any, str]]] = {row["id"]: [] for row in rows}
+    if not rows:
+        return found
+    in_range = BatchDependency.objects.filter(batch__owner=user, batch_id__gte=rows[0]["id"], batch_id__lte=rows[-1]["id"])
+    for batch_id, depends_on_id, condition in in_range.order_by("id").values_list("batch_id", "depends_on_id", "condition"):
+        if batch_id in found:
+            found[batch_id].append((depends_on_id, condition))
     return found
 
 

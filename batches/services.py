@@ -1,6 +1,7 @@
 """A submission checked against the catalog (tools, limits, filesystems, arguments), and
 idempotency keys. Creating the batch and its jobs is jobs/submission.py's."""
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,12 +12,14 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
-from batches.models import Filesystem, IdempotencyKey, Tool
+from batches.models import Batch, BatchDependency, Filesystem, IdempotencyKey, Tool
 from batches.parameters import JOB_ARGS, ArgumentsInvalid, resolve_arguments
 from batches.selectors import granted_filesystems, visible_tools
 
 # A submission lists at most this many argument errors; past that, more are noise.
 _MAX_REPORTED_ERRORS = 50
+# A batch waits for at most this many others.
+MAX_DEPENDENCIES = 20
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class CheckedSubmission:
     tool: Tool
     filesystems: list[Filesystem]
     arguments: list[dict[str, str]]
+    # (batch depended on, condition), in the order the submission lists them.
+    dependencies: list[tuple[Batch, str]]
 
 
 def check_submission(
@@ -41,13 +46,17 @@ def check_submission(
     timeout_seconds: int | None,
     priority: int = 0,
     max_running: int | None = None,
+    depends_on: Sequence[dict[str, Any]] = (),
 ) -> CheckedSubmission:
     """Check a submission against the catalog, in this order:
     - the tool exists and is enabled (400 on `tool_id`);
     - cpu, memory, attempts and timeout are within the configured maxima (400);
     - priority is within +-PRIORITY_BOUND and max_running at least 1 (400);
     - each filesystem exists (400) and is granted to the user (PermissionDenied, 403);
-    - each job's `args` match the tool's parameters (400 naming `jobs[i].args.name`).
+    - each job's `args` match the tool's parameters (400 naming `jobs[i].args.name`);
+    - each of `depends_on` (`{"batch_id", "condition"}`) names a batch of the user's,
+      undeleted, listed once (400 naming `depends_on[i].batch_id`; see
+      `check_dependencies`).
     Writes nothing."""
     tool = visible_tools().filter(pk=tool_id).first()
     if tool is None:
@@ -56,7 +65,52 @@ def check_submission(
     _check_order(priority=priority, max_running=max_running)
     filesystems = _check_filesystems(user=user, filesystem_ids=filesystem_ids)
     arguments = _check_arguments(tool=tool, jobs=jobs, roots=[fs.path for fs in filesystems])
-    return CheckedSubmission(tool=tool, filesystems=filesystems, arguments=arguments)
+    dependencies = check_dependencies(user=user, depends_on=depends_on)
+    return CheckedSubmission(tool=tool, filesystems=filesystems, arguments=arguments, dependencies=dependencies)
+
+
+def check_dependencies(*, user: AbstractBaseUser, depends_on: Sequence[dict[str, Any]]) -> list[tuple[Batch, str]]:
+    """The batches a new batch of `user`'s waits for, found: `depends_on` is a list of
+    `{"batch_id", "condition"}`, condition "succeeded" or "ended". At most
+    MAX_DEPENDENCIES, each batch once, each one of the user's own undeleted batches.
+    Another user's batch is refused exactly as an unknown id is ("no batch with id
+    ..."), so a submission never tells whether someone else's batch exists.
+
+    No cycle can be made: a batch can only depend on batches that exist before it (its
+    own id is made when it is written, after this check), so following dependencies
+    always goes back in time. Returns (batch, condition) in the order given."""
+    if len(depends_on) > MAX_DEPENDENCIES:
+        raise ValidationError({"depends_on": [f"must list at most {MAX_DEPENDENCIES} batches, not {len(depends_on)}"]})
+    conditions = set(BatchDependency.Condition.values)
+    errors: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for index, dependency in enumerate(depends_on):
+        batch_id = _canonical_id(dependency["batch_id"])
+        if batch_id and batch_id in seen:
+            errors[f"depends_on[{index}].batch_id"] = [f"batch {batch_id} is listed twice"]
+        seen.add(batch_id)
+        if dependency["condition"] not in conditions:
+            errors[f"depends_on[{index}].condition"] = [f"must be one of: {', '.join(sorted(conditions))}"]
+    if errors:
+        raise ValidationError(errors)
+    found = {str(batch.pk): batch for batch in Batch.objects.filter(owner=user, deleted_at__isnull=True, pk__in=[s for s in seen if s])}
+    missing = {
+        f"depends_on[{index}].batch_id": [f"no batch with id {dependency['batch_id']}"]
+        for index, dependency in enumerate(depends_on)
+        if _canonical_id(dependency["batch_id"]) not in found
+    }
+    if missing:
+        raise ValidationError(missing)
+    return [(found[_canonical_id(dependency["batch_id"])], dependency["condition"]) for dependency in depends_on]
+
+
+def _canonical_id(value: Any) -> str:
+    """A batch id as the database's uuid prints it; "" for what is no uuid (found
+    nowhere)."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return ""
 
 
 def forget_idempotency_keys(*, now: datetime | None = None) -> int:

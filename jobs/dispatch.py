@@ -18,10 +18,11 @@ from django.utils import timezone
 from accounts.job_accounts import NO_ACCOUNT_REASON, accounts_in_use, assign_from_pool
 from accounts.models import JobAccount
 from batches.models import Batch
+from jobs.dependencies import Verdict, dependency_verdicts
 from jobs.models import Job, Worker
 from jobs.selectors import has_live_attempt
 from jobs.statuses import LIVE, Status
-from jobs.transitions import transition
+from jobs.transitions import set_reason, transition
 
 # One sweep places at most this many jobs, from at most this many batches per state:
 # short transactions, and the next sweep goes on.
@@ -43,6 +44,12 @@ def dispatch_submitted(*, limit: int = _DISPATCH_LIMIT) -> int:
     Where tenants have job accounts of their own (`accounts.job_accounts`), a job also
     needs its owner's: one without gets the next free pool account, or waits PENDING
     saying so (a RUNNABLE job whose owner lost theirs goes back to PENDING).
+
+    A batch that depends on others (`batches.models.BatchDependency`, decided by
+    `jobs.dependencies`) comes first: while a condition does not hold yet its queued
+    jobs wait PENDING, saying which batch they wait for and how far it is; once one can
+    no longer hold they end FAILED naming that batch; once all hold they go on as any
+    job. Only the batches being placed are asked about, at three queries a sweep.
 
     One worker dispatches at a time, in one transaction; the others skip their turn
     (returning 0). Two dispatchers updating the same hundreds of rows deadlock on
@@ -138,9 +145,14 @@ def _dispatch(*, limit: int) -> int:
         if quota:
             _fill_quota_room(room, owners={b.owner_id for b in batches} - set(room), quota=quota)
         accounts.load({b.owner_id for b in batches})
+        verdicts = dependency_verdicts(batch_ids=[b.pk for b in batches])
         for batch in batches:
             if moved >= limit:
                 return moved
+            verdict = verdicts.get(batch.pk)
+            if verdict is not None and not verdict.ready:
+                moved += _hold_or_fail(batch, source=source, verdict=verdict, limit=limit - moved)
+                continue
             if not accounts.has(batch.owner_id):
                 if source == Status.SUBMITTED:
                     ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[: limit - moved])
@@ -148,12 +160,12 @@ def _dispatch(*, limit: int) -> int:
                 continue
             fits = any(cpu >= batch.cpu and memory >= batch.memory for cpu, memory in capacities)
             if source == Status.PENDING and (not fits or (quota and room[batch.owner_id] <= 0)):
+                if verdict is not None:  # its dependencies held it; now something else does
+                    _refresh_reason(batch, reason=_waiting_reason(batch, fits=fits, capacities=capacities, quota=quota))
                 continue  # still waiting: nothing to read
             ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[: limit - moved])
             if not fits:
-                largest = max(capacities, default=None)
-                have = f"the largest live worker has {largest[0]} cpu and {largest[1]} MiB" if largest else "no worker is running"
-                reason = f"No worker can run it: needs {batch.cpu} cpu and {batch.memory} MiB; {have}"
+                reason = _waiting_reason(batch, fits=fits, capacities=capacities, quota=quota)
                 moved += len(transition(job_ids=ids, from_statuses=[source], to_status=Status.PENDING, reason=reason))
                 continue
             runnable, over = (ids, []) if not quota else (ids[: max(room[batch.owner_id], 0)], ids[max(room[batch.owner_id], 0) :])
@@ -164,9 +176,48 @@ def _dispatch(*, limit: int) -> int:
                 if quota:
                     room[batch.owner_id] -= changed
             if over and source == Status.SUBMITTED:
-                reason = f"Over your quota: at most {quota} of your jobs may be queued or running at once; waiting for one to finish"
+                reason = _waiting_reason(batch, fits=fits, capacities=capacities, quota=quota)
                 moved += len(transition(job_ids=over, from_statuses=[source], to_status=Status.PENDING, reason=reason))
     return moved
+
+
+def _waiting_reason(batch: Batch, *, fits: bool, capacities: list[tuple[int, int]], quota: int) -> str:
+    """Why a batch's jobs wait PENDING: no live worker is large enough, or the owner's
+    quota is full."""
+    if not fits:
+        largest = max(capacities, default=None)
+        have = f"the largest live worker has {largest[0]} cpu and {largest[1]} MiB" if largest else "no worker is running"
+        return f"No worker can run it: needs {batch.cpu} cpu and {batch.memory} MiB; {have}"
+    return f"Over your quota: at most {quota} of your jobs may be queued or running at once; waiting for one to finish"
+
+
+# A sweep rewrites the reason of at most this many of a batch's PENDING jobs (the first
+# ones); the others say it when their turn comes.
+_REASONS_PER_BATCH = 1000
+
+
+def _hold_or_fail(batch: Batch, *, source: str, verdict: Verdict, limit: int) -> int:
+    """A dependent batch whose dependencies do not all hold: its `source` jobs (at most
+    `limit`) end FAILED when one can never hold, else wait PENDING saying for what.
+    Returns how many changed status."""
+    if verdict.failed:
+        ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[:limit])
+        return len(transition(job_ids=ids, from_statuses=[source], to_status=Status.FAILED, reason=verdict.reason))
+    if source == Status.SUBMITTED:
+        ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[:limit])
+        return len(transition(job_ids=ids, from_statuses=[source], to_status=Status.PENDING, reason=verdict.reason))
+    _refresh_reason(batch, reason=verdict.reason)
+    return 0
+
+
+def _refresh_reason(batch: Batch, *, reason: str) -> None:
+    """Give the batch's PENDING jobs `reason` (say, "3 of 10 jobs ended" is now 4):
+    one row read when the first of them already has it, so a batch waiting unchanged
+    costs one index probe a sweep."""
+    pending = Job.objects.filter(batch=batch, status=Status.PENDING).order_by("index")
+    if pending.values_list("reason", flat=True).first() in (None, reason):
+        return
+    set_reason(job_ids=pending.values_list("pk", flat=True)[:_REASONS_PER_BATCH], status=Status.PENDING, reason=reason)
 
 
 def _hold_without_account(accounts: _Accounts, *, limit: int) -> int:

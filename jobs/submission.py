@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from batches.models import Batch, IdempotencyKey
+from batches.models import Batch, BatchDependency, IdempotencyKey
 from batches.parameters import argument_types
 from batches.services import check_submission
 from jobs.services import create_jobs
@@ -31,11 +31,16 @@ def submit_batch(
     timeout_seconds: int | None = None,
     priority: int = 0,
     max_running: int | None = None,
+    depends_on: Sequence[dict[str, Any]] = (),
 ) -> Batch:
     """Create a batch and its jobs (all SUBMITTED) for `user`, once the submission has
     passed `check_submission` (batches/services.py: tool, limits, filesystems, arguments;
     nothing is written unless all pass). Jobs are bulk-inserted; a batch of 10,000 jobs
-    is a handful of INSERTs."""
+    is a handful of INSERTs.
+
+    `depends_on` (`[{"batch_id", "condition"}]`, see `check_dependencies`) makes the
+    jobs wait, PENDING, until each batch named has succeeded or ended; jobs/dispatch.py
+    decides when they go on, or fail when a condition can no longer hold."""
     checked = check_submission(
         user=user,
         tool_id=tool_id,
@@ -47,6 +52,7 @@ def submit_batch(
         timeout_seconds=timeout_seconds,
         priority=priority,
         max_running=max_running,
+        depends_on=depends_on,
     )
     tool, resolved = checked.tool, checked.arguments
 
@@ -66,6 +72,9 @@ def submit_batch(
             max_running=max_running,
         )
         batch.filesystems.set(checked.filesystems)
+        BatchDependency.objects.bulk_create(
+            BatchDependency(batch=batch, depends_on=depended_on, condition=condition) for depended_on, condition in checked.dependencies
+        )
         create_jobs(batch=batch, arguments=resolved)
         notify_work()
     return batch

@@ -55,6 +55,7 @@ def check_batch(batch: dict[str, Any], catalog) -> None:
         "timeout_seconds",
         "priority",
         "max_running",
+        "depends_on",
         "create_time",
     }
     assert is_id(batch["batch_id"])
@@ -72,6 +73,10 @@ def check_batch(batch: dict[str, Any], catalog) -> None:
     assert is_int(batch["max_attempts"]) and is_int(batch["timeout_seconds"])
     assert is_int(batch["priority"])
     assert batch["max_running"] is None or (is_int(batch["max_running"]) and batch["max_running"] >= 1)
+    assert isinstance(batch["depends_on"], list)
+    for dependency in batch["depends_on"]:
+        assert set(dependency) == {"batch_id", "condition"}
+        assert is_id(dependency["batch_id"]) and dependency["condition"] in ("succeeded", "ended")
     assert is_time_or_null(batch["create_time"]) and batch["create_time"] is not None
 
 
@@ -270,6 +275,11 @@ def test_post_batches_fills_defaults_and_options(alice_client, catalog):
     assert (created["name"], created["max_attempts"], created["timeout_seconds"]) == ("exit codes", 3, 60)
     assert (created["priority"], created["max_running"]) == (-5, 1)
     assert alice_client.get("/batches").json()[-1]["priority"] == -5
+    assert created["depends_on"] == []
+    body.update(depends_on=[{"batch_id": created["batch_id"], "condition": "ended"}])
+    dependent = alice_client.post("/batches", body, format="json").json()
+    check_batch(dependent, catalog)
+    assert dependent["depends_on"] == [{"batch_id": created["batch_id"], "condition": "ended"}]
     jobs = alice_client.get(f"/batches/{created['batch_id']}/jobs").json()
     assert [j["job_argument_list"] for j in jobs] == [
         [{"argument_key": "code", "argument_value": "1"}],

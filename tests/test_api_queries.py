@@ -46,8 +46,9 @@ def many_batches(alice, catalog):
 
 
 def test_batch_list(alice_client, many_batches):
-    # 1 token (with its user), 2 batches joined with their tool, 3 the batches' filesystems (prefetch).
-    assert_constant(alice_client, "/batches", 3)
+    # 1 token (with its user), 2 batches joined with their tool, 3 the page's filesystems,
+    # 4 the page's dependencies.
+    assert_constant(alice_client, "/batches", 4)
 
 
 def test_job_list(alice_client, catalog):

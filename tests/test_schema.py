@@ -157,8 +157,25 @@ def test_real_responses_match_the_schema(openapi, alice_client, anon_client, cat
     _check(openapi, "/batches", "post", alice_client.post("/batches", "x=1", content_type="application/x-www-form-urlencoded"))
     private = submission(catalog, filesystem_list=[str(catalog["filesystems"]["private"].pk)])
     _check(openapi, "/batches", "post", alice_client.post("/batches", private, format="json"))
+    dependent = {**submission(catalog), "depends_on": [{"batch_id": batch_id, "condition": "succeeded"}]}
+    _check(openapi, "/batches", "post", alice_client.post("/batches", dependent, format="json"))
+    _check(openapi, "/batches", "get", alice_client.get("/batches"))
     _check(openapi, "/batches/{batch_id}", "delete", alice_client.delete(f"/batches/{batch_id}"))
     _check(openapi, "/batches", "delete", alice_client.delete("/batches"))
+
+
+def test_depends_on_is_documented(openapi):
+    schemas = openapi["components"]["schemas"]
+    submitted = schemas["BatchSubmissionRequest"]["properties"]["depends_on"]
+    assert submitted["type"] == "array" and submitted["maxItems"] == 20
+    assert "depends_on" not in schemas["BatchSubmissionRequest"].get("required", [])
+    item = _resolve(submitted["items"], schemas)
+    assert set(item["properties"]) == {"batch_id", "condition"} and set(item["required"]) == {"batch_id", "condition"}
+    assert _resolve(item["properties"]["condition"], schemas)["allOf"][0]["enum"] == ["succeeded", "ended"]
+    shown = schemas["Batch"]["properties"]["depends_on"]
+    assert "depends_on" in schemas["Batch"]["required"]
+    entry = _resolve(shown["items"], schemas)
+    assert set(entry["properties"]) == {"batch_id", "condition"} and entry["properties"]["batch_id"]["format"] == "uuid"
 
 
 def test_what_the_schema_allows_in_a_name_is_accepted(openapi, alice_client, catalog):
@@ -196,6 +213,8 @@ def _fill_in_positive(case, catalog: dict[str, Any]) -> None:
         case.headers["Idempotency-Key"] = uuid.uuid4().hex
     if case.operation.label == "POST /batches" and isinstance(case.body, dict):
         case.body["tool_id"] = str(catalog["tools"]["echo"].pk)
+        # Batches depended on are ids the server handed out, as a cursor is.
+        case.body.pop("depends_on", None)
         hardware = case.body.get("hardware")
         if isinstance(hardware, dict):
             hardware["filesystem_list"] = [str(catalog["filesystems"]["scratch"].pk)]

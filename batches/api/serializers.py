@@ -7,9 +7,9 @@ from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from batches.models import Batch
+from batches.models import Batch, BatchDependency
 from batches.selectors import BATCH_ROW
-from batches.services import PRIORITY_BOUND
+from batches.services import MAX_DEPENDENCIES, PRIORITY_BOUND
 
 
 class ToolRefSerializer(serializers.Serializer):
@@ -58,6 +58,14 @@ class BatchHardwareSerializer(serializers.Serializer):
         return FilesystemRefSerializer(batch.filesystems.all(), many=True).data
 
 
+class DependencySerializer(serializers.Serializer):
+    batch_id = serializers.UUIDField(help_text="A batch of the caller's that existed before this one.")
+    condition = serializers.ChoiceField(
+        choices=BatchDependency.Condition.choices,
+        help_text="`succeeded`: every job of that batch SUCCEEDED; `ended`: every job of it SUCCEEDED or FAILED.",
+    )
+
+
 # Formats times as the API does (REST_FRAMEWORK's DATETIME_FORMAT).
 _TIME = serializers.DateTimeField()
 
@@ -67,6 +75,9 @@ class BatchSerializer(serializers.ModelSerializer):
     batch_tool = ToolRefSerializer(source="tool")
     n_jobs = serializers.IntegerField()
     hardware = BatchHardwareSerializer(source="*")
+    depends_on = DependencySerializer(
+        many=True, read_only=True, help_text="The batches whose end this batch's jobs wait for (empty: none)."
+    )
 
     class Meta:
         model = Batch
@@ -80,18 +91,22 @@ class BatchSerializer(serializers.ModelSerializer):
             "timeout_seconds",
             "priority",
             "max_running",
+            "depends_on",
             "create_time",
         ]
 
     def to_representation(self, batch: Batch) -> dict[str, Any]:
         row = {name: getattr(batch, name) for name in BATCH_ROW}
         row.update(tool_name=batch.tool.name, tool_description=batch.tool.description)
-        return batch_representation(row, [(fs.id, fs.name) for fs in batch.filesystems.all()])
+        # .all() reads the prefetch cache (batches.selectors.user_batches).
+        dependencies = [(d.depends_on_id, d.condition) for d in batch.dependencies.all()]
+        return batch_representation(row, [(fs.id, fs.name) for fs in batch.filesystems.all()], dependencies=dependencies)
 
 
-def batch_representation(row: dict[str, Any], filesystems: list[tuple[Any, str]]) -> dict[str, Any]:
+def batch_representation(row: dict[str, Any], filesystems: list[tuple[Any, str]], *, dependencies: list[tuple[Any, str]]) -> dict[str, Any]:
     """The Batch shape (the fields BatchSerializer declares, which the schema documents)
-    written out by hand from a row of `batches.selectors.user_batch_rows`: a serializer
+    written out by hand from a row of `batches.selectors.user_batch_rows`, its
+    filesystems' (id, name) and its `dependencies` ((batch id, condition)): a serializer
     per batch (and per filesystem) made a page of 1,000 batches 90 times its query.
     tests/test_api_contract.py pins the shape."""
     return {
@@ -108,6 +123,7 @@ def batch_representation(row: dict[str, Any], filesystems: list[tuple[Any, str]]
         "timeout_seconds": row["timeout_seconds"],
         "priority": row["priority"],
         "max_running": row["max_running"],
+        "depends_on": [{"batch_id": str(batch_id), "condition": condition} for batch_id, condition in dependencies],
         "create_time": _TIME.to_representation(row["create_time"]),
     }
 
@@ -167,6 +183,16 @@ class HardwareInSerializer(KnownFieldsOnly):
 class JobInSerializer(KnownFieldsOnly):
     args = serializers.DictField(
         child=serializers.JSONField(), default=dict, help_text="Argument name -> value, checked against the tool's parameters."
+    )
+
+
+class DependencyInSerializer(KnownFieldsOnly):
+    """A batch this one waits for, and for what (jobs.dependencies decides)."""
+
+    batch_id = StrictUUIDField(help_text="A batch of yours that exists now (so dependencies never form a cycle).")
+    condition = serializers.ChoiceField(
+        choices=BatchDependency.Condition.choices,
+        help_text="`succeeded`: wait until every job of that batch SUCCEEDED; `ended`: until every one SUCCEEDED or FAILED.",
     )
 
 
@@ -244,4 +270,15 @@ class BatchSubmissionSerializer(KnownFieldsOnly):
         default=None,
         min_value=1,
         help_text="At most this many of the batch's jobs run at once; default: no limit.",
+    )
+    depends_on = serializers.ListField(
+        child=DependencyInSerializer(),
+        required=False,
+        default=list,
+        max_length=MAX_DEPENDENCIES,
+        help_text=(
+            "Batches of yours (existing, undeleted, each once) this batch's jobs wait for: they stay PENDING until each "
+            "has `succeeded` (every job SUCCEEDED) or `ended` (every job SUCCEEDED or FAILED), and end FAILED once a "
+            "condition can no longer hold (a job of a batch asked to succeed FAILED, or that batch was deleted)."
+        ),
     )

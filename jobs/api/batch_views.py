@@ -21,6 +21,7 @@ from batches.api.serializers import (
 )
 from batches.models import Batch
 from batches.selectors import (
+    dependencies_of_page,
     filesystems_of_page,
     get_user_batch,
     user_batch_rows,
@@ -84,7 +85,10 @@ class BatchListView(generics.GenericAPIView):
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(user_batch_rows(user=request.user))
         filesystems = filesystems_of_page(user=request.user, rows=page)
-        return self.get_paginated_response([batch_representation(row, filesystems[row["id"]]) for row in page])
+        dependencies = dependencies_of_page(user=request.user, rows=page)
+        return self.get_paginated_response(
+            [batch_representation(row, filesystems[row["id"]], dependencies=dependencies[row["id"]]) for row in page]
+        )
 
     @extend_schema(
         operation_id="submit_batch",
@@ -125,6 +129,7 @@ class BatchListView(generics.GenericAPIView):
             "timeout_seconds": data["timeout_seconds"],
             "priority": data["priority"],
             "max_running": data["max_running"],
+            "depends_on": data["depends_on"],
         }
         created = True
         if key is None:
