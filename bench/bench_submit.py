@@ -75,7 +75,7 @@ def main() -> None:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO batches_batch (id, owner_id, name, tool_id, command, arg_types, cpu, memory, n_jobs, max_attempts,"
-                " timeout_seconds, create_time) VALUES (%s, %s, '', %s, %s, %s, 1, 64, %s, 1, 3600, CURRENT_TIMESTAMP)",
+                " timeout_seconds, priority, create_time) VALUES (%s, %s, '', %s, %s, %s, 1, 64, %s, 1, 3600, 0, CURRENT_TIMESTAMP)",
                 [raw_batch, user.pk, tool.pk, json.dumps(tool.command), json.dumps({"message": "string"}), n_jobs],
             )
             rows = [(uuid7(), raw_batch, i, f'{{"message": "message {i}"}}', uuid7()) for i in range(n_jobs)]

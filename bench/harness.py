@@ -60,9 +60,30 @@ def fresh_database() -> None:
     deployment's cache table. The database is the benches' own: nothing else is kept."""
     from django.core.management import call_command
 
+    _create_database_if_missing()
     call_command("migrate", verbosity=0)
     call_command("flush", interactive=False, verbosity=0)
     call_command("createcachetable", verbosity=0)
+
+
+def _create_database_if_missing() -> None:
+    """A fresh machine has no bench database: it is created (from the server's
+    `postgres` database) rather than failing on the first connection."""
+    import psycopg
+    from django.db import connection
+
+    try:
+        connection.ensure_connection()
+        return
+    except Exception as exc:  # noqa: BLE001 - the one missing-database error is told apart below
+        if "does not exist" not in str(exc):
+            raise
+    params = connection.get_connection_params()
+    name = connection.settings_dict["NAME"]
+    admin = {key: value for key, value in params.items() if key in ("host", "port", "user", "password")}
+    with psycopg.connect(dbname="postgres", autocommit=True, **admin) as server:
+        server.execute(f'CREATE DATABASE "{name}"')  # noqa: S608 - the name is the bench's own setting
+    print(f"created the bench database {name}", flush=True)
 
 
 def vacuum_analyze(*tables: str) -> None:
