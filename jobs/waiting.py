@@ -64,7 +64,7 @@ def describe(job: Job) -> Waiting:
         mine = _Line(batch.pk, batch.owner_id, batch.cpu, batch.priority, 0)
         lines.append(mine)
     position = _position(job=job, mine=mine, lines=lines, users=users)
-    return Waiting(position, _reason(job=job, position=position, users=users, now_running=_live(batch.pk)))
+    return Waiting(position, _reason(batch=batch, status=job.status, position=position, users=users, now_running=_live(batch.pk)))
 
 
 def _lines() -> list[_Line]:
@@ -143,10 +143,31 @@ def _position(*, job: Job, mine: _Line, lines: list[_Line], users: dict[Any, fai
     return position
 
 
-def _reason(*, job: Job, position: int, users: dict[Any, fairshare.Standing], now_running: int) -> str:
-    batch = job.batch
+def batch_reasons(batch: Batch) -> dict[str, str]:
+    """Why `batch`'s jobs in line wait, by status (SUBMITTED, RUNNABLE), as a job list
+    shows them: what JobDetail says without each job's place in line (its
+    `queue_position` gives that). Empty for a batch being cancelled. A constant number of
+    queries, whatever the backlog."""
+    if batch.cancel_requested_at is not None:
+        return {}
+    users = fairshare.standings(now=timezone.now())
+    running = _live(batch.pk)
+    return {status: _reason(batch=batch, status=status, position=None, users=users, now_running=running) for status in IN_LINE}
+
+
+def list_reasons(*, batch: Batch, in_line: dict[Any, str]) -> dict[Any, str]:
+    """The reason each of `batch`'s jobs in line (job id -> status) shows in a job list
+    (`batch_reasons`); a job whose previous attempt is still being stopped is left out:
+    its stored reason says so. Read once per page."""
+    reasons = batch_reasons(batch)
+    held = set(Attempt.objects.filter(job_id__in=list(in_line), end_time__isnull=True).values_list("job_id", flat=True))
+    return {pk: reasons[status] for pk, status in in_line.items() if pk not in held and status in reasons}
+
+
+def _reason(*, batch: Batch, status: str, position: int | None, users: dict[Any, fairshare.Standing], now_running: int) -> str:
+    ahead = f"; {position - 1} job(s) in line before it" if position is not None else ""
     if batch.max_running is not None and now_running >= batch.max_running:
-        return f"Its batch runs at most {batch.max_running} job(s) at once ({now_running} running); {position - 1} job(s) in line before it"
+        return f"Its batch runs at most {batch.max_running} job(s) at once ({now_running} running){ahead}"
     me = users.get(batch.owner_id)
     active = {u for u, s in users.items() if s.running_jobs} | {batch.owner_id}
     shares = fairshare.fair_shares(users, active=active) if me is not None else {}
@@ -159,6 +180,6 @@ def _reason(*, job: Job, position: int, users: dict[Any, fairshare.Standing], no
         f"fair share: you hold {held} of {running} running cpu(s) ({current:.0%}) against a fair share of {share:.0%}, "
         f"usage {usage:,.0f} cpu-s"
     )
-    if job.status == Status.SUBMITTED:
-        return f"Submitted, being placed; {position - 1} job(s) in line before it ({fair})"
-    return f"Waiting for {batch.cpu} free cpu and {batch.memory} MiB on a worker; {position - 1} job(s) in line before it ({fair})"
+    if status == Status.SUBMITTED:
+        return f"Submitted, being placed{ahead} ({fair})"
+    return f"Waiting for {batch.cpu} free cpu and {batch.memory} MiB on a worker{ahead} ({fair})"

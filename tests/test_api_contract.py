@@ -163,7 +163,8 @@ def test_get_jobs_lists_the_batch_jobs(alice_client, catalog):
         assert is_id(job["job_id"]) and is_id(job["job_log_id"])
         check_tool_ref(job["job_tool"], catalog["tools"]["echo"])
         assert job["job_argument_list"] == [{"argument_key": "message", "argument_value": message}]
-        assert job["status"] == "SUBMITTED" and job["reason"] == ""
+        # In line: what holds it, as JobDetail says without its place in line.
+        assert job["status"] == "SUBMITTED" and job["reason"].startswith("Submitted, being placed (fair share: "), job["reason"]
 
 
 def test_get_job_returns_one_object(alice_client, catalog):

@@ -11,6 +11,7 @@ from batches.models import Batch, Filesystem, Tool
 from jobs.models import Job, JobEvent
 from jobs.statuses import Status
 from jobs.submission import submit_batch
+from jobs.transitions import transition
 from tests.conftest import submission
 from tests.test_api_contract import finish
 from tests.worker_helpers import make_batch
@@ -54,9 +55,20 @@ def test_batch_list(alice_client, many_batches):
 def test_job_list(alice_client, catalog):
     body = submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(101)])
     batch_id = alice_client.post("/batches", body, format="json").json()["batch_id"]
-    # 1 token, 2 the batch (owner check) with its tool, 3 the page of jobs.
+    # 1 token, 2 the batch (owner check) with its tool, 3 the page of jobs; the page's
+    # jobs are in line, so what holds them (jobs.waiting.list_reasons), once for the
+    # page: 4-6 the users' standings (shares, usage, live attempts), 7 the batch's live
+    # jobs, 8 the page's jobs with a live attempt.
+    assert_constant(alice_client, f"/batches/{batch_id}/jobs", 8)
+    assert_constant(alice_client, f"/batches/{batch_id}/jobs?status=SUBMITTED", 8)
+    # No job in line on the page: none of that.
+    transition(
+        job_ids=list(Job.objects.filter(batch_id=batch_id).values_list("pk", flat=True)),
+        from_statuses=[Status.SUBMITTED],
+        to_status=Status.FAILED,
+        reason="ended for the test",
+    )
     assert_constant(alice_client, f"/batches/{batch_id}/jobs", 3)
-    assert_constant(alice_client, f"/batches/{batch_id}/jobs?status=SUBMITTED", 3)
 
 
 def test_tool_list(alice_client, db):

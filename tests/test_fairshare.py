@@ -257,3 +257,27 @@ def test_queue_position_matches_the_order_in_which_jobs_then_start(alice, bob, a
         loop.stop()
     assert len(order) == 24
     assert {job_id: order.index(job_id) + 1 for job_id in positions} == positions
+
+
+def test_jobs_in_line_say_what_holds_them_in_the_job_list(alice, bob, alice_client, catalog):
+    """The job list gives each waiting job the reason JobDetail gives (without its place
+    in line): the fair-share figures, or its batch's max_running once that many run."""
+    held = make_batch(alice, script_tool(), catalog, [{"args": {"script": "true"}} for _ in range(3)], max_running=1)
+    waiting = make_batch(alice, script_tool(), catalog, [{"args": {"script": "true"}} for _ in range(3)])
+    loop = in_process_loop(cpus=8, memory_mib=8 * 256)
+    try:
+        dispatch_submitted()
+        first = Job.objects.filter(batch=held).order_by("pk").first()
+        claim_jobs(worker=loop.worker, room=Capacity(1, 256), fits=Capacity(1, 256), limit=1)  # the max_running=1 batch's first job
+        assert Job.objects.get(pk=first.pk).status == "STARTING"
+        rows = alice_client.get(f"/batches/{held.pk}/jobs").json()
+        in_line = [row for row in rows if row["status"] == "RUNNABLE"]
+        assert len(in_line) == 2
+        assert all(row["reason"].startswith("Its batch runs at most 1 job(s) at once (1 running)") for row in in_line), in_line
+        rows = alice_client.get(f"/batches/{waiting.pk}/jobs").json()
+        assert all("fair share: you hold 1 of 1 running cpu(s) (100%)" in row["reason"] for row in rows), rows
+        assert all("in line before it" not in row["reason"] for row in rows)
+        detail = alice_client.get(f"/jobs/{rows[0]['job_id']}").json()
+        assert detail["reason"].startswith(rows[0]["reason"].split(" (fair share")[0])
+    finally:
+        loop.stop()

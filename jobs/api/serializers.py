@@ -9,6 +9,7 @@ from rest_framework import serializers
 from batches.parameters import as_sent
 from jobs.models import Job, JobEvent
 from jobs.statuses import Status
+from jobs.waiting import IN_LINE, list_reasons
 
 
 class ArgumentSerializer(serializers.Serializer):
@@ -49,7 +50,15 @@ class JobListSerializer(serializers.ListSerializer):
 
     def to_representation(self, data: Any) -> list[dict[str, Any]]:
         tool = self.context["job_tool"]
-        return [job_row(job, tool) for job in data]
+        rows = [job_row(job, tool) for job in data]
+        in_line = {row["job_id"]: row["status"] for row in rows if row["status"] in IN_LINE}
+        if in_line and "batch" in self.context:
+            # Jobs in line say what holds them, as JobDetail does (without their place):
+            # the batch's figures, read once for the page.
+            reasons = list_reasons(batch=self.context["batch"], in_line=in_line)
+            for row in rows:
+                row["reason"] = reasons.get(row["job_id"], row["reason"])
+        return rows
 
 
 class JobSerializer(serializers.Serializer):
@@ -61,7 +70,10 @@ class JobSerializer(serializers.Serializer):
     job_log_id = serializers.UUIDField(source="log_id")
     job_argument_list = serializers.SerializerMethodField()
     status = serializers.ChoiceField(choices=Status.choices)
-    reason = serializers.CharField(help_text="Why the job is in its state (empty when there is nothing to say), as in JobDetail.")
+    reason = serializers.CharField(
+        help_text="Why the job is in its state (empty when there is nothing to say), as in JobDetail; for a job in line, "
+        "what holds it, as JobDetail says without its place in line (its queue_position)."
+    )
 
     @extend_schema_field(JobToolSerializer)
     def get_job_tool(self, job: Job) -> dict[str, Any]:

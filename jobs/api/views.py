@@ -104,6 +104,7 @@ class JobListView(generics.ListAPIView):
         context = super().get_serializer_context()
         if hasattr(self, "batch"):
             context["job_tool"] = ToolRefSerializer(self.batch.tool).data
+            context["batch"] = self.batch
         return context
 
     @extend_schema(
