@@ -210,8 +210,12 @@ BATCHES_SLURM_ACCOUNT = envstr("BATCHES_SLURM_ACCOUNT", "")
 BATCHES_SLURM_BIN = envstr("BATCHES_SLURM_BIN", "")
 # The Python 3 that runs each task's small job script on the nodes (standard library only).
 BATCHES_SLURM_PYTHON = envstr("BATCHES_SLURM_PYTHON", "/usr/bin/python3")
-# Attempts in Slurm's hands at once (queued or running), counted in cpus.
-BATCHES_SLURM_MAX_SUBMITTED = envint("BATCHES_SLURM_MAX_SUBMITTED", 10_000, minimum=1)
+# Attempts in Slurm's hands at once (queued or running), counted in cpus; 0: twice the
+# partition's cpus, read from sinfo when the worker starts. The order in which jobs start
+# is the service's (fair share, priority): what waits in Slurm's own queue is beyond it,
+# so only about one cluster's worth waits there, enough to start work the moment a task
+# ends and little enough that a newcomer's job waits behind at most one round of others'.
+BATCHES_SLURM_MAX_SUBMITTED = envint("BATCHES_SLURM_MAX_SUBMITTED", 0, minimum=0)
 # At most this many tasks of one array run at once (sbatch --array=...%N; 0: no limit).
 BATCHES_SLURM_ARRAY_THROTTLE = envint("BATCHES_SLURM_ARRAY_THROTTLE", 0)
 # How often the controller is asked (squeue); exit-status files are read more often.

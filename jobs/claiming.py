@@ -100,6 +100,7 @@ def _specs(rows: list["_Candidate"]) -> tuple[list[AttemptSpec], list[Outcome]]:
                     read_only=batch["read_only"],
                     run_as=row.run_as or "",
                     run_as_uid=row.run_as_uid,
+                    max_running=row.max_running,
                 )
             )
         except Exception as exc:  # one broken job must not stop the others
@@ -118,6 +119,7 @@ class _Candidate(NamedTuple):
     memory: int
     run_as: str | None  # the owner's job account
     run_as_uid: int | None
+    max_running: int | None
 
 
 # At most this many batches with RUNNABLE jobs are weighed per claim (oldest first): one
@@ -194,7 +196,9 @@ def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], lim
             pk, attempts, log_id, args = rows.pop(0)
             owner = batches[queue.batch_id]["owner_id"]
             run_as, run_as_uid = accounts.get(owner, (None, None)) if accounts is not None else (None, None)
-            taken.append(_Candidate(pk, queue.batch_id, attempts, log_id, args, queue.cpu, queue.memory, run_as, run_as_uid))
+            taken.append(
+                _Candidate(pk, queue.batch_id, attempts, log_id, args, queue.cpu, queue.memory, run_as, run_as_uid, queue.max_running)
+            )
             skip.append(str(pk))
             ledger.take(by_id[queue.batch_id])
             cpus, memory = cpus - queue.cpu, memory - queue.memory

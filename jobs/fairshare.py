@@ -32,7 +32,7 @@ from django.db.models import Count
 
 from accounts.models import UserShare
 from jobs.models import Attempt, Job, Usage
-from jobs.statuses import LIVE, QUEUED
+from jobs.statuses import QUEUED
 
 
 def half_life() -> float:
@@ -250,9 +250,16 @@ def plan(ledger: Ledger, *, limit: int, cpus: int, memory_mib: int) -> list[Batc
 
 
 def live_jobs_per_batch(batch_ids: list[Any]) -> dict[Any, int]:
-    """Jobs of each batch that hold a slot (STARTING, RUNNING): one GROUP BY on the
-    (batch, status) index."""
-    rows = Job.objects.filter(batch_id__in=batch_ids, status__in=LIVE).order_by().values_list("batch_id").annotate(n=Count("pk"))
+    """Jobs of each batch that hold a slot: those with a live attempt, whether running,
+    starting, or queued in a cluster's own queue (RUNNABLE there, with Slurm's reason),
+    which a batch's `max_running` counts too. One query over the live attempts (at most
+    what the workers hold), on the live-attempt index."""
+    rows = (
+        Attempt.objects.filter(end_time__isnull=True, job__batch_id__in=batch_ids)
+        .order_by()
+        .values_list("job__batch_id")
+        .annotate(n=Count("pk"))
+    )
     return dict(rows)
 
 

@@ -105,6 +105,9 @@ def external_ids(batch) -> list[str]:
 
 
 def test_a_200_job_batch_runs_to_succeeded_with_readable_logs(alice, alice_client, catalog, slurm):
+    # Room for the whole batch in Slurm's hands: what the worker hands over at once goes
+    # as one array (tests/test_slurm_fairshare.py tests the default, smaller bound).
+    slurm.BATCHES_SLURM_MAX_SUBMITTED = 1000
     batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": f"echo hello {i} from $SLURM_JOB_ID"}} for i in range(200)])
     loop = slurm_loop()
     try:
@@ -161,6 +164,7 @@ def test_pending_jobs_are_runnable_with_slurms_reason_and_cancel_stops_queued_an
     # Each job takes the node's every cpu: one runs, the others wait for Resources.
     cpus = SlurmExecutor().capacity().cpus
     slurm.BATCHES_MAX_CPU = cpus  # what the API accepts: the cluster's largest node
+    slurm.BATCHES_SLURM_MAX_SUBMITTED = 3 * cpus  # all three in Slurm's queue (the default is twice the cluster)
     batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "sleep 120"}} for _ in range(3)], cpu=cpus, memory=200)
     loop = slurm_loop()
     try:

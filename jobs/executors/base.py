@@ -86,6 +86,10 @@ class AttemptSpec:
     # deployment without per-tenant accounts runs every job as BATCHES_JOB_USER.
     run_as: str = ""
     run_as_uid: int | None = None  # its uid as recorded: the name must resolve to it here too
+    # At most this many of the batch's jobs run at once (Batch.max_running; None: no
+    # limit). Claims already hold it; a scheduler that queues work holds it too (Slurm's
+    # array throttle), so what one submission carries never runs wider than asked.
+    max_running: int | None = None
 
     @property
     def key(self) -> tuple[str, int]:

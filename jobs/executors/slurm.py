@@ -43,6 +43,13 @@ def commands_from_settings() -> SlurmCommands:
     return SlurmCommands(bin_dir=settings.BATCHES_SLURM_BIN, timeout=float(settings.BATCHES_SLURM_COMMAND_TIMEOUT))
 
 
+def _throttle(spec: AttemptSpec) -> int:
+    """The array's `%N`: the batch's `max_running` or the site's
+    BATCHES_SLURM_ARRAY_THROTTLE, whichever is smaller (0: neither limits)."""
+    limits = [n for n in (spec.max_running, settings.BATCHES_SLURM_ARRAY_THROTTLE) if n]
+    return min(limits) if limits else 0
+
+
 class SlurmExecutor(ClusterExecutor, Probes):
     kind = "slurm"
     scheduler_name = "Slurm"
@@ -62,7 +69,7 @@ class SlurmExecutor(ClusterExecutor, Probes):
             root=settings.BATCHES_SLURM_DIR,
             capacity=self._largest_job(commands, cpus, memory_mib),
             scheduler=commands,
-            max_in_flight=settings.BATCHES_SLURM_MAX_SUBMITTED,
+            max_in_flight=settings.BATCHES_SLURM_MAX_SUBMITTED or self._twice_the_cluster(commands),
             poll_seconds=settings.BATCHES_SLURM_POLL_MS / 1000,
             kill_grace=settings.BATCHES_KILL_GRACE_SECONDS,
         )
@@ -82,6 +89,17 @@ class SlurmExecutor(ClusterExecutor, Probes):
             logger.warning("cannot ask Slurm for its largest node (%s); using BATCHES_MAX_CPU and BATCHES_MAX_MEMORY_MIB", exc)
             node_cpus, node_memory = settings.BATCHES_MAX_CPU, settings.BATCHES_MAX_MEMORY_MIB
         return Capacity(cpus or node_cpus, memory_mib or node_memory)
+
+    @staticmethod
+    def _twice_the_cluster(commands: SlurmCommands) -> int:
+        """BATCHES_SLURM_MAX_SUBMITTED unset: twice the partition's cpus (settings.py
+        says why), or BATCHES_MAX_CPU twice when sinfo does not answer."""
+        try:
+            cpus = commands.total_cpus(partition=settings.BATCHES_SLURM_PARTITION)
+        except (SlurmUnavailable, SlurmRefused) as exc:
+            logger.warning("cannot ask Slurm for its cpus (%s); at most 2 x BATCHES_MAX_CPU are submitted at once", exc)
+            cpus = settings.BATCHES_MAX_CPU
+        return 2 * cpus
 
     def runs_as_root_problem(self, *, accounts_exist: bool) -> str:
         return self.isolation.root_problem(accounts_exist=accounts_exist, verb="submit")
@@ -127,7 +145,7 @@ class SlurmExecutor(ClusterExecutor, Probes):
         options = self._options(specs[0], self.dir / token, token)
         if user is not None:
             options += [f"--uid={user.uid}", f"--gid={user.gid}"]
-        submission = Submission.create(root=self.dir, token=token, options=options, tasks=tasks)
+        submission = Submission.create(root=self.dir, token=token, options=options, tasks=tasks, throttle=_throttle(specs[0]))
         seal_submission(
             folder=submission.folder, log_files=[Path(task["log"]) for task in tasks], user=user, log_dir=self.log_store.directory
         )
@@ -154,8 +172,7 @@ class SlurmExecutor(ClusterExecutor, Probes):
         return options
 
     def send_array(self, submission: Submission, *, indexes: list[int]) -> str:
-        throttle = settings.BATCHES_SLURM_ARRAY_THROTTLE
-        array = array_ranges(indexes) + (f"%{throttle}" if throttle else "")
+        array = array_ranges(indexes) + (f"%{submission.throttle}" if submission.throttle else "")
         return self.commands.submit(
             options=[f"--array={array}", *submission.options], script=str(self._script), script_args=[str(submission.folder)]
         )

@@ -105,6 +105,19 @@ class SlurmCommands:
             raise SlurmRefused(f"sinfo lists no node{' in partition ' + partition if partition else ''}")
         return cpus, memory
 
+    def total_cpus(self, *, partition: str = "") -> int:
+        """The cpus of every node (of `partition`), whatever their state (sinfo's %C:
+        allocated/idle/other/total)."""
+        args = ["--noheader", "--format=%C"] + ([f"--partition={partition}"] if partition else [])
+        total = 0
+        for line in self.run("sinfo", args).splitlines():
+            parts = line.strip().split("/")
+            if len(parts) == 4:
+                total += _leading_int(parts[3])
+        if not total:
+            raise SlurmRefused(f"sinfo lists no cpus{' in partition ' + partition if partition else ''}")
+        return total
+
     def config(self) -> dict[str, str]:
         """The controller's configuration (`scontrol show config`: slurm.conf and
         cgroup.conf), name -> value."""

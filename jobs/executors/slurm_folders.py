@@ -41,6 +41,7 @@ class Submission:
     token: str
     folder: Path
     options: list[str]
+    throttle: int = 0  # at most this many of its tasks run at once (0: no limit)
     slurm_id: str = ""  # "" until sbatch answers or squeue finds it
     lost_since: float | None = None  # sbatch's answer was lost: look it up since then
     not_found: int = 0  # controller answers in a row that did not list it
@@ -54,16 +55,16 @@ class Submission:
         return f"{self.slurm_id}_{index}" if self.slurm_id else ""
 
     @classmethod
-    def create(cls, *, root: Path, token: str, options: list[str], tasks: list[dict[str, Any]]) -> "Submission":
+    def create(cls, *, root: Path, token: str, options: list[str], tasks: list[dict[str, Any]], throttle: int = 0) -> "Submission":
         """The folder with its task files and manifest (`tasks[i]` is task i)."""
         folder = root / token
         folder.mkdir(parents=True)
         (folder / STATUS).mkdir()
         for index, task in enumerate(tasks):
             (folder / f"{index}.json").write_text(json.dumps(task))
-        manifest = {"attempts": [[task["job_id"], task["attempt"]] for task in tasks], "options": options}
+        manifest = {"attempts": [[task["job_id"], task["attempt"]] for task in tasks], "options": options, "throttle": throttle}
         write_atomic(folder / "manifest.json", json.dumps(manifest))
-        return cls(token=token, folder=folder, options=options)
+        return cls(token=token, folder=folder, options=options, throttle=throttle)
 
     @classmethod
     def load(cls, *, root: Path, token: str, external_id: str = "") -> "Submission":
@@ -73,7 +74,14 @@ class Submission:
         manifest = read_json(folder / "manifest.json") or {}
         recorded = folder / "slurm_id"
         slurm_id = recorded.read_text().strip() if recorded.exists() else external_id.split("_")[0]
-        return cls(token=token, folder=folder, options=list(manifest.get("options", [])), slurm_id=slurm_id)
+        throttle = manifest.get("throttle", 0)
+        return cls(
+            token=token,
+            folder=folder,
+            options=list(manifest.get("options", [])),
+            throttle=throttle if isinstance(throttle, int) and throttle > 0 else 0,
+            slurm_id=slurm_id,
+        )
 
     def record_slurm_id(self, slurm_id: str) -> None:
         self.slurm_id, self.lost_since, self.not_found = slurm_id, None, 0
