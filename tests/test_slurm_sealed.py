@@ -127,7 +127,8 @@ def test_nothing_is_left_running_after_the_task(sealed, alice, filesystems):  # 
     script = f"setsid {marker} & (trap '' HUP TERM; {marker}) & echo started"
     batch = submit(alice, script_tool(), [filesystems["scratch"]], [{"args": {"script": script}}])
     drive(sealed, all_finished(batch), timeout=60)
-    assert "started" in log_of(Job.objects.get(batch=batch))
+    job = Job.objects.get(batch=batch)
+    assert "started" in log_of(job), (job.status, job.reason, job.attempts)
     time.sleep(1)
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False).stdout.split()  # noqa: S603, S607
     assert left == [], f"processes left: {left}"
