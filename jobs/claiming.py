@@ -140,8 +140,8 @@ def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], lim
     (the dispatcher gives them out, or holds the jobs back PENDING).
 
     The cost does not grow with the backlog: a probe per batch that has RUNNABLE jobs (at
-    most `_ACTIVE_BATCHES`), the users' standings (a query per table over users and one
-    over live attempts), then, per batch the plan draws from, its next jobs by id."""
+    most `_ACTIVE_BATCHES`), the batches' rows, the users' standings (`fairshare.snapshot`:
+    three queries), then, per batch the plan draws from, its next jobs by id."""
     batch_ids = batches_with_jobs_in(Status.RUNNABLE, limit=_ACTIVE_BATCHES)
     if not batch_ids:
         return []
@@ -160,7 +160,7 @@ def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], lim
         batches = {pk: row for pk, row in batches.items() if row["owner_id"] in accounts}
     if not batches:
         return []
-    live = fairshare.live_jobs_per_batch(list(batches))
+    seen = fairshare.snapshot(now=timezone.now())
     queues = [
         fairshare.BatchQueue(
             batch_id=pk,
@@ -169,11 +169,11 @@ def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], lim
             memory=row["memory"],
             priority=row["priority"],
             max_running=row["max_running"],
-            running=live.get(pk, 0),
+            running=seen.live_per_batch.get(pk, 0),
         )
         for pk, row in batches.items()
     ]
-    ledger = fairshare.Ledger(users=fairshare.standings(now=timezone.now()), batches=queues)
+    ledger = fairshare.Ledger(users=seen.users, batches=queues)
     taken: list[_Candidate] = []
     skip = list(exclude)
     cpus, memory = room.cpus, room.memory_mib

@@ -106,12 +106,25 @@ class Standing:
         return self.running_cpus + self.usage / mean_life()
 
 
-def standings(*, now: datetime, waiting: bool = False) -> dict[Any, Standing]:
+@dataclass
+class Snapshot:
+    """What the planner reads before it hands out jobs: each user's standing, and how
+    many jobs of each batch hold a slot (a live attempt: running, starting, or queued in
+    a cluster's own queue), which a batch's `max_running` counts."""
+
+    users: dict[Any, Standing]
+    live_per_batch: dict[Any, int]
+
+
+def snapshot(*, now: datetime, waiting: bool = False, named: bool = False) -> Snapshot:
     """Every user who has a share, usage or live attempts, with their weight, group,
-    decayed usage and what they hold now; with `waiting`, also their jobs waiting to
-    start (SUBMITTED, PENDING, RUNNABLE). A few queries, whatever the backlog: one
-    per table over users, one over live attempts."""
+    decayed usage and what they hold now, and the live jobs per batch; with `waiting`,
+    also each user's jobs waiting to start (SUBMITTED, PENDING, RUNNABLE: a count over
+    the backlog, for reports), with `named` their user names. Three queries (shares,
+    usage, live attempts), one more for each of those options: whatever the backlog,
+    and the live attempts are at most what the workers hold."""
     users: dict[Any, Standing] = {}
+    live_per_batch: dict[Any, int] = {}
 
     def standing(user_id: Any) -> Standing:
         if user_id not in users:
@@ -123,8 +136,11 @@ def standings(*, now: datetime, waiting: bool = False) -> dict[Any, Standing]:
         s.weight, s.group, s.group_weight = weight, group, group_weight or 1
     for user_id, cpu_seconds, as_of in Usage.objects.values_list("user_id", "cpu_seconds", "as_of"):
         standing(user_id).usage += decayed(cpu_seconds, seconds=(now - as_of).total_seconds())
-    live = Attempt.objects.filter(end_time__isnull=True).values_list("job__batch__owner_id", "job__batch__cpu", "start_time")
-    for owner_id, cpus, start in live:
+    live = Attempt.objects.filter(end_time__isnull=True).values_list(
+        "job__batch_id", "job__batch__owner_id", "job__batch__cpu", "start_time"
+    )
+    for batch_id, owner_id, cpus, start in live:
+        live_per_batch[batch_id] = live_per_batch.get(batch_id, 0) + 1
         s = standing(owner_id)
         s.running_cpus += cpus
         s.running_jobs += 1
@@ -139,12 +155,18 @@ def standings(*, now: datetime, waiting: bool = False) -> dict[Any, Standing]:
         )
         for owner_id, n in counts:
             standing(owner_id).waiting_jobs += n
-    for user_id, username in get_user_model().objects.filter(pk__in=list(users)).values_list("pk", "username"):
-        users[user_id].username = username
+    if named and users:
+        for user_id, username in get_user_model().objects.filter(pk__in=list(users)).values_list("pk", "username"):
+            users[user_id].username = username
     for s in users.values():
         if s.group is None:
             s.group_weight = s.weight  # a group of their own
-    return users
+    return Snapshot(users=users, live_per_batch=live_per_batch)
+
+
+def standings(*, now: datetime, waiting: bool = False, named: bool = False) -> dict[Any, Standing]:
+    """The users' standings of `snapshot`."""
+    return snapshot(now=now, waiting=waiting, named=named).users
 
 
 def fair_shares(users: dict[Any, Standing], *, active: set[Any]) -> dict[Any, float]:
@@ -249,27 +271,13 @@ def plan(ledger: Ledger, *, limit: int, cpus: int, memory_mib: int) -> list[Batc
     return picks
 
 
-def live_jobs_per_batch(batch_ids: list[Any]) -> dict[Any, int]:
-    """Jobs of each batch that hold a slot: those with a live attempt, whether running,
-    starting, or queued in a cluster's own queue (RUNNABLE there, with Slurm's reason),
-    which a batch's `max_running` counts too. One query over the live attempts (at most
-    what the workers hold), on the live-attempt index."""
-    rows = (
-        Attempt.objects.filter(end_time__isnull=True, job__batch_id__in=batch_ids)
-        .order_by()
-        .values_list("job__batch_id")
-        .annotate(n=Count("pk"))
-    )
-    return dict(rows)
-
-
 def share_report(*, user: Any, everyone: bool, now: datetime) -> list[dict[str, Any]]:
     """Fair share as `GET /shares` shows it: the caller's standing, or (`everyone`, for
     operators) every user who has a share, usage, or work running or waiting, by name.
     `fair_share` is the part of the machine the weights give them among the users with
     work (as if they had some, for one who has none); `current_share` the part of the
     running cpus they hold now."""
-    users = standings(now=now, waiting=True)
+    users = standings(now=now, waiting=True, named=True)
     if user.pk not in users:
         users[user.pk] = Standing(user_id=user.pk, username=user.get_username(), weight=1, group=None, group_weight=1)
     active = {u for u, s in users.items() if s.running_jobs or s.waiting_jobs}

@@ -57,14 +57,16 @@ def describe(job: Job) -> Waiting:
         return Waiting(None, job.reason or "Its batch is being cancelled")
     if Attempt.objects.filter(job=job, end_time__isnull=True).exists():
         return Waiting(None, job.reason)  # started, or waiting in a cluster's own queue: its reason says which
-    users = fairshare.standings(now=now)
+    seen = fairshare.snapshot(now=now)
+    users = seen.users
     lines = _lines()
     mine = next((line for line in lines if line.batch_id == job.batch_id), None)
     if mine is None:  # more batches in line than are looked at: counted as the newest
         mine = _Line(batch.pk, batch.owner_id, batch.cpu, batch.priority, 0)
         lines.append(mine)
     position = _position(job=job, mine=mine, lines=lines, users=users)
-    return Waiting(position, _reason(batch=batch, status=job.status, position=position, users=users, now_running=_live(batch.pk)))
+    running = seen.live_per_batch.get(batch.pk, 0)
+    return Waiting(position, _reason(batch=batch, status=job.status, position=position, users=users, now_running=running))
 
 
 def _lines() -> list[_Line]:
@@ -74,10 +76,6 @@ def _lines() -> list[_Line]:
     info = {pk: (owner, cpu, priority) for pk, owner, cpu, priority in batches.values_list("pk", "owner_id", "cpu", "priority")}
     counts = Job.objects.filter(batch_id__in=list(info), status__in=IN_LINE).order_by().values_list("batch_id").annotate(n=Count("pk"))
     return [_Line(pk, *info[pk], waiting=n) for pk, n in counts]
-
-
-def _live(batch_id: Any) -> int:
-    return fairshare.live_jobs_per_batch([batch_id]).get(batch_id, 0)
 
 
 def _order(lines: Iterable[_Line]) -> list[_Line]:
@@ -150,9 +148,9 @@ def batch_reasons(batch: Batch) -> dict[str, str]:
     queries, whatever the backlog."""
     if batch.cancel_requested_at is not None:
         return {}
-    users = fairshare.standings(now=timezone.now())
-    running = _live(batch.pk)
-    return {status: _reason(batch=batch, status=status, position=None, users=users, now_running=running) for status in IN_LINE}
+    seen = fairshare.snapshot(now=timezone.now())
+    running = seen.live_per_batch.get(batch.pk, 0)
+    return {status: _reason(batch=batch, status=status, position=None, users=seen.users, now_running=running) for status in IN_LINE}
 
 
 def list_reasons(*, batch: Batch, in_line: dict[Any, str]) -> dict[Any, str]:
