@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from jobs import reason_codes
 from jobs.claiming import claim_jobs
 from jobs.executors.base import Adopts, AttemptSpec, Capacity, Executor, Outcome, Recovers, Report, wait
 from jobs.fencing import Fence
@@ -175,12 +176,19 @@ class WorkerLoop:
             return
         self._take(self.executor.collect())
         stopped = f"worker {self.worker.name} stopped"
-        unstarted = [Outcome(spec.job_id, spec.attempt, succeeded=False, reason=stopped, charged=False) for spec in self._queue]
+        unstarted = [
+            Outcome(spec.job_id, spec.attempt, succeeded=False, reason=stopped, charged=False, reason_code=reason_codes.WORKER_STOPPED)
+            for spec in self._queue
+        ]
         self._queue.clear()
         interrupted: list[Outcome] = []
         if not self.executor.attempts_survive_worker:
             for outcome in self.executor.shutdown(grace=float(settings.BATCHES_KILL_GRACE_SECONDS)):
-                interrupted.append(outcome if outcome.succeeded else replace(outcome, reason=stopped, charged=False))
+                interrupted.append(
+                    outcome
+                    if outcome.succeeded
+                    else replace(outcome, reason=stopped, charged=False, reason_code=reason_codes.WORKER_STOPPED)
+                )
         with transaction.atomic():
             record_reports(worker=self.worker, reports=[*self._reports, *unstarted, *interrupted], from_queue=self.executor.queues_work)
             stop_worker(worker=self.worker)
@@ -244,7 +252,12 @@ class WorkerLoop:
         now = time.monotonic()
         if now >= self._fence_until:
             # The fence has killed our attempts: the database, not the job, is to blame.
-            reports = [replace(r, reason=LOST_CONTACT, charged=False) if isinstance(r, Outcome) and not r.succeeded else r for r in reports]
+            reports = [
+                replace(r, reason=LOST_CONTACT, charged=False, reason_code=reason_codes.WORKER_LOST)
+                if isinstance(r, Outcome) and not r.succeeded
+                else r
+                for r in reports
+            ]
         ended = sum(isinstance(r, Outcome) for r in reports)
         if ended:
             self._ended.append((now, ended))
@@ -354,7 +367,11 @@ class WorkerLoop:
         unstarted = [spec for spec in self._queue if spec.job_id in check.orphaned or spec.job_id in check.cancelled]
         self._queue = deque(spec for spec in self._queue if spec not in unstarted)
         self._take(
-            [Outcome(s.job_id, s.attempt, succeeded=False, reason=CANCELLED_REASON) for s in unstarted if s.job_id in check.cancelled]
+            [
+                Outcome(s.job_id, s.attempt, succeeded=False, reason=CANCELLED_REASON, reason_code=reason_codes.CANCELLED)
+                for s in unstarted
+                if s.job_id in check.cancelled
+            ]
         )
         active = self.executor.active()
         for reason, job_ids in ((CANCELLED_REASON, check.cancelled), ("worker lost the job", check.orphaned)):

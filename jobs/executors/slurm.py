@@ -33,6 +33,7 @@ from jobs.executors.isolation import SECCOMP, NoJobAccount
 from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable
 from jobs.executors.slurm_folders import STATUS, Submission, Task, array_ranges, write_script
 from jobs.executors.slurm_sealing import SANDBOX_WORKDIR, SECCOMP_FILE, prepare_folders, probe_cluster, seal_submission, sealed_argv
+from jobs.reason_codes import LAUNCH_FAILED
 
 logger = logging.getLogger("jobs.executors.slurm")
 
@@ -109,7 +110,7 @@ class SlurmExecutor(ClusterExecutor, Probes):
         try:
             user = self.isolation.account_for(specs[0].run_as, specs[0].run_as_uid)
         except NoJobAccount as exc:
-            return None, [Outcome(s.job_id, s.attempt, succeeded=False, reason=str(exc)) for s in specs]
+            return None, [Outcome(s.job_id, s.attempt, succeeded=False, reason=str(exc), reason_code=LAUNCH_FAILED) for s in specs]
         refused: list[Outcome] = []
         argvs: dict[str, list[str]] = {}
         for spec in specs:
@@ -120,7 +121,7 @@ class SlurmExecutor(ClusterExecutor, Probes):
                 )
             except FileNotFoundError as exc:
                 reason = f"could not start {spec.argv[0]}: {exc.strerror or exc}"
-                refused.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=reason))
+                refused.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=reason, reason_code=LAUNCH_FAILED))
         specs = [spec for spec in specs if spec.job_id in argvs]
         if not specs:
             return None, refused
