@@ -352,7 +352,7 @@ class ClusterExecutor(Executor, Adopts):
             external_id=task.external_id,
             node=start.get("node") or node,
             log_offset=start.get("log_offset"),
-            time=start.get("time") if isinstance(start.get("time"), float) else None,
+            time=start.get("time"),
         )
 
     def _end(self, task: Task, *, state: str | None, status: dict | None) -> Outcome:
@@ -371,7 +371,6 @@ class ClusterExecutor(Executor, Adopts):
             self._submissions.pop(submission.token, None)
             submission.mark_done()
         status = status or {}
-        ended_at = status.get("ended_at")
         return Outcome(
             task.job_id,
             task.attempt,
@@ -381,7 +380,7 @@ class ClusterExecutor(Executor, Adopts):
             reason_code=end.reason_code,
             signal=end.signal,
             usage=Usage.from_status(status),
-            time=ended_at if isinstance(ended_at, float) else None,
+            time=status.get("ended_at"),
         )
 
     # -- stopping -----------------------------------------------------------------------
