@@ -62,3 +62,20 @@ def test_the_cgroup_figures_win_over_the_leaders_rusage():
     assert (sealed.max_rss_mib, sealed.cpu_seconds) == (400.0, 3.5)
     nothing = describe(LocalEnd(**common)).usage
     assert (nothing.max_rss_mib, nothing.cpu_seconds) == (None, None)
+
+
+def test_every_outcome_the_service_makes_names_its_reason_code():
+    """Every place an attempt ends says why for programs: each `Outcome(...)` built in
+    jobs/ passes `reason_code` (a failed one without it would be stored as
+    internal_error)."""
+    import ast
+
+    missing, seen = [], 0
+    for path in (Path(__file__).resolve().parent.parent / "jobs").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Outcome":
+                seen += 1
+                names = {keyword.arg for keyword in node.keywords}
+                if "reason_code" not in names and None not in names:  # None: **kwargs
+                    missing.append(f"{path.name}:{node.lineno}")
+    assert missing == [] and seen > 15
