@@ -1,0 +1,92 @@
+"""What a batch used, as Slurm's `seff` reports a job: read in SQL aggregates over the
+batch's ended attempts (every attempt that ran used its share, retried ones too), never
+by loading them. A selector: it writes nothing.
+
+- `cpu_seconds`: the total; `cpu_efficiency`: that over the sum of elapsed x cpus (of
+  the attempts where both were measured), 1.0 when every core was busy all along;
+- `max_rss_mib`: the peak and the median of the attempts' peaks; `memory_efficiency`:
+  the mean of each attempt's peak over the memory it asked for;
+- `elapsed_seconds`: min, median, max and total;
+- `reason_codes`: attempts per `reason_code` (jobs.reason_codes).
+A figure over no measured attempt is null. Medians are the middle value (the mean of
+the two middle ones for an even count), each found by one ordered, offset read.
+"""
+
+from typing import Any
+
+from django.db.models import Avg, Count, ExpressionWrapper, F, FloatField, Max, Min, Q, QuerySet, Sum
+
+from batches.models import Batch
+from jobs.models import Attempt
+from jobs.statuses import TERMINAL
+
+
+def ended_attempts(*, batch: Batch) -> QuerySet[Attempt]:
+    """The batch's ended attempts (the caller has checked the batch is the user's)."""
+    return Attempt.objects.filter(job__batch=batch, end_time__isnull=False).order_by()
+
+
+def _median(attempts: QuerySet[Attempt], field: str, count: int) -> float | None:
+    """The median of `field` over the `count` attempts where it is not null."""
+    if not count:
+        return None
+    values = attempts.filter(**{f"{field}__isnull": False}).order_by(field).values_list(field, flat=True)
+    middle = list(values[(count - 1) // 2 : count // 2 + 1])
+    return sum(middle) / len(middle)
+
+
+def _ratio(part: float | None, whole: float | None) -> float | None:
+    return round(part / whole, 4) if part is not None and whole else None
+
+
+def batch_usage(*, batch: Batch) -> dict[str, Any]:
+    """The batch's usage report (see the module): five queries whatever its size (the
+    aggregates, the reason codes, two medians; the jobs ended)."""
+    attempts = ended_attempts(batch=batch)
+    busy = ExpressionWrapper(F("elapsed_seconds") * F("cpus"), output_field=FloatField())
+    memory_share = ExpressionWrapper(F("max_rss_mib") / F("memory_mib"), output_field=FloatField())
+    totals = attempts.aggregate(
+        count=Count("pk"),
+        cpu_total=Sum("cpu_seconds"),
+        measured_cpu=Sum("cpu_seconds", filter=_both("cpu_seconds", "elapsed_seconds", "cpus")),
+        busy=Sum(busy, filter=_both("cpu_seconds", "elapsed_seconds", "cpus")),
+        rss_count=Count("max_rss_mib"),
+        rss_peak=Max("max_rss_mib"),
+        memory_share=Avg(memory_share, filter=_both("max_rss_mib", "memory_mib")),
+        elapsed_count=Count("elapsed_seconds"),
+        elapsed_min=Min("elapsed_seconds"),
+        elapsed_max=Max("elapsed_seconds"),
+        elapsed_total=Sum("elapsed_seconds"),
+    )
+    codes = dict(attempts.values_list("reason_code").annotate(n=Count("pk")).order_by("reason_code"))
+    jobs_ended = batch.jobs.filter(status__in=TERMINAL).count()
+    return {
+        "batch_id": batch.pk,
+        "jobs_ended": jobs_ended,
+        "attempts": totals["count"],
+        "cpus": batch.cpu,
+        "memory_mib": batch.memory,
+        "cpu_seconds": _round(totals["cpu_total"]),
+        "cpu_efficiency": _ratio(totals["measured_cpu"], totals["busy"]),
+        "max_rss_mib": {"peak": totals["rss_peak"], "median": _median(attempts, "max_rss_mib", totals["rss_count"])},
+        "memory_efficiency": round(totals["memory_share"], 4) if totals["memory_share"] is not None else None,
+        "elapsed_seconds": {
+            "min": totals["elapsed_min"],
+            "median": _round(_median(attempts, "elapsed_seconds", totals["elapsed_count"])),
+            "max": totals["elapsed_max"],
+            "total": _round(totals["elapsed_total"]),
+        },
+        "reason_codes": {code or "": n for code, n in codes.items()},
+    }
+
+
+def _both(*fields: str) -> Q:
+    """Attempts where each of `fields` was measured."""
+    condition = Q()
+    for field in fields:
+        condition &= Q(**{f"{field}__isnull": False})
+    return condition
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
