@@ -2,11 +2,11 @@
 
     batches tools
     batches submit echo --arg message=hi --sweep n=1,2,3 [--from-file jobs.csv|jobs.jsonl] [--watch]
-    batches ls | status BATCH | watch BATCH | jobs BATCH [--status FAILED]
+    batches ls | status BATCH | watch BATCH | jobs BATCH [--status FAILED] | usage BATCH
     batches logs BATCH JOB [-f]
     batches cancel BATCH [JOB] | retry BATCH | rm BATCH
 
-`tools`, `ls`, `status`, `jobs` and `submit` take `--json` (the API's own JSON, for
+`tools`, `ls`, `status`, `jobs`, `usage` and `submit` take `--json` (the API's own JSON, for
 scripts). Tools and filesystems are named by name or id; values are typed by the tool's
 parameters. An error is one line on stderr and a non-zero exit; `watch` exits 0 only
 when every job of the batch succeeded.
@@ -29,6 +29,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from client.api import Api, ApiError, Settings
+from client.usage import usage_lines
 
 STATES = ["submitted", "pending", "runnable", "starting", "running", "succeeded", "failed"]
 
@@ -344,6 +345,15 @@ def jobs(ctx: click.Context, batch: str, state: str | None, as_json: bool) -> No
         arguments = " ".join(f"{a['argument_key']}={a['argument_value']}" for a in job["job_argument_list"])
         table.add_row(job["job_id"], job["status"], arguments, job["reason"])
     out.print(table)
+
+
+@main.command(help="What a batch's ended attempts used (cpu, memory, time), as seff shows it.")
+@click.argument("batch", type=ID)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def usage(ctx: click.Context, batch: str, as_json: bool) -> None:
+    report = _api(ctx).get(f"/batches/{batch}/usage")
+    return _print_json(report) if as_json else out.print("\n".join(usage_lines(report)))
 
 
 @main.command(help="A job's output (stdout and stderr); -f follows it while it runs. JOB alone, or BATCH JOB.")

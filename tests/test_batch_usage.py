@@ -95,3 +95,15 @@ def test_its_cost_does_not_grow_with_the_batch(alice_client, catalog):
     # 1 token, 2 the batch (owner check), 3 the aggregates, 4 the reason codes, 5 the jobs
     # ended, 6-7 the two medians.
     assert queries(small) == queries(big) == 7
+
+
+def test_batches_usage_prints_the_report_as_seff_does(alice_client, catalog):
+    from client.usage import usage_lines
+
+    batch_id = make(alice_client, catalog)
+    lines = usage_lines(alice_client.get(f"/batches/{batch_id}/usage").json())
+    assert lines[0] == f"Batch: {batch_id}"
+    assert "Jobs ended: 5 (6 attempt(s) ended)" in lines
+    assert "CPU used: 7.830 s" in lines
+    assert "Max RSS: peak 410.0 MiB, median 255.9 MiB" in lines
+    assert lines[-1] == "Ended as: succeeded 3, exit_code 1, out_of_memory 1, worker_lost 1"

@@ -131,3 +131,15 @@ def test_a_timeout_has_reason_code_timeout(loop, alice, filesystems):  # noqa: F
     assert (job.status, job.reason) == ("FAILED", "timed out after 2 s")
     assert attempt.reason_code == "timeout"
     assert 2.0 <= attempt.elapsed_seconds < 5, attempt.elapsed_seconds
+
+
+def test_a_small_job_never_reports_the_memory_it_was_started_from(loop, alice, filesystems):  # noqa: F811
+    """`execve` keeps the high-water mark of the image a program replaced: wait4 gave an
+    `echo` the worker's 74 MiB. A figure not above that floor is null; a cgroup has none."""
+    batch = submit(alice, script_tool(), [filesystems["scratch"]], [{"args": {"script": "echo small"}}])
+    drive(loop, all_finished(batch), timeout=60)
+    attempt = only_attempt(Job.objects.get(batch=batch))
+    print(f"\n{loop.backend}: a small job's max RSS: {attempt.max_rss_mib} MiB, cpu {attempt.cpu_seconds} s")
+    assert attempt.reason_code == "succeeded"
+    assert attempt.max_rss_mib is None or attempt.max_rss_mib < 16, attempt.max_rss_mib
+    assert attempt.cpu_seconds is not None and attempt.cpu_seconds < 0.5

@@ -27,7 +27,9 @@ the log file, the attempt number and the timeout. The task:
   own state (COMPLETED, FAILED) matches. `usage` is what the program used, measured
   here: `wait4` on it gives its peak RSS and the cpu time of it and of every descendant
   it waited for (in a sandbox, bubblewrap's init waits for them all), and the elapsed
-  time runs from the spawn to the reap.
+  time runs from the spawn to the reap. The kernel counts in that peak the image the
+  program was started from (this script's), so a peak not above this script's own is
+  written as null.
 
 Both status files are written to a temporary name and renamed: a reader never sees half.
 """
@@ -169,7 +171,8 @@ def run(task: dict, base: str) -> dict:
                 return status
             finally:
                 os.close(into)
-            follow(child, out, log, status, task=task, cap=cap, grace=grace, sandboxed=sandboxed, spawned=spawned)
+            floor = own_peak_rss_bytes()
+            follow(child, out, log, status, task=task, cap=cap, grace=grace, sandboxed=sandboxed, spawned=(spawned, floor))
             code = child.returncode
             if sandboxed and code > 128 and code - 128 < signal.NSIG:
                 code = -(code - 128)  # bubblewrap exits 128+N when its program was killed by signal N
@@ -193,7 +196,7 @@ def follow(
     cap: int | None,
     grace: float,
     sandboxed: bool,
-    spawned: float,
+    spawned: tuple[float, int | None],
 ) -> None:
     """Drain the program's output into the log until it ends; stop it at the timeout,
     when told to, or past the log cap."""
@@ -234,9 +237,22 @@ def follow(
         os.killpg(child.pid, signal.SIGKILL)
 
 
-def reap(child: subprocess.Popen, status: dict, spawned: float) -> int | None:
+def own_peak_rss_bytes() -> int | None:
+    """This process's peak resident memory (VmHWM), None where /proc does not say."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def reap(child: subprocess.Popen, status: dict, spawned: tuple[float, int | None]) -> int | None:
     """The program's exit status once it has ended (None before), reaped with `wait4`
-    for what it used (`status["usage"]`, with when it ended)."""
+    for what it used (`status["usage"]`, with when it ended). `spawned`: when it was
+    spawned (monotonic), and this script's peak RSS just after."""
     if child.returncode is not None:
         return child.returncode
     try:
@@ -247,10 +263,11 @@ def reap(child: subprocess.Popen, status: dict, spawned: float) -> int | None:
         return None
     child.returncode = os.waitstatus_to_exitcode(wait_status)
     status["ended_at"] = time.time()
+    (started, floor), rss = spawned, usage.ru_maxrss * 1024  # Linux gives KiB
     status["usage"] = {
-        "max_rss_bytes": usage.ru_maxrss * 1024,  # Linux gives KiB
+        "max_rss_bytes": rss if floor is None or rss > floor else None,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "elapsed_seconds": time.monotonic() - spawned,
+        "elapsed_seconds": time.monotonic() - started,
     }
     return child.returncode
 
