@@ -12,7 +12,8 @@ A figure over no measured attempt is null. Medians are the middle value (the mea
 the two middle ones for an even count), each found by one ordered, offset read.
 """
 
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from django.db.models import Avg, Count, ExpressionWrapper, F, FloatField, Max, Min, Q, QuerySet, Sum
 
@@ -77,6 +78,38 @@ def batch_usage(*, batch: Batch) -> dict[str, Any]:
             "total": _round(totals["elapsed_total"]),
         },
         "reason_codes": {code or "": n for code, n in codes.items()},
+    }
+
+
+# Upper bounds of the buckets of the per-tool histograms (`/metrics`); each has +Inf too.
+CPU_SECONDS_BUCKETS = (1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0)
+MAX_RSS_MIB_BUCKETS = (16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0)
+
+
+class Histogram(NamedTuple):
+    cumulative: list[int]  # attempts at or below each bound of its buckets
+    count: int  # attempts measured (the +Inf bucket)
+    total: float  # the sum of their figures
+
+
+def recent_usage_by_tool(*, since: datetime) -> dict[str, dict[str, Histogram]]:
+    """Per tool name, histograms of the cpu-seconds (`cpu_seconds`) and the peak RSS
+    in MiB (`max_rss_mib`) of the attempts that ended since `since`, in one GROUP BY
+    query (what `/metrics` shows)."""
+    figures = {"cpu_seconds": CPU_SECONDS_BUCKETS, "max_rss_mib": MAX_RSS_MIB_BUCKETS}
+    aggregates: dict[str, Any] = {}
+    for field, bounds in figures.items():
+        for i, bound in enumerate(bounds):
+            aggregates[f"{field}_le{i}"] = Count("pk", filter=Q(**{f"{field}__lte": bound}))
+        aggregates[f"{field}_n"] = Count(field)
+        aggregates[f"{field}_sum"] = Sum(field)
+    rows = Attempt.objects.filter(end_time__gte=since).order_by().values("job__batch__tool__name").annotate(**aggregates)
+    return {
+        row["job__batch__tool__name"]: {
+            field: Histogram([row[f"{field}_le{i}"] for i in range(len(bounds))], row[f"{field}_n"], float(row[f"{field}_sum"] or 0.0))
+            for field, bounds in figures.items()
+        }
+        for row in rows
     }
 
 
