@@ -40,7 +40,8 @@ class AttemptInline(admin.TabularInline):
     model = Attempt
     extra = 0
     can_delete = False
-    fields = ["number", "state", "worker", "node", "external_id", "start_time", "end_time", "exit_code", "reason", "charged"]
+    fields = ["number", "state", "worker", "node", "external_id", "start_time", "end_time", "exit_code", "signal", "reason"]
+    fields += ["reason_code", "charged", "cpus", "memory_mib", "elapsed_seconds", "cpu_seconds", "max_rss_mib"]
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
@@ -62,7 +63,12 @@ class AttemptAdmin(LargeTableAdmin, admin.ModelAdmin):
         "start_time",
         "end_time",
         "exit_code",
+        "signal",
         "reason",
+        "reason_code",
+        "elapsed_seconds",
+        "cpu_seconds",
+        "max_rss_mib",
     ]
     list_filter = ["state", "executor", "charged"]
     search_fields = ["=job__id", "=external_id"]
