@@ -89,7 +89,7 @@ AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False  # commands print only what they are asked for (issue_token: the token)
 
 # Throttle counts live in a cache every web process shares: the database's (the table
-# `make run` and the set-up create with `createcachetable`), or Redis with
+# `migrate` makes: accounts/migrations/0005_cache_table.py), or Redis with
 # BATCHES_CACHE_URL=redis://host:6379/0. A per-process cache let 4 processes take 4
 # times the rate.
 _CACHE_URL = envstr("BATCHES_CACHE_URL", "")
@@ -314,6 +314,12 @@ SPECTACULAR_SETTINGS = {
 LOG_FORMAT = envstr("LOG_FORMAT", "text")
 if LOG_FORMAT not in {"text", "json"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
+# Which requests batchsite.requests logs: `all` (deployments), or `changes`: writes and
+# answers of 400 and above only (make run's console, which a polling client buried).
+LOG_REQUESTS = envstr("LOG_REQUESTS", "all")
+if LOG_REQUESTS not in ("all", "changes"):
+    raise ImproperlyConfigured(f"LOG_REQUESTS must be all or changes, not {LOG_REQUESTS!r}")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
