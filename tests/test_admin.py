@@ -538,3 +538,23 @@ def test_the_usage_page_costs_the_same_whatever_the_users(admin_client, alice):
     set_share(user=others[0], weight=2, group="astro")
     fairshare.charge_usage(amounts={user.pk: 10.0 for user in others}, now=timezone.now())
     assert queries() == one
+
+
+def test_view_only_staff_see_shares_and_change_no_weight(shares, alice, db):
+    from django.contrib.auth.models import Permission
+
+    viewer = User.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_usershare", "view_sharegroup", "view_usage"]))
+    client = Client()
+    client.force_login(viewer)
+    group = ShareGroup.objects.get(name="astro")
+    for url in ("/admin/accounts/usershare/", "/admin/accounts/sharegroup/", "/admin/jobs/usage/"):
+        assert client.get(url).status_code == 200, url
+    assert 'name="form-0-weight"' not in client.get("/admin/accounts/usershare/").content.decode(), "no editable column"
+    assert (
+        client.post(f"/admin/accounts/usershare/{shares['alice'].pk}/change/", {"weight": "9", "group": str(group.pk)}).status_code == 403
+    )
+    assert client.post(f"/admin/accounts/sharegroup/{group.pk}/change/", {"weight": "9"}).status_code == 403
+    alice.share.refresh_from_db()
+    group.refresh_from_db()
+    assert (alice.share.weight, group.weight) == (2, 3)
