@@ -23,6 +23,7 @@ from django.utils import timezone
 from accounts.models import JobAccount
 from batches.models import Batch
 from batches.parameters import render_argv
+from core import reason_codes
 from jobs import attempts as attempt_rows
 from jobs import fairshare, sql
 from jobs.dispatch import batches_with_jobs_in
@@ -75,7 +76,9 @@ def claim_jobs(
         # transaction holds the whole database) from their SELECT to the UPDATE, so what
         # they say is what was claimed, and the attempt is the one the UPDATE counted.
         rows = sorted((chosen[pk] for pk in changed), key=lambda row: row.pk)
-        attempt_rows.open_attempts(worker=worker, executor=worker.executor, items=[(row.pk, row.attempts + 1) for row in rows], now=now)
+        attempt_rows.open_attempts(
+            worker=worker, executor=worker.executor, items=[(row.pk, row.attempts + 1, row.cpu, row.memory) for row in rows], now=now
+        )
     return _specs(rows)
 
 
@@ -105,7 +108,9 @@ def _specs(rows: list["_Candidate"]) -> tuple[list[AttemptSpec], list[Outcome]]:
             )
         except Exception as exc:  # one broken job must not stop the others
             logger.exception("cannot describe job %s", row.pk)
-            broken.append(Outcome(str(row.pk), row.attempts + 1, succeeded=False, reason=internal_error(exc)))
+            broken.append(
+                Outcome(str(row.pk), row.attempts + 1, succeeded=False, reason=internal_error(exc), reason_code=reason_codes.INTERNAL_ERROR)
+            )
     return specs, broken
 
 

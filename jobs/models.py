@@ -114,7 +114,8 @@ class Attempt(models.Model):
     (`pid:start-ticks` locally, a Slurm job id on a cluster), so a worker that starts
     later can find it again. `charged` is False for attempts that ended through no
     fault of the job (its worker stopped or lost the database): they do not use up
-    `max_attempts`. Written by `jobs.attempts` only.
+    `max_attempts`. `reason_code`, `signal` and the usage figures are written when
+    it ends. Written by `jobs.attempts` only.
     """
 
     class State(models.TextChoices):
@@ -139,6 +140,16 @@ class Attempt(models.Model):
     reason = models.CharField(max_length=500, blank=True)
     charged = models.BooleanField(default=True)
     log_offset = models.BigIntegerField(null=True, blank=True, help_text="Where this attempt's section of the job's log begins.")
+    # How it ended, for programs (core.reason_codes; no `choices`, so that a new code
+    # needs no migration), and the signal that killed it.
+    reason_code = models.CharField(max_length=20, blank=True, help_text="One of core.reason_codes.ALL.")
+    signal = models.SmallIntegerField(null=True, blank=True)
+    # What it had, and what it used (None: not measured; see jobs.executors.usage).
+    memory_mib = models.PositiveIntegerField(null=True, blank=True, help_text="Memory it was given, MiB.")
+    cpus = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Cores it was given.")
+    max_rss_mib = models.FloatField(null=True, blank=True, help_text="Peak resident memory, MiB.")
+    cpu_seconds = models.FloatField(null=True, blank=True, help_text="User + system cpu time of all its processes.")
+    elapsed_seconds = models.FloatField(null=True, blank=True, help_text="Wall-clock run time, to the millisecond.")
 
     class Meta:
         ordering = ["job", "number"]
