@@ -97,7 +97,7 @@ def _specs(rows: list["_Candidate"]) -> tuple[list[AttemptSpec], list[Outcome]]:
                     log_id=str(row.log_id),
                     argv=render_argv(batch["command"], row.args),
                     cpu=batch["cpu"],
-                    memory_mib=batch["memory"],
+                    memory_mib=row.memory,
                     timeout_seconds=batch["timeout_seconds"],
                     filesystems=batch["filesystems"],
                     read_only=batch["read_only"],
@@ -198,15 +198,15 @@ def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], lim
                 by_id[queue.batch_id].available = 0  # none left: its slots go to others next round
                 short = True
                 continue
-            pk, attempts, log_id, args = rows.pop(0)
+            pk, attempts, log_id, args, raised = rows.pop(0)
             owner = batches[queue.batch_id]["owner_id"]
             run_as, run_as_uid = accounts.get(owner, (None, None)) if accounts is not None else (None, None)
-            taken.append(
-                _Candidate(pk, queue.batch_id, attempts, log_id, args, queue.cpu, queue.memory, run_as, run_as_uid, queue.max_running)
-            )
+            # A retry rule may have raised this job's memory above its batch's.
+            needs = raised or queue.memory
+            taken.append(_Candidate(pk, queue.batch_id, attempts, log_id, args, queue.cpu, needs, run_as, run_as_uid, queue.max_running))
             skip.append(str(pk))
             ledger.take(by_id[queue.batch_id])
-            cpus, memory = cpus - queue.cpu, memory - queue.memory
+            cpus, memory = cpus - queue.cpu, memory - needs
         if not short:
             break
     return taken
@@ -221,10 +221,11 @@ def _accounts_of(owners: set[Any]) -> dict[Any, tuple[str, int]] | None:
     return {user_id: (username, uid) for user_id, username, uid in rows}
 
 
-def _runnable_jobs(*, batch_id: Any, n: int, exclude: list[str]) -> list[tuple[Any, int, Any, Any]]:
+def _runnable_jobs(*, batch_id: Any, n: int, exclude: list[str]) -> list[tuple[Any, int, Any, Any, int | None]]:
     """The batch's next `n` RUNNABLE jobs by id (ids are time-ordered) that have no live
     attempt and are not in `exclude`, locked FOR UPDATE SKIP LOCKED where the database
-    has it: (pk, attempts, log_id, args) each.
+    has it: (pk, attempts, log_id, args, memory_mib) each (memory_mib: what a retry rule
+    raised it to, or None).
 
     Plain SQL because the worker runs it on every claim and building it through the ORM
     cost several times more than running it; it is the ORM query
@@ -244,7 +245,7 @@ def _runnable_jobs(*, batch_id: Any, n: int, exclude: list[str]) -> list[tuple[A
         return f"{table}.{sql.column(meta.model, name, conn)}"
 
     job_id = column(job_table, job, "id")
-    selected = ", ".join([job_id, column(job_table, job, "attempts"), column(job_table, job, "log_id"), column(job_table, job, "args")])
+    selected = ", ".join([job_id, *(column(job_table, job, name) for name in ("attempts", "log_id", "args", "memory_mib"))])
     params: list[Any] = [Status.RUNNABLE, sql.db_value(job.get_field("batch"), batch_id, conn, save=False)]
     not_excluded = ""
     if exclude:
@@ -263,8 +264,8 @@ def _runnable_jobs(*, batch_id: Any, n: int, exclude: list[str]) -> list[tuple[A
     with conn.cursor() as cursor:
         cursor.execute(query, params)
         return [
-            (pk_field.to_python(pk), attempts, log_field.to_python(log_id), args_field.from_db_value(args, None, conn))
-            for pk, attempts, log_id, args in cursor.fetchall()
+            (pk_field.to_python(pk), attempts, log_field.to_python(log_id), args_field.from_db_value(args, None, conn), memory)
+            for pk, attempts, log_id, args, memory in cursor.fetchall()
         ]
 
 

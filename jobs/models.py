@@ -85,6 +85,15 @@ class Job(models.Model):
     charged_attempts = models.PositiveSmallIntegerField(
         default=0, editable=False, help_text="Failed attempts counted against max_attempts since the last retry by the user."
     )
+    requeues = models.PositiveSmallIntegerField(
+        default=0,
+        db_default=0,  # rows written in raw SQL (bulk loads, benches) get it too
+        editable=False,
+        help_text="Attempts ended by infrastructure failures (not charged) since the last retry by the user; at most BATCHES_MAX_REQUEUES.",
+    )
+    memory_mib = models.PositiveIntegerField(
+        null=True, blank=True, editable=False, help_text="Memory for its next attempt when a retry rule raised it; empty: the batch's."
+    )
     cancel_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     cancel_requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False

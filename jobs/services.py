@@ -178,6 +178,8 @@ def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
             reason="Retry requested by user",
             exit_code=None,
             charged_attempts=0,
+            requeues=0,
+            memory_mib=None,
             cancel_requested_at=None,
             cancel_requested_by=None,
         )

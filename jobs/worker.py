@@ -176,9 +176,7 @@ class WorkerLoop:
             return
         self._take(self.executor.collect())
         stopped = f"worker {self.worker.name} stopped"
-        unstarted = [
-            Outcome(s.job_id, s.attempt, succeeded=False, reason=stopped, charged=False, reason_code=WORKER_STOPPED) for s in self._queue
-        ]
+        unstarted = [Outcome(s.job_id, s.attempt, succeeded=False, reason=stopped, reason_code=WORKER_STOPPED) for s in self._queue]
         self._queue.clear()
         interrupted: list[Outcome] = []
         if not self.executor.attempts_survive_worker:
@@ -400,4 +398,4 @@ class WorkerLoop:
 
 def _not_the_jobs(outcome: Outcome, *, reason: str, code: str) -> Outcome:
     """A failed attempt's outcome told as what really ended it (its worker), not charged."""
-    return outcome if outcome.succeeded else replace(outcome, reason=reason, charged=False, reason_code=code)
+    return outcome if outcome.succeeded else replace(outcome, reason=reason, reason_code=code)

@@ -131,11 +131,12 @@ class ClusterExecutor(Executor, Adopts):
 
     # -- submitting ---------------------------------------------------------------------
     def submit(self, specs: list[AttemptSpec]) -> list[Report]:
-        """One submission per batch among `specs`."""
+        """One submission per batch among `specs` (and per memory: a retry rule may have
+        raised some jobs' memory above their batch's, and a submission asks for one)."""
         reports: list[Report] = []
-        groups: dict[str, list[AttemptSpec]] = defaultdict(list)
+        groups: dict[tuple[str, int], list[AttemptSpec]] = defaultdict(list)
         for spec in specs:
-            groups[spec.batch_id].append(spec)
+            groups[(spec.batch_id, spec.memory_mib)].append(spec)
         for group in groups.values():
             try:
                 submission, refused = self.prepare(group, token=uuid7().hex)
@@ -447,9 +448,7 @@ class ClusterExecutor(Executor, Adopts):
         for key, attempt in wanted.items():
             if key not in found:
                 reason = f"never reached {self.scheduler_name}"
-                reports.append(
-                    Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=reason, charged=False, reason_code=NOT_SUBMITTED)
-                )
+                reports.append(Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=reason, reason_code=NOT_SUBMITTED))
                 continue
             token, index = found[key]
             submission = self._submissions.get(token) or self._load_submission(token, external_id=attempt.external_id)
