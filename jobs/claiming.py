@@ -24,7 +24,7 @@ from batches.models import Batch
 from batches.parameters import render_argv
 from jobs import attempts as attempt_rows
 from jobs import fairshare, sql
-from jobs.dispatch import batches_with_jobs_in
+from jobs.dispatch import skip_scan
 from jobs.executors.base import AttemptSpec, Capacity, Outcome, internal_error
 from jobs.models import Attempt, Job, Worker
 from jobs.policy import refusal
@@ -138,23 +138,13 @@ def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], lim
     job with a live attempt. Where any job account exists, only jobs whose owner has one
     (the dispatcher gives them out, or holds the jobs back PENDING).
 
-    The cost does not grow with the backlog: a probe per batch that has RUNNABLE jobs (at
-    most `_ACTIVE_BATCHES`), the batches' rows, the users' standings (`fairshare.snapshot`:
-    three queries), then the next jobs by id of every batch the plan draws from, in one
+    The cost does not grow with the backlog: the batches that have RUNNABLE jobs with
+    their rows (`_active_batches`: an index probe each, at most `_ACTIVE_BATCHES`, one
+    query), the users' standings (`fairshare.snapshot`: three queries), then the next jobs by id of every batch the plan draws from, in one
     query (`_runnable_jobs`); again, for what is left, if a batch had fewer than planned."""
-    batch_ids = batches_with_jobs_in(Status.RUNNABLE, limit=_ACTIVE_BATCHES)
-    if not batch_ids:
+    batches = _active_batches(fits=fits)
+    if not batches:
         return []
-    batches = {
-        row["id"]: row
-        for row in Batch.objects.filter(
-            pk__in=batch_ids,
-            deleted_at__isnull=True,
-            cancel_requested_at__isnull=True,
-            cpu__lte=fits.cpus,
-            memory__lte=fits.memory_mib,
-        ).values("id", "owner_id", "cpu", "memory", "priority", "max_running")
-    }
     accounts = _accounts_of({row["owner_id"] for row in batches.values()})
     if accounts is not None:
         batches = {pk: row for pk, row in batches.items() if row["owner_id"] in accounts}
@@ -178,19 +168,19 @@ def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], lim
     skip = list(exclude)
     cpus, memory = room.cpus, room.memory_mib
     for _ in range(_PLAN_ROUNDS):
-        picks = fairshare.plan(ledger.copy(), limit=limit - len(taken), cpus=cpus, memory_mib=memory)
+        picks = fairshare.plan(ledger, limit=limit - len(taken), cpus=cpus, memory_mib=memory)  # moves the ledger
         if not picks:
             break
         wanted: dict[Any, int] = {}
         for queue in picks:
             wanted[queue.batch_id] = wanted.get(queue.batch_id, 0) + 1
         found = _runnable_jobs(wanted=wanted, exclude=skip)
-        by_id = {queue.batch_id: queue for queue in ledger.batches}
         short = False
         for queue in picks:  # in the plan's order
             rows = found[queue.batch_id]
             if not rows:
-                by_id[queue.batch_id].available = 0  # none left: its slots go to others next round
+                ledger.untake(queue)  # planned, not started
+                queue.available = 0  # none left: its slots go to others next round
                 short = True
                 continue
             pk, attempts, log_id, args = rows.pop(0)
@@ -200,11 +190,40 @@ def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], lim
                 _Candidate(pk, queue.batch_id, attempts, log_id, args, queue.cpu, queue.memory, run_as, run_as_uid, queue.max_running)
             )
             skip.append(str(pk))
-            ledger.take(by_id[queue.batch_id])
             cpus, memory = cpus - queue.cpu, memory - queue.memory
         if not short:
             break
     return taken
+
+
+def _active_batches(*, fits: Capacity) -> dict[Any, dict[str, Any]]:
+    """The batches (oldest first, at most `_ACTIVE_BATCHES`) that have RUNNABLE jobs and
+    whose jobs fit `fits`, not deleted nor being cancelled: id -> their owner_id, cpu,
+    memory, priority and max_running. One statement: the skip scan of
+    `jobs.dispatch.batches_with_jobs_in` joined to the batches' rows by primary key."""
+    conn = sql.default_connection()
+    table = sql.table(Batch, conn)
+    names = ("id", "owner", "cpu", "memory", "priority", "max_running")
+    selected = ", ".join(f"{table}.{sql.column(Batch, name, conn)}" for name in names)
+    query = (
+        f"{skip_scan(conn)} SELECT {selected} FROM b INNER JOIN {table} ON {table}.{sql.column(Batch, 'id', conn)} = b.batch_id"  # noqa: S608
+        f" WHERE {table}.{sql.column(Batch, 'deleted_at', conn)} IS NULL AND {table}.{sql.column(Batch, 'cancel_requested_at', conn)} IS NULL"
+        f" AND {table}.{sql.column(Batch, 'cpu', conn)} <= %s AND {table}.{sql.column(Batch, 'memory', conn)} <= %s"
+    )
+    pk, owner = Batch._meta.pk, Batch._meta.get_field("owner").target_field
+    with conn.cursor() as cursor:
+        cursor.execute(query, [Status.RUNNABLE, Status.RUNNABLE, _ACTIVE_BATCHES, fits.cpus, fits.memory_mib])
+        rows = cursor.fetchall()
+    return {
+        pk.to_python(batch_id): {
+            "owner_id": owner.to_python(owner_id),
+            "cpu": cpu,
+            "memory": memory,
+            "priority": priority,
+            "max_running": max_running,
+        }
+        for batch_id, owner_id, cpu, memory, priority, max_running in rows
+    }
 
 
 def _accounts_of(owners: set[Any]) -> dict[Any, tuple[str, int]] | None:

@@ -98,22 +98,29 @@ def batches_with_jobs_in(status: str, *, limit: int = _BATCHES_PER_SWEEP) -> lis
     index: `limit` index probes, however many jobs each batch has. (A SELECT DISTINCT
     would read every index entry of the state: a second per million queued jobs.)"""
     conn = connections[DEFAULT_DB_ALIAS]
+    sql = f"{skip_scan(conn)} SELECT batch_id FROM b WHERE batch_id IS NOT NULL"  # noqa: S608
+    pk = Batch._meta.pk
+    with conn.cursor() as cursor:
+        cursor.execute(sql, [status, status, limit])
+        return [pk.to_python(row[0]) for row in cursor.fetchall()]
+
+
+def skip_scan(conn: Any) -> str:
+    """`WITH RECURSIVE b(batch_id, n) AS (...)`: the ids of the oldest batches that have
+    jobs in a state, one index probe each, with the parameters (status, status, limit);
+    the statement it begins reads `b` (whose last row's batch_id is NULL)."""
     qn = conn.ops.quote_name
     table = qn(Job._meta.db_table)
     batch_col, status_col = qn(Job._meta.get_field("batch").column), qn("status")
-    sql = (
+    return (
         f"WITH RECURSIVE b(batch_id, n) AS ("  # noqa: S608 (identifiers from the model; values are parameters)
         f" SELECT (SELECT {batch_col} FROM {table} WHERE {status_col} = %s ORDER BY {batch_col} LIMIT 1), 1"
         f" UNION ALL"
         f" SELECT (SELECT {batch_col} FROM {table} WHERE {status_col} = %s AND {batch_col} > b.batch_id ORDER BY {batch_col} LIMIT 1),"
         f" n + 1"
         f" FROM b WHERE b.batch_id IS NOT NULL AND n < %s"
-        f") SELECT batch_id FROM b WHERE batch_id IS NOT NULL"
+        f")"
     )
-    pk = Batch._meta.pk
-    with conn.cursor() as cursor:
-        cursor.execute(sql, [status, status, limit])
-        return [pk.to_python(row[0]) for row in cursor.fetchall()]
 
 
 def _live_capacities(*, now: Any) -> list[tuple[int, int]]:
