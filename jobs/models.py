@@ -103,8 +103,12 @@ class Job(models.Model):
         ordering = ["batch", "index"]
         constraints = [models.UniqueConstraint(fields=["batch", "index"], name="job_batch_index")]
         indexes = [
-            # BatchStatus counts: an index-only GROUP BY status within one batch.
-            models.Index(fields=["batch", "status"], name="job_batch_status"),
+            # BatchStatus counts: an index-only GROUP BY status within one batch; and a
+            # claim's fetch of a batch's next RUNNABLE jobs by id (`jobs.claiming`),
+            # which reads only what it takes, whichever of the two indexes the planner
+            # chooses (with the id in it, neither needs a sort of the whole batch, even
+            # on a fresh batch the planner has no statistics for).
+            models.Index(fields=["batch", "status", "id"], name="job_batch_status_id"),
             # Workers claim RUNNABLE jobs oldest batch first, in order within a batch
             # (ids are time-ordered), and dispatch walks the distinct batches that have
             # jobs in a state (a skip scan): one index serves both.
