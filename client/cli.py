@@ -3,10 +3,11 @@
     batches tools
     batches submit echo --arg message=hi --sweep n=1,2,3 [--from-file jobs.csv|jobs.jsonl] [--watch]
     batches ls | status BATCH | watch BATCH | jobs BATCH [--status FAILED] | usage BATCH
-    batches logs BATCH JOB [-f]
+    batches logs [BATCH] JOB [-f] | why [BATCH] JOB
+    batches shares
     batches cancel BATCH [JOB] | retry BATCH | rm BATCH
 
-`tools`, `ls`, `status`, `jobs`, `usage` and `submit` take `--json` (the API's own JSON, for
+`tools`, `ls`, `status`, `jobs`, `submit`, `why`, `shares` and `usage` take `--json` (the API's own JSON, for
 scripts). Tools and filesystems are named by name or id; values are typed by the tool's
 parameters. An error is one line on stderr and a non-zero exit; `watch` exits 0 only
 when every job of the batch succeeded.
@@ -26,49 +27,10 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
-from rich.table import Table
 
-from client.api import Api, ApiError, Settings
-from client.usage import usage_lines
-
-STATES = ["submitted", "pending", "runnable", "starting", "running", "succeeded", "failed"]
-
-
-class Identifier(click.ParamType):
-    """A batch or job id as `ls` and `jobs` print them (a uuid). Anything else would
-    change the URL it goes into: an empty id made `rm` send DELETE /batches/, which
-    deletes every batch; `../tools` reached another route."""
-
-    name = "ID"
-    _SHAPE = re.compile(r"^[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}$")
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        if not isinstance(value, str) or not self._SHAPE.match(value):
-            self.fail(f"{value!r} is not an id (a uuid, as `batches ls` and `batches jobs` print them)", param, ctx)
-        return value
-
-
-ID = Identifier()
-out = Console(highlight=False, soft_wrap=True)
-
-
-def _api(ctx: click.Context) -> Api:
-    """The service, set up at the first command that calls it (so `--help` needs no token)."""
-    root = ctx.find_root().obj
-    if "api" not in root:
-        root["api"] = Api(Settings.load(url=root["url"], token=root["token"]))
-    return root["api"]
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def _table(*columns: str) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
+from client import shares, usage
+from client.api import ApiError
+from client.common import ID, STATES, job_path, out, print_json, print_table, service, table
 
 
 class _Group(click.Group):
@@ -104,14 +66,14 @@ def _find(items: list[dict[str, Any]], key: str, wanted: str, kind: str) -> dict
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def tools(ctx: click.Context, as_json: bool) -> None:
-    found = list(_api(ctx).pages("/tools"))
+    found = list(service(ctx).pages("/tools"))
     if as_json:
-        return _print_json(found)
-    table = _table("name", "parameters", "description", "id")
+        return print_json(found)
+    listed = table("name", "parameters", "description", "id")
     for tool in found:
         parameters = ", ".join(f"{name}:{p['type']}{'' if p.get('required') else '?'}" for name, p in tool.get("parameters", {}).items())
-        table.add_row(tool["tool_name"], parameters, tool["tool_description"], tool["tool_id"])
-    out.print(table)
+        listed.add_row(tool["tool_name"], parameters, tool["tool_description"], tool["tool_id"])
+    print_table(listed)
 
 
 # -- submitting -------------------------------------------------------------------------
@@ -246,7 +208,7 @@ def submit(
     then_watch: bool,
     as_json: bool,
 ) -> None:  # noqa: E501
-    api = _api(ctx)
+    api = service(ctx)
     chosen = _find(list(api.pages("/tools")), "tool", tool, "tool")
     known = list(api.pages("/filesystems")) if filesystems else []
     rows = _jobs_from_file(from_file) if from_file else []
@@ -265,7 +227,7 @@ def submit(
     }
     batch = api.post("/batches", body)
     if as_json:
-        _print_json(batch)
+        print_json(batch)
     else:
         out.print(f"submitted {batch['n_jobs']} job(s) of {chosen['tool_name']}: batch {batch['batch_id']}")
     if then_watch:
@@ -277,13 +239,13 @@ def submit(
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def list_batches(ctx: click.Context, as_json: bool) -> None:
-    found = list(_api(ctx).pages("/batches"))
+    found = list(service(ctx).pages("/batches"))
     if as_json:
-        return _print_json(found)
-    table = _table("batch", "tool", "jobs", "name", "created")
+        return print_json(found)
+    listed = table("batch", "tool", "jobs", "name", "created")
     for batch in found:
-        table.add_row(batch["batch_id"], batch["batch_tool"]["tool_name"], str(batch["n_jobs"]), batch["name"], batch["create_time"])
-    out.print(table)
+        listed.add_row(batch["batch_id"], batch["batch_tool"]["tool_name"], str(batch["n_jobs"]), batch["name"], batch["create_time"])
+    print_table(listed)
 
 
 def _counts_line(counts: dict[str, int]) -> str:
@@ -295,9 +257,9 @@ def _counts_line(counts: dict[str, int]) -> str:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def status(ctx: click.Context, batch: str, as_json: bool) -> None:
-    counts = _api(ctx).get(f"/batches/{batch}")
+    counts = service(ctx).get(f"/batches/{batch}")
     if as_json:
-        return _print_json(counts)
+        return print_json(counts)
     out.print(f"{sum(counts.values())} job(s): {_counts_line(counts)}")
 
 
@@ -306,7 +268,7 @@ def status(ctx: click.Context, batch: str, as_json: bool) -> None:
 @click.option("--every", type=float, default=1.0, show_default=True, help="Seconds between looks.")
 @click.pass_context
 def watch(ctx: click.Context, batch: str, every: float = 1.0) -> None:
-    api = _api(ctx)
+    api = service(ctx)
     counts = api.get(f"/batches/{batch}")
     total = sum(counts.values())
     started, first_done = time.monotonic(), counts["succeeded"] + counts["failed"]
@@ -337,23 +299,14 @@ def watch(ctx: click.Context, batch: str, every: float = 1.0) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def jobs(ctx: click.Context, batch: str, state: str | None, as_json: bool) -> None:
-    found = list(_api(ctx).pages(f"/batches/{batch}/jobs", status=state.upper() if state else None))
+    found = list(service(ctx).pages(f"/batches/{batch}/jobs", status=state.upper() if state else None))
     if as_json:
-        return _print_json(found)
-    table = _table("job", "status", "arguments", "reason")
+        return print_json(found)
+    listed = table("job", "status", "arguments", "reason")
     for job in found:
         arguments = " ".join(f"{a['argument_key']}={a['argument_value']}" for a in job["job_argument_list"])
-        table.add_row(job["job_id"], job["status"], arguments, job["reason"])
-    out.print(table)
-
-
-@main.command(help="What a batch's ended attempts used (cpu, memory, time), as seff shows it.")
-@click.argument("batch", type=ID)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def usage(ctx: click.Context, batch: str, as_json: bool) -> None:
-    report = _api(ctx).get(f"/batches/{batch}/usage")
-    return _print_json(report) if as_json else out.print("\n".join(usage_lines(report)))
+        listed.add_row(job["job_id"], job["status"], arguments, job["reason"])
+    print_table(listed)
 
 
 @main.command(help="A job's output (stdout and stderr); -f follows it while it runs. JOB alone, or BATCH JOB.")
@@ -362,13 +315,11 @@ def usage(ctx: click.Context, batch: str, as_json: bool) -> None:
 @click.option("--every", type=float, default=0.5, show_default=True, help="Seconds between looks when following.")
 @click.pass_context
 def logs(ctx: click.Context, ids: tuple[str, ...], follow: bool, every: float) -> None:
-    if len(ids) > 2:
-        raise click.UsageError("give a job id, or a batch id and a job id")
-    job_path = f"/batches/{ids[0]}/jobs/{ids[1]}" if len(ids) == 2 else f"/jobs/{ids[0]}"
-    api = _api(ctx)
+    path = job_path(ids)
+    api = service(ctx)
     offset = 0
     while True:
-        detail = api.get(job_path)  # before the read: a job seen ended has written all
+        detail = api.get(path)  # before the read: a job seen ended has written all
         data, size = api.log(detail["log_id"], offset=offset)
         if data:
             sys.stdout.buffer.write(data)
@@ -388,7 +339,7 @@ def logs(ctx: click.Context, ids: tuple[str, ...], follow: bool, every: float) -
 @click.pass_context
 def cancel(ctx: click.Context, batch: str, job: str | None) -> None:
     path = f"/batches/{batch}/jobs/{job}/cancel" if job else f"/batches/{batch}/cancel"
-    result = _api(ctx).post(path) or {}
+    result = service(ctx).post(path) or {}
     out.print(f"cancelled: {json.dumps(result)}")
 
 
@@ -396,7 +347,7 @@ def cancel(ctx: click.Context, batch: str, job: str | None) -> None:
 @click.argument("batch", type=ID)
 @click.pass_context
 def retry(ctx: click.Context, batch: str) -> None:
-    result = _api(ctx).post(f"/batches/{batch}/retry") or {}
+    result = service(ctx).post(f"/batches/{batch}/retry") or {}
     out.print(f"retried {result.get('changed', 0)} job(s)")
 
 
@@ -405,5 +356,10 @@ def retry(ctx: click.Context, batch: str) -> None:
 @click.pass_context
 def remove(ctx: click.Context, batches: tuple[str, ...]) -> None:
     for batch in batches:
-        _api(ctx).delete(f"/batches/{batch}")
+        service(ctx).delete(f"/batches/{batch}")
         out.print(f"deleted {batch}")
+
+
+main.add_command(shares.shares)
+main.add_command(shares.why)
+main.add_command(usage.usage)

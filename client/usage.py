@@ -3,6 +3,10 @@ person reads, the way Slurm's `seff` prints a job's."""
 
 from typing import Any
 
+import click
+
+from client.common import ID, out, print_json, service
+
 
 def _number(value: float | None, unit: str = "", digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}{unit}"
@@ -28,3 +32,12 @@ def usage_lines(usage: dict[str, Any]) -> list[str]:
         f"max {_number(elapsed['max'], ' s', 3)}, total {_number(elapsed['total'], ' s', 3)}",
         f"Ended as: {codes or '-'}",
     ]
+
+
+@click.command(help="What a batch's ended attempts used (cpu, memory, time), as seff shows it.")
+@click.argument("batch", type=ID)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def usage(ctx: click.Context, batch: str, as_json: bool) -> None:
+    report = service(ctx).get(f"/batches/{batch}/usage")
+    return print_json(report) if as_json else out.print("\n".join(usage_lines(report)))

@@ -9,6 +9,7 @@ from django.utils.html import format_html
 
 from core.admin_pages import ReadOnlyPage, to_the_second
 from core.admin_paging import LargeTableAdmin
+from jobs import usage_admin  # noqa: F401 (registers the usage page)
 from jobs.batch_admin import OwnerFilter  # and, imported, the batch pages are registered
 from jobs.executors import read_log
 from jobs.models import Attempt, Job, JobEvent, Worker

@@ -13,7 +13,8 @@ from typing import Any
 
 from django.db import transaction
 
-from jobs import fairshare, reason_codes, sql
+from core import reason_codes
+from jobs import fairshare, sql
 from jobs.executors.base import Outcome, Queued, Started
 from jobs.executors.usage import Usage
 from jobs.models import Attempt, Job, Worker
@@ -110,7 +111,7 @@ def close_attempts(
             "signal": o.signal,
             "reason": o.reason[:500],
             "reason_code": o.reason_code or (reason_codes.SUCCEEDED if o.succeeded else reason_codes.INTERNAL_ERROR),
-            "charged": o.charged and not o.succeeded,
+            "charged": o.charged,
             "end_time": at(o.time, now),
             "max_rss_mib": usage.max_rss_mib,
             "cpu_seconds": usage.cpu_seconds,

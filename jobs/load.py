@@ -21,9 +21,9 @@ from django.utils import timezone
 from batches.catalog import check_tool
 from batches.models import Batch, Tool
 from batches.parameters import argument_types
+from core.reason_codes import EXIT_CODE, SUCCEEDED
 from jobs import sql
 from jobs.models import Attempt, Job, JobEvent, Worker
-from jobs.reason_codes import EXIT_CODE, SUCCEEDED
 from jobs.services import create_jobs
 from jobs.statuses import Status
 

@@ -85,6 +85,15 @@ class Job(models.Model):
     charged_attempts = models.PositiveSmallIntegerField(
         default=0, editable=False, help_text="Failed attempts counted against max_attempts since the last retry by the user."
     )
+    requeues = models.PositiveSmallIntegerField(
+        default=0,
+        db_default=0,  # rows written in raw SQL (bulk loads, benches) get it too
+        editable=False,
+        help_text="Attempts ended by infrastructure failures (not charged) since the last retry by the user; at most BATCHES_MAX_REQUEUES.",
+    )
+    memory_mib = models.PositiveIntegerField(
+        null=True, blank=True, editable=False, help_text="Memory for its next attempt when a retry rule raised it; empty: the batch's."
+    )
     cancel_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     cancel_requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
@@ -94,8 +103,12 @@ class Job(models.Model):
         ordering = ["batch", "index"]
         constraints = [models.UniqueConstraint(fields=["batch", "index"], name="job_batch_index")]
         indexes = [
-            # BatchStatus counts: an index-only GROUP BY status within one batch.
-            models.Index(fields=["batch", "status"], name="job_batch_status"),
+            # BatchStatus counts: an index-only GROUP BY status within one batch; and a
+            # claim's fetch of a batch's next RUNNABLE jobs by id (`jobs.claiming`),
+            # which reads only what it takes, whichever of the two indexes the planner
+            # chooses (with the id in it, neither needs a sort of the whole batch, even
+            # on a fresh batch the planner has no statistics for).
+            models.Index(fields=["batch", "status", "id"], name="job_batch_status_id"),
             # Workers claim RUNNABLE jobs oldest batch first, in order within a batch
             # (ids are time-ordered), and dispatch walks the distinct batches that have
             # jobs in a state (a skip scan): one index serves both.
@@ -140,9 +153,9 @@ class Attempt(models.Model):
     reason = models.CharField(max_length=500, blank=True)
     charged = models.BooleanField(default=True)
     log_offset = models.BigIntegerField(null=True, blank=True, help_text="Where this attempt's section of the job's log begins.")
-    # How it ended, for programs (jobs.reason_codes; no `choices`, so that a new code
+    # How it ended, for programs (core.reason_codes; no `choices`, so that a new code
     # needs no migration), and the signal that killed it.
-    reason_code = models.CharField(max_length=20, blank=True, help_text="One of jobs.reason_codes.ALL.")
+    reason_code = models.CharField(max_length=20, blank=True, help_text="One of core.reason_codes.ALL.")
     signal = models.SmallIntegerField(null=True, blank=True)
     # What it had, and what it used (None: not measured; see jobs.executors.usage).
     memory_mib = models.PositiveIntegerField(null=True, blank=True, help_text="Memory it was given, MiB.")

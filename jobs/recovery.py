@@ -12,8 +12,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core import reason_codes
 from jobs import attempts as attempt_rows
-from jobs import reason_codes
 from jobs.executors.base import LiveAttempt, Outcome
 from jobs.models import Attempt, Job, Worker
 from jobs.recording import record_outcomes

@@ -7,7 +7,7 @@ by loading them. A selector: it writes nothing.
 - `max_rss_mib`: the peak and the median of the attempts' peaks; `memory_efficiency`:
   the mean of each attempt's peak over the memory it asked for;
 - `elapsed_seconds`: min, median, max and total;
-- `reason_codes`: attempts per `reason_code` (jobs.reason_codes).
+- `reason_codes`: attempts per `reason_code` (core.reason_codes).
 A figure over no measured attempt is null. Medians are the middle value (the mean of
 the two middle ones for an even count), each found by one ordered, offset read.
 """

@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from batches.models import Batch, Tool
-from jobs import reason_codes
+from core import reason_codes
 from jobs.attempts import open_attempts
 from jobs.executors.base import Outcome, Started
 from jobs.executors.usage import Usage
@@ -61,6 +61,7 @@ def check_batch(batch: dict[str, Any], catalog) -> None:
         "hardware",
         "name",
         "max_attempts",
+        "retry",
         "timeout_seconds",
         "priority",
         "max_running",
@@ -81,6 +82,10 @@ def check_batch(batch: dict[str, Any], catalog) -> None:
     assert isinstance(batch["name"], str)
     assert is_int(batch["max_attempts"]) and is_int(batch["timeout_seconds"])
     assert is_int(batch["priority"])
+    assert set(batch["retry"]) == {"attempts", "rules"} and batch["retry"]["attempts"] == batch["max_attempts"]
+    for rule in batch["retry"]["rules"]:
+        assert set(rule) in ({"on_exit_code", "action"}, {"on_reason", "action"}, {"on_reason", "action", "memory_factor"})
+        assert rule["action"] in ("retry", "exit")
     assert batch["max_running"] is None or (is_int(batch["max_running"]) and batch["max_running"] >= 1)
     assert isinstance(batch["depends_on"], list)
     for dependency in batch["depends_on"]:

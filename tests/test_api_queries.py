@@ -101,7 +101,7 @@ def test_attempt_list(alice_client, catalog):
     job = Job.objects.filter(batch_id=batch_id).first()
     run_attempts(
         job.pk,
-        [Outcome(str(job.pk), n, succeeded=False, reason="worker lost", reason_code="worker_lost", charged=False) for n in range(1, 102)],
+        [Outcome(str(job.pk), n, succeeded=False, reason="worker lost", reason_code="worker_lost") for n in range(1, 102)],
     )
     # 1 token, 2 the job (owner check through its batch), 3 the page of attempts.
     assert_constant(alice_client, f"/batches/{batch_id}/jobs/{job.pk}/attempts", 3)

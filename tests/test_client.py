@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from accounts.shares import set_share
 from tests.conftest import make_client
 from tests.test_gunicorn import start_server  # noqa: F401 (a fixture)
 from tests.worker_helpers import ROOT, script_tool, start_worker, stop_worker_process, wait_for
@@ -193,3 +194,58 @@ def test_ids_values_and_files_a_second_round_tripped_on(cli, tmp_path):
     twice.write_text("message,message\na,b\n")
     done = cli("submit", "echo", "--from-file", str(twice), check=False)
     assert done.returncode == 2 and "message" in done.stderr, done.stderr
+
+
+def test_shares_and_why_say_who_runs_next(cli, alice, root, bob):
+    """`why` prints a job's status, reason and place in line (JOB alone or BATCH JOB);
+    `shares` the caller's standing, an operator's every user's; tables and reasons are
+    whole lines when stdout is a pipe (rich folded them at 80 columns)."""
+    set_share(user=bob, weight=3, group="genomics", group_weight=2)
+    script = str(script_tool().pk)
+    body = {"tool_id": script, "hardware": {"cpu": 1, "memory": 256}, "jobs": [{"args": {"script": "sleep 20"}}] * 3, "max_running": 1}
+    response = make_client(alice).post("/batches", body, format="json")
+    assert response.status_code == 201, response.content
+    batch = response.json()["batch_id"]
+
+    def listed() -> list[dict]:
+        return json.loads(cli("jobs", batch, "--json").stdout)
+
+    wait_for(lambda: [job["status"] for job in listed()].count("RUNNING") == 1, timeout=30)
+    jobs = listed()
+    running = next(job for job in jobs if job["status"] == "RUNNING")
+    waiting = [job for job in jobs if job["status"] != "RUNNING"]
+    assert len(waiting) == 2
+
+    said = cli("why", running["job_id"]).stdout.splitlines()
+    assert said[0] == f"job       {running['job_id']}" and said[1] == "status    RUNNING"
+    assert said[3] == "position  not in line: it has started", said
+    detail = json.loads(cli("why", batch, waiting[0]["job_id"], "--json").stdout)
+    assert detail["status"] == "RUNNABLE" and detail["queue_position"] in (1, 2), detail
+    assert detail["reason"].startswith("Its batch runs at most 1 job(s) at once (1 running)"), detail
+    said = cli("why", batch, waiting[0]["job_id"]).stdout.splitlines()
+    assert said[1] == "status    RUNNABLE" and said[2].startswith("reason    Its batch runs at most 1 job(s) at once"), said
+    assert said[3].startswith("position  ") and "in line" not in said[3], said
+    assert cli("why", "../shares", check=False).returncode == 2
+    missing = cli("why", str(uuid.uuid4()), check=False)
+    assert missing.returncode == 1 and missing.stderr.startswith("batches: 404"), missing.stderr
+    # Whole rows in a pipe: the job list's reasons are not folded.
+    rows = cli("jobs", batch).stdout.splitlines()
+    whole = [row for row in rows if row.startswith(waiting[0]["job_id"])]
+    assert len(rows) == 4 and len(whole) == 1 and len(whole[0]) > 80 and whole[0].endswith(detail["reason"].split(";")[0]), rows
+
+    mine = json.loads(cli("shares", "--json").stdout)
+    assert [(s["username"], s["weight"], s["running_jobs"], s["waiting_jobs"]) for s in mine] == [("alice", 1, 1, 2)]
+    assert mine[0]["current_share"] == 1.0 and mine[0]["fair_share"] == 1.0
+    table = cli("shares").stdout.splitlines()
+    assert table[0].split() == [
+        *("user", "group", "weight", "usage", "(cpu-s,", "half-life", "1", "h)"),
+        *("fair", "share", "current", "share", "running", "cpus", "waiting"),
+    ], table
+    assert table[1].split() == ["alice", "-", "1", table[1].split()[3], "100.0%", "100.0%", "1", "1", "2"], table
+    operator = ["--token", make_client(root).token]
+    everyone = {s["username"]: s for s in json.loads(cli(*operator, "shares", "--json").stdout)}
+    assert {"alice", "bob"} <= set(everyone)
+    assert (everyone["bob"]["weight"], everyone["bob"]["group"], everyone["bob"]["group_weight"]) == (3, "genomics", 2)
+    rows = {row.split()[0]: row for row in cli(*operator, "shares").stdout.splitlines()[1:]}
+    assert rows["bob"].split()[:5] == ["bob", "genomics", "(weight", "2)", "3"], rows
+    cli("cancel", batch)

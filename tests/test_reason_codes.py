@@ -1,4 +1,4 @@
-"""The one list of reason codes (jobs/reason_codes.py), documented in the README, and how
+"""The one list of reason codes (core/reason_codes.py), documented in the README, and how
 a local attempt's end becomes its Outcome (jobs/executors/local_outcomes.py): pure
 functions, no process."""
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import reason_codes
+from core import reason_codes
 from jobs.executors.local_outcomes import LocalEnd, describe
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

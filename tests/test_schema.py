@@ -231,6 +231,9 @@ def _fill_in_positive(case, catalog: dict[str, Any]) -> None:
         case.body["tool_id"] = str(catalog["tools"]["echo"].pk)
         # Batches depended on are ids the server handed out, as a cursor is.
         case.body.pop("depends_on", None)
+        # Attempts are given once: as max_attempts or in retry (both must agree).
+        if isinstance(case.body.get("retry"), dict):
+            case.body.pop("max_attempts", None)
         hardware = case.body.get("hardware")
         if isinstance(hardware, dict):
             hardware["filesystem_list"] = [str(catalog["filesystems"]["scratch"].pk)]

@@ -7,8 +7,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from batches.parameters import as_sent
+from core.reason_codes import ALL as REASON_CODES
 from jobs.models import Attempt, Job, JobEvent
-from jobs.reason_codes import ALL as REASON_CODES
 from jobs.statuses import Status
 from jobs.waiting import IN_LINE, list_reasons
 

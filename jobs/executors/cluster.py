@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from core.ids import uuid7
+from core.reason_codes import CANCELLED, INTERNAL_ERROR, LAUNCH_FAILED, NOT_SUBMITTED
 from jobs.executors.base import (
     UNBOUNDED,
     Adopts,
@@ -58,7 +59,6 @@ from jobs.executors.cluster_scheduler import Scheduler, SchedulerRefused, Schedu
 from jobs.executors.slurm_folders import Submission, Task, find_in_manifests, remove_old_folders
 from jobs.executors.slurm_outcomes import ENDED, PLACED, RUNNING, WAITING, End, describe_end
 from jobs.executors.usage import Usage
-from jobs.reason_codes import CANCELLED, INTERNAL_ERROR, LAUNCH_FAILED, NOT_SUBMITTED
 
 logger = logging.getLogger("jobs.executors.cluster")
 
@@ -131,11 +131,12 @@ class ClusterExecutor(Executor, Adopts):
 
     # -- submitting ---------------------------------------------------------------------
     def submit(self, specs: list[AttemptSpec]) -> list[Report]:
-        """One submission per batch among `specs`."""
+        """One submission per batch among `specs` (and per memory: a retry rule may have
+        raised some jobs' memory above their batch's, and a submission asks for one)."""
         reports: list[Report] = []
-        groups: dict[str, list[AttemptSpec]] = defaultdict(list)
+        groups: dict[tuple[str, int], list[AttemptSpec]] = defaultdict(list)
         for spec in specs:
-            groups[spec.batch_id].append(spec)
+            groups[(spec.batch_id, spec.memory_mib)].append(spec)
         for group in groups.values():
             try:
                 submission, refused = self.prepare(group, token=uuid7().hex)
@@ -447,9 +448,7 @@ class ClusterExecutor(Executor, Adopts):
         for key, attempt in wanted.items():
             if key not in found:
                 reason = f"never reached {self.scheduler_name}"
-                reports.append(
-                    Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=reason, charged=False, reason_code=NOT_SUBMITTED)
-                )
+                reports.append(Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=reason, reason_code=NOT_SUBMITTED))
                 continue
             token, index = found[key]
             submission = self._submissions.get(token) or self._load_submission(token, external_id=attempt.external_id)

@@ -39,7 +39,7 @@ from typing import Self
 
 from django.conf import settings
 
-from jobs import reason_codes
+from core import reason_codes
 from jobs.executors import attempt_logs
 from jobs.executors.attempt_output import AttemptOutput
 from jobs.executors.base import (
@@ -89,7 +89,7 @@ class _Running:
     term_at: float | None = None
     killed: bool = False
     cgroup: AttemptCgroup | None = None
-    stop_code: str = ""  # jobs.reason_codes, of stop_reason
+    stop_code: str = ""  # core.reason_codes, of stop_reason
     spawned: float = 0.0  # monotonic, just before the spawn
     ended: float | None = None  # monotonic, when its leader was reaped
     ended_wall: float | None = None  # the same, epoch seconds

@@ -9,7 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from jobs import reason_codes
+from core import reason_codes
 from jobs.executors.base import Outcome
 from jobs.executors.procs import signal_name
 from jobs.executors.usage import Usage, rusage_figures

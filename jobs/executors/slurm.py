@@ -26,6 +26,7 @@ from typing import Self
 
 from django.conf import settings
 
+from core.reason_codes import LAUNCH_FAILED
 from jobs.executors.base import AttemptSpec, Capacity, Outcome, Probes
 from jobs.executors.cluster import ClusterExecutor
 from jobs.executors.environment import job_environment
@@ -33,7 +34,6 @@ from jobs.executors.isolation import SECCOMP, NoJobAccount
 from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable
 from jobs.executors.slurm_folders import STATUS, Submission, Task, array_ranges, write_script
 from jobs.executors.slurm_sealing import SANDBOX_WORKDIR, SECCOMP_FILE, prepare_folders, probe_cluster, seal_submission, sealed_argv
-from jobs.reason_codes import LAUNCH_FAILED
 
 logger = logging.getLogger("jobs.executors.slurm")
 

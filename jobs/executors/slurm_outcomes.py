@@ -3,7 +3,7 @@ states it is in, and how an ended task is told to a person. Pure functions."""
 
 from dataclasses import dataclass
 
-from jobs import reason_codes
+from core import reason_codes
 from jobs.executors.attempt_logs import human_size
 from jobs.executors.procs import signal_name
 

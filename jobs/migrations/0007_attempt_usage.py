@@ -38,7 +38,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='attempt',
             name='reason_code',
-            field=models.CharField(blank=True, help_text='One of jobs.reason_codes.ALL.', max_length=20),
+            field=models.CharField(blank=True, help_text='One of core.reason_codes.ALL.', max_length=20),
         ),
         migrations.AddField(
             model_name='attempt',

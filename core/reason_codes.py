@@ -58,3 +58,9 @@ INFRASTRUCTURE: frozenset[str] = frozenset(
 def is_infrastructure(code: str) -> bool:
     """True when an attempt that ended with `code` ended through no fault of the job."""
     return code in INFRASTRUCTURE
+
+
+# What a retry rule's `on_reason` may name (batches.retry_rules): the failures a job can
+# have of its own. Infrastructure ones are requeued whatever the rules say, and a
+# success or a cancel is never retried.
+RULE_REASONS: frozenset[str] = frozenset(ALL) - INFRASTRUCTURE - {SUCCEEDED, CANCELLED}
