@@ -204,7 +204,7 @@ def follow(
     """Drain the program's output into the log until it ends; stop it at the timeout,
     when told to, or past the log cap."""
     deadline = time.monotonic() + float(task["timeout"])
-    written, term_at, killed, open_pipe = 0, None, False, True
+    written, term_at, killed, open_pipe, closed_at = 0, None, False, True, 0.0
     while True:
         now = time.monotonic()
         if term_at is None and (_stop_requested or now >= deadline or status["log_over"]):
@@ -220,7 +220,7 @@ def follow(
             if readable:
                 chunk = os.read(out, READ_SIZE)
                 if not chunk:
-                    open_pipe = False
+                    open_pipe, closed_at = False, time.monotonic()
                     os.close(out)
                 elif status["log_over"] is None:
                     if cap is not None and written + len(chunk) > cap:
@@ -229,7 +229,9 @@ def follow(
                     log.write(chunk)
                     written += len(chunk)
         elif reap(child, status, spawned) is None:
-            time.sleep(0.1)
+            # Its output closed: it usually ends a moment later (look often, for its
+            # elapsed time), or keeps running without output (look less often).
+            time.sleep(0.01 if now - closed_at < 1.0 else 0.1)
         if not open_pipe and reap(child, status, spawned) is not None:
             break
     if status["log_over"]:
