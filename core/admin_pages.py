@@ -19,6 +19,16 @@ def to_the_second(moment: datetime | None) -> str:
     return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
+def short_time(moment: datetime | None) -> str:
+    """A time in a narrow column: the time of day when it is today, else the date; the
+    whole to the second in the tooltip."""
+    if moment is None:
+        return "-"
+    local = timezone.localtime(moment)
+    text = local.strftime("%H:%M:%S") if local.date() == timezone.localdate() else local.strftime("%Y-%m-%d")
+    return format_html('<span title="{}">{}</span>', to_the_second(moment), text)
+
+
 def to_the_millisecond(moment: datetime | None, *, after: datetime | None = None) -> str:
     """A time to the millisecond (an attempt may start and end within one second);
     without its date when it is the same day as `after` (the start it ends)."""
@@ -32,6 +42,8 @@ def to_the_millisecond(moment: datetime | None, *, after: datetime | None = None
 def duration_text(seconds: float) -> str:
     """A duration as people read it: milliseconds shown under ten seconds ("0.004 s",
     "1.23 s"), then tenths, minutes, hours."""
+    if seconds < 0.001:
+        return "under 1 ms"
     if seconds < 1:
         return f"{seconds:.3f} s"
     if seconds < 10:
@@ -125,6 +137,15 @@ class ObjectButtons:
             return redirect(reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[obj.pk]))
 
         return view
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        # Read once per request: the buttons and the page's fields share the object
+        # (and what its fields computed on it, such as a batch's counts).
+        cache = request.__dict__.setdefault("_objects_read", {})
+        key = (self.model, object_id, from_field)
+        if key not in cache:
+            cache[key] = super().get_object(request, object_id, from_field)
+        return cache[key]
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None) -> Any:
         buttons: list[dict[str, str]] = []

@@ -13,7 +13,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from core.admin_pages import Button, ObjectButtons, ReadOnlyPage, clipped, duration_text, short_id, to_the_millisecond, to_the_second
+from core.admin_pages import Button, ObjectButtons, ReadOnlyPage, clipped, duration_text, short_id, short_time, to_the_millisecond
 from core.admin_paging import IndexedOrderingChangeList, LargeTableAdmin
 from jobs import usage_admin  # noqa: F401 (registers the usage page)
 from jobs.attempt_admin import AttemptInline, JobEventInline  # and, imported, the attempt and worker pages are registered
@@ -54,7 +54,7 @@ class JobAdmin(ObjectButtons, LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
     # the end of their ids (the whole id in the tooltip), start and stop in the
     # duration's tooltip, the reason cut to its column (whole in its tooltip) and not
     # repeated from the row above (templates/admin/jobs/job/change_list.html).
-    list_display = ["job", "status", "reason", "tool", "batch_short", "owner", "attempts", "worker", "created", "duration"]
+    list_display = ["job", "status_badge", "reason_text", "tool", "batch_short", "owner", "attempts", "worker_name", "created", "duration"]
     # Created: the batch's time, which its jobs share (jobs.services.create_jobs): the
     # batches of a day are found on the small table and their jobs on the batch index
     # (10 ms at a million jobs; a scan of the jobs' own column took 270).
@@ -149,7 +149,11 @@ class JobAdmin(ObjectButtons, LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
 
     @admin.display(description="created", ordering="id")
     def created(self, job: Job) -> str:
-        return to_the_second(job.create_time)
+        return short_time(job.create_time)
+
+    @admin.display(description="worker")
+    def worker_name(self, job: Job) -> str:
+        return clipped(job.worker.name) if job.worker else "-"
 
     @admin.display(description="start time")
     def started(self, job: Job) -> str:
@@ -160,11 +164,11 @@ class JobAdmin(ObjectButtons, LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
         return to_the_millisecond(job.stop_time)
 
     @admin.display(description="status")
-    def status(self, job: Job) -> str:
+    def status_badge(self, job: Job) -> str:
         return status_badge(job.status)
 
     @admin.display(description="reason")
-    def reason(self, job: Job) -> str:
+    def reason_text(self, job: Job) -> str:
         if getattr(job, "same_reason_as_above", False):
             return format_html('<span class="same-as-above" title="{}">〃 same as above</span>', job.reason)
         return clipped(job.reason)

@@ -7,6 +7,7 @@ long texts cut to their column with the whole in the tooltip, times to the milli
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from core.admin_pages import ReadOnlyPage, clipped, duration_text, short_id, to_the_millisecond
@@ -19,7 +20,9 @@ class AttemptColumns:
 
     @admin.display(description="started")
     def started(self, attempt: Attempt) -> str:
-        return to_the_millisecond(attempt.start_time)
+        # Today's without their date (the date in the tooltip).
+        text = to_the_millisecond(attempt.start_time, after=timezone.now())
+        return format_html('<span title="{}">{}</span>', to_the_millisecond(attempt.start_time), text)
 
     @admin.display(description="ended")
     def ended(self, attempt: Attempt) -> str:
@@ -81,11 +84,11 @@ class AttemptAdmin(AttemptColumns, LargeTableAdmin, ReadOnlyPage, admin.ModelAdm
     """Attempts are written by workers only; the admin shows them."""
 
     keep_delete = False
+    # The executor is a filter, not a column: the reason would not fit beside it.
     list_display = [
         "job_short",
         "number",
         "state",
-        "executor",
         "worker_name",
         "node",
         "executor_id",

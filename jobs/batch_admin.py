@@ -97,6 +97,13 @@ def progress_bar(counts: dict[str, int]) -> str:
     )
 
 
+def _counts(batch: Batch) -> dict[str, int]:
+    """The batch's jobs per state, counted once for its page (its fields and buttons)."""
+    if not hasattr(batch, "page_counts"):
+        batch.page_counts = status_counts(batch=batch)
+    return batch.page_counts
+
+
 class BatchStateFilter(admin.SimpleListFilter):
     """A batch's state, from its jobs: each choice an EXISTS on the (batch, status)
     index per batch."""
@@ -198,7 +205,7 @@ class BatchAdmin(ObjectButtons, BoundedActions, ReadOnlyPage, admin.ModelAdmin):
 
     @admin.display(description="jobs per state")
     def counts(self, batch: Batch) -> str:
-        counts = status_counts(batch=batch)
+        counts = _counts(batch)
         url = reverse("admin:jobs_job_changelist") + f"?batch__id__exact={batch.pk}&status__exact="
         links = format_html_join(
             ", ",
@@ -212,6 +219,8 @@ class BatchAdmin(ObjectButtons, BoundedActions, ReadOnlyPage, admin.ModelAdmin):
         reasons = failure_reasons(batch_id=batch.pk)
         if not reasons:
             return "none"
+        failed = _counts(batch)["failed"]
+        sampled = f" (counted among the first {REASON_SAMPLE:,} of its {failed:,})" if failed > REASON_SAMPLE else ""
         url = reverse("admin:jobs_job_changelist") + f"?batch__id__exact={batch.pk}&status__exact=FAILED"
         rows = format_html_join(
             "",
@@ -220,10 +229,10 @@ class BatchAdmin(ObjectButtons, BoundedActions, ReadOnlyPage, admin.ModelAdmin):
         )
         return format_html(
             '<table id="failure-reasons"><thead><tr><th>jobs</th><th>reason</th></tr></thead><tbody>{}</tbody></table>'
-            '<div><a href="{}">the failed jobs</a> (counted among the first {} of them)</div>',
+            '<div><a href="{}">the failed jobs</a>{}</div>',
             rows,
             url,
-            f"{REASON_SAMPLE:,}",
+            sampled,
         )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -250,7 +259,7 @@ class BatchAdmin(ObjectButtons, BoundedActions, ReadOnlyPage, admin.ModelAdmin):
     object_actions = ("cancel", "retry")
 
     def object_buttons(self, request: HttpRequest, obj: Batch) -> list[Button]:
-        counts = status_counts(batch=obj)
+        counts = _counts(obj)
         unfinished = sum(counts[state.lower()] for state in UNFINISHED)
         return [
             ("Cancel", "cancel", "" if unfinished else "Every job has ended: nothing to cancel."),
