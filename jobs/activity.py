@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count
-from django.db.models.functions import TruncMinute
+from django.db.models import Count, Subquery
+from django.db.models.functions import Coalesce, TruncMinute
 
 from jobs.models import Job, JobEvent
 from jobs.statuses import Status
@@ -33,6 +33,7 @@ class Activity:
 
     now: datetime
     since: datetime
+    cover: str = ""  # why `since` is later than WINDOW ago, if it is
     per_minute: list[dict[str, Any]] = field(default_factory=list)  # minute, succeeded, failed
     per_batch: dict[Any, int] = field(default_factory=dict)  # batch id -> jobs ended
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -59,7 +60,7 @@ class Activity:
 
     @property
     def shortened(self) -> bool:
-        return self.now - self.since < WINDOW - timedelta(seconds=1)
+        return bool(self.cover)
 
     def eta_seconds(self, *, batch_id: Any, created: datetime, remaining: int) -> float | None:
         """When the batch's `remaining` jobs should have ended at the pace its jobs
@@ -73,16 +74,28 @@ class Activity:
 
 
 def recent_activity(*, now: datetime) -> Activity:
-    """Three queries: the oldest event of the window, the ended jobs grouped by minute,
-    state and batch, and the latest failures (with their job, batch and owner)."""
-    since = now - WINDOW
-    boundary = list(JobEvent.objects.order_by("-id").values_list("id", "time")[EVENT_WINDOW - 1 : EVENT_WINDOW])
+    """Three queries: the oldest event of the window (or the first event of all, when
+    there are fewer), the ended jobs grouped by minute, state and batch, and
+    the latest failures (with their job, batch and owner)."""
+    since, cover = now - WINDOW, ""
+    # The window's oldest event: the EVENT_WINDOW-th newest, or the very first when there
+    # are fewer (one query; each subquery is an index look-up).
+    newest = JobEvent.objects.order_by("-id").values("id")[EVENT_WINDOW - 1 : EVENT_WINDOW]
+    first = JobEvent.objects.order_by("id").values("id")[:1]
+    boundary = (
+        JobEvent.objects.filter(id=Coalesce(Subquery(newest), Subquery(first)))
+        .annotate(full=Subquery(newest))
+        .values_list("id", "time", "full")
+        .first()
+    )
     first_id = 0
-    if boundary:
-        first_id, first_time = boundary[0]
-        since = max(since, first_time)
+    if boundary is not None:
+        first_id, first_time, full = boundary
+        if first_time > since:
+            since = first_time
+            cover = f"the span of the newest {EVENT_WINDOW:,} state changes" if full else "since the first state change recorded"
     events = JobEvent.objects.filter(id__gte=first_id)
-    activity = Activity(now=now, since=since)
+    activity = Activity(now=now, since=since, cover=cover)
     ended = (
         events.filter(time__gte=since, to_status__in=FINISHED)
         .annotate(minute=TruncMinute("time"))
