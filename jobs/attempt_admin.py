@@ -41,6 +41,10 @@ class AttemptColumns:
         url = reverse("admin:jobs_worker_change", args=[attempt.worker_id])
         return format_html('<a class="clipped" href="{}" title="{}">{}</a>', url, attempt.worker.name, attempt.worker.name)
 
+    @admin.display(description="node")
+    def node_name(self, attempt: Attempt) -> str:
+        return clipped(attempt.node)
+
     @admin.display(description="executor's id")
     def executor_id(self, attempt: Attempt) -> str:
         return clipped(attempt.external_id)
@@ -69,7 +73,19 @@ class AttemptInline(AttemptColumns, admin.TabularInline):
     model = Attempt
     extra = 0
     can_delete = False
-    fields = ["number", "state", "worker_name", "node", "executor_id", "started", "ended", "took", "exit_code", "reason_text", "charged"]
+    fields = [
+        "number",
+        "state",
+        "worker_name",
+        "node_name",
+        "executor_id",
+        "started",
+        "ended",
+        "took",
+        "exit_code",
+        "reason_text",
+        "charged",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
@@ -87,18 +103,18 @@ class AttemptAdmin(AttemptColumns, LargeTableAdmin, ReadOnlyPage, admin.ModelAdm
     # The executor is a filter, not a column: the reason would not fit beside it.
     list_display = [
         "job_short",
-        "number",
+        "attempt_number",
         "state",
         "worker_name",
-        "node",
+        "node_name",
         "executor_id",
         "started",
         "ended",
         "took",
-        "exit_code",
+        "exit_status",
         "reason_text",
     ]
-    list_display_links = ["number"]
+    list_display_links = ["attempt_number"]
     list_filter = ["state", "executor", "charged"]
     search_fields = ["=job__id", "=external_id"]
     search_ids = ["job_id"]
@@ -117,6 +133,14 @@ class AttemptAdmin(AttemptColumns, LargeTableAdmin, ReadOnlyPage, admin.ModelAdm
 
     def has_delete_permission(self, request: HttpRequest, obj: Attempt | None = None) -> bool:
         return False
+
+    @admin.display(description="#")
+    def attempt_number(self, attempt: Attempt) -> int:
+        return attempt.number
+
+    @admin.display(description="exit")
+    def exit_status(self, attempt: Attempt) -> str:
+        return "-" if attempt.exit_code is None else str(attempt.exit_code)
 
     @admin.display(description="job", ordering="job_id")
     def job_short(self, attempt: Attempt) -> str:
