@@ -272,7 +272,7 @@ def test_an_operator_reads_a_jobs_attempts_events_and_log(page, chief, alice, ca
     # The attempts: one, ended with exit code 3, on its worker.
     attempts = page.locator("fieldset", has=page.get_by_role("heading", name="Attempts"))
     expect(attempts.locator("td.field-exit_code")).to_have_text(["3"])
-    expect(attempts.locator("td.field-reason")).to_have_text(["exit code 3"])
+    expect(attempts.locator("td.field-reason_text")).to_have_text(["exit code 3"])
     expect(attempts.locator("td.field-state")).to_have_text(["Ended"])
     # The timeline of its states, in order.
     events = page.locator("fieldset", has=page.get_by_role("heading", name="Job events"))
