@@ -174,6 +174,10 @@ BATCHES_MAX_CPU = envint("BATCHES_MAX_CPU", os.cpu_count() or 1, minimum=1)
 _total_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
 BATCHES_MAX_MEMORY_MIB = envint("BATCHES_MAX_MEMORY_MIB", _total_mib, minimum=1)
 BATCHES_MAX_ATTEMPTS = 10
+# Times a job is requeued after attempts that infrastructure ended (a lost worker, a
+# node failure, a preemption...), which use up none of its attempts: past this it ends
+# FAILED, so a broken node or a bug cannot make it loop forever.
+BATCHES_MAX_REQUEUES = envint("BATCHES_MAX_REQUEUES", 5)
 BATCHES_DEFAULT_TIMEOUT_SECONDS = envint("BATCHES_DEFAULT_TIMEOUT_SECONDS", 3600, minimum=1)
 BATCHES_MAX_TIMEOUT_SECONDS = envint("BATCHES_MAX_TIMEOUT_SECONDS", 7 * 24 * 3600, minimum=1)
 

@@ -21,6 +21,7 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>", job_views.JobDetailView.as_view(), name="job-detail"),
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/cancel", job_views.JobCancelView.as_view(), name="job-cancel"),
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/events", job_views.JobEventListView.as_view(), name="job-events"),
+    path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/attempts", job_views.JobAttemptListView.as_view(), name="job-attempts"),
     path("jobs/<uuid:job_id>", job_views.JobByIdView.as_view(), name="job-by-id"),
     path("logs/<uuid:log_id>", job_views.LogView.as_view(), name="log"),
     path("shares", share_views.ShareListView.as_view(), name="share-list"),

@@ -31,6 +31,41 @@ from harness import ROOT
 SEALED = ("job_user", "sandbox", "cgroup_memory", "cgroup_pids", "cgroup_cpu")
 
 
+def block(env: dict[str, str], *, sealed: bool, rounds: int, idle: float, user: object, tool: object, scratch: object) -> list[float]:
+    """One block: a fresh `runworker` (1 cpu, 256 MiB) with `env`, checked sealed or not,
+    then `rounds` one-job batches submitted one at a time, each after the last ended and
+    `idle` seconds of pause. Returns each job's wait, submission to RUNNING, in seconds
+    (its RUNNING time minus its batch's creation time, both this machine's clock)."""
+    from jobs.models import Job
+    from jobs.submission import submit_batch
+
+    worker = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runworker", "--cpus", "1", "--memory", "256"], cwd=ROOT, env=env)
+    waits: list[float] = []
+    try:
+        harness.wait_for_worker(worker)
+        isolation = harness.worker_isolation(worker)
+        in_force = [part for part in SEALED if isolation.get(part)]
+        if sealed and len(in_force) != len(SEALED):
+            raise SystemExit(f"the sealed worker is not sealed: {isolation}")
+        if not sealed and in_force:
+            raise SystemExit(f"the unsealed worker seals: {isolation}")
+        time.sleep(1.0)
+        for _ in range(rounds):
+            batch = submit_batch(user=user, tool_id=tool.pk, cpu=1, memory=256, filesystem_ids=[scratch.pk], jobs=[{"args": {}}])
+            job = Job.objects.filter(batch=batch)
+            while job.exclude(status__in=["SUCCEEDED", "FAILED"]).exists():
+                time.sleep(0.005)
+            status, reason, started = job.values_list("status", "reason", "start_time").get()
+            if status != "SUCCEEDED":
+                raise SystemExit(f"the job {status}: {reason}")
+            waits.append((started - batch.create_time).total_seconds())
+            time.sleep(idle)
+    finally:
+        worker.terminate()
+        worker.wait()
+    return waits
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=25, help="jobs per block")
@@ -52,7 +87,6 @@ def main() -> None:
     from batches.models import Batch, Filesystem, Tool
     from jobs.models import Job
     from jobs.services import create_jobs
-    from jobs.submission import submit_batch
 
     harness.fresh_database()
     user, _ = User.objects.get_or_create(username="bench")
@@ -79,37 +113,11 @@ def main() -> None:
         vacuumed="VACUUM ANALYZE after the history was inserted",
     )
 
-    def block(env: dict[str, str], sealed: bool) -> list[float]:
-        worker = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "runworker", "--cpus", "1", "--memory", "256"], cwd=ROOT, env=env
-        )
-        waits: list[float] = []
-        try:
-            harness.wait_for_worker(worker)
-            isolation = harness.worker_isolation(worker)
-            in_force = [part for part in SEALED if isolation.get(part)]
-            if sealed and len(in_force) != len(SEALED):
-                raise SystemExit(f"the sealed worker is not sealed: {isolation}")
-            if not sealed and in_force:
-                raise SystemExit(f"the unsealed worker seals: {isolation}")
-            time.sleep(1.0)
-            for _ in range(options.rounds):
-                batch = submit_batch(user=user, tool_id=tool.pk, cpu=1, memory=256, filesystem_ids=[scratch.pk], jobs=[{"args": {}}])
-                job = Job.objects.filter(batch=batch)
-                while job.exclude(status__in=["SUCCEEDED", "FAILED"]).exists():
-                    time.sleep(0.005)
-                status, reason, started = job.values_list("status", "reason", "start_time").get()
-                if status != "SUCCEEDED":
-                    raise SystemExit(f"the job {status}: {reason}")
-                waits.append((started - batch.create_time).total_seconds())
-                time.sleep(options.idle)
-        finally:
-            worker.terminate()
-            worker.wait()
-        return waits
+    def run(env: dict[str, str], sealed: bool) -> list[float]:
+        return block(env, sealed=sealed, rounds=options.rounds, idle=options.idle, user=user, tool=tool, scratch=scratch)
 
     unsealed, sealed = harness.interleave(
-        options.blocks, lambda: block(unsealed_env, False), lambda: block(sealed_env, True), label="(seconds; unsealed, sealed)"
+        options.blocks, lambda: run(unsealed_env, False), lambda: run(sealed_env, True), label="(seconds; unsealed, sealed)"
     )
     print(f"results (submission -> RUNNING, {len(unsealed)} jobs per side; baseline = unsealed; target p50 < 100 ms):")
     harness.compare("submit -> RUNNING, idle worker", unsealed, sealed, p99=True, baseline_label="unsealed")

@@ -1,51 +1,66 @@
-"""Why an attempt ended, as a machine reads it: the one list of `reason_code`s.
+"""Why an attempt ended, for programs: the one list of `reason_code`s.
 
-Each attempt records one of these beside its human `reason`. Retry rules name them
-(`on_reason`), the usage route counts by them, and the infrastructure group decides who
-pays: an attempt that ended for an infrastructure reason is never charged to the user
-(the job is requeued without using an attempt, up to BATCHES_MAX_REQUEUES).
+Every attempt that ends gets one of these beside its `reason` (the sentence a person
+reads: `exit code 3`, `killed: out of memory (limit 256 MiB)`). Clients, retry rules
+(`on_reason`) and the usage reports match on the code, never on the sentence. The README
+points here; `GET /api/schema/` lists the values. No imports: executors, the state
+machine and the API all read it.
+
+A code is **infrastructure** when the attempt ended through no fault of the job (the
+machine, the cluster or the service failed it): see `INFRASTRUCTURE`.
 """
 
-SUCCEEDED = "succeeded"
-EXIT_CODE = "exit_code"
-SIGNAL = "signal"
-OUT_OF_MEMORY = "out_of_memory"
-TIMEOUT = "timeout"
-CANCELLED = "cancelled"
-LOG_LIMIT = "log_limit"
-START_FAILED = "start_failed"
-NODE_FAILURE = "node_failure"
-BOOT_FAILURE = "boot_failure"
-PREEMPTED = "preempted"
-CLUSTER_CANCELLED = "cluster_cancelled"
-WORKER_LOST = "worker_lost"
-WORKER_STOPPED = "worker_stopped"
-INTERNAL_ERROR = "internal_error"
+SUCCEEDED = "succeeded"  # exit code 0
+EXIT_CODE = "exit_code"  # the program exited with a non-zero code
+SIGNAL = "signal"  # the program was killed by a signal it was not sent by the service (its own kill -9, a crash)
+OUT_OF_MEMORY = "out_of_memory"  # killed at (or failed for) its memory limit
+TIMEOUT = "timeout"  # stopped at its wall-clock limit (the batch's, or the cluster's)
+CANCELLED = "cancelled"  # stopped because a user or operator cancelled the job
+LOG_LIMIT = "log_limit"  # stopped for writing more than BATCHES_LOG_MAX_BYTES to its log
+LAUNCH_FAILED = "launch_failed"  # the program could not be started (missing, not executable, no job account)
+NODE_FAILURE = "node_failure"  # the node running it failed, or the cluster forgot it without an exit status
+WORKER_LOST = "worker_lost"  # its worker stopped heartbeating (or lost the database) and its attempts were recovered
+WORKER_STOPPED = "worker_stopped"  # its worker was stopped (SIGTERM, deploy) and gave the job back
+PREEMPTED = "preempted"  # the cluster preempted it for a job of higher priority
+BOOT_FAILURE = "boot_failure"  # the node it was placed on failed to boot
+CLUSTER_CANCELLED = "cluster_cancelled"  # the cluster (an operator's scancel, a revoked job), not this service, cancelled it
+NOT_SUBMITTED = "not_submitted"  # it never reached the cluster before its worker went away
+INTERNAL_ERROR = "internal_error"  # the service failed to run it (a bug, an unwritable folder): see the reason
 
 # code -> what it means, in the order the README lists them.
 DESCRIPTIONS: dict[str, str] = {
-    SUCCEEDED: "the command exited 0",
-    EXIT_CODE: "the command exited with a non-zero code (`exit_code`)",
-    SIGNAL: "the command was killed by a signal (`signal`) that was not the service's",
-    OUT_OF_MEMORY: "the attempt went over its memory and was killed",
-    TIMEOUT: "the attempt ran past its `timeout_seconds` and was stopped",
-    CANCELLED: "a cancel was asked for (by the user or an operator)",
-    LOG_LIMIT: "the attempt wrote more log than the service keeps, and was stopped",
-    START_FAILED: "the command could not be started (not found, not executable)",
-    NODE_FAILURE: "the cluster node running it failed",
-    BOOT_FAILURE: "the cluster could not boot the node for it",
-    PREEMPTED: "the cluster preempted it for other work",
-    CLUSTER_CANCELLED: "the cluster (an administrator, not the service) cancelled it",
-    WORKER_LOST: "the worker running it stopped answering and was declared lost",
-    WORKER_STOPPED: "the worker running it was stopped (its jobs are requeued)",
-    INTERNAL_ERROR: "the service failed around the attempt (a bug or a broken set-up)",
+    SUCCEEDED: "exited 0",
+    EXIT_CODE: "exited with a non-zero code (`exit_code`)",
+    SIGNAL: "killed by a signal the service did not send (`signal`)",
+    OUT_OF_MEMORY: "killed at, or failed for, its memory limit",
+    TIMEOUT: "stopped at its wall-clock limit",
+    CANCELLED: "stopped because the job was cancelled",
+    LOG_LIMIT: "stopped for writing more than BATCHES_LOG_MAX_BYTES to its log",
+    LAUNCH_FAILED: "the program could not be started (missing, not executable, no job account, refused by the cluster)",
+    NODE_FAILURE: "the node failed, or the cluster forgot the attempt and it left no exit status",
+    WORKER_LOST: "its worker stopped heartbeating or lost the database; the attempt was recovered",
+    WORKER_STOPPED: "its worker was stopped and gave the job back",
+    PREEMPTED: "preempted by the cluster for a job of higher priority",
+    BOOT_FAILURE: "the node it was placed on failed to boot",
+    CLUSTER_CANCELLED: "cancelled by the cluster (an operator, a revoked job), not by this service",
+    NOT_SUBMITTED: "never reached the cluster before its worker went away",
+    INTERNAL_ERROR: "the service failed to run it (see `reason`)",
 }
-ALL = frozenset(DESCRIPTIONS)
 
-# Not the user's doing: requeued without using an attempt.
-INFRASTRUCTURE = frozenset({NODE_FAILURE, BOOT_FAILURE, PREEMPTED, CLUSTER_CANCELLED, WORKER_LOST, WORKER_STOPPED})
+ALL: tuple[str, ...] = tuple(DESCRIPTIONS)
 
-# What a retry rule's `on_reason` may name: the failures the user's job can have. The
-# infrastructure ones are always requeued whatever the rules say; a success or a cancel
-# is never retried.
-RULE_REASONS = ALL - INFRASTRUCTURE - {SUCCEEDED, CANCELLED}
+# Not the job's fault: the machine, the cluster or the service ended the attempt.
+INFRASTRUCTURE: frozenset[str] = frozenset(
+    {NODE_FAILURE, WORKER_LOST, WORKER_STOPPED, PREEMPTED, BOOT_FAILURE, CLUSTER_CANCELLED, NOT_SUBMITTED, INTERNAL_ERROR}
+)
+
+
+def is_infrastructure(code: str) -> bool:
+    """True when an attempt that ended with `code` ended through no fault of the job."""
+    return code in INFRASTRUCTURE
+
+
+# What a retry rule's `on_reason` may name (batches.retry_rules): the failures a job can
+# have of its own. Infrastructure ones are requeued whatever the rules say, and a
+# success or a cancel is never retried.
+RULE_REASONS: frozenset[str] = frozenset(ALL) - INFRASTRUCTURE - {SUCCEEDED, CANCELLED}

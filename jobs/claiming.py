@@ -11,7 +11,6 @@ the IMMEDIATE transaction serialises writers) no job is started twice; and the d
 refuses a second live attempt row for a job.
 """
 
-import copy
 import logging
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -23,9 +22,10 @@ from django.utils import timezone
 from accounts.models import JobAccount
 from batches.models import Batch
 from batches.parameters import render_argv
+from core import reason_codes
 from jobs import attempts as attempt_rows
 from jobs import fairshare, sql
-from jobs.dispatch import batches_with_jobs_in
+from jobs.dispatch import skip_scan
 from jobs.executors.base import AttemptSpec, Capacity, Outcome, internal_error
 from jobs.models import Attempt, Job, Worker
 from jobs.policy import refusal
@@ -75,7 +75,9 @@ def claim_jobs(
         # transaction holds the whole database) from their SELECT to the UPDATE, so what
         # they say is what was claimed, and the attempt is the one the UPDATE counted.
         rows = sorted((chosen[pk] for pk in changed), key=lambda row: row.pk)
-        attempt_rows.open_attempts(worker=worker, executor=worker.executor, items=[(row.pk, row.attempts + 1) for row in rows], now=now)
+        attempt_rows.open_attempts(
+            worker=worker, executor=worker.executor, items=[(row.pk, row.attempts + 1, row.cpu, row.memory) for row in rows], now=now
+        )
     return _specs(rows)
 
 
@@ -94,7 +96,7 @@ def _specs(rows: list["_Candidate"]) -> tuple[list[AttemptSpec], list[Outcome]]:
                     log_id=str(row.log_id),
                     argv=render_argv(batch["command"], row.args),
                     cpu=batch["cpu"],
-                    memory_mib=batch["memory"],
+                    memory_mib=row.memory,
                     timeout_seconds=batch["timeout_seconds"],
                     filesystems=batch["filesystems"],
                     read_only=batch["read_only"],
@@ -105,7 +107,9 @@ def _specs(rows: list["_Candidate"]) -> tuple[list[AttemptSpec], list[Outcome]]:
             )
         except Exception as exc:  # one broken job must not stop the others
             logger.exception("cannot describe job %s", row.pk)
-            broken.append(Outcome(str(row.pk), row.attempts + 1, succeeded=False, reason=internal_error(exc)))
+            broken.append(
+                Outcome(str(row.pk), row.attempts + 1, succeeded=False, reason=internal_error(exc), reason_code=reason_codes.INTERNAL_ERROR)
+            )
     return specs, broken
 
 
@@ -139,22 +143,13 @@ def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], lim
     job with a live attempt. Where any job account exists, only jobs whose owner has one
     (the dispatcher gives them out, or holds the jobs back PENDING).
 
-    The cost does not grow with the backlog: a probe per batch that has RUNNABLE jobs (at
-    most `_ACTIVE_BATCHES`), the batches' rows, the users' standings (`fairshare.snapshot`:
-    three queries), then, per batch the plan draws from, its next jobs by id."""
-    batch_ids = batches_with_jobs_in(Status.RUNNABLE, limit=_ACTIVE_BATCHES)
-    if not batch_ids:
+    The cost does not grow with the backlog: the batches that have RUNNABLE jobs with
+    their rows (`_active_batches`: an index probe each, at most `_ACTIVE_BATCHES`, one
+    query), the users' standings (`fairshare.snapshot`: three queries), then the next jobs by id of every batch the plan draws from, in one
+    query (`_runnable_jobs`); again, for what is left, if a batch had fewer than planned."""
+    batches = _active_batches(fits=fits)
+    if not batches:
         return []
-    batches = {
-        row["id"]: row
-        for row in Batch.objects.filter(
-            pk__in=batch_ids,
-            deleted_at__isnull=True,
-            cancel_requested_at__isnull=True,
-            cpu__lte=fits.cpus,
-            memory__lte=fits.memory_mib,
-        ).values("id", "owner_id", "cpu", "memory", "priority", "max_running")
-    }
     accounts = _accounts_of({row["owner_id"] for row in batches.values()})
     if accounts is not None:
         batches = {pk: row for pk, row in batches.items() if row["owner_id"] in accounts}
@@ -178,33 +173,62 @@ def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], lim
     skip = list(exclude)
     cpus, memory = room.cpus, room.memory_mib
     for _ in range(_PLAN_ROUNDS):
-        picks = fairshare.plan(copy.deepcopy(ledger), limit=limit - len(taken), cpus=cpus, memory_mib=memory)
+        picks = fairshare.plan(ledger, limit=limit - len(taken), cpus=cpus, memory_mib=memory)  # moves the ledger
         if not picks:
             break
         wanted: dict[Any, int] = {}
         for queue in picks:
             wanted[queue.batch_id] = wanted.get(queue.batch_id, 0) + 1
-        found = {batch_id: _runnable_jobs(batch_id=batch_id, n=n, exclude=skip) for batch_id, n in wanted.items()}
-        by_id = {queue.batch_id: queue for queue in ledger.batches}
+        found = _runnable_jobs(wanted=wanted, exclude=skip)
         short = False
         for queue in picks:  # in the plan's order
             rows = found[queue.batch_id]
             if not rows:
-                by_id[queue.batch_id].available = 0  # none left: its slots go to others next round
+                ledger.untake(queue)  # planned, not started
+                queue.available = 0  # none left: its slots go to others next round
                 short = True
                 continue
-            pk, attempts, log_id, args = rows.pop(0)
+            pk, attempts, log_id, args, raised = rows.pop(0)
             owner = batches[queue.batch_id]["owner_id"]
             run_as, run_as_uid = accounts.get(owner, (None, None)) if accounts is not None else (None, None)
-            taken.append(
-                _Candidate(pk, queue.batch_id, attempts, log_id, args, queue.cpu, queue.memory, run_as, run_as_uid, queue.max_running)
-            )
+            # A retry rule may have raised this job's memory above its batch's.
+            needs = raised or queue.memory
+            taken.append(_Candidate(pk, queue.batch_id, attempts, log_id, args, queue.cpu, needs, run_as, run_as_uid, queue.max_running))
             skip.append(str(pk))
-            ledger.take(by_id[queue.batch_id])
-            cpus, memory = cpus - queue.cpu, memory - queue.memory
+            cpus, memory = cpus - queue.cpu, memory - needs
         if not short:
             break
     return taken
+
+
+def _active_batches(*, fits: Capacity) -> dict[Any, dict[str, Any]]:
+    """The batches (oldest first, at most `_ACTIVE_BATCHES`) that have RUNNABLE jobs and
+    whose jobs fit `fits`, not deleted nor being cancelled: id -> their owner_id, cpu,
+    memory, priority and max_running. One statement: the skip scan of
+    `jobs.dispatch.batches_with_jobs_in` joined to the batches' rows by primary key."""
+    conn = sql.default_connection()
+    table = sql.table(Batch, conn)
+    names = ("id", "owner", "cpu", "memory", "priority", "max_running")
+    selected = ", ".join(f"{table}.{sql.column(Batch, name, conn)}" for name in names)
+    query = (
+        f"{skip_scan(conn)} SELECT {selected} FROM b INNER JOIN {table} ON {table}.{sql.column(Batch, 'id', conn)} = b.batch_id"  # noqa: S608
+        f" WHERE {table}.{sql.column(Batch, 'deleted_at', conn)} IS NULL AND {table}.{sql.column(Batch, 'cancel_requested_at', conn)} IS NULL"
+        f" AND {table}.{sql.column(Batch, 'cpu', conn)} <= %s AND {table}.{sql.column(Batch, 'memory', conn)} <= %s"
+    )
+    pk, owner = Batch._meta.pk, Batch._meta.get_field("owner").target_field
+    with conn.cursor() as cursor:
+        cursor.execute(query, [Status.RUNNABLE, Status.RUNNABLE, _ACTIVE_BATCHES, fits.cpus, fits.memory_mib])
+        rows = cursor.fetchall()
+    return {
+        pk.to_python(batch_id): {
+            "owner_id": owner.to_python(owner_id),
+            "cpu": cpu,
+            "memory": memory,
+            "priority": priority,
+            "max_running": max_running,
+        }
+        for batch_id, owner_id, cpu, memory, priority, max_running in rows
+    }
 
 
 def _accounts_of(owners: set[Any]) -> dict[Any, tuple[str, int]] | None:
@@ -216,51 +240,92 @@ def _accounts_of(owners: set[Any]) -> dict[Any, tuple[str, int]] | None:
     return {user_id: (username, uid) for user_id, username, uid in rows}
 
 
-def _runnable_jobs(*, batch_id: Any, n: int, exclude: list[str]) -> list[tuple[Any, int, Any, Any]]:
-    """The batch's next `n` RUNNABLE jobs by id (ids are time-ordered) that have no live
-    attempt and are not in `exclude`, locked FOR UPDATE SKIP LOCKED where the database
-    has it: (pk, attempts, log_id, args) each.
+def _runnable_jobs(*, wanted: dict[Any, int], exclude: list[str]) -> dict[Any, list[tuple[Any, int, Any, Any, int | None]]]:
+    """For each batch id of `wanted`, its next `n` RUNNABLE jobs by id (ids are
+    time-ordered) that have no live attempt and are not in `exclude`, locked FOR UPDATE
+    SKIP LOCKED where the database has it: (pk, attempts, log_id, args, memory_mib)
+    each (memory_mib: what a retry rule raised it to, or None).
 
-    Plain SQL because the worker runs it on every claim and building it through the ORM
-    cost several times more than running it; it is the ORM query
+    One statement for all the batches: on PostgreSQL a LATERAL join over the (batch,
+    n) pairs, elsewhere a UNION ALL of one SELECT per batch (at most `_UNION_CHUNK` per
+    statement). Each batch's part is the ORM query
 
         Job.objects.filter(batch_id=.., status=RUNNABLE).exclude(pk__in=exclude)
         .exclude(Exists(live attempt)).order_by("id")
         .select_for_update(skip_locked=True).values_list(...)[:n]
 
-    with identifiers from the models and every value a parameter. It walks the
-    (status, batch, id) index from the batch's first RUNNABLE job."""
+    with identifiers from the models and every value a parameter; it walks an index
+    whose leading columns are the status and the batch and then the id (`job_status_batch_id`,
+    `job_batch_status_id`) from the batch's first RUNNABLE job, so it reads n entries
+    however large the batch, with or without the planner's statistics. Plain SQL
+    because the worker runs it on every claim and building it through the ORM cost
+    several times more than running it."""
+    found: dict[Any, list[tuple[Any, int, Any, Any, int | None]]] = {batch_id: [] for batch_id in wanted}
+    if not wanted:
+        return found
     conn = sql.default_connection()
     job, attempt = Job._meta, Attempt._meta
     job_table, attempt_table = sql.table(Job, conn), sql.table(Attempt, conn)
-    pk_field = job.pk
+    pk_field, batch_field = job.pk, job.get_field("batch")
 
     def column(table: str, meta: Any, name: str) -> str:
         return f"{table}.{sql.column(meta.model, name, conn)}"
 
-    job_id = column(job_table, job, "id")
-    selected = ", ".join([job_id, column(job_table, job, "attempts"), column(job_table, job, "log_id"), column(job_table, job, "args")])
-    params: list[Any] = [Status.RUNNABLE, sql.db_value(job.get_field("batch"), batch_id, conn, save=False)]
-    not_excluded = ""
-    if exclude:
-        not_excluded = f" AND NOT ({job_id} IN ({sql.marks(exclude)}))"
-        params += [sql.db_value(pk_field, pk, conn, save=False) for pk in exclude]
-    lock = f" FOR UPDATE OF {job_table} SKIP LOCKED" if conn.features.has_select_for_update else ""
-    query = (
-        f"SELECT {selected} FROM {job_table}"  # noqa: S608 (identifiers from the models; values are parameters)
-        f" WHERE {column(job_table, job, 'status')} = %s AND {column(job_table, job, 'batch')} = %s{not_excluded}"
-        f" AND NOT EXISTS (SELECT 1 FROM {attempt_table} WHERE {column(attempt_table, attempt, 'job')} = {job_id}"
+    job_id, job_batch = column(job_table, job, "id"), column(job_table, job, "batch")
+    selected = ", ".join([job_batch, job_id, *(column(job_table, job, name) for name in ("attempts", "log_id", "args", "memory_mib"))])
+    live = (
+        f"NOT EXISTS (SELECT 1 FROM {attempt_table} WHERE {column(attempt_table, attempt, 'job')} = {job_id}"  # noqa: S608
         f" AND {column(attempt_table, attempt, 'end_time')} IS NULL)"
-        f" ORDER BY {column(job_table, job, 'status')}, {column(job_table, job, 'batch')}, {job_id} LIMIT %s{lock}"
     )
-    params.append(n)
-    args_field, log_field = job.get_field("args"), job.get_field("log_id")
-    with conn.cursor() as cursor:
-        cursor.execute(query, params)
-        return [
-            (pk_field.to_python(pk), attempts, log_field.to_python(log_id), args_field.from_db_value(args, None, conn))
-            for pk, attempts, log_id, args in cursor.fetchall()
+    order = f"ORDER BY {column(job_table, job, 'status')}, {job_batch}, {job_id}"
+    status = f"{column(job_table, job, 'status')} = %s"
+    excluded = [sql.db_value(pk_field, pk, conn, save=False) for pk in exclude]
+    batch_ids = list(wanted)
+    statements: list[tuple[str, list[Any]]] = []
+    if conn.vendor == "postgresql":
+        pk_type, batch_type = pk_field.db_type(conn), batch_field.target_field.db_type(conn)
+        not_excluded = f" AND NOT ({job_id} = ANY(%s::{pk_type}[]))" if excluded else ""
+        query = (
+            f"SELECT j.* FROM unnest(%s::{batch_type}[], %s::integer[]) AS w(batch_id, n)"  # noqa: S608 (identifiers from the models)
+            f" CROSS JOIN LATERAL (SELECT {selected} FROM {job_table} WHERE {status} AND {job_batch} = w.batch_id{not_excluded}"
+            f" AND {live} {order} LIMIT w.n FOR UPDATE OF {job_table} SKIP LOCKED) AS j"
+        )
+        params: list[Any] = [
+            [sql.db_value(batch_field, b, conn, save=False) for b in batch_ids],
+            [wanted[b] for b in batch_ids],
+            Status.RUNNABLE,
         ]
+        if excluded:
+            params.append(excluded)
+        statements.append((query, params))
+    else:
+        lock = f" FOR UPDATE OF {job_table} SKIP LOCKED" if conn.features.has_select_for_update else ""
+        not_excluded = f" AND NOT ({job_id} IN ({sql.marks(excluded)}))" if excluded else ""
+        part = (
+            f"SELECT * FROM (SELECT {selected} FROM {job_table} WHERE {status} AND {job_batch} = %s{not_excluded}"  # noqa: S608
+            f" AND {live} {order} LIMIT %s{lock})"
+        )
+        for start in range(0, len(batch_ids), _UNION_CHUNK):
+            chunk = batch_ids[start : start + _UNION_CHUNK]
+            params = []
+            for batch_id in chunk:
+                params += [Status.RUNNABLE, sql.db_value(batch_field, batch_id, conn, save=False), *excluded, wanted[batch_id]]
+            statements.append((" UNION ALL ".join([part] * len(chunk)), params))
+    args_field, log_field, batch_pk = job.get_field("args"), job.get_field("log_id"), batch_field.target_field
+    with conn.cursor() as cursor:
+        for query, params in statements:
+            cursor.execute(query, params)
+            for batch_id, pk, attempts, log_id, args, memory in cursor.fetchall():
+                found[batch_pk.to_python(batch_id)].append(
+                    (pk_field.to_python(pk), attempts, log_field.to_python(log_id), args_field.from_db_value(args, None, conn), memory)
+                )
+    for rows in found.values():
+        rows.sort(key=lambda row: str(row[0]))
+    return found
+
+
+# Batches per UNION ALL statement where there is no LATERAL (SQLite allows 500 parts).
+_UNION_CHUNK = 50
 
 
 # A batch's command, hardware and filesystems never change once submitted (the command

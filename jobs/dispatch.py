@@ -8,7 +8,7 @@ distinct batch, at most `_BATCHES_PER_SWEEP` of them), skips batches that no liv
 can run without reading their jobs, and moves at most `limit` jobs.
 """
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
@@ -25,21 +25,41 @@ from jobs.statuses import LIVE, Status
 from jobs.transitions import set_reason, transition
 
 # One sweep places at most this many jobs, from at most this many batches per state:
-# short transactions, and the next sweep goes on.
-_DISPATCH_LIMIT = 5000
+# short transactions (placing costs about 60 us a job, and the sweeper is a worker that
+# claims nothing meanwhile), and the next sweep goes on.
+_DISPATCH_LIMIT = 1000
 _BATCHES_PER_SWEEP = 100
+# A batch's SUBMITTED jobs are made RUNNABLE only while it has fewer than this many
+# RUNNABLE ones: enough for every worker's next claims until the next sweep tops it up,
+# so a 100,000-job batch costs a sweep no more than a small one (the rest waits
+# SUBMITTED, "being placed", and in line like RUNNABLE jobs).
+_RUNNABLE_AHEAD = 2000
 # pg_try_advisory_xact_lock key of the dispatcher ("disp" in ASCII).
 _DISPATCH_LOCK_KEY = 0x64697370
 
 
+class Placement(NamedTuple):
+    moved: int  # jobs that changed status
+    fresh: bool  # some batch that had no RUNNABLE job has some now: idle workers should look
+
+
 def dispatch_submitted(*, limit: int = _DISPATCH_LIMIT) -> int:
-    """Move SUBMITTED jobs on, and PENDING jobs whose wait is over. Returns how many moved.
+    """`dispatch`, returning how many jobs moved."""
+    return dispatch(limit=limit).moved
+
+
+def dispatch(*, limit: int = _DISPATCH_LIMIT) -> Placement:
+    """Move SUBMITTED jobs on, and PENDING jobs whose wait is over. Returns how many moved,
+    and whether a batch without RUNNABLE jobs got some (or PENDING jobs became RUNNABLE):
+    then idle workers are to be woken; a batch topped up is one they already claim from.
 
     A job becomes RUNNABLE when some live worker is large enough for its batch's cpu and
     memory and its owner is under BATCHES_USER_MAX_ACTIVE_JOBS (jobs RUNNABLE, STARTING
     or RUNNING; 0 means no quota). Otherwise a SUBMITTED job becomes PENDING with a
     reason naming what it waits for: a worker large enough, or a place in its owner's
-    quota. Jobs are taken in submission order within a batch, oldest batches first.
+    quota. Jobs are taken in submission order within a batch, oldest batches first; a
+    batch's SUBMITTED jobs only while it has fewer than `_RUNNABLE_AHEAD` RUNNABLE ones
+    (up to that many: one bounded count a batch).
 
     Where tenants have job accounts of their own (`accounts.job_accounts`), a job also
     needs its owner's: one without gets the next free pool account, or waits PENDING
@@ -57,7 +77,7 @@ def dispatch_submitted(*, limit: int = _DISPATCH_LIMIT) -> int:
     """
     with transaction.atomic():
         if not _take_dispatch_lock():
-            return 0
+            return Placement(0, fresh=False)
         return _dispatch(limit=limit)
 
 
@@ -78,22 +98,29 @@ def batches_with_jobs_in(status: str, *, limit: int = _BATCHES_PER_SWEEP) -> lis
     index: `limit` index probes, however many jobs each batch has. (A SELECT DISTINCT
     would read every index entry of the state: a second per million queued jobs.)"""
     conn = connections[DEFAULT_DB_ALIAS]
+    sql = f"{skip_scan(conn)} SELECT batch_id FROM b WHERE batch_id IS NOT NULL"  # noqa: S608
+    pk = Batch._meta.pk
+    with conn.cursor() as cursor:
+        cursor.execute(sql, [status, status, limit])
+        return [pk.to_python(row[0]) for row in cursor.fetchall()]
+
+
+def skip_scan(conn: Any) -> str:
+    """`WITH RECURSIVE b(batch_id, n) AS (...)`: the ids of the oldest batches that have
+    jobs in a state, one index probe each, with the parameters (status, status, limit);
+    the statement it begins reads `b` (whose last row's batch_id is NULL)."""
     qn = conn.ops.quote_name
     table = qn(Job._meta.db_table)
     batch_col, status_col = qn(Job._meta.get_field("batch").column), qn("status")
-    sql = (
+    return (
         f"WITH RECURSIVE b(batch_id, n) AS ("  # noqa: S608 (identifiers from the model; values are parameters)
         f" SELECT (SELECT {batch_col} FROM {table} WHERE {status_col} = %s ORDER BY {batch_col} LIMIT 1), 1"
         f" UNION ALL"
         f" SELECT (SELECT {batch_col} FROM {table} WHERE {status_col} = %s AND {batch_col} > b.batch_id ORDER BY {batch_col} LIMIT 1),"
         f" n + 1"
         f" FROM b WHERE b.batch_id IS NOT NULL AND n < %s"
-        f") SELECT batch_id FROM b WHERE batch_id IS NOT NULL"
+        f")"
     )
-    pk = Batch._meta.pk
-    with conn.cursor() as cursor:
-        cursor.execute(sql, [status, status, limit])
-        return [pk.to_python(row[0]) for row in cursor.fetchall()]
 
 
 def _live_capacities(*, now: Any) -> list[tuple[int, int]]:
@@ -124,13 +151,13 @@ class _Accounts:
         return bool(self.known.get(owner))
 
 
-def _dispatch(*, limit: int) -> int:
+def _dispatch(*, limit: int) -> Placement:
     now = timezone.now()
     capacities = _live_capacities(now=now)
     quota = settings.BATCHES_USER_MAX_ACTIVE_JOBS
     room: dict[Any, int] = {}
     accounts = _Accounts()
-    moved = 0
+    moved, fresh = 0, False
     if accounts.needed:
         moved += _hold_without_account(accounts, limit=limit)
     for source in (Status.SUBMITTED, Status.PENDING):
@@ -148,7 +175,7 @@ def _dispatch(*, limit: int) -> int:
         verdicts = dependency_verdicts(batch_ids=[b.pk for b in batches])
         for batch in batches:
             if moved >= limit:
-                return moved
+                return Placement(moved, fresh)
             verdict = verdicts.get(batch.pk)
             if verdict is not None and not verdict.ready:
                 moved += _hold_or_fail(batch, source=source, verdict=verdict, limit=limit - moved)
@@ -163,7 +190,13 @@ def _dispatch(*, limit: int) -> int:
                 if verdict is not None:  # its dependencies held it; now something else does
                     _refresh_reason(batch, reason=_waiting_reason(batch, fits=fits, capacities=capacities, quota=quota))
                 continue  # still waiting: nothing to read
-            ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[: limit - moved])
+            room_ahead, have = limit - moved, 0
+            if fits and source == Status.SUBMITTED:
+                have = Job.objects.filter(batch=batch, status=Status.RUNNABLE)[:_RUNNABLE_AHEAD].count()
+                room_ahead = min(room_ahead, _RUNNABLE_AHEAD - have)
+                if room_ahead <= 0:
+                    continue  # enough RUNNABLE already: the rest waits its turn
+            ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[:room_ahead])
             if not fits:
                 reason = _waiting_reason(batch, fits=fits, capacities=capacities, quota=quota)
                 moved += len(transition(job_ids=ids, from_statuses=[source], to_status=Status.PENDING, reason=reason))
@@ -173,12 +206,13 @@ def _dispatch(*, limit: int) -> int:
                 reason = f"Waiting for a worker with {batch.cpu} free cpu and {batch.memory} MiB"
                 changed = len(transition(job_ids=runnable, from_statuses=[source], to_status=Status.RUNNABLE, reason=reason))
                 moved += changed
+                fresh = fresh or (changed > 0 and (source == Status.PENDING or have == 0))
                 if quota:
                     room[batch.owner_id] -= changed
             if over and source == Status.SUBMITTED:
                 reason = _waiting_reason(batch, fits=fits, capacities=capacities, quota=quota)
                 moved += len(transition(job_ids=over, from_statuses=[source], to_status=Status.PENDING, reason=reason))
-    return moved
+    return Placement(moved, fresh)
 
 
 def _waiting_reason(batch: Batch, *, fits: bool, capacities: list[tuple[int, int]], quota: int) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from jobs.dispatch import dispatch_submitted
+from jobs.dispatch import dispatch
 from jobs.models import Worker
 from jobs.recovery import recover_lost_workers
 from jobs.removal import PURGE_CHUNK, purge_deleted_batches
@@ -54,14 +54,16 @@ def housekeep(*, worker: Worker | None = None, purge_budget: int = PURGE_CHUNK, 
         return None
     try:
         recovered = recover_lost_workers()
-        dispatched = dispatch_submitted()
-        if dispatched:
+        placed = dispatch()
+        if placed.fresh:
             # Every idle worker claims what was placed, not only the sweeper, which
             # would otherwise run a whole small batch alone before the others' next look.
+            # Not when batches were only topped up: their workers are at them already,
+            # and the wake-up would bring the sweeper itself straight back here.
             notify_work()
         return Swept(
             recovered=recovered,
-            dispatched=dispatched,
+            dispatched=placed.moved,
             purged=purge_deleted_batches(budget=purge_budget, chunk=purge_chunk),
             cancelled=advance_batch_cancels(),
         )

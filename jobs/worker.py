@@ -26,8 +26,9 @@ from dataclasses import dataclass, replace
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from core.reason_codes import CANCELLED, WORKER_LOST, WORKER_STOPPED
 from jobs.claiming import claim_jobs
-from jobs.executors.base import Adopts, AttemptSpec, Capacity, Executor, Outcome, Recovers, Report, wait
+from jobs.executors.base import Adopts, AttemptSpec, Capacity, Executor, Outcome, Recovers, Report, Started, wait
 from jobs.fencing import Fence
 from jobs.housekeeping import HOUSEKEEPING_SECONDS, housekeep
 from jobs.leases import expire_dead_local_workers, register_worker, renew_lease, stop_worker, worker_is_dead
@@ -89,6 +90,7 @@ class WorkerLoop:
         self._queue: deque[AttemptSpec] = deque()  # claimed, not started yet
         self._reports: list[Report] = []  # from the executor, not written yet
         self._oldest_report = math.inf
+        self._start_unwritten = False  # a Started report among them
         self._more_work = True  # the last claim was full, or new work was announced
         self._ended: deque[tuple[float, int]] = deque()  # (time, attempts ended) over the last second
         self._ended_total = 0
@@ -175,12 +177,12 @@ class WorkerLoop:
             return
         self._take(self.executor.collect())
         stopped = f"worker {self.worker.name} stopped"
-        unstarted = [Outcome(spec.job_id, spec.attempt, succeeded=False, reason=stopped, charged=False) for spec in self._queue]
+        unstarted = [Outcome(s.job_id, s.attempt, succeeded=False, reason=stopped, reason_code=WORKER_STOPPED) for s in self._queue]
         self._queue.clear()
         interrupted: list[Outcome] = []
         if not self.executor.attempts_survive_worker:
             for outcome in self.executor.shutdown(grace=float(settings.BATCHES_KILL_GRACE_SECONDS)):
-                interrupted.append(outcome if outcome.succeeded else replace(outcome, reason=stopped, charged=False))
+                interrupted.append(_not_the_jobs(outcome, reason=stopped, code=WORKER_STOPPED))
         with transaction.atomic():
             record_reports(worker=self.worker, reports=[*self._reports, *unstarted, *interrupted], from_queue=self.executor.queues_work)
             stop_worker(worker=self.worker)
@@ -230,7 +232,7 @@ class WorkerLoop:
             )
         # Written: forget them. Jobs whose attempt could not even be described are
         # recorded as failed with the next write.
-        self._reports, self._oldest_report = [], math.inf
+        self._reports, self._oldest_report, self._start_unwritten = [], math.inf, False
         self._take(broken)
         if claim:
             self._more_work = len(specs) + len(broken) >= claim[1]
@@ -244,7 +246,7 @@ class WorkerLoop:
         now = time.monotonic()
         if now >= self._fence_until:
             # The fence has killed our attempts: the database, not the job, is to blame.
-            reports = [replace(r, reason=LOST_CONTACT, charged=False) if isinstance(r, Outcome) and not r.succeeded else r for r in reports]
+            reports = [_not_the_jobs(r, reason=LOST_CONTACT, code=WORKER_LOST) if isinstance(r, Outcome) else r for r in reports]
         ended = sum(isinstance(r, Outcome) for r in reports)
         if ended:
             self._ended.append((now, ended))
@@ -252,6 +254,7 @@ class WorkerLoop:
             self._more_work = True  # room freed, and a failed attempt may be retried
         self._reports.extend(reports)
         self._oldest_report = min(self._oldest_report, now)
+        self._start_unwritten = self._start_unwritten or any(isinstance(r, Started) for r in reports)
 
     def _launch(self) -> None:
         """Start queued attempts that fit in the executor's free capacity, in one call."""
@@ -296,7 +299,13 @@ class WorkerLoop:
         return min(_PREFETCH_MAX, int(rate * _PREFETCH_HORIZON))
 
     def _record_within(self) -> float:
-        return _RECORD_WITHIN_BUSY if self._queue else _RECORD_WITHIN
+        """How long the oldest unwritten report may wait: longer while jobs stream
+        through (a queue of claimed jobs: writes are shared by more of them), not at all
+        for a start with nothing queued behind it (an idle worker: no other report is
+        coming to share the write, and the start is what a user waits to see)."""
+        if self._queue:
+            return _RECORD_WITHIN_BUSY
+        return 0.0 if self._start_unwritten else _RECORD_WITHIN
 
     def _needs_jobs(self) -> bool:
         """The local queue is low (below half the prefetch, or empty) and a claim could
@@ -336,7 +345,7 @@ class WorkerLoop:
         # (attempts that outlive the worker are adopted by it from the backend).
         self.executor = self.executor.successor()
         self._queue.clear()
-        self._reports, self._oldest_report = [], math.inf
+        self._reports, self._oldest_report, self._start_unwritten = [], math.inf, False
         self._register()
         if self.executor.attempts_survive_worker:
             self._adopt()
@@ -354,7 +363,11 @@ class WorkerLoop:
         unstarted = [spec for spec in self._queue if spec.job_id in check.orphaned or spec.job_id in check.cancelled]
         self._queue = deque(spec for spec in self._queue if spec not in unstarted)
         self._take(
-            [Outcome(s.job_id, s.attempt, succeeded=False, reason=CANCELLED_REASON) for s in unstarted if s.job_id in check.cancelled]
+            [
+                Outcome(s.job_id, s.attempt, succeeded=False, reason=CANCELLED_REASON, reason_code=CANCELLED)
+                for s in unstarted
+                if s.job_id in check.cancelled
+            ]
         )
         active = self.executor.active()
         for reason, job_ids in ((CANCELLED_REASON, check.cancelled), ("worker lost the job", check.orphaned)):
@@ -389,3 +402,8 @@ class WorkerLoop:
         if adopted:
             logger.warning("adopted %d attempt(s) left by stopped or lost workers", len(adopted))
             self._take(self.executor.adopt(adopted))
+
+
+def _not_the_jobs(outcome: Outcome, *, reason: str, code: str) -> Outcome:
+    """A failed attempt's outcome told as what really ended it (its worker), not charged."""
+    return outcome if outcome.succeeded else replace(outcome, reason=reason, reason_code=code)

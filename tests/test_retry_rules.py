@@ -109,3 +109,17 @@ def test_max_attempts_disagreeing_with_retry_attempts_is_refused(alice_client, c
     response = alice_client.post("/batches", body, format="json")
     assert response.status_code == 400
     assert response.json()["errors"] == [{"field": "retry.attempts", "message": "is 2 but max_attempts is 3: give one of the two"}]
+
+
+def test_a_users_retry_starts_each_job_over(alice_client, catalog):
+    """Attempts charged, infrastructure requeues and a memory a rule raised are all reset:
+    the job runs again as submitted."""
+    from jobs.models import Job
+    from jobs.statuses import Status
+
+    body = submission(catalog, jobs=[{"args": {"message": "x"}}])
+    batch = alice_client.post("/batches", body, format="json").json()["batch_id"]
+    Job.objects.filter(batch_id=batch).update(status=Status.FAILED, charged_attempts=2, requeues=3, memory_mib=1024)
+    assert alice_client.post(f"/batches/{batch}/retry").json() == {"changed": 1}
+    job = Job.objects.get(batch_id=batch)
+    assert (job.charged_attempts, job.requeues, job.memory_mib) == (0, 0, None)

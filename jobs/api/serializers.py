@@ -7,7 +7,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from batches.parameters import as_sent
-from jobs.models import Job, JobEvent
+from core.reason_codes import ALL as REASON_CODES
+from jobs.models import Attempt, Job, JobEvent
 from jobs.statuses import Status
 from jobs.waiting import IN_LINE, list_reasons
 
@@ -96,6 +97,51 @@ class JobHardwareSerializer(serializers.Serializer):
     cpu = serializers.IntegerField()
 
 
+class UsageSerializer(serializers.Serializer):
+    """What an attempt used; a figure is null when it was not measured (an attempt that
+    never started, or was recovered after its worker died)."""
+
+    max_rss_mib = serializers.FloatField(allow_null=True, help_text="Peak resident memory, MiB (to 0.1).")
+    cpu_seconds = serializers.FloatField(allow_null=True, help_text="User + system cpu time of all its processes, seconds.")
+    elapsed_seconds = serializers.FloatField(allow_null=True, help_text="Wall-clock run time, seconds (to the millisecond).")
+
+
+class AttemptSerializer(serializers.ModelSerializer):
+    """One attempt at running a job: where and how it ran, how it ended, what it used."""
+
+    attempt = serializers.IntegerField(source="number", help_text="1 for the first attempt.")
+    state = serializers.ChoiceField(choices=Attempt.State.choices, help_text="LAUNCHING (claimed, not started), RUNNING or ENDED.")
+    start_time = serializers.DateTimeField(allow_null=True, help_text="When it started (null until it does).")
+    stop_time = serializers.DateTimeField(source="end_time", allow_null=True, help_text="When it ended (null while it runs).")
+    reason_code = serializers.ChoiceField(
+        choices=[("", "")] + [(code, code) for code in REASON_CODES],
+        help_text="Why it ended, for programs (empty while it runs); the list is in the README, 'What an attempt used'.",
+    )
+    reason = serializers.CharField(help_text="Why it ended, for people: `exit code 3`, `timed out after 5 s`...")
+    executor_id = serializers.CharField(source="external_id", help_text="Its id in the executor: a pid, a Slurm job id (`123_4`).")
+
+    class Meta:
+        model = Attempt
+        fields = [
+            "attempt",
+            "state",
+            "start_time",
+            "stop_time",
+            "elapsed_seconds",
+            "cpu_seconds",
+            "max_rss_mib",
+            "exit_code",
+            "signal",
+            "reason_code",
+            "reason",
+            "memory_mib",
+            "cpus",
+            "node",
+            "executor",
+            "executor_id",
+        ]
+
+
 class JobDetailSerializer(serializers.Serializer):
     job_id = serializers.UUIDField(source="id")
     log_id = serializers.UUIDField()
@@ -117,6 +163,10 @@ class JobDetailSerializer(serializers.Serializer):
     batch_id = serializers.UUIDField()
     attempts = serializers.IntegerField(help_text="Attempts started so far.")
     exit_code = serializers.IntegerField(allow_null=True, help_text="Exit code of the last attempt, if it exited.")
+    signal = serializers.SerializerMethodField(help_text="The signal that killed the program of the last ended attempt, if one did.")
+    usage = serializers.SerializerMethodField(
+        help_text="What the last ended attempt used (every attempt's: GET .../attempts); null before any attempt ended."
+    )
 
     @extend_schema_field(
         {
@@ -129,6 +179,15 @@ class JobDetailSerializer(serializers.Serializer):
     def get_args(self, job: Job) -> dict[str, Any]:
         types = job.batch.arg_types
         return {name: as_sent(text, types.get(name)) for name, text in job.args.items()}
+
+    def get_signal(self, job: Job) -> int | None:
+        last = self.context.get("last_attempt")
+        return last["signal"] if last else None
+
+    @extend_schema_field(UsageSerializer(allow_null=True))
+    def get_usage(self, job: Job) -> dict[str, Any] | None:
+        last = self.context.get("last_attempt")
+        return {name: last[name] for name in UsageSerializer._declared_fields} if last else None
 
     def get_reason(self, job: Job) -> str:
         waiting = self.context.get("waiting")
