@@ -125,14 +125,21 @@ def test_the_job_list_has_badges_reasons_said_once_and_durations_to_the_millisec
     jobs = list(Job.objects.filter(batch=batch).order_by("index"))
     run(jobs[:1], to=Status.SUCCEEDED, seconds=1.234)
     run(jobs[1:2], to=Status.FAILED, reason="exit code 3", seconds=0.004)
-    transition(job_ids=[j.pk for j in jobs[2:]], from_statuses=[Status.SUBMITTED], to_status=Status.RUNNABLE, reason="Waiting for a worker")
+    # A batch's jobs are next to each other in the list (newest first), whatever their order within it.
+    waiting = submit(alice, catalog, 3)
+    transition(
+        job_ids=list(Job.objects.filter(batch=waiting).values_list("pk", flat=True)),
+        from_statuses=[Status.SUBMITTED],
+        to_status=Status.RUNNABLE,
+        reason="Waiting for a worker",
+    )
     page = admin_client.get("/admin/jobs/job/").content.decode()
     for status in ("succeeded", "failed", "runnable"):
         assert f'class="status-badge status-{status}"' in page, status
     assert ">1.23 s<" in page and ">0.004 s<" in page and "0.0 s" not in page
     # The waiting reason once, then "same as above" with the reason in its tooltip.
     assert page.count(">Waiting for a worker<") == 1
-    assert page.count('title="Waiting for a worker">〃 same as above') == 1
+    assert page.count('title="Waiting for a worker">〃 same as above') == 2
     # The duration's tooltip to the millisecond (start and stop within one second).
     start = timezone.localtime(Job.objects.get(pk=jobs[1].pk).start_time).strftime("%H:%M:%S.%f")[:-3]
     assert start in page
