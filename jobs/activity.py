@@ -52,7 +52,11 @@ class Activity:
 
     @property
     def minutes(self) -> float:
-        return max((self.now - self.since).total_seconds() / 60, 1 / 60)
+        """The span the rate is measured over: at least a minute, unless the newest
+        EVENT_WINDOW events came within less (six jobs in the first second of a
+        deployment are not 360 a minute)."""
+        span = (self.now - self.since).total_seconds() / 60
+        return max(span, 1 / 60) if self.cover.startswith("the span") else max(span, 1.0)
 
     @property
     def per_minute_rate(self) -> float:

@@ -121,6 +121,8 @@ def test_the_job_list_reads_one_line_a_job_at_1366_px(page, chief, alice, bob, c
     assert reasons(page).count(WAITING) == 12 and LONG_REASON in reasons(page)
     assert page.locator("#result_list td.field-duration").filter(has_text="1.23 s").count() == 1
     assert page.locator("#result_list td.field-duration").filter(has_text="0.250 s").count() == 1
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "job-list-waiting.png"), full_page=True)  # a batch's waiting jobs, one line each
 
 
 def test_an_operator_cancels_and_retries_from_the_batch_and_job_pages(page, chief, viewer, alice, catalog):  # noqa: F811 (the fixtures imported above)
@@ -205,3 +207,4 @@ def test_the_attempts_table_fits_1366_px_and_a_workers_page_reads_plainly(page, 
     expect(page.locator("#content-main").get_by_role("link", name="Access attempts")).to_have_count(1)
     expect(page.locator("#content-main").get_by_role("link", name="Access logs")).to_have_count(0)
     expect(page.locator("#content-main").get_by_role("link", name="Access failure logs")).to_have_count(0)
+    page.screenshot(path=str(SCREENSHOTS / "home.png"), full_page=True)

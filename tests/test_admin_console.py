@@ -77,6 +77,7 @@ def test_the_dashboard_shows_throughput_expected_ends_and_recent_failures(admin_
     page = response.content.decode()
     assert figures["activity"].finished == 5 and figures["activity"].failed == 1
     assert "5 job(s) ended in the last" in page and "(4 succeeded, 1 failed)" in page
+    assert "5.0 per minute" in page  # measured over a minute at least: not 300 a minute after one second
     rows = {row["pk"]: row for row in figures["running_batches"]}
     assert list(rows) == [busy.pk, idle.pk]  # with jobs running first
     # 5 ended since it was created, a moment ago: the other 5 end in about as long.
