@@ -170,7 +170,7 @@ class JobAdmin(ObjectButtons, LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
     @admin.display(description="reason")
     def reason_text(self, job: Job) -> str:
         if getattr(job, "same_reason_as_above", False):
-            return format_html('<span class="same-as-above" title="{}">〃 same as above</span>', job.reason)
+            return format_html('<span class="same-as-above" title="{}">↑ same as above</span>', job.reason)
         return clipped(job.reason)
 
     @admin.display(description="duration")

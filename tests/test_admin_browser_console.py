@@ -117,7 +117,7 @@ def test_the_job_list_reads_one_line_a_job_at_1366_px(page, chief, alice, bob, c
     assert len(set(colours.values())) == 4, colours
     # The waiting reason said once, then "same as above"; each whole in its tooltip.
     texts = [text.strip() for text in page.locator("#result_list tbody td.field-reason_text").all_inner_texts()]
-    assert texts.count(WAITING) == 1 and texts.count("〃 same as above") == 11, texts
+    assert texts.count(WAITING) == 1 and texts.count("↑ same as above") == 11, texts
     assert reasons(page).count(WAITING) == 12 and LONG_REASON in reasons(page)
     assert page.locator("#result_list td.field-duration").filter(has_text="1.23 s").count() == 1
     assert page.locator("#result_list td.field-duration").filter(has_text="0.250 s").count() == 1

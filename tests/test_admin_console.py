@@ -140,7 +140,7 @@ def test_the_job_list_has_badges_reasons_said_once_and_durations_to_the_millisec
     assert ">1.23 s<" in page and ">0.004 s<" in page and "0.0 s" not in page
     # The waiting reason once, then "same as above" with the reason in its tooltip.
     assert page.count(">Waiting for a worker<") == 1
-    assert page.count('title="Waiting for a worker">〃 same as above') == 2
+    assert page.count('title="Waiting for a worker">↑ same as above') == 2
     # The duration's tooltip to the millisecond (start and stop within one second).
     start = timezone.localtime(Job.objects.get(pk=jobs[1].pk).start_time).strftime("%H:%M:%S.%f")[:-3]
     assert start in page
