@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from accounts.shares import set_share
+from client.ids import short as short_id
 from tests.conftest import make_client
 from tests.test_gunicorn import start_server  # noqa: F401 (a fixture)
 from tests.worker_helpers import ROOT, script_tool, start_worker, stop_worker_process, wait_for
@@ -30,8 +31,16 @@ def cli(start_server, alice, catalog):  # noqa: F811
         "HOME": "/nonexistent",
     }
 
-    def run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "client", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    def run(*args: str, check: bool = True, timeout: float = 60, **extra: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-m", "client", *args],
+            cwd=ROOT,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,  # no terminal to ask on, whatever runs the tests
+        )
         if check:
             assert done.returncode == 0, (args, done.stdout, done.stderr)
         return done
@@ -53,13 +62,13 @@ def test_submit_a_sweep_watch_it_and_read_its_jobs_and_logs(cli, tmp_path):
     first = next(job for job in jobs if job["job_argument_list"][0]["argument_value"] == "alpha")
     assert cli("logs", batch["batch_id"], first["job_id"]).stdout == "alpha\n"
     assert "succeeded 3" in cli("status", batch["batch_id"]).stdout
-    assert batch["batch_id"] in cli("ls").stdout
+    assert short_id(batch["batch_id"]) in cli("ls").stdout
     # Jobs from a file, a sweep on top: 2 rows x 2 values.
     rows = tmp_path / "jobs.csv"
     rows.write_text("message\nfrom-file-1\nfrom-file-2\n")
     from_file = json.loads(cli("submit", "echo", "--from-file", str(rows), "--json").stdout)
     assert from_file["n_jobs"] == 2
-    cli("rm", from_file["batch_id"])
+    cli("rm", from_file["batch_id"], "--yes")
     assert cli("status", from_file["batch_id"], check=False).returncode == 1
 
 
@@ -173,7 +182,7 @@ def test_ids_values_and_files_a_second_round_tripped_on(cli, tmp_path):
         for command in (["rm", bad], ["status", bad], ["logs", bad]):
             done = cli(*command, check=False)
             assert done.returncode == 2 and "Traceback" not in done.stderr, (command, done.stderr)
-    assert kept in cli("ls").stdout, "nothing was deleted"
+    assert short_id(kept) in cli("ls").stdout, "nothing was deleted"
     for value in ("nan", "inf", "-inf", "1e999", "1_000", " 5"):
         done = cli("submit", "sleep", "--arg", f"seconds={value}", check=False)
         assert done.returncode == 2 and "Traceback" not in done.stderr and "seconds" in done.stderr, (value, done.stderr)
@@ -225,7 +234,7 @@ def test_shares_and_why_say_who_runs_next(cli, alice, root, bob):
     assert missing.returncode == 1 and missing.stderr.startswith("batches: 404"), missing.stderr
     # Whole rows in a pipe: the job list's reasons are not folded.
     rows = cli("jobs", batch).stdout.splitlines()
-    whole = [row for row in rows if row.startswith(waiting[0]["job_id"])]
+    whole = [row for row in rows if row.startswith(short_id(waiting[0]["job_id"]))]
     assert len(rows) == 4 and len(whole) == 1 and len(whole[0]) > 80 and whole[0].endswith(detail["reason"].split(";")[0]), rows
 
     mine = json.loads(cli("shares", "--json").stdout)
