@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import Progress, ProgressColumn, Task, TextColumn
+from rich.progress import Progress, ProgressColumn, Task
+from rich.table import Column
 from rich.text import Text
 
 from client.common import ENDED, WAITING, counts_line, out, service
@@ -22,36 +23,51 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-class OutcomeBar(ProgressColumn):
+def outcome_bar(width: int, *, total: int, succeeded: int, failed: int) -> Text:
     """The bar, jobs by outcome: succeeded green, failed red, the rest grey. (Rich's own
-    bar draws every finished job in one colour, red-pink until the very end, even when
+    bar drew every finished job in one colour, red-pink until the very end, even when
     all of them succeeded.) A failure shows however few there are."""
+    green = width * succeeded // total if total else 0
+    red = (width * (succeeded + failed) // total) - green if total else 0
+    if failed and not red:
+        red, green = 1, min(green, width - 1)
+    bar = Text()
+    bar.append("━" * green, style="green")
+    bar.append("━" * red, style="red")
+    bar.append("━" * (width - green - red), style="grey23")
+    return bar
 
-    def __init__(self, width: int = 40) -> None:
-        super().__init__()
-        self.width = width
+
+def progress_line(batch: str, counts: dict[str, int], *, elapsed: float, rate: float, width: int) -> Text:
+    """The whole progress line, cut to `width`: the batch, the bar, jobs ended of all,
+    the time watched and the time left at the rate since watching began (`eta ?` until
+    a job has ended), then the counts and the rate, the part a narrow terminal loses."""
+    total = sum(counts.values())
+    done = counts["succeeded"] + counts["failed"]
+    eta = "0:00" if done >= total else clock((total - done) / rate) if rate > 0 else "?"
+    head = f"batch {short(batch)} "
+    middle = f" {done}/{total}  elapsed {clock(elapsed)}  eta {eta}"
+    tail = f"  {counts_line(counts)}  {rate:.1f} jobs/s"
+    bar_width = max(10, min(40, width - len(head) - len(middle) - len(tail) - 1))
+    line = Text(head)
+    line.append_text(outcome_bar(bar_width, total=total, succeeded=counts["succeeded"], failed=counts["failed"]))
+    line.append(middle + tail)
+    line.truncate(max(width - 1, 20), overflow="ellipsis")
+    return line
+
+
+class _Line(ProgressColumn):
+    """The one column of `watch`'s display: the task's line, drawn for the console's width."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(table_column=Column(no_wrap=True))
+        self.console = console
 
     def render(self, task: Task) -> Text:
-        total = int(task.total or 0)
-        succeeded, failed = task.fields.get("succeeded", 0), task.fields.get("failed", 0)
-        green = self.width * succeeded // total if total else 0
-        red = (self.width * (succeeded + failed) // total) - green if total else 0
-        if failed and not red:
-            red, green = 1, min(green, self.width - 1)
-        bar = Text()
-        bar.append("━" * green, style="green")
-        bar.append("━" * red, style="red")
-        bar.append("━" * (self.width - green - red), style="grey23")
-        return bar
-
-
-def progress_detail(counts: dict[str, int], *, elapsed: float, rate: float) -> str:
-    """What follows the bar: the counts, the rate since watching began, the time
-    watched and the time left at that rate (`eta ?` until a job has ended)."""
-    total = sum(counts.values())
-    left = total - counts["succeeded"] - counts["failed"]
-    eta = "eta 0:00" if not left else f"eta {clock(left / rate)}" if rate > 0 else "eta ?"
-    return f"{counts_line(counts)}  {rate:.1f} jobs/s  elapsed {clock(elapsed)}  {eta}"
+        fields = task.fields
+        if "counts" not in fields:
+            return Text("")
+        return progress_line(fields["batch"], fields["counts"], elapsed=fields["elapsed"], rate=fields["rate"], width=self.console.width)
 
 
 @click.command(help="Follow a batch to its end: exit 0 only if every job succeeded.")
@@ -64,20 +80,14 @@ def watch(ctx: click.Context, batch: str, every: float = 1.0) -> None:
     counts = api.get(f"/batches/{batch}")
     total = sum(counts.values())
     started, first_done = time.monotonic(), counts["succeeded"] + counts["failed"]
-    columns = [
-        TextColumn("{task.description}"),
-        OutcomeBar(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[detail]}"),
-    ]
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task(f"batch {short(batch)}", total=total, detail="", succeeded=0, failed=0)
+    console = Console(stderr=True)
+    with Progress(_Line(console), console=console, transient=False) as progress:
+        task = progress.add_task("watch", total=total)
         while True:
             done = counts["succeeded"] + counts["failed"]
             elapsed = time.monotonic() - started
             rate = (done - first_done) / elapsed if elapsed > 0 else 0.0
-            detail = progress_detail(counts, elapsed=elapsed, rate=rate)
-            progress.update(task, completed=done, detail=detail, succeeded=counts["succeeded"], failed=counts["failed"])
+            progress.update(task, completed=done, batch=batch, counts=counts, elapsed=elapsed, rate=rate)
             if done >= total:
                 break
             time.sleep(every)
