@@ -474,3 +474,40 @@ def test_a_redirect_to_https_is_named(code):
     finally:
         server.terminate()
         server.wait()
+
+
+class _Listing:
+    """An Api whose lists are given, counting the items read (for client.ids)."""
+
+    def __init__(self, items: list[dict]) -> None:
+        self.items, self.read = items, 0
+
+    def pages(self, path: str, **params: object):
+        for item in self.items:
+            self.read += 1
+            yield item
+
+
+@pytest.mark.django_db(transaction=False)
+def test_short_job_ids_read_no_more_of_a_batch_than_they_need(monkeypatch):
+    """A short job id is looked up in its batch's job list: the 12-digit form stops at
+    its match, a shorter one reads the list to be sure, and no lookup reads past
+    JOB_SCAN_LIMIT jobs (a batch of 1,000,000 jobs is 1,000 requests)."""
+    from client import ids
+
+    jobs = [{"job_id": str(uuid.uuid4()), "status": "RUNNABLE", "job_argument_list": []} for _ in range(50)]
+    wanted = jobs[10]["job_id"]
+    api = _Listing(jobs)
+    assert ids.resolve_job(api, str(uuid.uuid4()), ids.short(wanted)) == wanted and api.read == 11
+    api = _Listing(jobs)
+    assert ids.resolve_job(api, str(uuid.uuid4()), wanted[-8:]) == wanted and api.read == 50
+    assert ids.resolve_job(api, str(uuid.uuid4()), wanted) == wanted  # whole: nothing read
+    twins = [{**jobs[0], "job_id": jobs[0]["job_id"][:-4] + "beef"}, {**jobs[1], "job_id": jobs[1]["job_id"][:-4] + "beef"}]
+    with pytest.raises(ids.AmbiguousId) as caught:
+        ids.resolve_job(_Listing(twins), str(uuid.uuid4()), "…beef")
+    assert caught.value.exit_code == 2 and twins[0]["job_id"] in str(caught.value) and twins[1]["job_id"] in str(caught.value)
+    monkeypatch.setattr(ids, "JOB_SCAN_LIMIT", 20)
+    api = _Listing(jobs)
+    with pytest.raises(ids.AmbiguousId, match="at most 20 jobs"):
+        ids.resolve_job(api, str(uuid.uuid4()), ids.short(jobs[30]["job_id"]))
+    assert api.read == 21
