@@ -106,7 +106,8 @@ class Narrator:
     """What `logs -f` says on stderr about a job that is not running: a line when it
     waits (its status, `reason` and `queue_position`), again when its status changes,
     or its reason or place does and `quiet` seconds have passed (the fair-share figures
-    in a reason change at every look); `running` once it runs after a wait."""
+    in a reason change at every look); `starting` and `running` once it gets there after
+    a wait, and a running job's reason when it has one (a cancel on its way)."""
 
     def __init__(self, quiet: float = 30.0) -> None:
         self.quiet = quiet
@@ -119,10 +120,9 @@ class Narrator:
         line = ""
         if status in WAITING:
             line = _waiting(detail)
-        elif status == "STARTING" and self.status != status:
-            line = f"job {short(detail['job_id'])} is starting"
-        elif status == "RUNNING" and self.status not in (None, "RUNNING"):
-            line = f"job {short(detail['job_id'])} is running"
+        elif status in ("STARTING", "RUNNING") and (detail.get("reason") or self.status not in (None, status)):
+            reason = f": {detail['reason']}" if detail.get("reason") else ""  # `Cancel requested; waiting ...`
+            line = f"job {short(detail['job_id'])} is {status.lower()}{reason}"
         changed = status != self.status
         if line and line != self.said and (changed or now - self.when >= self.quiet):
             click.echo(line, err=True)

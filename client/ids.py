@@ -93,7 +93,8 @@ def _one(given: str, kind: str, where: str, found: list[dict[str, Any]], key: st
     if len(found) > 1:
         rows = "\n".join(f"  {item[key]}  {describe(item)}".rstrip() for item in found[:20])
         more = f"\n  ... and {len(found) - 20} more" if len(found) > 20 else ""
-        raise AmbiguousId(f"{given!r} matches {len(found)} {kind}s {where}; give more of its digits:\n{rows}{more}")
+        kinds = "batches" if kind == "batch" else f"{kind}s"
+        raise AmbiguousId(f"{given!r} matches {len(found)} {kinds} {where}; give more of its digits:\n{rows}{more}")
     return str(found[0][key])
 
 

@@ -288,7 +288,9 @@ def test_short_ids_are_shown_everywhere_and_taken_as_prefix_or_suffix(cli):
     assert len(shared.replace("-", "")) >= 4
     ambiguous = cli("status", shared, check=False)
     assert ambiguous.returncode == 2, ambiguous.stderr
-    assert f"{shared!r} matches" in ambiguous.stderr and all(i in ambiguous.stderr for i in ids), ambiguous.stderr
+    assert (
+        f"{shared!r} matches" in ambiguous.stderr and "batches of yours" in ambiguous.stderr and all(i in ambiguous.stderr for i in ids)
+    ), ambiguous.stderr
     nothing = cli("status", "abcdefabcdef", check=False)
     assert nothing.returncode == 1 and "no batch of yours" in nothing.stderr, nothing.stderr
     assert cli("status", "abc", check=False).returncode == 2  # fewer than 4 digits: not an id
