@@ -164,6 +164,7 @@ class BatchAdmin(ObjectButtons, BoundedActions, ReadOnlyPage, admin.ModelAdmin):
         "hardware",
         "filesystems",
         "max_attempts",
+        "retry",
         "timeout_seconds",
         "priority",
         "max_running",
@@ -186,6 +187,18 @@ class BatchAdmin(ObjectButtons, BoundedActions, ReadOnlyPage, admin.ModelAdmin):
     @admin.display(description="hardware")
     def hardware(self, batch: Batch) -> str:
         return f"{batch.cpu} cpu, {batch.memory} MiB per job"
+
+    @admin.display(description="retry rules")
+    def retry(self, batch: Batch) -> str:
+        """The submission's rules, one per line, in the order they are checked."""
+        if not batch.retry_rules:
+            return "none: every failure is retried while attempts are left"
+        lines = []
+        for number, rule in enumerate(batch.retry_rules, start=1):
+            match = f"exit code {', '.join(map(str, rule['on_exit_code']))}" if "on_exit_code" in rule else rule["on_reason"]
+            factor = f", memory x{rule['memory_factor']:g}" if rule.get("memory_factor") else ""
+            lines.append(f"{number}. {match}: {rule['action']}{factor}")
+        return "\n".join(lines)
 
     @admin.display(description="created", ordering="id")
     def created(self, batch: Batch) -> str:
