@@ -5,7 +5,8 @@ from typing import Any
 
 import click
 
-from client.common import ID, out, print_json, service
+from client.common import out, print_json, service
+from client.ids import ID, resolve_batch
 
 
 def _number(value: float | None, unit: str = "", digits: int = 1) -> str:
@@ -39,5 +40,6 @@ def usage_lines(usage: dict[str, Any]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def usage(ctx: click.Context, batch: str, as_json: bool) -> None:
-    report = service(ctx).get(f"/batches/{batch}/usage")
+    api = service(ctx)
+    report = api.get(f"/batches/{resolve_batch(api, batch)}/usage")
     return print_json(report) if as_json else out.print("\n".join(usage_lines(report)))

@@ -151,7 +151,7 @@ def test_a_timeout_has_reason_code_timeout(loop, alice, filesystems):  # noqa: F
     print(f"\n{loop.backend}: {job.status} {job.reason!r}; attempt reason_code {attempt.reason_code}, elapsed {attempt.elapsed_seconds}")
     assert (job.status, job.reason) == ("FAILED", "timed out after 2 s")
     assert attempt.reason_code == "timeout"
-    assert 2.0 <= attempt.elapsed_seconds < 5, attempt.elapsed_seconds
+    assert 2.0 <= attempt.elapsed_seconds < 4, attempt.elapsed_seconds  # the issue: FAILED `timeout` within 4 s
 
 
 def test_a_small_job_never_reports_the_memory_it_was_started_from(loop, alice, filesystems):  # noqa: F811
