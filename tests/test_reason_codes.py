@@ -63,6 +63,9 @@ def test_the_cgroup_figures_win_over_the_leaders_rusage():
     # Not above the worker's own peak at the spawn: the image it was started from, not its own.
     assert describe(LocalEnd(**common, rusage=leader, rss_floor_bytes=300 << 20)).usage.max_rss_mib is None
     assert describe(LocalEnd(**common, rusage=leader, rss_floor_bytes=(300 << 20) - 1)).usage.max_rss_mib == 300.0
+    # In a sandbox without a cgroup the leader is bubblewrap, whose rusage misses the program.
+    boxed = describe(LocalEnd(**{**common, "sandboxed": True}, rusage=leader)).usage
+    assert (boxed.max_rss_mib, boxed.cpu_seconds, boxed.elapsed_seconds) == (None, None, 2.0)
     nothing = describe(LocalEnd(**common)).usage
     assert (nothing.max_rss_mib, nothing.cpu_seconds) == (None, None)
 

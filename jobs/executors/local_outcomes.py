@@ -38,8 +38,11 @@ class LocalEnd:
 
 def usage_of(end: LocalEnd) -> Usage:
     """The cgroup's figures where it has them (every process of the attempt, whoever
-    reaped it), else wait4's of the leader (and the descendants it waited for)."""
-    rss, cpu = rusage_figures(end.rusage) if end.rusage is not None else (None, None)
+    reaped it), else wait4's of the leader (and the descendants it waited for). In a
+    sandbox the leader is bubblewrap, which exits without waiting for the init of its
+    PID namespace (the one that waited for the program): its rusage says nothing of the
+    program, so without a cgroup a sandboxed attempt's figures are null."""
+    rss, cpu = rusage_figures(end.rusage) if end.rusage is not None and not end.sandboxed else (None, None)
     if rss is not None and end.rss_floor_bytes is not None and rss <= end.rss_floor_bytes:
         rss = None  # no more than the image it was started from: its own peak is unknown
     return Usage.measured(
