@@ -2,12 +2,12 @@
 
     batches tools
     batches submit echo --arg message=hi --sweep n=1,2,3 [--from-file jobs.csv|jobs.jsonl] [--watch]
-    batches ls [--last N|--all] | status BATCH | watch BATCH | jobs BATCH [--status FAILED]
+    batches ls [--last N|--all] | status BATCH | watch BATCH | jobs BATCH [--status FAILED] | usage BATCH
     batches logs [BATCH] JOB [-f] | why [BATCH] JOB
     batches shares
     batches cancel BATCH [JOB] | retry BATCH | rm BATCH... [--yes]
 
-`tools`, `ls`, `status`, `jobs`, `submit`, `why`, `shares`, `cancel` and `retry` take
+`tools`, `ls`, `status`, `jobs`, `submit`, `why`, `shares`, `usage`, `cancel` and `retry` take
 `--json` (the API's own JSON, for scripts). Ids are shown short (the last 12 hex digits,
 as the admin shows them) and taken whole or as any unambiguous prefix or suffix (a short
 job id with its batch: BATCH JOB); see client/ids.py. Tools and filesystems are named by
@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from client import acting, follow, shares
+from client import acting, follow, shares, usage
 from client.api import Api, ApiError
 from client.common import STATES, batch_state, counts_line, out, print_json, print_table, service, table
 from client.ids import ID, resolve_batch, short
@@ -211,5 +211,5 @@ def jobs(ctx: click.Context, batch: str, state: str | None, as_json: bool) -> No
     print_table(listed)
 
 
-for command in (follow.watch, follow.logs, acting.cancel, acting.retry, acting.remove, shares.shares, shares.why):
+for command in (follow.watch, follow.logs, acting.cancel, acting.retry, acting.remove, shares.shares, shares.why, usage.usage):
     main.add_command(command)

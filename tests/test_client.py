@@ -66,6 +66,11 @@ def test_submit_a_sweep_watch_it_and_read_its_jobs_and_logs(cli, tmp_path):
     first = next(job for job in jobs if job["job_argument_list"][0]["argument_value"] == "alpha")
     assert cli("logs", batch["batch_id"], first["job_id"]).stdout == "alpha\n"
     assert "succeeded 3" in cli("status", batch["batch_id"]).stdout
+    report = cli("usage", batch["batch_id"]).stdout
+    print(report)
+    assert "Jobs ended: 3 (3 attempt(s) ended)" in report and "Ended as: succeeded 3" in report, report
+    usage = json.loads(cli("usage", batch["batch_id"], "--json").stdout)
+    assert usage["attempts"] == 3 and usage["reason_codes"] == {"succeeded": 3} and usage["cpu_seconds"] > 0
     assert short_id(batch["batch_id"]) in cli("ls").stdout
     # Jobs from a file, a sweep on top: 2 rows x 2 values.
     rows = tmp_path / "jobs.csv"
