@@ -7,8 +7,8 @@
     batches shares
     batches cancel BATCH [JOB] | retry BATCH | rm BATCH... [--yes]
 
-`tools`, `ls`, `status`, `jobs`, `submit`, `why`, `shares`, `cancel`, `retry` and `usage`
-take `--json` (the API's own JSON, for scripts). Ids are shown short (the last 12 hex digits,
+`tools`, `ls`, `status`, `jobs`, `submit`, `why`, `shares`, `usage`, `cancel` and `retry` take
+`--json` (the API's own JSON, for scripts). Ids are shown short (the last 12 hex digits,
 as the admin shows them) and taken whole or as any unambiguous prefix or suffix (a short
 job id with its batch: BATCH JOB); see client/ids.py. Tools and filesystems are named by
 name or id; values are typed by the tool's parameters. An error is one line on stderr

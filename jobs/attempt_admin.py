@@ -53,6 +53,24 @@ class AttemptColumns:
     def reason_text(self, attempt: Attempt) -> str:
         return clipped(attempt.reason)
 
+    @admin.display(description="exit")
+    def exit_status(self, attempt: Attempt) -> str:
+        """The exit code, or the signal that killed the program; the reason code in the tooltip."""
+        text = "-" if attempt.exit_code is None else str(attempt.exit_code)
+        if attempt.signal is not None:
+            text = f"sig {attempt.signal}"
+        return format_html('<span title="{}">{}</span>', attempt.reason_code or "", text)
+
+    @admin.display(description="used")
+    def used(self, attempt: Attempt) -> str:
+        """cpu-seconds and peak memory against what the attempt had (as seff shows them)."""
+        if attempt.cpu_seconds is None and attempt.max_rss_mib is None:
+            return "-"
+        cpu = "-" if attempt.cpu_seconds is None else f"{attempt.cpu_seconds:.2f}"
+        rss = "-" if attempt.max_rss_mib is None else f"{attempt.max_rss_mib:g}"
+        title = f"{cpu} cpu-seconds on {attempt.cpus} cpu; peak {rss} MiB of {attempt.memory_mib} MiB"
+        return format_html('<span title="{}">{} cpu-s, {}/{} MiB</span>', title, cpu, rss, attempt.memory_mib)
+
 
 class JobEventInline(admin.TabularInline):
     model = JobEvent
@@ -82,9 +100,11 @@ class AttemptInline(AttemptColumns, admin.TabularInline):
         "started",
         "ended",
         "took",
-        "exit_code",
+        "exit_status",
         "reason_text",
+        "reason_code",
         "charged",
+        "used",
     ]
     readonly_fields = fields
 
@@ -111,6 +131,7 @@ class AttemptAdmin(AttemptColumns, LargeTableAdmin, ReadOnlyPage, admin.ModelAdm
         "started",
         "ended",
         "took",
+        "used",
         "exit_status",
         "reason_text",
     ]
@@ -137,10 +158,6 @@ class AttemptAdmin(AttemptColumns, LargeTableAdmin, ReadOnlyPage, admin.ModelAdm
     @admin.display(description="#")
     def attempt_number(self, attempt: Attempt) -> int:
         return attempt.number
-
-    @admin.display(description="exit")
-    def exit_status(self, attempt: Attempt) -> str:
-        return "-" if attempt.exit_code is None else str(attempt.exit_code)
 
     @admin.display(description="job", ordering="job_id")
     def job_short(self, attempt: Attempt) -> str:
