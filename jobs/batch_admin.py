@@ -81,7 +81,7 @@ def progress_bar(counts: dict[str, int]) -> str:
 
 
 class BatchStateFilter(admin.SimpleListFilter):
-    """A batch's state, from its jobs: each choice an EXISTS on the (batch, status)
+    """A batch's state, from its jobs: each choice an EXISTS on the (batch, status, index)
     index per batch."""
 
     title = "state"
