@@ -6,7 +6,7 @@ DATA := data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint venv clean superuser shell manage port-free lock bench
+.PHONY: run test lint venv clean superuser shell manage not-running port-free lock bench
 
 # uv installs the same pins in seconds where it is on the machine; pip otherwise.
 INSTALL = if command -v uv >/dev/null 2>&1; then uv pip install --quiet --python $(BIN)/python -r $(1); else $(BIN)/pip install --quiet --disable-pip-version-check -r $(1); fi
@@ -37,17 +37,26 @@ $(DATA)/secret_key:
 # Migrate a SQLite database in data/, load the demo catalog, print a token and a curl
 # line, then run a job worker and the gunicorn server together in the foreground.
 # Ctrl-C (or SIGTERM) stops both: the worker requeues what it was running.
-run: venv $(DATA)/secret_key port-free
+run: venv $(DATA)/secret_key not-running port-free
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py migrate --no-input -v 0
-	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py createcachetable
 	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py sync_catalog catalog/demo.yaml
-	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py demo_setup --url http://$(HOST):$(PORT) --token-file $(DATA)/demo_token
+	SECRET_KEY_FILE=$(DATA)/secret_key $(BIN)/python manage.py demo_setup --url http://$(HOST):$(PORT) --token-file $(DATA)/demo_token --env-file $(DATA)/env
 	@export SECRET_KEY_FILE=$(DATA)/secret_key; \
+	exec 9>$(DATA)/run.lock; flock -n 9 || { echo "another make run started in this folder meanwhile" >&2; exit 1; }; \
 	$(BIN)/python manage.py runworker & worker=$$!; \
-	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c batchsite/gunicorn.conf.py batchsite.wsgi & server=$$!; \
+	HOST=$(HOST) PORT=$(PORT) LOG_REQUESTS=$${LOG_REQUESTS:-changes} $(BIN)/gunicorn -c batchsite/gunicorn.conf.py batchsite.wsgi & server=$$!; \
 	trap 'kill -TERM $$worker $$server 2>/dev/null' INT TERM; \
 	while kill -0 $$worker 2>/dev/null && kill -0 $$server 2>/dev/null; do sleep 1; done; \
 	kill -TERM $$worker $$server 2>/dev/null; wait $$worker; wait $$server
+
+# Refuse to start a second server and worker on this folder's database (each would offer
+# every cpu of the machine): the running one holds data/run.lock, with its server and
+# worker, until both have stopped.
+not-running:
+	@mkdir -p $(DATA)
+	@flock -n $(DATA)/run.lock true || { \
+	  echo "make run is already running in this folder ($$(sed -n 's/^BATCHES_URL=//p' $(DATA)/env 2>/dev/null || echo 'its server')), on the same database: stop it (Ctrl-C there) first, or use another clone" >&2; \
+	  exit 1; }
 
 # Refuse to start (non-zero) when something already listens on HOST:PORT.
 port-free:

@@ -64,6 +64,9 @@ class Batch(models.Model):
     filesystems = models.ManyToManyField(Filesystem, blank=True, related_name="batches")
     n_jobs = models.PositiveIntegerField()
     max_attempts = models.PositiveSmallIntegerField(default=1)
+    retry_rules = models.JSONField(
+        default=list, blank=True, editable=False, help_text="The submission's retry rules (batches.retry_rules), first match wins."
+    )
     timeout_seconds = models.PositiveIntegerField(help_text="Wall-clock limit per attempt.")
     priority = models.IntegerField(default=0, help_text="Among its owner's batches, higher runs first (then older first).")
     max_running = models.PositiveIntegerField(

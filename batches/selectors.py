@@ -31,6 +31,7 @@ BATCH_ROW = (
     "cpu",
     "memory",
     "max_attempts",
+    "retry_rules",
     "timeout_seconds",
     "priority",
     "max_running",

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from batches.models import Batch, BatchDependency, Filesystem, IdempotencyKey, Tool
 from batches.parameters import JOB_ARGS, ArgumentsInvalid, resolve_arguments
+from batches.retry_rules import check_retry_rules
 from batches.selectors import granted_filesystems, visible_tools
 
 # A submission lists at most this many argument errors; past that, more are noise.
@@ -32,6 +33,7 @@ class CheckedSubmission:
     arguments: list[dict[str, str]]
     # (batch depended on, condition), in the order the submission lists them.
     dependencies: list[tuple[Batch, str]]
+    retry_rules: list[dict[str, Any]]
 
 
 def check_submission(
@@ -47,6 +49,7 @@ def check_submission(
     priority: int = 0,
     max_running: int | None = None,
     depends_on: Sequence[dict[str, Any]] = (),
+    retry_rules: Sequence[dict[str, Any]] = (),
 ) -> CheckedSubmission:
     """Check a submission against the catalog, in this order:
     - the tool exists and is enabled (400 on `tool_id`);
@@ -56,7 +59,9 @@ def check_submission(
     - each job's `args` match the tool's parameters (400 naming `jobs[i].args.name`);
     - each of `depends_on` (`{"batch_id", "condition"}`) names a batch of the user's,
       undeleted, listed once (400 naming `depends_on[i].batch_id`; see
-      `check_dependencies`).
+      `check_dependencies`);
+    - the retry rules are well formed (400 naming `retry.rules[i]...`; see
+      `batches.retry_rules.check_retry_rules`).
     Writes nothing."""
     tool = visible_tools().filter(pk=tool_id).first()
     if tool is None:
@@ -66,7 +71,8 @@ def check_submission(
     filesystems = _check_filesystems(user=user, filesystem_ids=filesystem_ids)
     arguments = _check_arguments(tool=tool, jobs=jobs, roots=[fs.path for fs in filesystems])
     dependencies = check_dependencies(user=user, depends_on=depends_on)
-    return CheckedSubmission(tool=tool, filesystems=filesystems, arguments=arguments, dependencies=dependencies)
+    rules = check_retry_rules(rules=list(retry_rules))
+    return CheckedSubmission(tool=tool, filesystems=filesystems, arguments=arguments, dependencies=dependencies, retry_rules=rules)
 
 
 def check_dependencies(*, user: AbstractBaseUser, depends_on: Sequence[dict[str, Any]]) -> list[tuple[Batch, str]]:

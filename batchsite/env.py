@@ -16,8 +16,11 @@ def envstr(name: str, default: str = "") -> str:
     """The variable's value, or the content of the file named by NAME_FILE, or default."""
     file_name = os.environ.get(f"{name}_FILE")
     if file_name:
-        with open(file_name, encoding="utf-8") as handle:
-            return handle.read().strip()
+        try:
+            with open(file_name, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as error:
+            raise ImproperlyConfigured(f"{name}_FILE names {file_name!r}, which cannot be read: {error.strerror}") from None
     return os.environ.get(name, default)
 
 

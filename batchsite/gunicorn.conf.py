@@ -27,7 +27,9 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
-accesslog = "-"
+# No access log of gunicorn's own: the service logs each request once, with its id, user
+# and duration (batchsite/requests_log.py); both together wrote every request twice.
+accesslog = None
 # No control socket (gunicornc). gunicorn's default is one fixed path per home
 # ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl): a second server took it
 # over and removed it when it stopped, and a user without a writable home got a

@@ -5,9 +5,10 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.admin.views.main import ERROR_FLAG
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
-from core.problems import UNAVAILABLE_ERRORS, problem_response
+from core.problems import UNAVAILABLE_ERRORS, missing_table, problem_response, schema_behind_detail
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,12 @@ class ProblemMiddleware:
             return refused
         try:
             response = self.get_response(request)
-        except UNAVAILABLE_ERRORS:
+        except DatabaseError as error:
             # Raised by middleware below us (sessions, auth) rather than by a view.
-            logger.exception("database error while serving %s", request.path)
-            return _unavailable()
+            answer = _database_problem(request, error)
+            if answer is None:
+                raise
+            return answer
         if (
             response.status_code >= 400
             and response.get("Content-Type", "").startswith("text/html")
@@ -60,10 +63,20 @@ class ProblemMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if isinstance(exception, UNAVAILABLE_ERRORS):
-            logger.exception("database error while serving %s", request.path)
-            return _unavailable()
-        return None
+        return _database_problem(request, exception)
+
+
+def _database_problem(request: HttpRequest, error: BaseException) -> HttpResponse | None:
+    """A missing table (the schema is behind the code) as a 500 that names it and the
+    command that mends it; an outage as a 503 to retry; None for anything else."""
+    table = missing_table(error)
+    if table is not None:
+        logger.error("database table %s is missing while serving %s: run `python manage.py migrate`", table, request.path)
+        return problem_response(500, schema_behind_detail(table))
+    if isinstance(error, UNAVAILABLE_ERRORS):
+        logger.exception("database error while serving %s", request.path)
+        return _unavailable()
+    return None
 
 
 def _refused_query(request: HttpRequest) -> HttpResponse | None:

@@ -5,7 +5,9 @@ at most 128), else a new one; it comes back in the response's `X-Request-ID` hea
 is on every log record written while the request is served (`request_id`), so a user's
 report and the server's logs meet. With LOG_FORMAT=json each record is one JSON object
 (python-json-logger) with that field; `batchsite.requests` logs method, path, status,
-duration and user per request."""
+duration and user per request: every request, or with LOG_REQUESTS=changes (`make run`'s
+console) only writes and errors, so a client polling once a second does not bury the
+worker's messages."""
 
 import logging
 import re
@@ -14,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 
+from django.conf import settings
 from django.core.signals import request_finished
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
@@ -23,6 +26,7 @@ HEADER = "X-Request-ID"
 _SANE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _current: ContextVar[str] = ContextVar("request_id", default="")
 access = logging.getLogger("batchsite.requests")
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def current_request_id() -> str:
@@ -60,6 +64,8 @@ class RequestIdMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         response[HEADER] = request_id
+        if settings.LOG_REQUESTS == "changes" and request.method in _READS and response.status_code < 400:
+            return response  # a console that a polling client would bury (make run)
         access.info(
             "%s %s %s",
             request.method,

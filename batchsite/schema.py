@@ -63,7 +63,7 @@ def _problem(status: int) -> dict[str, Any]:
     return response
 
 
-_CLOSED = ("BatchSubmissionRequest", "HardwareInRequest", "JobInRequest")
+_CLOSED = ("BatchSubmissionRequest", "HardwareInRequest", "JobInRequest", "DependencyInRequest", "RetryInRequest")
 
 
 def add_problem_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:

@@ -34,7 +34,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "axes",
+    "accounts.lockouts.LoginLockoutsConfig",  # django-axes, named for the admin's home page
     "accounts",
     "batches",
     "jobs",
@@ -89,7 +89,7 @@ AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False  # commands print only what they are asked for (issue_token: the token)
 
 # Throttle counts live in a cache every web process shares: the database's (the table
-# `make run` and the set-up create with `createcachetable`), or Redis with
+# `migrate` makes: accounts/migrations/0005_cache_table.py), or Redis with
 # BATCHES_CACHE_URL=redis://host:6379/0. A per-process cache let 4 processes take 4
 # times the rate.
 _CACHE_URL = envstr("BATCHES_CACHE_URL", "")
@@ -174,6 +174,10 @@ BATCHES_MAX_CPU = envint("BATCHES_MAX_CPU", os.cpu_count() or 1, minimum=1)
 _total_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
 BATCHES_MAX_MEMORY_MIB = envint("BATCHES_MAX_MEMORY_MIB", _total_mib, minimum=1)
 BATCHES_MAX_ATTEMPTS = 10
+# Times a job is requeued after attempts that infrastructure ended (a lost worker, a
+# node failure, a preemption...), which use up none of its attempts: past this it ends
+# FAILED, so a broken node or a bug cannot make it loop forever.
+BATCHES_MAX_REQUEUES = envint("BATCHES_MAX_REQUEUES", 5)
 BATCHES_DEFAULT_TIMEOUT_SECONDS = envint("BATCHES_DEFAULT_TIMEOUT_SECONDS", 3600, minimum=1)
 BATCHES_MAX_TIMEOUT_SECONDS = envint("BATCHES_MAX_TIMEOUT_SECONDS", 7 * 24 * 3600, minimum=1)
 
@@ -314,6 +318,12 @@ SPECTACULAR_SETTINGS = {
 LOG_FORMAT = envstr("LOG_FORMAT", "text")
 if LOG_FORMAT not in {"text", "json"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
+# Which requests batchsite.requests logs: `all` (deployments), or `changes`: writes and
+# answers of 400 and above only (make run's console, which a polling client buried).
+LOG_REQUESTS = envstr("LOG_REQUESTS", "all")
+if LOG_REQUESTS not in ("all", "changes"):
+    raise ImproperlyConfigured(f"LOG_REQUESTS must be all or changes, not {LOG_REQUESTS!r}")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

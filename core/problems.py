@@ -6,11 +6,12 @@
 """
 
 import logging
+import re
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -23,6 +24,33 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 # Database errors that mean "try again later" (503), as opposed to a bug (500).
 UNAVAILABLE_ERRORS = (OperationalError, InterfaceError)
+
+# How SQLite and PostgreSQL say a table is missing: the schema is behind the code (an
+# upgrade that did not run `migrate`), which no retry mends.
+_MISSING_TABLE = (re.compile(r"no such table: ([\w.]+)"), re.compile(r'relation "([^"]+)" does not exist'))
+
+
+def missing_table(exc: BaseException) -> str | None:
+    """The name of the table a database error says does not exist, or None when the
+    error is anything else."""
+    if not isinstance(exc, DatabaseError):
+        return None
+    for pattern in _MISSING_TABLE:
+        found = pattern.search(str(exc))
+        if found:
+            return found.group(1)
+    return None
+
+
+def schema_behind_detail(table: str) -> str:
+    """What a person is told when a table is missing: which one, and the command."""
+    return f"The database has no table {table}: its schema is behind the code. An operator must run `python manage.py migrate`."
+
+
+class SchemaBehind(exceptions.APIException):
+    status_code = 500
+    default_detail = "The database's schema is behind the code."
+
 
 _TITLES = {
     400: "Invalid request",
@@ -138,6 +166,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, DjangoValidationError):
         # Services raise Django's ValidationError keyed by field path.
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"body": exc.messages})
+    elif (table := missing_table(exc)) is not None:
+        logger.error("database table %s is missing: run `python manage.py migrate`", table)
+        exc = SchemaBehind(schema_behind_detail(table))
     elif isinstance(exc, UNAVAILABLE_ERRORS):
         # The server is down, unreachable or locked; other database errors (bad data,
         # integrity) are bugs and stay 500s.

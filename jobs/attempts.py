@@ -8,13 +8,15 @@ derived table has no column types of its own.
 """
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
 
+from core import reason_codes
 from jobs import fairshare, sql
 from jobs.executors.base import Outcome, Queued, Started
+from jobs.executors.usage import Usage
 from jobs.models import Attempt, Job, Worker
 
 
@@ -32,11 +34,13 @@ def _typed(name: str) -> str:
     return sql.typed_mark(Attempt._meta.get_field(name), sql.default_connection())
 
 
-def open_attempts(*, worker: Worker, executor: str, items: Sequence[tuple[Any, int]], now: datetime) -> None:
-    """A LAUNCHING attempt row for each (job id, attempt number) the worker claimed.
-    Runs in the claim's transaction: the database refuses a second live attempt of a
-    job (a partial unique index), so a bug elsewhere fails the claim, never runs twice."""
-    names = ("job", "number", "executor", "worker", "state", "create_time", "charged", "external_id", "node", "reason")
+def open_attempts(*, worker: Worker, executor: str, items: Sequence[tuple[Any, int, int, int]], now: datetime) -> None:
+    """A LAUNCHING attempt row for each (job id, attempt number, cpus, memory MiB) the
+    worker claimed: what the attempt is given is kept on its row. Runs in the claim's
+    transaction: the database refuses a second live attempt of a job (a partial unique
+    index), so a bug elsewhere fails the claim, never runs twice."""
+    names = ("job", "number", "cpus", "memory_mib", "executor", "worker", "state", "create_time", "charged")
+    names += ("external_id", "node", "reason", "reason_code")
     columns = ", ".join(_column(name) for name in names)
     conn = sql.default_connection()
     table = sql.table(Attempt, conn)
@@ -49,21 +53,30 @@ def open_attempts(*, worker: Worker, executor: str, items: Sequence[tuple[Any, i
         "external_id": "",
         "node": "",
         "reason": "",
+        "reason_code": "",
     }
     with conn.cursor() as cursor:
         for start in range(0, len(items), sql.CHUNK):
             chunk = items[start : start + sql.CHUNK]
             params: list[Any] = []
-            for job_id, number in chunk:
-                values = {**constants, "job": _prep("job", job_id), "number": number}
+            for job_id, number, cpus, memory_mib in chunk:
+                values = {**constants, "job": _prep("job", job_id), "number": number, "cpus": cpus, "memory_mib": memory_mib}
                 params.extend(values[name] for name in names)
             cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {sql.rows(len(names), len(chunk))}", params)  # noqa: S608
 
 
 def mark_started(*, reports: Sequence[Started], now: datetime) -> None:
-    """LAUNCHING -> RUNNING with the executor's external id, node and log offset."""
+    """LAUNCHING -> RUNNING with the executor's external id, node, log offset and
+    start time (its own clock reading when it gave one, else `now`)."""
     rows = [
-        {"job": r.job_id, "number": r.attempt, "external_id": r.external_id, "node": r.node, "log_offset": r.log_offset, "start_time": now}
+        {
+            "job": r.job_id,
+            "number": r.attempt,
+            "external_id": r.external_id,
+            "node": r.node,
+            "log_offset": r.log_offset,
+            "start_time": at(r.time, now),
+        }
         for r in reports
     ]
     _update_from_rows(rows=rows, keys=("job", "number"), constant={"state": Attempt.State.RUNNING.value}, live_only=True)
@@ -79,33 +92,49 @@ def mark_queued(*, reports: Sequence[Queued]) -> None:
 def close_attempts(
     *, outcomes: Iterable[Outcome], now: datetime, worker: Worker | None = None, started: dict[tuple[str, int], Started] | None = None
 ) -> None:
-    """ENDED with the outcome's exit code, reason and whether it is charged. Only live
-    attempts are closed (a second report of the same end changes nothing); with
-    `worker`, only that worker's. `started` holds starts not recorded yet: those rows
-    get their start (external id, node, log offset, time) in the same statement."""
+    """ENDED with the outcome's exit code, signal, reason and reason code, what it used,
+    and whether it is charged. Only live attempts are closed (a second report of the
+    same end changes nothing); with `worker`, only that worker's. `started` holds starts
+    not recorded yet: those rows get their start (external id, node, log offset, time)
+    in the same statement. Times are the executor's own readings when it gave them
+    (else `now`), so that an attempt's start and end are as far apart as it ran."""
     started = started or {}
     outcomes_list = list(outcomes)
     plain: list[dict[str, Any]] = []
     with_start: list[dict[str, Any]] = []
     for o in outcomes_list:
+        usage = o.usage or Usage()
         row = {
             "job": o.job_id,
             "number": o.attempt,
             "exit_code": o.exit_code,
+            "signal": o.signal,
             "reason": o.reason[:500],
-            "charged": o.charged and not o.succeeded,
-            "end_time": now,
+            "reason_code": o.reason_code or (reason_codes.SUCCEEDED if o.succeeded else reason_codes.INTERNAL_ERROR),
+            "charged": o.charged,
+            "end_time": at(o.time, now),
+            "max_rss_mib": usage.max_rss_mib,
+            "cpu_seconds": usage.cpu_seconds,
+            "elapsed_seconds": usage.elapsed_seconds,
         }
         start = started.get((o.job_id, o.attempt))
         if start is None:
             plain.append(row)
         else:
-            row.update(external_id=start.external_id, node=start.node, log_offset=start.log_offset, start_time=now)
+            row.update(external_id=start.external_id, node=start.node, log_offset=start.log_offset, start_time=at(start.time, now))
             with_start.append(row)
     guard = {"worker": worker.pk} if worker is not None else {}
     _charge_usage(outcomes=outcomes_list, now=now, guard=guard)
     for rows in (plain, with_start):
         _update_from_rows(rows=rows, keys=("job", "number"), constant={"state": Attempt.State.ENDED.value}, live_only=True, guard=guard)
+
+
+def at(epoch: float | None, default: datetime) -> datetime:
+    """An executor's clock reading (epoch seconds) as a time to store; `default` when it
+    gave none, or one later than `default` (another machine's clock ahead of ours)."""
+    if epoch is None:
+        return default
+    return min(datetime.fromtimestamp(epoch, tz=UTC), default)
 
 
 def _update_from_rows(

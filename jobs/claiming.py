@@ -22,6 +22,7 @@ from django.utils import timezone
 from accounts.models import JobAccount
 from batches.models import Batch
 from batches.parameters import render_argv
+from core import reason_codes
 from jobs import attempts as attempt_rows
 from jobs import fairshare, sql
 from jobs.dispatch import skip_scan
@@ -74,7 +75,9 @@ def claim_jobs(
         # transaction holds the whole database) from their SELECT to the UPDATE, so what
         # they say is what was claimed, and the attempt is the one the UPDATE counted.
         rows = sorted((chosen[pk] for pk in changed), key=lambda row: row.pk)
-        attempt_rows.open_attempts(worker=worker, executor=worker.executor, items=[(row.pk, row.attempts + 1) for row in rows], now=now)
+        attempt_rows.open_attempts(
+            worker=worker, executor=worker.executor, items=[(row.pk, row.attempts + 1, row.cpu, row.memory) for row in rows], now=now
+        )
     return _specs(rows)
 
 
@@ -93,7 +96,7 @@ def _specs(rows: list["_Candidate"]) -> tuple[list[AttemptSpec], list[Outcome]]:
                     log_id=str(row.log_id),
                     argv=render_argv(batch["command"], row.args),
                     cpu=batch["cpu"],
-                    memory_mib=batch["memory"],
+                    memory_mib=row.memory,
                     timeout_seconds=batch["timeout_seconds"],
                     filesystems=batch["filesystems"],
                     read_only=batch["read_only"],
@@ -104,7 +107,9 @@ def _specs(rows: list["_Candidate"]) -> tuple[list[AttemptSpec], list[Outcome]]:
             )
         except Exception as exc:  # one broken job must not stop the others
             logger.exception("cannot describe job %s", row.pk)
-            broken.append(Outcome(str(row.pk), row.attempts + 1, succeeded=False, reason=internal_error(exc)))
+            broken.append(
+                Outcome(str(row.pk), row.attempts + 1, succeeded=False, reason=internal_error(exc), reason_code=reason_codes.INTERNAL_ERROR)
+            )
     return specs, broken
 
 
@@ -184,14 +189,14 @@ def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], lim
                 queue.available = 0  # none left: its slots go to others next round
                 short = True
                 continue
-            pk, attempts, log_id, args = rows.pop(0)
+            pk, attempts, log_id, args, raised = rows.pop(0)
             owner = batches[queue.batch_id]["owner_id"]
             run_as, run_as_uid = accounts.get(owner, (None, None)) if accounts is not None else (None, None)
-            taken.append(
-                _Candidate(pk, queue.batch_id, attempts, log_id, args, queue.cpu, queue.memory, run_as, run_as_uid, queue.max_running)
-            )
+            # A retry rule may have raised this job's memory above its batch's.
+            needs = raised or queue.memory
+            taken.append(_Candidate(pk, queue.batch_id, attempts, log_id, args, queue.cpu, needs, run_as, run_as_uid, queue.max_running))
             skip.append(str(pk))
-            cpus, memory = cpus - queue.cpu, memory - queue.memory
+            cpus, memory = cpus - queue.cpu, memory - needs
         if not short:
             break
     return taken
@@ -236,10 +241,11 @@ def _accounts_of(owners: set[Any]) -> dict[Any, tuple[str, int]] | None:
     return {user_id: (username, uid) for user_id, username, uid in rows}
 
 
-def _runnable_jobs(*, wanted: dict[Any, int], exclude: list[str]) -> dict[Any, list[tuple[Any, int, Any, Any]]]:
+def _runnable_jobs(*, wanted: dict[Any, int], exclude: list[str]) -> dict[Any, list[tuple[Any, int, Any, Any, int | None]]]:
     """For each batch id of `wanted`, its next `n` RUNNABLE jobs in submission order
     (by `index`) that have no live attempt and are not in `exclude`, locked FOR UPDATE
-    SKIP LOCKED where the database has it: (pk, attempts, log_id, args) each.
+    SKIP LOCKED where the database has it: (pk, attempts, log_id, args, memory_mib)
+    each (memory_mib: what a retry rule raised it to, or None).
 
     One statement for all the batches: on PostgreSQL a LATERAL join over the (batch,
     n) pairs, elsewhere a UNION ALL of one SELECT per batch (at most `_UNION_CHUNK` per
@@ -255,7 +261,7 @@ def _runnable_jobs(*, wanted: dict[Any, int], exclude: list[str]) -> dict[Any, l
     or without the planner's statistics. Plain SQL
     because the worker runs it on every claim and building it through the ORM cost
     several times more than running it."""
-    found: dict[Any, list[tuple[Any, int, Any, Any]]] = {batch_id: [] for batch_id in wanted}
+    found: dict[Any, list[tuple[Any, ...]]] = {batch_id: [] for batch_id in wanted}
     if not wanted:
         return found
     conn = sql.default_connection()
@@ -267,7 +273,7 @@ def _runnable_jobs(*, wanted: dict[Any, int], exclude: list[str]) -> dict[Any, l
         return f"{table}.{sql.column(meta.model, name, conn)}"
 
     job_id, job_batch = column(job_table, job, "id"), column(job_table, job, "batch")
-    names = ("index", "attempts", "log_id", "args")
+    names = ("index", "attempts", "log_id", "args", "memory_mib")
     selected = ", ".join([job_batch, job_id, *(column(job_table, job, name) for name in names)])
     live = (
         f"NOT EXISTS (SELECT 1 FROM {attempt_table} WHERE {column(attempt_table, attempt, 'job')} = {job_id}"  # noqa: S608
@@ -311,9 +317,16 @@ def _runnable_jobs(*, wanted: dict[Any, int], exclude: list[str]) -> dict[Any, l
     with conn.cursor() as cursor:
         for query, params in statements:
             cursor.execute(query, params)
-            for batch_id, pk, index, attempts, log_id, args in cursor.fetchall():
+            for batch_id, pk, index, attempts, log_id, args, memory in cursor.fetchall():
                 found[batch_pk.to_python(batch_id)].append(
-                    (index, pk_field.to_python(pk), attempts, log_field.to_python(log_id), args_field.from_db_value(args, None, conn))
+                    (
+                        index,
+                        pk_field.to_python(pk),
+                        attempts,
+                        log_field.to_python(log_id),
+                        args_field.from_db_value(args, None, conn),
+                        memory,
+                    )
                 )
     return {batch_id: [row[1:] for row in sorted(rows, key=lambda row: row[0])] for batch_id, rows in found.items()}
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 from batches.catalog import check_tool
 from batches.models import Batch, Tool
 from batches.parameters import argument_types
+from core.reason_codes import EXIT_CODE, SUCCEEDED
 from jobs import sql
 from jobs.models import Attempt, Job, JobEvent, Worker
 from jobs.services import create_jobs
@@ -149,13 +150,26 @@ def _settle(*, batch_ids: list, workers: list[Worker]) -> None:
     jobs_table = sql.table(Job, conn)
     job_id, status = sql.column(Job, "id", conn), sql.column(Job, "status", conn)
     attempt_columns = columns(Attempt, "job", "number", "executor", "worker", "external_id", "node", "state", "create_time")
-    attempt_columns += ", " + columns(Attempt, "start_time", "end_time", "exit_code", "reason", "charged", "log_offset")
+    attempt_columns += ", " + columns(Attempt, "start_time", "end_time", "exit_code", "reason", "charged", "log_offset", "reason_code")
     with conn.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {sql.table(Attempt, conn)} ({attempt_columns}) "  # noqa: S608 (names from the models; values are parameters)
             f"SELECT {job_id}, %s, %s, {columns(Job, 'worker')}, %s, %s, %s, {columns(Job, 'create_time', 'start_time', 'stop_time')}, "
-            f"{columns(Job, 'exit_code', 'reason')}, {status} = %s, %s FROM {jobs_table} WHERE {job_id} IN ({chosen})",
-            [1, "local", "", "load", Attempt.State.ENDED.value, Status.FAILED.value, 0, *chosen_params],
+            f"{columns(Job, 'exit_code', 'reason')}, {status} = %s, %s, CASE WHEN {status} = %s THEN %s ELSE %s END "
+            f"FROM {jobs_table} WHERE {job_id} IN ({chosen})",
+            [
+                1,
+                "local",
+                "",
+                "load",
+                Attempt.State.ENDED.value,
+                Status.FAILED.value,
+                0,
+                Status.FAILED.value,
+                EXIT_CODE,
+                SUCCEEDED,
+                *chosen_params,
+            ],
         )
         cursor.execute(
             f"INSERT INTO {sql.table(JobEvent, conn)} ({columns(JobEvent, 'job', 'from_status', 'to_status', 'reason', 'attempt', 'time')}) "  # noqa: S608 (names from the models; values are parameters)

@@ -88,6 +88,15 @@ class Job(models.Model):
     charged_attempts = models.PositiveSmallIntegerField(
         default=0, editable=False, help_text="Failed attempts counted against max_attempts since the last retry by the user."
     )
+    requeues = models.PositiveSmallIntegerField(
+        default=0,
+        db_default=0,  # rows written in raw SQL (bulk loads, benches) get it too
+        editable=False,
+        help_text="Attempts ended by infrastructure failures (not charged) since the last retry by the user; at most BATCHES_MAX_REQUEUES.",
+    )
+    memory_mib = models.PositiveIntegerField(
+        null=True, blank=True, editable=False, help_text="Memory for its next attempt when a retry rule raised it; empty: the batch's."
+    )
     cancel_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     cancel_requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
@@ -120,7 +129,8 @@ class Attempt(models.Model):
     (`pid:start-ticks` locally, a Slurm job id on a cluster), so a worker that starts
     later can find it again. `charged` is False for attempts that ended through no
     fault of the job (its worker stopped or lost the database): they do not use up
-    `max_attempts`. Written by `jobs.attempts` only.
+    `max_attempts`. `reason_code`, `signal` and the usage figures are written when
+    it ends. Written by `jobs.attempts` only.
     """
 
     class State(models.TextChoices):
@@ -145,6 +155,16 @@ class Attempt(models.Model):
     reason = models.CharField(max_length=500, blank=True)
     charged = models.BooleanField(default=True)
     log_offset = models.BigIntegerField(null=True, blank=True, help_text="Where this attempt's section of the job's log begins.")
+    # How it ended, for programs (core.reason_codes; no `choices`, so that a new code
+    # needs no migration), and the signal that killed it.
+    reason_code = models.CharField(max_length=20, blank=True, help_text="One of core.reason_codes.ALL.")
+    signal = models.SmallIntegerField(null=True, blank=True)
+    # What it had, and what it used (None: not measured; see jobs.executors.usage).
+    memory_mib = models.PositiveIntegerField(null=True, blank=True, help_text="Memory it was given, MiB.")
+    cpus = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Cores it was given.")
+    max_rss_mib = models.FloatField(null=True, blank=True, help_text="Peak resident memory, MiB.")
+    cpu_seconds = models.FloatField(null=True, blank=True, help_text="User + system cpu time of all its processes.")
+    elapsed_seconds = models.FloatField(null=True, blank=True, help_text="Wall-clock run time, to the millisecond.")
 
     class Meta:
         ordering = ["job", "number"]

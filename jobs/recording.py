@@ -1,7 +1,7 @@
 """Recording what an executor reports about a worker's attempts: starts (STARTING ->
 RUNNING), waits in a cluster's queue, and ends, with the decision of what comes next
-for a job whose attempt ended (`next_step`: done, retried, requeued or failed, and
-whether the attempt is charged); and which of the attempts a worker follows it must
+for a job whose attempt ended (`jobs.retry_policy`: done, retried, requeued or failed,
+and whether the attempt is charged); and which of the attempts a worker follows it must
 stop (`check_attempts`: orphaned, or cancelled).
 
 Plain functions, backend-agnostic, run in the worker's transaction: every status change
@@ -21,7 +21,8 @@ from jobs import attempts as attempt_rows
 from jobs import sql
 from jobs.executors.base import Outcome, Queued, Report, Started
 from jobs.models import Job, Worker
-from jobs.statuses import CANCELLED_REASON, HELD, LIVE, Status
+from jobs.retry_policy import JobPlan, NextStep, next_step
+from jobs.statuses import HELD, LIVE, Status
 from jobs.transitions import set_reason, transition
 
 
@@ -97,71 +98,57 @@ def _record_queued(*, worker: Worker, reports: list[Queued], now: Any) -> int:
 def record_outcomes(
     *, worker: Worker, outcomes: list[Outcome], now: Any = None, started: dict[tuple[str, int], Started] | None = None
 ) -> int:
-    """Record how attempts of `worker` ended: each job moves to what `next_step`
-    decides (SUCCEEDED, FAILED, or RUNNABLE again), guarded by the worker and attempt
-    number, and a charged failure counts towards its `max_attempts`.
+    """Record how attempts of `worker` ended: each job moves to what
+    `jobs.retry_policy.next_step` decides (SUCCEEDED, FAILED, or RUNNABLE again, with
+    the memory a rule raised), guarded by the worker and attempt number; a charged
+    failure counts towards its attempts, an infrastructure requeue towards
+    BATCHES_MAX_REQUEUES.
     `started` holds the starts of these attempts not recorded yet (the job passes
     through RUNNING). Closes the attempt rows. Returns jobs whose status changed."""
     now = now or timezone.now()
     started = started or {}
     jobs = {
-        str(pk): (max_attempts, charged, cancel_at)
-        for pk, max_attempts, charged, cancel_at in Job.objects.filter(pk__in=[o.job_id for o in outcomes])
+        str(row[0]): JobPlan(
+            max_attempts=row[1],
+            rules=row[2],
+            memory_mib=row[3] or row[4],
+            charged=row[5],
+            requeues=row[6],
+            cancel_requested=row[7] is not None,
+        )
+        for row in Job.objects.filter(pk__in=[o.job_id for o in outcomes])
         .order_by()
-        .values_list("pk", "batch__max_attempts", "charged_attempts", "cancel_requested_at")
+        .values_list(
+            "pk",
+            "batch__max_attempts",
+            "batch__retry_rules",
+            "memory_mib",
+            "batch__memory",
+            "charged_attempts",
+            "requeues",
+            "cancel_requested_at",
+        )
     }
     groups: dict[tuple[NextStep, bool], list[tuple[str, int]]] = defaultdict(list)
     for outcome in outcomes:
         if outcome.job_id not in jobs:
             continue  # deleted meanwhile
-        max_attempts, charged, cancel_at = jobs[outcome.job_id]
-        step = next_step(outcome=outcome, max_attempts=max_attempts, charged=charged, cancel_requested=cancel_at is not None)
+        step = next_step(outcome=outcome, job=jobs[outcome.job_id])
         groups[(step, (outcome.job_id, outcome.attempt) in started)].append((outcome.job_id, outcome.attempt))
     changed = 0
     for (step, unseen_start), items in groups.items():
         fields: dict[str, Any] = {"exit_code": step.exit_code}
         if step.charge:
             fields["charged_attempts"] = F("charged_attempts") + 1
+        if step.requeue:
+            fields["requeues"] = F("requeues") + 1
+        if step.memory_mib is not None:
+            fields["memory_mib"] = step.memory_mib
         if unseen_start:
             fields.update(sources=[Status.STARTING], through=Status.RUNNING)
         changed += _grouped(worker=worker, items=items, to_status=step.status, reason=step.reason, now=now, **fields)
     attempt_rows.close_attempts(outcomes=outcomes, now=now, worker=worker, started=started)
     return changed
-
-
-class NextStep(NamedTuple):
-    """Where a job goes once an attempt of it has ended."""
-
-    status: str
-    reason: str
-    exit_code: int | None
-    charge: bool  # the attempt uses up one of the job's `max_attempts`
-
-
-def next_step(*, outcome: Outcome, max_attempts: int, charged: int, cancel_requested: bool) -> NextStep:
-    """What comes next for a job whose attempt ended with `outcome`, given its batch's
-    `max_attempts`, the failures already `charged` to it and whether a cancel was asked
-    for, in this order:
-    - it succeeded: SUCCEEDED (exit code 0);
-    - a cancel was asked for: FAILED `Cancelled by user` (the attempt has now stopped),
-      not charged;
-    - the attempt is not charged (the worker stopped, or lost the database): RUNNABLE
-      again, without using up an attempt;
-    - it failed with attempts left (charged + 1 < max_attempts): RUNNABLE, charged, its
-      reason saying which attempt failed and why;
-    - else FAILED with the attempt's reason, charged.
-    A pure function: `record_outcomes` writes what it decides."""
-    if outcome.succeeded:
-        return NextStep(Status.SUCCEEDED, "", 0, charge=False)
-    if cancel_requested:
-        return NextStep(Status.FAILED, CANCELLED_REASON, outcome.exit_code, charge=False)
-    if not outcome.charged:
-        return NextStep(Status.RUNNABLE, f"Attempt {outcome.attempt} stopped ({outcome.reason}); requeued", None, charge=False)
-    if charged + 1 < max_attempts:
-        return NextStep(
-            Status.RUNNABLE, f"Attempt {outcome.attempt} failed ({outcome.reason}); waiting to retry", outcome.exit_code, charge=True
-        )
-    return NextStep(Status.FAILED, outcome.reason, outcome.exit_code, charge=True)
 
 
 def _grouped(

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core import reason_codes
 from jobs import attempts as attempt_rows
 from jobs.executors.base import LiveAttempt, Outcome
 from jobs.models import Attempt, Job, Worker
@@ -39,7 +40,10 @@ def recover_lost_workers(*, now: Any = None) -> int:
             )
             if claimed and not lost.keeps_attempts:
                 live = Job.objects.filter(worker=lost, status__in=LIVE).order_by().values_list("pk", "attempts")
-                outcomes = [Outcome(str(pk), number, succeeded=False, reason=WORKER_LOST) for pk, number in live]
+                outcomes = [
+                    Outcome(str(pk), number, succeeded=False, reason=WORKER_LOST, reason_code=reason_codes.WORKER_LOST)
+                    for pk, number in live
+                ]
                 recovered += record_outcomes(worker=lost, outcomes=outcomes, now=now) if outcomes else 0
     return recovered
 

@@ -68,6 +68,24 @@ def job_events(*, job: Job) -> QuerySet[JobEvent]:
     return JobEvent.objects.filter(job=job)
 
 
+# What an attempt used, as JobDetail's `usage` shows it.
+USAGE_FIELDS = ("max_rss_mib", "cpu_seconds", "elapsed_seconds")
+
+
+def job_attempts(*, job: Job) -> QuerySet[Attempt]:
+    """The job's attempts, first to last (the caller has checked the job is the user's)."""
+    return Attempt.objects.filter(job=job).order_by("number")
+
+
+def last_ended_attempt(*, job: Job) -> dict[str, Any] | None:
+    """The usage figures and signal of the job's last ended attempt, None before any
+    ended (no query for a job that never started one)."""
+    if not job.attempts:
+        return None
+    ended = Attempt.objects.filter(job=job, end_time__isnull=False).order_by("-number")
+    return ended.values("signal", *USAGE_FIELDS).first()
+
+
 def live_worker_reports() -> list[tuple[str, dict[str, bool]]]:
     """(name, isolation report) of every live worker."""
     live = Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=timezone.now())

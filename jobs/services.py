@@ -156,7 +156,8 @@ def advance_batch_cancels(*, budget: int = CANCEL_CHUNK, chunk: int = CANCEL_CHU
 
 def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
     """Put the FAILED jobs of `jobs` back to RUNNABLE for a new attempt, with a fresh
-    `max_attempts`; jobs in any other state are untouched. Refused with
+    `max_attempts` (and no requeues, the memory as submitted); jobs in any other state
+    are untouched. Refused with
     CancelStillStopping while a job of `jobs` has a cancel whose attempt has not stopped
     yet. Returns how many changed.
 
@@ -178,6 +179,8 @@ def retry_failed_jobs(*, jobs: QuerySet[Job]) -> int:
             reason="Retry requested by user",
             exit_code=None,
             charged_attempts=0,
+            requeues=0,
+            memory_mib=None,
             cancel_requested_at=None,
             cancel_requested_by=None,
         )

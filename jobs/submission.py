@@ -32,6 +32,7 @@ def submit_batch(
     priority: int = 0,
     max_running: int | None = None,
     depends_on: Sequence[dict[str, Any]] = (),
+    retry_rules: Sequence[dict[str, Any]] = (),
 ) -> Batch:
     """Create a batch and its jobs (all SUBMITTED) for `user`, once the submission has
     passed `check_submission` (batches/services.py: tool, limits, filesystems, arguments;
@@ -40,7 +41,8 @@ def submit_batch(
 
     `depends_on` (`[{"batch_id", "condition"}]`, see `check_dependencies`) makes the
     jobs wait, PENDING, until each batch named has succeeded or ended; jobs/dispatch.py
-    decides when they go on, or fail when a condition can no longer hold."""
+    decides when they go on, or fail when a condition can no longer hold. `retry_rules`
+    (batches.retry_rules) say which failures are retried; jobs.retry_policy applies them."""
     checked = check_submission(
         user=user,
         tool_id=tool_id,
@@ -53,6 +55,7 @@ def submit_batch(
         priority=priority,
         max_running=max_running,
         depends_on=depends_on,
+        retry_rules=retry_rules,
     )
     tool, resolved = checked.tool, checked.arguments
 
@@ -67,6 +70,7 @@ def submit_batch(
             memory=memory,
             n_jobs=len(resolved),
             max_attempts=max_attempts,
+            retry_rules=checked.retry_rules,
             timeout_seconds=timeout_seconds or tool.timeout_seconds or settings.BATCHES_DEFAULT_TIMEOUT_SECONDS,
             priority=priority,
             max_running=max_running,

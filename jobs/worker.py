@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from core.reason_codes import CANCELLED, WORKER_LOST, WORKER_STOPPED
 from jobs.claiming import claim_jobs
 from jobs.executors.base import Adopts, AttemptSpec, Capacity, Executor, Outcome, Recovers, Report, Started, wait
 from jobs.fencing import Fence
@@ -176,12 +177,12 @@ class WorkerLoop:
             return
         self._take(self.executor.collect())
         stopped = f"worker {self.worker.name} stopped"
-        unstarted = [Outcome(spec.job_id, spec.attempt, succeeded=False, reason=stopped, charged=False) for spec in self._queue]
+        unstarted = [Outcome(s.job_id, s.attempt, succeeded=False, reason=stopped, reason_code=WORKER_STOPPED) for s in self._queue]
         self._queue.clear()
         interrupted: list[Outcome] = []
         if not self.executor.attempts_survive_worker:
             for outcome in self.executor.shutdown(grace=float(settings.BATCHES_KILL_GRACE_SECONDS)):
-                interrupted.append(outcome if outcome.succeeded else replace(outcome, reason=stopped, charged=False))
+                interrupted.append(_not_the_jobs(outcome, reason=stopped, code=WORKER_STOPPED))
         with transaction.atomic():
             record_reports(worker=self.worker, reports=[*self._reports, *unstarted, *interrupted], from_queue=self.executor.queues_work)
             stop_worker(worker=self.worker)
@@ -245,7 +246,7 @@ class WorkerLoop:
         now = time.monotonic()
         if now >= self._fence_until:
             # The fence has killed our attempts: the database, not the job, is to blame.
-            reports = [replace(r, reason=LOST_CONTACT, charged=False) if isinstance(r, Outcome) and not r.succeeded else r for r in reports]
+            reports = [_not_the_jobs(r, reason=LOST_CONTACT, code=WORKER_LOST) if isinstance(r, Outcome) else r for r in reports]
         ended = sum(isinstance(r, Outcome) for r in reports)
         if ended:
             self._ended.append((now, ended))
@@ -365,7 +366,11 @@ class WorkerLoop:
         unstarted = [spec for spec in self._queue if spec.job_id in check.orphaned or spec.job_id in check.cancelled]
         self._queue = deque(spec for spec in self._queue if spec not in unstarted)
         self._take(
-            [Outcome(s.job_id, s.attempt, succeeded=False, reason=CANCELLED_REASON) for s in unstarted if s.job_id in check.cancelled]
+            [
+                Outcome(s.job_id, s.attempt, succeeded=False, reason=CANCELLED_REASON, reason_code=CANCELLED)
+                for s in unstarted
+                if s.job_id in check.cancelled
+            ]
         )
         active = self.executor.active()
         for reason, job_ids in ((CANCELLED_REASON, check.cancelled), ("worker lost the job", check.orphaned)):
@@ -400,3 +405,8 @@ class WorkerLoop:
         if adopted:
             logger.warning("adopted %d attempt(s) left by stopped or lost workers", len(adopted))
             self._take(self.executor.adopt(adopted))
+
+
+def _not_the_jobs(outcome: Outcome, *, reason: str, code: str) -> Outcome:
+    """A failed attempt's outcome told as what really ended it (its worker), not charged."""
+    return outcome if outcome.succeeded else replace(outcome, reason=reason, reason_code=code)

@@ -3,11 +3,18 @@ actions go through the services (status is never edited by hand), and deleting a
 takes its jobs and events with it."""
 
 import pytest
+from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from accounts.models import ApiToken
+from accounts import share_admin
+from accounts.models import ApiToken, ShareGroup
+from accounts.shares import set_group, set_share
 from batches.models import Batch
-from jobs.models import Attempt, Job, JobEvent
+from jobs import fairshare
+from jobs.models import Attempt, Job, JobEvent, Usage
 from jobs.statuses import Status
 from tests.conftest import make_client, submission
 
@@ -260,7 +267,7 @@ def test_an_operator_finds_one_users_failed_jobs_and_reads_them(alice, bob, cata
     assert {job.batch.owner_id for job in by_owner.context["cl"].result_list} == {alice.pk}
     assert len(by_owner.context["cl"].result_list) == 3
     page = by_owner.content.decode()
-    assert "exit code 3" in page and ":" in page.split("exit code 3")[1][:400]  # times carry seconds
+    assert "exit code 3" in page and ":" in page.split("exit code 3")[-1][:400]  # times carry seconds (after the reason and its tooltip)
     listed = [job.pk for job in client.get("/admin/jobs/job/").context["cl"].result_list]
     assert listed == sorted(listed, reverse=True), "newest first"
     detail = client.get(f"/admin/jobs/job/{failed.pk}/change/").content.decode()
@@ -396,3 +403,176 @@ def test_the_batch_retry_action_retries_at_most_one_batchs_worth_of_jobs(admin_c
     response = admin_client.post("/admin/batches/batch/", {"action": "retry_batches", "_selected_action": ids, "index": "0"}, follow=True)
     assert "more than 3 failed jobs" in response.content.decode()
     assert not Job.objects.exclude(status="FAILED").exists()
+
+
+# -- fair share: shares, groups and usage ------------------------------------------------
+
+
+@pytest.fixture
+def shares(alice, bob) -> dict:
+    return {
+        "alice": set_share(user=alice, weight=2, group="astro", group_weight=3),
+        "bob": set_share(user=bob, weight=1),
+    }
+
+
+def test_the_share_pages_and_the_usage_page_render(admin_client, shares, alice):
+    now = timezone.now()
+    fairshare.charge_usage(amounts={alice.pk: 1000.0}, now=now - timezone.timedelta(seconds=fairshare.half_life()))
+    group = ShareGroup.objects.get(name="astro")
+    pages = {
+        "/admin/accounts/usershare/": ["alice", "astro", "bob"],
+        f"/admin/accounts/usershare/{shares['alice'].pk}/change/": ["alice", "astro"],
+        "/admin/accounts/usershare/add/": [],
+        "/admin/accounts/sharegroup/": ["astro"],
+        f"/admin/accounts/sharegroup/{group.pk}/change/": ["alice (weight 2)"],
+        # Decayed to now: 1,000 cpu-s one half-life ago are 500 (give or take the test's time).
+        "/admin/jobs/usage/": ["alice", "astro", '<td class="field-usage_now">500</td>', '<td class="field-recorded">1,000</td>'],
+        f"/admin/jobs/usage/{Usage.objects.get(user=alice).pk}/change/": ["alice", '<div class="readonly">500</div>'],
+    }
+    for url, words in pages.items():
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        text = response.content.decode()
+        for word in words:
+            assert word in text, (url, word)
+    members = admin_client.get("/admin/accounts/sharegroup/").context["cl"].result_list
+    assert [(g.name, g.member_count) for g in members] == [("astro", 1)]
+    (row,) = admin_client.get("/admin/jobs/usage/").context["cl"].result_list
+    assert row.standing.usage == pytest.approx(500, abs=1) and (row.standing.weight, row.standing.group) == (2, "astro")
+
+
+def test_a_weight_edited_in_the_admin_is_saved_by_the_service(admin_client, shares, alice, monkeypatch):
+    calls = []
+    real = share_admin.set_share
+    monkeypatch.setattr(share_admin, "set_share", lambda **kw: calls.append(kw) or real(**kw))
+    group = ShareGroup.objects.get(name="astro")
+    url = f"/admin/accounts/usershare/{shares['alice'].pk}/change/"
+    response = admin_client.post(url, {"weight": "5", "group": str(group.pk)})
+    assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+    assert calls == [{"user": alice, "weight": 5, "group": "astro", "no_group": False}]
+    alice.share.refresh_from_db()
+    assert (alice.share.weight, alice.share.group.name) == (5, "astro")
+    # Out of the group, through the same service.
+    assert admin_client.post(url, {"weight": "5", "group": ""}).status_code == 302
+    alice.share.refresh_from_db()
+    assert alice.share.group is None and calls[-1]["no_group"] is True
+    # On the list, as an editable column.
+    listed = {
+        "form-TOTAL_FORMS": "1",
+        "form-INITIAL_FORMS": "1",
+        "form-0-id": str(shares["alice"].pk),
+        "form-0-weight": "7",
+        "_save": "Save",
+    }
+    assert admin_client.post("/admin/accounts/usershare/?q=alice", listed).status_code == 302
+    alice.share.refresh_from_db()
+    assert alice.share.weight == 7 and calls[-1]["weight"] == 7
+
+
+def test_a_bad_weight_is_refused_on_its_field(admin_client, shares, alice, bob):
+    url = f"/admin/accounts/usershare/{shares['alice'].pk}/change/"
+    group = ShareGroup.objects.get(name="astro")
+    for bad in ("0", "1000001"):
+        response = admin_client.post(url, {"weight": bad, "group": str(group.pk)})
+        assert response.status_code == 200
+        assert response.context["adminform"].form.errors == {"weight": [f"must be between 1 and 1000000, not {bad}"]}
+    for bad in ("-1", "lots"):
+        response = admin_client.post(url, {"weight": bad, "group": str(group.pk)})
+        assert response.status_code == 200 and list(response.context["adminform"].form.errors) == ["weight"]
+    alice.share.refresh_from_db()
+    assert alice.share.weight == 2
+    listed = {"form-TOTAL_FORMS": "1", "form-INITIAL_FORMS": "1", "form-0-id": str(shares["bob"].pk), "form-0-weight": "0"}
+    response = admin_client.post("/admin/accounts/usershare/?q=bob", {**listed, "_save": "Save"})
+    assert response.status_code == 200 and "must be between 1 and 1000000, not 0" in response.content.decode()
+    bob.share.refresh_from_db()
+    assert bob.share.weight == 1
+    # A group's weight, likewise.
+    response = admin_client.post(f"/admin/accounts/sharegroup/{group.pk}/change/", {"weight": "0"})
+    assert response.status_code == 200 and response.context["adminform"].form.errors == {"weight": ["must be between 1 and 1000000, not 0"]}
+    group.refresh_from_db()
+    assert group.weight == 3
+
+
+def test_shares_and_groups_are_added_through_the_services(admin_client, alice, bob, monkeypatch):
+    calls = []
+    real = share_admin.set_group
+    monkeypatch.setattr(share_admin, "set_group", lambda **kw: calls.append(kw) or real(**kw))
+    assert admin_client.post("/admin/accounts/sharegroup/add/", {"name": "genomics", "weight": "4"}).status_code == 302
+    assert calls == [{"name": "genomics", "weight": 4}]
+    group = ShareGroup.objects.get(name="genomics")
+    response = admin_client.post("/admin/accounts/sharegroup/add/", {"name": "not a slug", "weight": "1"})
+    assert response.status_code == 200 and list(response.context["adminform"].form.errors) == ["name"]
+    response = admin_client.post("/admin/accounts/usershare/add/", {"user": str(bob.pk), "weight": "3", "group": str(group.pk)})
+    assert response.status_code == 302
+    bob.share.refresh_from_db()
+    assert (bob.share.weight, bob.share.group.name) == (3, "genomics")
+    response = admin_client.post("/admin/accounts/usershare/add/", {"user": str(bob.pk), "weight": "2"})
+    assert response.status_code == 200 and list(response.context["adminform"].form.errors) == ["user"]
+    # A group with members stays; an empty one may go. A share is never deleted (set it back instead).
+    assert admin_client.post(f"/admin/accounts/sharegroup/{group.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert admin_client.post(f"/admin/accounts/usershare/{bob.share.pk}/delete/", {"post": "yes"}).status_code == 403
+    empty = set_group(name="empty", weight=1)
+    assert admin_client.post(f"/admin/accounts/sharegroup/{empty.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert set(ShareGroup.objects.values_list("name", flat=True)) == {"genomics"}
+
+
+def test_usage_is_read_only(admin_client, alice):
+    fairshare.charge_usage(amounts={alice.pk: 60.0}, now=timezone.now())
+    row = Usage.objects.get(user=alice)
+    assert admin_client.get("/admin/jobs/usage/add/").status_code == 403
+    assert admin_client.post(f"/admin/jobs/usage/{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert admin_client.post(f"/admin/jobs/usage/{row.pk}/change/", {"cpu_seconds": "0"}).status_code == 403
+    assert Usage.objects.get(user=alice).cpu_seconds == 60.0
+
+
+def test_the_usage_page_costs_the_same_whatever_the_users(admin_client, alice):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as seen:
+            assert admin_client.get("/admin/jobs/usage/").status_code == 200
+        return len(seen)
+
+    fairshare.charge_usage(amounts={alice.pk: 60.0}, now=timezone.now())
+    one = queries()
+    others = [User.objects.create_user(f"user{n}") for n in range(5)]
+    set_share(user=others[0], weight=2, group="astro")
+    fairshare.charge_usage(amounts={user.pk: 10.0 for user in others}, now=timezone.now())
+    assert queries() == one
+
+
+def test_view_only_staff_see_shares_and_change_no_weight(shares, alice, db):
+    from django.contrib.auth.models import Permission
+
+    viewer = User.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_usershare", "view_sharegroup", "view_usage"]))
+    client = Client()
+    client.force_login(viewer)
+    group = ShareGroup.objects.get(name="astro")
+    for url in ("/admin/accounts/usershare/", "/admin/accounts/sharegroup/", "/admin/jobs/usage/"):
+        assert client.get(url).status_code == 200, url
+    assert 'name="form-0-weight"' not in client.get("/admin/accounts/usershare/").content.decode(), "no editable column"
+    assert (
+        client.post(f"/admin/accounts/usershare/{shares['alice'].pk}/change/", {"weight": "9", "group": str(group.pk)}).status_code == 403
+    )
+    assert client.post(f"/admin/accounts/sharegroup/{group.pk}/change/", {"weight": "9"}).status_code == 403
+    alice.share.refresh_from_db()
+    group.refresh_from_db()
+    assert (alice.share.weight, group.weight) == (2, 3)
+
+
+def test_the_batch_page_shows_its_retry_rules(admin_client, alice, catalog):
+    from jobs.submission import submit_batch
+
+    rules = [{"on_exit_code": [3, 4], "action": "retry"}, {"on_reason": "out_of_memory", "action": "retry", "memory_factor": 2}]
+    batch = submit_batch(
+        user=alice,
+        tool_id=catalog["tools"]["echo"].pk,
+        cpu=1,
+        memory=256,
+        filesystem_ids=[],
+        jobs=[{"args": {"message": "x"}}],
+        max_attempts=3,
+        retry_rules=rules,
+    )
+    page = admin_client.get(f"/admin/batches/batch/{batch.pk}/change/").content.decode()
+    assert "1. exit code 3, 4: retry<br>2. out_of_memory: retry, memory x2" in page

@@ -7,15 +7,24 @@ import json
 import math
 import re
 import sqlite3
+import time
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from batches.models import Batch, Tool
-from jobs.models import Job
+from core import reason_codes
+from jobs.attempts import open_attempts
+from jobs.executors.base import Outcome, Started
+from jobs.executors.usage import Usage
+from jobs.models import Attempt, Job, Worker
+from jobs.recording import record_reports
 from jobs.statuses import Status
 from jobs.transitions import transition
 from tests.conftest import submission
@@ -52,6 +61,7 @@ def check_batch(batch: dict[str, Any], catalog) -> None:
         "hardware",
         "name",
         "max_attempts",
+        "retry",
         "timeout_seconds",
         "priority",
         "max_running",
@@ -72,6 +82,10 @@ def check_batch(batch: dict[str, Any], catalog) -> None:
     assert isinstance(batch["name"], str)
     assert is_int(batch["max_attempts"]) and is_int(batch["timeout_seconds"])
     assert is_int(batch["priority"])
+    assert set(batch["retry"]) == {"attempts", "rules"} and batch["retry"]["attempts"] == batch["max_attempts"]
+    for rule in batch["retry"]["rules"]:
+        assert set(rule) in ({"on_exit_code", "action"}, {"on_reason", "action"}, {"on_reason", "action", "memory_factor"})
+        assert rule["action"] in ("retry", "exit")
     assert batch["max_running"] is None or (is_int(batch["max_running"]) and batch["max_running"] >= 1)
     assert isinstance(batch["depends_on"], list)
     for dependency in batch["depends_on"]:
@@ -94,6 +108,22 @@ def finish(job_id, outcome: str = Status.SUCCEEDED, reason: str = "") -> None:
     for step in path:
         assert transition(job_ids=[job_id], from_statuses=[current], to_status=step, reason=reason if step == outcome else "")
         current = step
+
+
+def run_attempts(job_id, outcomes: list[Outcome]) -> Worker:
+    """Run the job's attempts through the real writers, as a worker records them:
+    claimed (STARTING, a LAUNCHING attempt row with its cpus and memory), started and
+    ended (`record_reports`); the batch allows as many attempts as there are outcomes."""
+    worker = Worker.objects.create(name="node1:7", node="node1", cpus=4, memory_mib=4096, lease_expires=timezone.now() + timedelta(hours=1))
+    Batch.objects.filter(pk=Job.objects.get(pk=job_id).batch_id).update(max_attempts=len(outcomes))
+    transition(job_ids=[job_id], from_statuses=[Status.SUBMITTED], to_status=Status.RUNNABLE)
+    for number, outcome in enumerate(outcomes, 1):
+        transition(job_ids=[job_id], from_statuses=[Status.RUNNABLE], to_status=Status.STARTING, worker=worker, attempts=F("attempts") + 1)
+        open_attempts(worker=worker, executor="local", items=[(job_id, number, 1, 256)], now=timezone.now())
+        elapsed = outcome.usage.elapsed_seconds if outcome.usage and outcome.usage.elapsed_seconds else 0.0
+        started = Started(str(job_id), number, external_id=str(4000 + number), node="node1", time=time.time() - elapsed)
+        record_reports(worker=worker, reports=[started, outcome])
+    return worker
 
 
 # --- seed routes -------------------------------------------------------------------
@@ -175,7 +205,7 @@ def test_get_job_returns_one_object(alice_client, catalog):
     job = response.json()
     assert isinstance(job, dict)  # the seed shows a one-element list; DESIGN.md: an object
     seed = {"job_id", "log_id", "hardware", "args", "status", "reason", "create_time", "start_time", "stop_time"}
-    assert set(job) == seed | {"batch_id", "attempts", "exit_code", "queue_position"}
+    assert set(job) == seed | {"batch_id", "attempts", "exit_code", "queue_position", "usage", "signal"}
     assert job["job_id"] == jobs[0]["job_id"]
     assert job["log_id"] == jobs[0]["job_log_id"]
     assert job["hardware"] == {"filesystems": [str(catalog["filesystems"]["scratch"].pk)], "memory": 256, "cpu": 1}
@@ -191,6 +221,94 @@ def test_get_job_returns_one_object(alice_client, catalog):
     assert job["start_time"] is None and job["stop_time"] is None
     assert job["batch_id"] == batch["batch_id"]
     assert job["attempts"] == 0 and job["exit_code"] is None
+    assert job["usage"] is None and job["signal"] is None  # no attempt has ended
+
+
+ATTEMPT_FIELDS = {
+    "attempt",
+    "state",
+    "start_time",
+    "stop_time",
+    "elapsed_seconds",
+    "cpu_seconds",
+    "max_rss_mib",
+    "exit_code",
+    "signal",
+    "reason_code",
+    "reason",
+    "memory_mib",
+    "cpus",
+    "node",
+    "executor",
+    "executor_id",
+}
+
+
+def test_attempts_list_each_attempt_with_what_it_used(alice_client, bob_client, catalog):
+    """GET /batches/<id>/jobs/<job_id>/attempts: every attempt, first to last, with how
+    it ended (exit code, signal, reason_code, reason) and what it had and used; the
+    JobDetail's `usage` and `signal` are the last ended attempt's."""
+    batch = submit(alice_client, catalog)
+    job_id = Job.objects.filter(batch_id=batch["batch_id"]).order_by("index").values_list("pk", flat=True)[0]
+    url = f"/batches/{batch['batch_id']}/jobs/{job_id}"
+    assert alice_client.get(f"{url}/attempts").json() == []
+    killed = Outcome(
+        str(job_id),
+        1,
+        succeeded=False,
+        reason="killed by signal 9 (SIGKILL)",
+        reason_code=reason_codes.SIGNAL,
+        signal=9,
+        usage=Usage(max_rss_mib=310.5, cpu_seconds=2.013, elapsed_seconds=2.107),
+    )
+    ok = Outcome(str(job_id), 2, succeeded=True, exit_code=0, reason_code=reason_codes.SUCCEEDED, usage=Usage(12.0, 0.031, 0.052))
+    run_attempts(job_id, [killed, ok])
+    response = alice_client.get(f"{url}/attempts")
+    assert response.status_code == 200
+    first, second = response.json()
+    assert set(first) == set(second) == ATTEMPT_FIELDS
+    assert first["attempt"] == 1 and first["state"] == "ENDED"
+    assert (first["exit_code"], first["signal"], first["reason_code"], first["reason"]) == (
+        None,
+        9,
+        "signal",
+        "killed by signal 9 (SIGKILL)",
+    )
+    assert (first["max_rss_mib"], first["cpu_seconds"], first["elapsed_seconds"]) == (310.5, 2.013, 2.107)
+    assert (first["memory_mib"], first["cpus"], first["node"], first["executor"], first["executor_id"]) == (
+        256,
+        1,
+        "node1",
+        "local",
+        "4001",
+    )
+    assert ISO_UTC.match(first["start_time"]) and ISO_UTC.match(first["stop_time"])
+    assert (second["attempt"], second["exit_code"], second["signal"], second["reason_code"], second["reason"]) == (
+        2,
+        0,
+        None,
+        "succeeded",
+        "",
+    )
+    rows = Attempt.objects.filter(job_id=job_id).order_by("number")
+    # Stored to the microsecond: start and end as far apart as the attempt ran.
+    assert [round((a.end_time - a.start_time).total_seconds(), 1) for a in rows] == [2.1, 0.1]
+    job = alice_client.get(url).json()
+    assert job["status"] == "SUCCEEDED" and job["attempts"] == 2
+    assert job["usage"] == {"max_rss_mib": 12.0, "cpu_seconds": 0.031, "elapsed_seconds": 0.052}
+    assert job["signal"] is None
+    assert bob_client.get(f"{url}/attempts").status_code == 404  # another user's job
+    assert alice_client.get(f"/batches/{batch['batch_id']}/jobs/{batch['batch_id']}/attempts").status_code == 404
+
+
+def test_a_job_killed_by_a_signal_says_so_with_its_usage(alice_client, catalog):
+    batch = submit(alice_client, catalog)
+    job_id = Job.objects.filter(batch_id=batch["batch_id"]).order_by("index").values_list("pk", flat=True)[0]
+    killed = Outcome(str(job_id), 1, succeeded=False, reason="killed by signal 9 (SIGKILL)", reason_code="signal", signal=9, usage=Usage())
+    run_attempts(job_id, [killed])
+    job = alice_client.get(f"/batches/{batch['batch_id']}/jobs/{job_id}").json()
+    assert (job["status"], job["signal"], job["exit_code"]) == ("FAILED", 9, None)
+    assert job["usage"] == {"max_rss_mib": None, "cpu_seconds": None, "elapsed_seconds": None}  # ended, not measured
 
 
 def test_job_args_come_back_in_the_types_they_were_sent(alice_client, catalog):
@@ -387,6 +505,7 @@ def test_every_route_answers_with_a_trailing_slash(alice_client, catalog):
         f"/batches/{b}/jobs/",
         f"/batches/{b}/jobs/{j}/",
         f"/batches/{b}/jobs/{j}/events/",
+        f"/batches/{b}/jobs/{j}/attempts/",
         f"/logs/{log}/",
         "/tools/",
         f"/tools/{tool}/",

@@ -8,12 +8,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from batches.models import Batch, Filesystem, Tool
+from jobs.executors.base import Outcome
 from jobs.models import Job, JobEvent
 from jobs.statuses import Status
 from jobs.submission import submit_batch
 from jobs.transitions import transition
 from tests.conftest import submission
-from tests.test_api_contract import finish
+from tests.test_api_contract import finish, run_attempts
 from tests.worker_helpers import make_batch
 
 PAGE_SIZES = (1, 10, 100)
@@ -95,6 +96,17 @@ def test_event_list(alice_client, catalog):
     assert_constant(alice_client, f"/batches/{batch_id}/jobs/{job.pk}/events", 3)
 
 
+def test_attempt_list(alice_client, catalog):
+    batch_id = alice_client.post("/batches", submission(catalog), format="json").json()["batch_id"]
+    job = Job.objects.filter(batch_id=batch_id).first()
+    run_attempts(
+        job.pk,
+        [Outcome(str(job.pk), n, succeeded=False, reason="worker lost", reason_code="worker_lost") for n in range(1, 102)],
+    )
+    # 1 token, 2 the job (owner check through its batch), 3 the page of attempts.
+    assert_constant(alice_client, f"/batches/{batch_id}/jobs/{job.pk}/attempts", 3)
+
+
 def test_batch_status_is_one_group_by(alice_client, catalog):
     body = submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(500)])
     batch_id = alice_client.post("/batches", body, format="json").json()["batch_id"]
@@ -132,6 +144,12 @@ def test_job_detail_is_three_queries_and_a_waiting_jobs_place_costs_the_same_wha
     assert len(waiting) <= 16, waiting
     finish(job.pk)
     sql = queries_for(alice_client, url)
-    # 1 token, 2 the job with its batch (owner check in the join), 3 the batch's filesystem ids.
+    # 1 token, 2 the job with its batch (owner check in the join), 3 the batch's filesystem ids
+    # (no attempt ever started: its usage costs nothing).
     assert len(sql) == 3, sql
     assert alice_client.get(url).json()["hardware"]["filesystems"] == [str(catalog["filesystems"]["scratch"].pk)]
+    other = Job.objects.filter(batch_id=batch_id).exclude(pk=job.pk).get()
+    run_attempts(other.pk, [Outcome(str(other.pk), 1, succeeded=True, exit_code=0, reason_code="succeeded")])
+    # ... 4 its last ended attempt (usage, signal).
+    sql = queries_for(alice_client, f"/batches/{batch_id}/jobs/{other.pk}")
+    assert len(sql) == 4, sql

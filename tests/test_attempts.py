@@ -180,7 +180,9 @@ def test_an_outage_longer_than_the_lease_is_not_the_jobs_fault(alice, catalog):
     first = Attempt.objects.get(job=job, number=1)
     assert (first.reason, first.charged) == ("worker lost contact with the database", False)
     requeued = JobEvent.objects.get(job=job, to_status="RUNNABLE", attempt=1)
-    assert requeued.reason == "Attempt 1 stopped (worker lost contact with the database); requeued"
+    assert requeued.reason == (
+        "Attempt 1 stopped (worker lost contact with the database); requeued, using no attempt (not the job's doing; requeue 1 of 5)"
+    )
 
 
 @pytest.mark.django_db(transaction=True)

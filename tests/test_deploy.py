@@ -35,3 +35,16 @@ def test_the_production_checklist_passes_check_deploy(tmp_path):
         [sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )  # noqa: S603
     assert "SESSION_COOKIE_SECURE" in done.stdout + done.stderr
+
+
+def test_a_setting_file_that_cannot_be_read_is_named_in_one_line(tmp_path):
+    """docs/deploy.md sets BATCHES_METRICS_TOKEN_FILE; before the file existed every
+    manage.py command died in a 33-line traceback that did not name the variable."""
+    env = {"PATH": "/usr/bin:/bin", "SECRET_KEY": "t", "BATCHES_METRICS_TOKEN_FILE": str(tmp_path / "metrics_token")}
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"configuration error: BATCHES_METRICS_TOKEN_FILE names '{tmp_path / 'metrics_token'}', which cannot be read: No such file or directory"
+    ]

@@ -271,3 +271,44 @@ def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(anon_client, fi
 
     assert [attempt("203.0.113.7", forged=f"10.0.0.{i}") for i in range(6)] == [401] * 5 + [429]
     assert attempt("203.0.113.8") == 401
+
+
+def test_migrate_makes_the_throttles_cache_table(db):
+    """An upgrade that runs only `migrate` has the table the database cache counts
+    throttles in (it was made by `createcachetable` alone)."""
+    assert "batches_cache" in connection.introspection.table_names()
+
+
+MISSING_CACHE = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "batches_cache_never_made"}}
+
+
+@override_settings(CACHES=MISSING_CACHE)
+def test_a_missing_table_is_named_not_called_an_outage(db, alice):
+    """The throttles' table missing (real, not simulated: the cache points at a table no
+    migration made) is a 500 naming the table and the command, with no Retry-After: no
+    retry mends it, and "the database is unavailable" sent operators looking for an
+    outage."""
+    client = APIClient(raise_request_exception=False)
+    _, plaintext = issue_token(user=alice)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
+    response = client.get("/batches")
+    body = assert_problem(response, 500)
+    assert "Retry-After" not in response
+    assert "batches_cache_never_made" in body["detail"]
+    assert "python manage.py migrate" in body["detail"]
+
+
+def test_a_missing_table_outside_drf_is_named(root, client):
+    """The admin, through Django's own stack (ProblemMiddleware): the same answer."""
+    client.force_login(root)
+
+    def missing(execute, sql, params, many, context):
+        if "django_session" in sql:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM batches_no_such_table")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(missing):
+        response = client.get("/admin/")
+    body = assert_problem(response, 500)
+    assert "batches_no_such_table" in body["detail"]

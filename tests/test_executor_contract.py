@@ -92,8 +92,15 @@ def test_shutdown_gives_up_after_its_deadline(monkeypatch):
     outcomes = executor.shutdown(grace=0.1)
     assert executor.forced == [("j1", 1)]
     assert outcomes == [
-        Outcome("j1", 1, succeeded=False, reason="worker stopped; did not stop within 0.1 s of being killed", charged=False)
+        Outcome(
+            "j1",
+            1,
+            succeeded=False,
+            reason="worker stopped; did not stop within 0.1 s of being killed",
+            reason_code="worker_stopped",
+        )
     ]
+    assert not outcomes[0].charged, "an infrastructure end uses up no attempt"
     assert executor.active() == {}
 
 

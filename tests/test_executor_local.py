@@ -352,7 +352,9 @@ def test_stopping_the_worker_requeues_running_attempts(alice, catalog):
     job = Job.objects.get(batch=batch)
     assert job.status == "RUNNABLE"
     assert job.charged_attempts == 0, "a stop is not the job's fault: the attempt is given back"
-    assert job.reason.startswith("Attempt 1 stopped (worker ") and job.reason.endswith(" stopped); requeued")
+    assert job.reason.startswith("Attempt 1 stopped (worker ") and job.reason.endswith(
+        " stopped); requeued, using no attempt (not the job's doing; requeue 1 of 5)"
+    )
     attempt = job.attempt_records.get()
     assert (attempt.state, attempt.charged) == ("ENDED", False)
 

@@ -5,11 +5,13 @@ import time
 from collections.abc import Callable
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db.models import Count
 from django.utils import timezone
 
-from accounts.shares import set_share
+from accounts.models import ShareGroup
+from accounts.shares import set_group, set_share
 from jobs import fairshare
 from jobs.claiming import claim_jobs
 from jobs.dispatch import dispatch_submitted
@@ -107,6 +109,21 @@ def test_set_share_command(alice, capsys):
         call_command("set_share", "alice", "--weight", "0")
     with pytest.raises(CommandError, match="no user 'nobody'"):
         call_command("set_share", "nobody", "--weight", "2")
+
+
+def test_set_group_and_set_share_name_the_field_they_refuse(alice):
+    """One write path for groups: set_share makes and weighs them through set_group."""
+    group = set_group(name="astro", weight=2)
+    assert (group.name, group.weight) == ("astro", 2)
+    assert set_group(name="astro").weight == 2, "no weight given: unchanged"
+    assert set_share(user=alice, group="astro").group == group and set_group(name="astro").weight == 2
+    with pytest.raises(ValidationError) as refused:
+        set_group(name="astro", weight=0)
+    assert refused.value.message_dict == {"weight": ["must be between 1 and 1000000, not 0"]}
+    with pytest.raises(ValidationError) as refused:
+        set_share(user=alice, group="not a slug")
+    assert list(refused.value.message_dict) == ["group"]
+    assert not ShareGroup.objects.filter(name="not a slug").exists()
 
 
 # Real jobs: `sleep 2` through a worker loop offering 8 cpus.

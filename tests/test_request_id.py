@@ -72,3 +72,24 @@ def test_djangos_own_lines_about_a_request_carry_its_id(alice_client):
         logger.removeHandler(handler)
     assert seen == ["four-oh-four"]
     assert current_request_id() == "", "and no id is left behind once the answer is done"
+
+
+def test_log_requests_changes_logs_writes_and_errors_only(alice_client, caplog, settings):
+    """make run's console (LOG_REQUESTS=changes): a `--watch` polling for 15 minutes
+    wrote about 10,500 lines that buried the worker's messages."""
+    settings.LOG_REQUESTS = "changes"
+    with caplog.at_level(logging.INFO, logger="batchsite.requests"):
+        assert alice_client.get("/tools").status_code == 200
+        assert alice_client.get("/batches/nope").status_code == 404
+        assert alice_client.delete("/batches/nope").status_code == 404
+        assert alice_client.post("/batches", {}, format="json").status_code == 400
+    logged = [(r.method, r.status) for r in caplog.records if r.name == "batchsite.requests"]
+    assert logged == [("GET", 404), ("DELETE", 404), ("POST", 400)]
+
+
+def test_gunicorn_writes_no_access_line_of_its_own():
+    """Each request was logged twice on make run's console: gunicorn's access line and
+    the service's own (which has the request id and the user)."""
+    config: dict = {}
+    exec((ROOT / "batchsite" / "gunicorn.conf.py").read_text(), config)  # noqa: S102 (our own config file)
+    assert config["accesslog"] is None

@@ -15,10 +15,13 @@ from hypothesis import HealthCheck, settings
 from schemathesis.generation.modes import GenerationMode
 
 from batchsite.wsgi import application
+from jobs.executors.base import Outcome
+from jobs.executors.usage import Usage
 from jobs.models import Job
 from jobs.statuses import Status
 from jobs.transitions import transition
 from tests.conftest import submission
+from tests.test_api_contract import run_attempts
 
 # --- the document itself -----------------------------------------------------------
 
@@ -42,10 +45,12 @@ def test_schema_lists_every_route(openapi):
         "/batches/{batch_id}",
         "/batches/{batch_id}/cancel",
         "/batches/{batch_id}/retry",
+        "/batches/{batch_id}/usage",
         "/batches/{batch_id}/jobs",
         "/batches/{batch_id}/jobs/{job_id}",
         "/batches/{batch_id}/jobs/{job_id}/cancel",
         "/batches/{batch_id}/jobs/{job_id}/events",
+        "/batches/{batch_id}/jobs/{job_id}/attempts",
         "/jobs/{job_id}",
         "/logs/{log_id}",
         "/tools",
@@ -125,12 +130,18 @@ def _check(openapi: dict[str, Any], path: str, method: str, response: Any) -> No
 
 
 def test_real_responses_match_the_schema(openapi, alice_client, anon_client, catalog):
-    created = alice_client.post("/batches", submission(catalog), format="json")
+    three = [{"args": {"message": text}} for text in ("a", "b", "c")]
+    created = alice_client.post("/batches", submission(catalog, jobs=three), format="json")
     _check(openapi, "/batches", "post", created)
     batch_id = created.json()["batch_id"]
     job_ids = list(Job.objects.filter(batch_id=batch_id).values_list("pk", flat=True))
     transition(job_ids=job_ids[:1], from_statuses=[Status.SUBMITTED], to_status=Status.FAILED, reason="exit code 3", exit_code=3)
     job = Job.objects.get(pk=job_ids[0])
+    measured = job_ids[2]
+    usage = Usage(max_rss_mib=300.2, cpu_seconds=2.0, elapsed_seconds=2.1)
+    run_attempts(
+        measured, [Outcome(str(measured), 1, succeeded=False, reason="exit code 1", exit_code=1, reason_code="exit_code", usage=usage)]
+    )
     tool = catalog["tools"]["echo"]
     calls = [
         ("/batches", "get", "/batches"),
@@ -140,6 +151,11 @@ def test_real_responses_match_the_schema(openapi, alice_client, anon_client, cat
         ("/batches/{batch_id}/jobs", "get", f"/batches/{batch_id}/jobs?status=nope"),
         ("/batches/{batch_id}/jobs/{job_id}", "get", f"/batches/{batch_id}/jobs/{job.pk}"),
         ("/batches/{batch_id}/jobs/{job_id}/events", "get", f"/batches/{batch_id}/jobs/{job.pk}/events"),
+        ("/batches/{batch_id}/jobs/{job_id}/attempts", "get", f"/batches/{batch_id}/jobs/{job.pk}/attempts"),
+        ("/batches/{batch_id}/jobs/{job_id}/attempts", "get", f"/batches/{batch_id}/jobs/{measured}/attempts"),
+        ("/batches/{batch_id}/jobs/{job_id}", "get", f"/batches/{batch_id}/jobs/{measured}"),
+        ("/batches/{batch_id}/usage", "get", f"/batches/{batch_id}/usage"),
+        ("/batches/{batch_id}/usage", "get", "/batches/00000000-0000-0000-0000-000000000000/usage"),
         ("/logs/{log_id}", "get", f"/logs/{job.log_id}"),
         ("/logs/{log_id}", "get", f"/logs/{job.log_id}?offset=-1"),
         ("/tools", "get", "/tools"),
@@ -215,6 +231,9 @@ def _fill_in_positive(case, catalog: dict[str, Any]) -> None:
         case.body["tool_id"] = str(catalog["tools"]["echo"].pk)
         # Batches depended on are ids the server handed out, as a cursor is.
         case.body.pop("depends_on", None)
+        # Attempts are given once: as max_attempts or in retry (both must agree).
+        if isinstance(case.body.get("retry"), dict):
+            case.body.pop("max_attempts", None)
         hardware = case.body.get("hardware")
         if isinstance(hardware, dict):
             hardware["filesystem_list"] = [str(catalog["filesystems"]["scratch"].pk)]

@@ -91,6 +91,45 @@ def test_a_status_file_with_values_of_the_wrong_kind_is_an_unreadable_exit():
         "timed_out": False,
         "log_over": None,
         "error": "",
+        "error_kind": "",
+        "ended_at": None,
+        "usage": {"max_rss_bytes": None, "cpu_seconds": None, "elapsed_seconds": None},
     }
-    assert clean_status({"node": "n" * 300, "log_offset": "abc"}, kind="start") == {"node": "n" * 255, "log_offset": None}
+    assert clean_status({"node": "n" * 300, "log_offset": "abc"}, kind="start") == {"node": "n" * 255, "log_offset": None, "time": None}
+    # What the node measured: numbers in range only (NaN, infinities, strings, negatives dropped).
+    forged = {"code": 0, "usage": {"max_rss_bytes": -1, "cpu_seconds": float("nan"), "elapsed_seconds": "1"}, "ended_at": float("inf")}
+    assert clean_status(forged, kind="exit")["usage"] == {"max_rss_bytes": None, "cpu_seconds": None, "elapsed_seconds": None}
+    assert clean_status(forged, kind="exit")["ended_at"] is None
+    measured = {"code": 0, "usage": {"max_rss_bytes": 324_000_000, "cpu_seconds": 2.03, "elapsed_seconds": 3}, "ended_at": 1.8e9}
+    assert clean_status(measured, kind="exit")["usage"] == {"max_rss_bytes": 324e6, "cpu_seconds": 2.03, "elapsed_seconds": 3.0}
     assert end("FAILED", clean_status({"log_over": "x"}, kind="exit"))[2].startswith("the task's exit status file could not be read")
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "code", "signal"),
+    [
+        ("COMPLETED", {"code": 0}, "succeeded", None),
+        ("FAILED", {"code": 3}, "exit_code", None),
+        ("FAILED", {"signal": 9}, "signal", 9),
+        ("FAILED", {"timed_out": True, "signal": 15}, "timeout", 15),
+        ("TIMEOUT", {"signal": 15}, "timeout", 15),
+        ("DEADLINE", None, "timeout", None),
+        ("FAILED", {"log_over": 100}, "log_limit", None),
+        ("OUT_OF_MEMORY", {"signal": 9}, "out_of_memory", 9),
+        ("NODE_FAIL", None, "node_failure", None),
+        ("PREEMPTED", {"signal": 15}, "preempted", 15),
+        ("BOOT_FAIL", None, "boot_failure", None),
+        ("CANCELLED", {"signal": 15}, "cluster_cancelled", 15),
+        ("REVOKED", None, "cluster_cancelled", None),
+        ("FAILED", {"error": "could not start /nope: No such file", "error_kind": "launch"}, "launch_failed", None),
+        ("FAILED", {"error": "the task failed on vm: boom", "error_kind": "task"}, "internal_error", None),
+        ("FAILED", None, "internal_error", None),
+        (None, None, "node_failure", None),
+    ],
+)
+def test_every_slurm_end_has_a_reason_code(state, status, code, signal):
+    result = describe_end(state=state, status=status, timeout=60, memory_mib=256)
+    assert (result.reason_code, result.signal) == (code, signal)
+    assert (
+        describe_end(state=state, status=status, timeout=60, memory_mib=256, cancel_reason="Cancelled by user").reason_code == "cancelled"
+    )

@@ -100,15 +100,17 @@ def test_sigkilled_worker_loses_no_job(alice, catalog, tmp_path):
     finally:
         stop_worker_process(first)
     job = Job.objects.get(batch=batch)
-    assert (job.status, job.attempts) == ("SUCCEEDED", 2)
+    assert (job.status, job.attempts, job.charged_attempts, job.requeues) == ("SUCCEEDED", 2, 0, 1)
     retry = JobEvent.objects.get(job=job, to_status="RUNNABLE", from_status="RUNNING")
-    assert retry.reason == "Attempt 1 failed (worker lost); waiting to retry"
+    assert retry.reason == "Attempt 1 stopped (worker lost); requeued, using no attempt (not the job's doing; requeue 1 of 5)"
     assert Worker.objects.filter(state="LOST").count() == 1
     starts = JobEvent.objects.filter(job=job, to_status="STARTING").values_list("attempt", flat=True)
     assert list(starts) == [1, 2]
 
 
-def test_sigkilled_worker_without_attempts_left_fails_worker_lost(alice, catalog, tmp_path):
+def test_sigkilled_worker_is_not_the_jobs_fault_even_on_its_only_attempt(alice, catalog, tmp_path):
+    """A lost worker used to use up the attempt: with the default of one attempt, the
+    job ended FAILED `worker lost`. It is requeued without using one (issue 20)."""
     pidfile = tmp_path / "only.pid"
     batch = _sleeper(alice, catalog, pidfile, max_attempts=1)
     first = start_worker()
@@ -124,7 +126,9 @@ def test_sigkilled_worker_without_attempts_left_fails_worker_lost(alice, catalog
     finally:
         stop_worker_process(first)
     job = Job.objects.get(batch=batch)
-    assert (job.status, job.reason) == ("FAILED", "worker lost")
+    assert (job.status, job.attempts, job.charged_attempts, job.requeues) == ("SUCCEEDED", 2, 0, 1)
+    first_attempt = job.attempt_records.get(number=1)
+    assert (first_attempt.reason_code, first_attempt.charged) == ("worker_lost", False)
 
 
 def test_restarted_worker_kills_what_a_dead_one_left_running(alice, catalog, tmp_path):
@@ -281,5 +285,9 @@ def test_stale_jobs_reports_and_settles_the_jobs_of_a_silent_worker(alice, catal
     call_command("stale_jobs", "--settle", stdout=out)
     assert "settled: 1 job(s) recovered" in out.getvalue()
     job = Job.objects.get(batch=batch)
-    assert (job.status, job.reason) == ("FAILED", "worker lost")
+    assert (job.status, job.reason, job.requeues) == (
+        "RUNNABLE",
+        "Attempt 1 stopped (worker lost); requeued, using no attempt (not the job's doing; requeue 1 of 5)",
+        1,
+    )
     assert Worker.objects.get(pk=worker.pk).state == "LOST"

@@ -8,8 +8,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from batches.models import Batch, BatchDependency
+from batches.retry_rules import MAX_EXIT_CODES, MAX_MEMORY_FACTOR, MAX_RULES
 from batches.selectors import BATCH_ROW
 from batches.services import MAX_DEPENDENCIES, PRIORITY_BOUND
+from core.reason_codes import RULE_REASONS
 
 
 class ToolRefSerializer(serializers.Serializer):
@@ -66,6 +68,26 @@ class DependencySerializer(serializers.Serializer):
     )
 
 
+_ON_EXIT_CODE = "Exit codes this rule matches (an attempt that exited with one of them)."
+_ON_REASON = f"The `reason_code` this rule matches, one of: {', '.join(sorted(RULE_REASONS))}."
+_ACTION = "`retry`: run it again while attempts are left; `exit`: end the job FAILED now."
+_MEMORY_FACTOR = "On an `out_of_memory` rule that retries: the next attempt asks this much more memory (up to the site's maximum)."
+
+
+class RetryRuleSerializer(serializers.Serializer):
+    on_exit_code = serializers.ListField(child=serializers.IntegerField(), required=False, help_text=_ON_EXIT_CODE)
+    on_reason = serializers.CharField(required=False, help_text=_ON_REASON)
+    action = serializers.ChoiceField(choices=["retry", "exit"], help_text=_ACTION)
+    memory_factor = serializers.FloatField(required=False, help_text=_MEMORY_FACTOR)
+
+
+class RetrySerializer(serializers.Serializer):
+    attempts = serializers.IntegerField(source="max_attempts", help_text="Attempts per job (the same as `max_attempts`).")
+    rules = RetryRuleSerializer(
+        source="retry_rules", many=True, help_text="Checked in order when an attempt fails; the first that matches decides."
+    )
+
+
 # Formats times as the API does (REST_FRAMEWORK's DATETIME_FORMAT).
 _TIME = serializers.DateTimeField()
 
@@ -78,6 +100,7 @@ class BatchSerializer(serializers.ModelSerializer):
     depends_on = DependencySerializer(
         many=True, read_only=True, help_text="The batches whose end this batch's jobs wait for (empty: none)."
     )
+    retry = RetrySerializer(source="*", help_text="How failed attempts are retried: the attempts and the rules (empty: none).")
 
     class Meta:
         model = Batch
@@ -88,6 +111,7 @@ class BatchSerializer(serializers.ModelSerializer):
             "hardware",
             "name",
             "max_attempts",
+            "retry",
             "timeout_seconds",
             "priority",
             "max_running",
@@ -120,6 +144,7 @@ def batch_representation(row: dict[str, Any], filesystems: list[tuple[Any, str]]
         },
         "name": row["name"],
         "max_attempts": row["max_attempts"],
+        "retry": {"attempts": row["max_attempts"], "rules": row["retry_rules"]},
         "timeout_seconds": row["timeout_seconds"],
         "priority": row["priority"],
         "max_running": row["max_running"],
@@ -193,6 +218,75 @@ class DependencyInSerializer(KnownFieldsOnly):
     condition = serializers.ChoiceField(
         choices=BatchDependency.Condition.choices,
         help_text="`succeeded`: wait until every job of that batch SUCCEEDED; `ended`: until every one SUCCEEDED or FAILED.",
+    )
+
+
+class RetryRuleInSerializer(KnownFieldsOnly):
+    """One rule; which combinations are allowed is batches.retry_rules' to say."""
+
+    on_exit_code = serializers.ListField(
+        child=StrictIntegerField(min_value=0, max_value=255),
+        required=False,
+        min_length=1,
+        max_length=MAX_EXIT_CODES,
+        help_text=_ON_EXIT_CODE,
+    )
+    on_reason = StrictCharField(required=False, max_length=40, help_text=_ON_REASON)
+    action = serializers.ChoiceField(choices=["retry", "exit"], help_text=_ACTION)
+    memory_factor = serializers.FloatField(required=False, min_value=1.0, max_value=MAX_MEMORY_FACTOR, help_text=_MEMORY_FACTOR)
+
+
+def _rule_schema(match: dict[str, Any], required: list[str], action: list[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    properties = {**match, "action": {"type": "string", "enum": action, "description": _ACTION}, **(extra or {})}
+    return {"type": "object", "properties": properties, "required": [*required, "action"], "additionalProperties": False}
+
+
+_EXIT_CODES = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255}, "minItems": 1, "maxItems": MAX_EXIT_CODES}
+_RULE_SCHEMA = {
+    "oneOf": [
+        _rule_schema({"on_exit_code": {**_EXIT_CODES, "description": _ON_EXIT_CODE}}, ["on_exit_code"], ["retry", "exit"]),
+        _rule_schema(
+            {"on_reason": {"type": "string", "enum": sorted(RULE_REASONS), "description": _ON_REASON}}, ["on_reason"], ["retry", "exit"]
+        ),
+        _rule_schema(
+            {"on_reason": {"type": "string", "enum": ["out_of_memory"]}},
+            ["on_reason", "memory_factor"],
+            ["retry"],
+            {
+                "memory_factor": {
+                    "type": "number",
+                    "minimum": 1,
+                    "exclusiveMinimum": True,
+                    "maximum": MAX_MEMORY_FACTOR,
+                    "description": _MEMORY_FACTOR,
+                }
+            },
+        ),
+    ]
+}
+
+
+@extend_schema_field({"type": "array", "items": _RULE_SCHEMA, "maxItems": MAX_RULES})
+class RetryRulesField(serializers.ListField):
+    """The rules list; the schema says which shapes a rule takes (one of three), which
+    batches.retry_rules checks again with messages naming the field."""
+
+
+class RetryInSerializer(KnownFieldsOnly):
+    attempts = StrictIntegerField(
+        min_value=1, max_value=settings.BATCHES_MAX_ATTEMPTS, help_text="Attempts per job, as `max_attempts` (give one of the two)."
+    )
+    rules = RetryRulesField(
+        child=RetryRuleInSerializer(),
+        required=False,
+        default=list,
+        max_length=MAX_RULES,
+        help_text=(
+            "Checked in order when an attempt fails (AWS Batch's evaluateOnExit): the first whose `on_exit_code` or "
+            "`on_reason` matches decides, `retry` (while attempts are left) or `exit` (FAILED now). A failure no rule "
+            "matches is retried while attempts are left. Infrastructure failures (node failure, preemption, a lost "
+            "worker...) never use an attempt and no rule applies to them."
+        ),
     )
 
 
@@ -282,3 +376,17 @@ class BatchSubmissionSerializer(KnownFieldsOnly):
             "condition can no longer hold (a job of a batch asked to succeed FAILED, or that batch was deleted)."
         ),
     )
+    retry = RetryInSerializer(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Attempts and retry rules; without it, `max_attempts` alone: every failure is retried while attempts are left.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        retry = attrs.get("retry")
+        if retry and "max_attempts" in self.initial_data and self.initial_data["max_attempts"] != retry["attempts"]:
+            raise serializers.ValidationError(
+                {"retry": {"attempts": [f"is {retry['attempts']} but max_attempts is {attrs['max_attempts']}: give one of the two"]}}
+            )
+        return attrs

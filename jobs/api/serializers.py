@@ -7,7 +7,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from batches.parameters import as_sent
-from jobs.models import Job, JobEvent
+from core.reason_codes import ALL as REASON_CODES
+from jobs.models import Attempt, Job, JobEvent
 from jobs.statuses import Status
 from jobs.waiting import IN_LINE, list_reasons
 
@@ -96,6 +97,51 @@ class JobHardwareSerializer(serializers.Serializer):
     cpu = serializers.IntegerField()
 
 
+class UsageSerializer(serializers.Serializer):
+    """What an attempt used; a figure is null when it was not measured (an attempt that
+    never started, or was recovered after its worker died)."""
+
+    max_rss_mib = serializers.FloatField(allow_null=True, help_text="Peak resident memory, MiB (to 0.1).")
+    cpu_seconds = serializers.FloatField(allow_null=True, help_text="User + system cpu time of all its processes, seconds.")
+    elapsed_seconds = serializers.FloatField(allow_null=True, help_text="Wall-clock run time, seconds (to the millisecond).")
+
+
+class AttemptSerializer(serializers.ModelSerializer):
+    """One attempt at running a job: where and how it ran, how it ended, what it used."""
+
+    attempt = serializers.IntegerField(source="number", help_text="1 for the first attempt.")
+    state = serializers.ChoiceField(choices=Attempt.State.choices, help_text="LAUNCHING (claimed, not started), RUNNING or ENDED.")
+    start_time = serializers.DateTimeField(allow_null=True, help_text="When it started (null until it does).")
+    stop_time = serializers.DateTimeField(source="end_time", allow_null=True, help_text="When it ended (null while it runs).")
+    reason_code = serializers.ChoiceField(
+        choices=[("", "")] + [(code, code) for code in REASON_CODES],
+        help_text="Why it ended, for programs (empty while it runs); the list is in the README, 'What an attempt used'.",
+    )
+    reason = serializers.CharField(help_text="Why it ended, for people: `exit code 3`, `timed out after 5 s`...")
+    executor_id = serializers.CharField(source="external_id", help_text="Its id in the executor: a pid, a Slurm job id (`123_4`).")
+
+    class Meta:
+        model = Attempt
+        fields = [
+            "attempt",
+            "state",
+            "start_time",
+            "stop_time",
+            "elapsed_seconds",
+            "cpu_seconds",
+            "max_rss_mib",
+            "exit_code",
+            "signal",
+            "reason_code",
+            "reason",
+            "memory_mib",
+            "cpus",
+            "node",
+            "executor",
+            "executor_id",
+        ]
+
+
 class JobDetailSerializer(serializers.Serializer):
     job_id = serializers.UUIDField(source="id")
     log_id = serializers.UUIDField()
@@ -117,6 +163,10 @@ class JobDetailSerializer(serializers.Serializer):
     batch_id = serializers.UUIDField()
     attempts = serializers.IntegerField(help_text="Attempts started so far.")
     exit_code = serializers.IntegerField(allow_null=True, help_text="Exit code of the last attempt, if it exited.")
+    signal = serializers.SerializerMethodField(help_text="The signal that killed the program of the last ended attempt, if one did.")
+    usage = serializers.SerializerMethodField(
+        help_text="What the last ended attempt used (every attempt's: GET .../attempts); null before any attempt ended."
+    )
 
     @extend_schema_field(
         {
@@ -129,6 +179,15 @@ class JobDetailSerializer(serializers.Serializer):
     def get_args(self, job: Job) -> dict[str, Any]:
         types = job.batch.arg_types
         return {name: as_sent(text, types.get(name)) for name, text in job.args.items()}
+
+    def get_signal(self, job: Job) -> int | None:
+        last = self.context.get("last_attempt")
+        return last["signal"] if last else None
+
+    @extend_schema_field(UsageSerializer(allow_null=True))
+    def get_usage(self, job: Job) -> dict[str, Any] | None:
+        last = self.context.get("last_attempt")
+        return {name: last[name] for name in UsageSerializer._declared_fields} if last else None
 
     def get_reason(self, job: Job) -> str:
         waiting = self.context.get("waiting")
@@ -152,6 +211,39 @@ class JobEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobEvent
         fields = ["from_status", "to_status", "reason", "attempt", "time"]
+
+
+class _SpreadSerializer(serializers.Serializer):
+    min = serializers.FloatField(allow_null=True)
+    median = serializers.FloatField(allow_null=True)
+    max = serializers.FloatField(allow_null=True)
+    total = serializers.FloatField(allow_null=True)
+
+
+class _PeakSerializer(serializers.Serializer):
+    peak = serializers.FloatField(allow_null=True)
+    median = serializers.FloatField(allow_null=True)
+
+
+class BatchUsageSerializer(serializers.Serializer):
+    """What a batch's ended attempts used, as `seff` reports it (jobs.usage_report). A
+    figure over no measured attempt is null."""
+
+    batch_id = serializers.UUIDField()
+    jobs_ended = serializers.IntegerField(help_text="Its jobs SUCCEEDED or FAILED.")
+    attempts = serializers.IntegerField(help_text="Its ended attempts, retried ones included: what the figures cover.")
+    cpus = serializers.IntegerField(help_text="Cores each job asked for.")
+    memory_mib = serializers.IntegerField(help_text="Memory each job asked for, MiB.")
+    cpu_seconds = serializers.FloatField(allow_null=True, help_text="User + system cpu time of every attempt, seconds.")
+    cpu_efficiency = serializers.FloatField(
+        allow_null=True, help_text="cpu_seconds over the sum of each attempt's elapsed seconds x cpus (1.0: every core busy all along)."
+    )
+    max_rss_mib = _PeakSerializer(help_text="The largest peak resident memory of an attempt, and the median of the peaks, MiB.")
+    memory_efficiency = serializers.FloatField(
+        allow_null=True, help_text="The mean over attempts of their peak resident memory over the memory they asked for."
+    )
+    elapsed_seconds = _SpreadSerializer(help_text="The attempts' wall-clock run times: min, median, max and total.")
+    reason_codes = serializers.DictField(child=serializers.IntegerField(), help_text="Attempts per reason_code.")
 
 
 class BatchStatusSerializer(serializers.Serializer):

@@ -17,10 +17,10 @@ from batches.models import Batch
 from batches.selectors import batch_filesystem_ids, get_user_batch
 from core.pagination import KeysetPagination
 from core.problems import Conflict
-from jobs.api.serializers import JobDetailSerializer, JobEventSerializer, JobSerializer
+from jobs.api.serializers import AttemptSerializer, JobDetailSerializer, JobEventSerializer, JobSerializer
 from jobs.executors import read_log
 from jobs.models import Job
-from jobs.selectors import batch_jobs, get_user_job, get_user_job_by_id, get_user_job_by_log, job_events
+from jobs.selectors import batch_jobs, get_user_job, get_user_job_by_id, get_user_job_by_log, job_attempts, job_events, last_ended_attempt
 from jobs.services import CancelResult, CancelStillStopping, cancel_batch, cancel_jobs, retry_failed_jobs
 from jobs.statuses import Status
 from jobs.waiting import describe
@@ -67,7 +67,11 @@ def _user_job(request: Request, batch_id: str, job_id: str) -> Job:
 
 
 def _job_detail(job: Job) -> Response:
-    context = {"filesystem_ids": batch_filesystem_ids(batch_id=job.batch_id), "waiting": describe(job)}
+    context = {
+        "filesystem_ids": batch_filesystem_ids(batch_id=job.batch_id),
+        "waiting": describe(job),
+        "last_attempt": last_ended_attempt(job=job),
+    }
     return Response(JobDetailSerializer(job, context=context).data)
 
 
@@ -151,6 +155,25 @@ class JobEventListView(generics.ListAPIView):
         operation_id="list_job_events",
         summary="The job's state changes, oldest first",
         responses={200: JobEventSerializer(many=True), 404: NOT_FOUND},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class JobAttemptListView(generics.ListAPIView):
+    serializer_class = AttemptSerializer
+    pagination_class = KeysetPagination
+    cursor_field = "number"
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Job.objects.none()
+        return job_attempts(job=_user_job(self.request, self.kwargs["batch_id"], self.kwargs["job_id"]))
+
+    @extend_schema(
+        operation_id="list_job_attempts",
+        summary="The job's attempts, first to last: how each ended and what it used",
+        responses={200: AttemptSerializer(many=True), 404: NOT_FOUND},
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)

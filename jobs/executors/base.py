@@ -45,8 +45,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
+from core.reason_codes import INFRASTRUCTURE, WORKER_STOPPED
 from jobs.executors.isolation import Isolation
 from jobs.executors.log_store import LogStore
+from jobs.executors.usage import Usage
 
 logger = logging.getLogger("jobs.executors")
 
@@ -120,6 +122,7 @@ class Started:
     external_id: str
     node: str = ""
     log_offset: int | None = None
+    time: float | None = None  # when it started (epoch seconds); None: when it is recorded
 
 
 @dataclass(frozen=True)
@@ -141,16 +144,25 @@ class Queued:
 class Outcome:
     """How an attempt ended. `reason` is empty on success, else a sentence a person can
     act on: `exit code 3`, `killed by signal 9 (SIGKILL)`, `timed out after 5 s`,
-    `killed: out of memory (limit 256 MiB)`. `charged` is False when the job is not to
-    blame (its worker stopped or lost the database): such an attempt does not use up
-    `max_attempts`."""
+    `killed: out of memory (limit 256 MiB)`. `reason_code` is the reason for programs
+    (`core.reason_codes`): an infrastructure one means the job is not to blame, and the
+    attempt is not charged (jobs.retry_policy); `signal` the signal that killed the
+    program; `usage` what it used (`usage`)."""
 
     job_id: str
     attempt: int
     succeeded: bool
     exit_code: int | None = None
     reason: str = ""
-    charged: bool = True
+    reason_code: str = ""
+    signal: int | None = None
+    usage: Usage | None = None
+    time: float | None = None  # when it ended (epoch seconds); None: when it is recorded
+
+    @property
+    def charged(self) -> bool:
+        """A failure the job's own (not an infrastructure one): it uses up an attempt."""
+        return not self.succeeded and self.reason_code not in INFRASTRUCTURE
 
 
 Report = Started | Queued | Outcome
@@ -293,7 +305,7 @@ class Executor(ABC):
         """Stop these attempts (job id, attempt number), by their external ids, in as few
         calls as the backend allows: gracefully (TERM, the kill grace, KILL), or at once
         with `force`. Each outcome still comes out of `collect`, with `reason` (the
-        first one given), once the attempt has stopped."""
+        first one given) and reason_code `cancelled`, once the attempt has stopped."""
 
     def collect_within(self, timeout: float, *, until: Callable[[list[Report]], bool] = bool) -> list[Report]:
         """Wait (`wake_up`, `wait`) and `collect` until `until(reports so far)` or
@@ -334,7 +346,7 @@ class Executor(ABC):
                     attempt,
                     succeeded=False,
                     reason=f"{reason}; did not stop within {FORCE_WAIT:g} s of being killed",
-                    charged=False,
+                    reason_code=WORKER_STOPPED,
                 )
                 for job_id, attempt in left.items()
             )

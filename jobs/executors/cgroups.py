@@ -215,6 +215,14 @@ class AttemptCgroup:
                     return int(value) / 1e6
         return None
 
+    def memory_peak_bytes(self) -> int | None:
+        """The most memory its processes held at once (v2 `memory.peak`, from kernel
+        5.19; v1 `memory.max_usage_in_bytes`): what counts against its limit."""
+        name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
+        with contextlib.suppress(OSError, ValueError):
+            return int((self.memory / name).read_text())
+        return None
+
     def out_of_memory(self) -> bool:
         """The kernel killed a process of the attempt for going over the limit."""
         name = "memory.oom_control" if self.version == 1 else "memory.events"

@@ -35,12 +35,12 @@ import math
 import time
 from abc import abstractmethod
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 from core.ids import uuid7
+from core.reason_codes import CANCELLED, INTERNAL_ERROR, LAUNCH_FAILED, NOT_SUBMITTED
 from jobs.executors.base import (
     UNBOUNDED,
     Adopts,
@@ -55,8 +55,10 @@ from jobs.executors.base import (
     WakeUp,
     internal_error,
 )
+from jobs.executors.cluster_scheduler import Scheduler, SchedulerRefused, SchedulerUnavailable, TaskState
 from jobs.executors.slurm_folders import Submission, Task, find_in_manifests, remove_old_folders
-from jobs.executors.slurm_outcomes import ENDED, PLACED, RUNNING, WAITING, describe_end
+from jobs.executors.slurm_outcomes import ENDED, PLACED, RUNNING, WAITING, End, describe_end
+from jobs.executors.usage import Usage
 
 logger = logging.getLogger("jobs.executors.cluster")
 
@@ -66,40 +68,6 @@ _EXIT_WAIT = 3.0  # seconds an exit file with a signal waits for the scheduler's
 _IDLE_PING = 5.0  # seconds between pings with nothing submitted or no answer
 _CANCEL_BACKSTOP = 30.0  # seconds past the grace after which a signalled task is cancelled
 _CLEANUP_EVERY = 60.0  # seconds between removals of old submission folders
-
-
-class SchedulerUnavailable(RuntimeError):
-    """A command could not reach the scheduler (or is missing, or timed out): nothing is
-    known about what it would have done."""
-
-
-class SchedulerRefused(RuntimeError):
-    """The scheduler answered and refused (an invalid partition or account...)."""
-
-
-@dataclass(frozen=True)
-class TaskState:
-    """One array task as the scheduler shows it."""
-
-    array_id: str
-    index: int
-    state: str  # PENDING, CONFIGURING, RUNNING, COMPLETING, COMPLETED, FAILED, TIMEOUT...
-    reason: str  # why it waits (Resources, Priority...), or why it ended
-    nodes: str
-    name: str
-
-    @property
-    def external_id(self) -> str:
-        return f"{self.array_id}_{self.index}"
-
-
-class Scheduler(Protocol):
-    """What a cluster executor asks its scheduler (SlurmCommands; the fake scheduler)."""
-
-    def tasks(self, *, names: Iterable[str]) -> list[TaskState]: ...
-    def cancel(self, *, external_ids: Sequence[str]) -> None: ...
-    def signal_batch(self, *, external_ids: Sequence[str]) -> None: ...
-    def ping(self) -> None: ...
 
 
 class ClusterExecutor(Executor, Adopts):
@@ -163,17 +131,19 @@ class ClusterExecutor(Executor, Adopts):
 
     # -- submitting ---------------------------------------------------------------------
     def submit(self, specs: list[AttemptSpec]) -> list[Report]:
-        """One submission per batch among `specs`."""
+        """One submission per batch among `specs` (and per memory: a retry rule may have
+        raised some jobs' memory above their batch's, and a submission asks for one)."""
         reports: list[Report] = []
-        groups: dict[str, list[AttemptSpec]] = defaultdict(list)
+        groups: dict[tuple[str, int], list[AttemptSpec]] = defaultdict(list)
         for spec in specs:
-            groups[spec.batch_id].append(spec)
+            groups[(spec.batch_id, spec.memory_mib)].append(spec)
         for group in groups.values():
             try:
                 submission, refused = self.prepare(group, token=uuid7().hex)
             except Exception as exc:  # an unwritable shared folder...: these attempts fail, not the worker
                 logger.exception("cannot prepare a %s submission for batch %s", self.scheduler_name, group[0].batch_id)
-                reports.extend(Outcome(s.job_id, s.attempt, succeeded=False, reason=internal_error(exc)) for s in group)
+                reason = internal_error(exc)
+                reports.extend(Outcome(s.job_id, s.attempt, succeeded=False, reason=reason, reason_code=INTERNAL_ERROR) for s in group)
                 continue
             reports.extend(refused)
             if submission is None or not submission.tasks:
@@ -210,7 +180,8 @@ class ClusterExecutor(Executor, Adopts):
             found = self._look_up(submission)
             if found is None:
                 logger.error("%s refused %s: %s", name, submission.name, exc)
-                return [self._finish(task, reason=f"{name} refused the job: {exc}") for task in list(submission.tasks.values())]
+                end = End(False, None, f"{name} refused the job: {exc}", LAUNCH_FAILED)
+                return [self._finish(task, end) for task in list(submission.tasks.values())]
             array_id = found
         self._confirm(submission, array_id)
         return []
@@ -364,7 +335,7 @@ class ClusterExecutor(Executor, Adopts):
         if submission.lost_since is None or submission.not_found < 2 or now - submission.lost_since < _LOST_ANSWER_WAIT:
             return []
         cancelled = [task for task in submission.tasks.values() if task.cancel_reason]
-        reports: list[Report] = [self._finish(task, reason=task.cancel_reason) for task in cancelled]
+        reports: list[Report] = [self._finish(task, End(False, None, task.cancel_reason, CANCELLED)) for task in cancelled]
         if any(submission.has(index, "start") for index in submission.tasks):
             # It ran, and the scheduler has forgotten it: settle from the files.
             return reports + [self._end(task, state=None, status=task.status("exit")) for task in list(submission.tasks.values())]
@@ -382,13 +353,16 @@ class ClusterExecutor(Executor, Adopts):
             external_id=task.external_id,
             node=start.get("node") or node,
             log_offset=start.get("log_offset"),
+            time=start.get("time"),
         )
 
     def _end(self, task: Task, *, state: str | None, status: dict | None) -> Outcome:
         end = describe_end(state=state, status=status, timeout=task.timeout, memory_mib=task.memory_mib, cancel_reason=task.cancel_reason)
-        return self._finish(task, reason=end.reason, succeeded=end.succeeded, exit_code=end.exit_code)
+        return self._finish(task, end, status=status)
 
-    def _finish(self, task: Task, *, reason: str, succeeded: bool = False, exit_code: int | None = None) -> Outcome:
+    def _finish(self, task: Task, end: End, *, status: dict | None = None) -> Outcome:
+        """The task's Outcome (`end`, with what the node measured in `status`), and the
+        task forgotten."""
         submission = task.submission
         submission.tasks.pop(task.index, None)
         if self._tasks.get(task.job_id) is task:
@@ -397,7 +371,18 @@ class ClusterExecutor(Executor, Adopts):
         if not submission.tasks:
             self._submissions.pop(submission.token, None)
             submission.mark_done()
-        return Outcome(task.job_id, task.attempt, succeeded=succeeded, exit_code=exit_code, reason=reason)
+        status = status or {}
+        return Outcome(
+            task.job_id,
+            task.attempt,
+            succeeded=end.succeeded,
+            exit_code=end.exit_code,
+            reason=end.reason,
+            reason_code=end.reason_code,
+            signal=end.signal,
+            usage=Usage.from_status(status),
+            time=status.get("ended_at"),
+        )
 
     # -- stopping -----------------------------------------------------------------------
     def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str, force: bool = False) -> None:
@@ -450,7 +435,7 @@ class ClusterExecutor(Executor, Adopts):
         for job_id, attempt in keys:
             task = self._tasks.get(job_id)
             if task is not None and task.attempt == attempt:
-                self._finish(task, reason="forgotten")
+                self._finish(task, End(False, None, "forgotten", INTERNAL_ERROR))
 
     # -- taking over --------------------------------------------------------------------
     def adopt(self, attempts: list[LiveAttempt]) -> list[Report]:
@@ -463,7 +448,7 @@ class ClusterExecutor(Executor, Adopts):
         for key, attempt in wanted.items():
             if key not in found:
                 reason = f"never reached {self.scheduler_name}"
-                reports.append(Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=reason, charged=False))
+                reports.append(Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=reason, reason_code=NOT_SUBMITTED))
                 continue
             token, index = found[key]
             submission = self._submissions.get(token) or self._load_submission(token, external_id=attempt.external_id)

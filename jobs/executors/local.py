@@ -23,13 +23,11 @@ Each attempt:
 """
 
 import contextlib
-import errno
 import logging
 import math
 import os
 import resource
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +39,7 @@ from typing import Self
 
 from django.conf import settings
 
+from core import reason_codes
 from jobs.executors import attempt_logs
 from jobs.executors.attempt_output import AttemptOutput
 from jobs.executors.base import (
@@ -57,16 +56,17 @@ from jobs.executors.base import (
 )
 from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.cores import CoreAllocator
-from jobs.executors.environment import job_environment
-from jobs.executors.isolation import Isolation, JobUser, NoJobAccount, allow_traverse, join_mode, launch, probe, release_launch
-from jobs.executors.procs import group_alive, group_members, kill_processes, processes_with_env, signal_group, signal_name
+from jobs.executors.isolation import Isolation, NoJobAccount, allow_traverse, probe
+from jobs.executors.local_outcomes import LocalEnd, describe, reap
+from jobs.executors.local_spawn import spawn
+from jobs.executors.procs import group_alive, group_members, kill_processes, processes_with_env, signal_group
+from jobs.executors.usage import own_peak_rss_bytes
 from jobs.executors.workdirs import Remover, remove_dir
 
 logger = logging.getLogger("jobs.executors.local")
 
 MIB = 1024 * 1024
 _DRAIN_POLL = 0.02  # while a finished leader's group is still being stopped
-_PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
 
 def machine_capacity() -> Capacity:
@@ -89,6 +89,12 @@ class _Running:
     term_at: float | None = None
     killed: bool = False
     cgroup: AttemptCgroup | None = None
+    stop_code: str = ""  # core.reason_codes, of stop_reason
+    spawned: float = 0.0  # monotonic, just before the spawn
+    ended: float | None = None  # monotonic, when its leader was reaped
+    ended_wall: float | None = None  # the same, epoch seconds
+    rusage: resource.struct_rusage | None = None  # wait4's, of its leader
+    rss_floor: int | None = None  # the worker's peak RSS just after the spawn (jobs.executors.usage)
 
     @property
     def pgid(self) -> int:
@@ -162,10 +168,11 @@ class LocalExecutor(Executor, Recovers):
             try:
                 reports.append(self._start(spec))
             except LaunchError as exc:
-                reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=str(exc)))
+                reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=str(exc), reason_code=reason_codes.LAUNCH_FAILED))
             except Exception as exc:  # one bad attempt must not stop the others
                 logger.exception("could not start job %s attempt %s", spec.job_id, spec.attempt)
-                reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=internal_error(exc)))
+                reason = internal_error(exc)
+                reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=reason, reason_code=reason_codes.INTERNAL_ERROR))
         return reports
 
     def _start(self, attempt: AttemptSpec) -> Started:
@@ -190,7 +197,16 @@ class LocalExecutor(Executor, Recovers):
                 path=self.log_store.path(attempt.log_id), attempt=attempt.attempt, cap=self.log_max_bytes, group=self._log_group
             )
             try:
-                popen, cgroup = self._spawn(attempt, workdir, output.write_fd, cores, user)
+                spawned, spawned_wall = time.monotonic(), time.time()
+                popen, cgroup = spawn(
+                    attempt,
+                    isolation=self.isolation,
+                    worker_id=self.worker_id,
+                    workdir=workdir,
+                    out_fd=output.write_fd,
+                    cores=cores,
+                    user=user,
+                )
             except OSError as exc:
                 message = f"could not start {attempt.argv[0]}: {exc.strerror or exc}"
                 output.note(message)
@@ -216,69 +232,15 @@ class LocalExecutor(Executor, Recovers):
             deadline=time.monotonic() + attempt.timeout_seconds,
             pidfd=pidfd,
             cgroup=cgroup,
+            spawned=spawned,
+            rss_floor=own_peak_rss_bytes() if cgroup is None else None,
         )
         self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
         # The pid (with the node) names the attempt. Its start time would tell a reused
         # pid apart, but reading /proc/<pid>/stat of a process that is still exec'ing
         # waits for the exec, which cost as much as the spawn itself.
         external_id = str(popen.pid)
-        return Started(attempt.job_id, attempt.attempt, external_id=external_id, node=self.node, log_offset=output.start)
-
-    def _spawn(
-        self, attempt: AttemptSpec, workdir: Path, out_fd: int, cores: list[int], user: JobUser | None
-    ) -> tuple[subprocess.Popen, AttemptCgroup | None]:
-        program = attempt.argv[0]
-        # prlimit and bwrap would report a missing program as their own exit code 1.
-        if not os.path.isfile(program):
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
-        if not os.access(program, os.X_OK):
-            raise PermissionError(errno.EACCES, "Permission denied", program)
-        limit = attempt.memory_mib * MIB
-        filesystems = [(path, name in attempt.read_only) for name, path in attempt.filesystems.items()]
-        argv, options, cgroup = launch(
-            self.isolation,
-            argv=attempt.argv,
-            workdir=workdir,
-            filesystems=filesystems,
-            memory_bytes=limit,
-            max_processes=settings.BATCHES_JOB_MAX_PROCESSES,
-            cores=cores,
-            name=f"{attempt.job_id}.{attempt.attempt}",
-            user=user,
-        )
-        if cgroup is None:
-            # No cgroup: a per-process address-space limit is the best there is.
-            if _PRLIMIT:
-                argv = [_PRLIMIT, f"--as={limit}", "--", *argv]
-            else:
-                options["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        try:
-            mask = os.sched_getaffinity(0)
-            os.sched_setaffinity(0, cores)
-            try:
-                entered = (
-                    cgroup.entered_by_this_thread() if cgroup is not None and join_mode(cgroup) == "thread" else contextlib.nullcontext()
-                )
-                with entered:
-                    popen = subprocess.Popen(  # noqa: S603 (an argv list: no shell ever runs)
-                        argv,
-                        cwd=workdir,
-                        env=job_environment(attempt, worker_id=self.worker_id, workdir=str(workdir)),
-                        stdin=subprocess.DEVNULL,
-                        stdout=out_fd,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                        close_fds=True,
-                        **options,
-                    )
-            finally:
-                os.sched_setaffinity(0, mask)
-        except BaseException:
-            release_launch(options, cgroup)
-            raise
-        for fd in options.get("pass_fds", ()):
-            os.close(fd)
-        return popen, cgroup
+        return Started(attempt.job_id, attempt.attempt, external_id=external_id, node=self.node, log_offset=output.start, time=spawned_wall)
 
     # -- stopping -------------------------------------------------------------------
     def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str, force: bool = False) -> None:
@@ -288,7 +250,7 @@ class LocalExecutor(Executor, Recovers):
             if run is None or run.attempt.attempt != attempt:
                 continue
             if not run.stop_reason:
-                run.stop_reason = reason
+                run.stop_reason, run.stop_code = reason, reason_codes.CANCELLED
                 self._terminate(run, now)
             if force and not run.killed:
                 self._kill(run)
@@ -332,13 +294,15 @@ class LocalExecutor(Executor, Recovers):
         outcomes: list[Report] = []
         for job_id, run in list(self._running.items()):
             if run.returncode is None:
-                run.returncode = run.popen.poll()
+                reaped = reap(run.popen)
+                if reaped is not None:
+                    run.returncode, run.rusage, run.ended, run.ended_wall = reaped
                 if run.returncode is not None and run.pidfd is not None:
                     self._selector.unregister(run.pidfd)
                     os.close(run.pidfd)
                     run.pidfd = None
             if run.returncode is None and not run.stop_reason and now >= run.deadline:
-                run.stop_reason = f"timed out after {run.attempt.timeout_seconds} s"
+                run.stop_reason, run.stop_code = f"timed out after {run.attempt.timeout_seconds} s", reason_codes.TIMEOUT
                 self._terminate(run, now)
             if run.term_at is not None and not run.killed and now >= run.term_at + self.grace:
                 self._kill(run)
@@ -364,6 +328,7 @@ class LocalExecutor(Executor, Recovers):
             return
         if output.drain(everything=everything) and not run.stop_reason:
             run.stop_reason = output.failed or f"log over {attempt_logs.human_size(self.log_max_bytes)}"
+            run.stop_code = reason_codes.INTERNAL_ERROR if output.failed else reason_codes.LOG_LIMIT
             self._terminate(run, time.monotonic())
         if output.ended or everything:
             self._selector.unregister(output.read_fd)
@@ -386,29 +351,34 @@ class LocalExecutor(Executor, Recovers):
         self._used = Capacity(self._used.cpus - attempt.cpu, self._used.memory_mib - attempt.memory_mib)
         if not self.keep_work_dirs:
             self._remover.remove(run.workdir)
+        cgroup = run.cgroup
         code = run.returncode
-        out_of_memory = run.cgroup is not None and run.cgroup.out_of_memory()
-        self._remove_cgroup(run.cgroup)
+        says_oom = (
+            cgroup is None
+            and not run.stop_reason
+            and code not in (0, None)
+            and attempt_logs.says_out_of_memory(path=self.log_store.path(attempt.log_id), start=run.output.start)
+        )
+        end = LocalEnd(
+            job_id=attempt.job_id,
+            attempt=attempt.attempt,
+            memory_mib=attempt.memory_mib,
+            returncode=code,
+            sandboxed=self.isolation.bwrap is not None,
+            stop_reason=run.stop_reason,
+            stop_code=run.stop_code,
+            out_of_memory=cgroup is not None and cgroup.out_of_memory(),
+            log_says_out_of_memory=says_oom,
+            rusage=run.rusage,
+            rss_floor_bytes=run.rss_floor,
+            cgroup_peak_bytes=cgroup.memory_peak_bytes() if cgroup is not None else None,
+            cgroup_cpu_seconds=cgroup.cpu_seconds() if cgroup is not None else None,
+            elapsed_seconds=run.ended - run.spawned if run.ended is not None else None,
+            ended_at=run.ended_wall,
+        )
+        self._remove_cgroup(cgroup)
         run.output.close()
-        if self.isolation.bwrap is not None and code is not None and code > 128 and code - 128 < signal.NSIG:
-            code = -(code - 128)  # bwrap exits 128+N when its child was killed by signal N
-        exit_code = code if code is not None and code >= 0 else None
-        limit = f"limit {attempt.memory_mib} MiB"
-        if out_of_memory:
-            # The kernel killed a process of the attempt at the cgroup's limit: the job
-            # failed, whatever its main process made of it.
-            return Outcome(attempt.job_id, attempt.attempt, succeeded=False, exit_code=exit_code, reason=f"killed: out of memory ({limit})")
-        if run.stop_reason:
-            return Outcome(attempt.job_id, attempt.attempt, succeeded=False, exit_code=exit_code, reason=run.stop_reason)
-        if code == 0:
-            return Outcome(attempt.job_id, attempt.attempt, succeeded=True, exit_code=0)
-        if run.cgroup is None and attempt_logs.says_out_of_memory(path=self.log_store.path(attempt.log_id), start=run.output.start):
-            reason = f"killed: out of memory ({limit})" if code < 0 else f"out of memory ({limit}): exit code {code}"
-        elif code > 0:
-            reason = f"exit code {code}"
-        else:
-            reason = f"killed by signal {-code} ({signal_name(-code)})"
-        return Outcome(attempt.job_id, attempt.attempt, succeeded=False, exit_code=exit_code, reason=reason)
+        return describe(end)
 
     def _remove_cgroup(self, cgroup: AttemptCgroup | None) -> None:
         pending = [*self._leftover_cgroups, *([cgroup] if cgroup else [])]

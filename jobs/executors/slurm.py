@@ -26,6 +26,7 @@ from typing import Self
 
 from django.conf import settings
 
+from core.reason_codes import LAUNCH_FAILED
 from jobs.executors.base import AttemptSpec, Capacity, Outcome, Probes
 from jobs.executors.cluster import ClusterExecutor
 from jobs.executors.environment import job_environment
@@ -109,7 +110,7 @@ class SlurmExecutor(ClusterExecutor, Probes):
         try:
             user = self.isolation.account_for(specs[0].run_as, specs[0].run_as_uid)
         except NoJobAccount as exc:
-            return None, [Outcome(s.job_id, s.attempt, succeeded=False, reason=str(exc)) for s in specs]
+            return None, [Outcome(s.job_id, s.attempt, succeeded=False, reason=str(exc), reason_code=LAUNCH_FAILED) for s in specs]
         refused: list[Outcome] = []
         argvs: dict[str, list[str]] = {}
         for spec in specs:
@@ -120,7 +121,7 @@ class SlurmExecutor(ClusterExecutor, Probes):
                 )
             except FileNotFoundError as exc:
                 reason = f"could not start {spec.argv[0]}: {exc.strerror or exc}"
-                refused.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=reason))
+                refused.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=reason, reason_code=LAUNCH_FAILED))
         specs = [spec for spec in specs if spec.job_id in argvs]
         if not specs:
             return None, refused

@@ -193,17 +193,32 @@ def clean_status(found: dict, *, kind: str) -> dict:
     """A start or exit status with only well-formed values (what slurm_task.py writes)."""
     if kind == "start":
         node = found.get("node")
-        return {"node": node[:255] if isinstance(node, str) else "", "log_offset": _int_in(found.get("log_offset"), 0, 1 << 62)}
+        return {
+            "node": node[:255] if isinstance(node, str) else "",
+            "log_offset": _int_in(found.get("log_offset"), 0, 1 << 62),
+            "time": _number_in(found.get("time"), 0, 1e11),
+        }
+    usage = found.get("usage") if isinstance(found.get("usage"), dict) else {}
     status = {
         "code": _int_in(found.get("code"), 0, 255),
         "signal": _int_in(found.get("signal"), 1, 64),
         "timed_out": found.get("timed_out") is True,
         "log_over": _int_in(found.get("log_over"), 1, 1 << 62),
         "error": found.get("error")[:500] if isinstance(found.get("error"), str) else "",
+        "error_kind": found.get("error_kind") if found.get("error_kind") in ("launch", "task") else "",
+        "ended_at": _number_in(found.get("ended_at"), 0, 1e11),
+        "usage": {name: _number_in(usage.get(name), 0, 1e15) for name in ("max_rss_bytes", "cpu_seconds", "elapsed_seconds")},
     }
     if status["code"] is None and status["signal"] is None and not (status["timed_out"] or status["log_over"] or status["error"]):
         status["error"] = "the task's exit status file could not be read"
     return status
+
+
+def _number_in(value: object, low: float, high: float) -> float | None:
+    """`value` if it is a finite number in [low, high], else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high:
+        return float(value)
+    return None
 
 
 def read_json(path: Path, *, plain_only: bool = False) -> dict | None:

@@ -9,7 +9,7 @@ from `<dir>/<index>.json`, written by the worker (`jobs.executors.slurm`): the a
 list, run without a shell: argument values are never interpreted), the environment,
 the log file, the attempt number and the timeout. The task:
 
-- writes `status/<index>.start` (JSON: node, log offset) when it begins, so the worker learns
+- writes `status/<index>.start` (JSON: node, log offset, time) when it begins, so the worker learns
   of the start without asking the controller;
 - appends the program's stdout and stderr to the job's log through a pipe it drains,
   up to the cap (`log_max_bytes`): past it the program is stopped and the status says
@@ -21,9 +21,16 @@ the log file, the attempt number and the timeout. The task:
   Slurm's time limit): SIGTERM to the program's processes (never to bubblewrap, which
   would take the sandbox down at once), `grace` seconds, then SIGKILL; Slurm's time limit
   is minutes, and comes later as a backstop;
-- writes `status/<index>.exit` (JSON: code, signal, timed_out, log_over, error) when it ends, so
-  the outcome is known even after the controller has forgotten the job; then exits with
-  the program's status, so Slurm's own state (COMPLETED, FAILED) matches.
+- writes `status/<index>.exit` (JSON: code, signal, timed_out, log_over, error,
+  error_kind, usage, ended_at) when it ends, so the outcome is known even after the
+  controller has forgotten the job; then exits with the program's status, so Slurm's
+  own state (COMPLETED, FAILED) matches. `usage` is what the program used, measured
+  here: the script is the reaper of the task's orphans, so once every process of it is
+  reaped `getrusage(RUSAGE_CHILDREN)` gives their peak RSS and cpu time (bubblewrap's
+  own init included, which waited for the program); the elapsed time runs from the
+  spawn to the reap of the program. The kernel counts in that peak the image the
+  program was started from (this script's), so a peak not above this script's own is
+  written as null.
 
 Both status files are written to a temporary name and renamed: a reader never sees half.
 """
@@ -119,7 +126,7 @@ def request_stop(signum: int, frame: object) -> None:
 
 
 def run(task: dict, base: str) -> dict:
-    status = {"code": None, "signal": None, "timed_out": False, "log_over": None, "error": ""}
+    status = {"code": None, "signal": None, "timed_out": False, "log_over": None, "error": "", "error_kind": ""}
     sandboxed = bool(task.get("sandboxed"))
     cap = int(task.get("log_max_bytes") or 0) or None
     grace = float(task.get("grace", KILL_GRACE))
@@ -134,17 +141,20 @@ def run(task: dict, base: str) -> dict:
         if name in os.environ:
             env[name] = os.environ[name]
     signal.signal(signal.SIGTERM, request_stop)
+    become_subreaper()
     signal.signal(signal.SIGINT, request_stop)
     bound_processes(int(task.get("max_processes") or 0))
     try:
         with open(task["log"], "ab", buffering=0) as log:
             offset = log.tell()
-            write_atomic(f"{base}.start", json.dumps({"node": socket.gethostname(), "log_offset": offset}))
+            start = {"node": socket.gethostname(), "log_offset": offset, "time": time.time()}
+            write_atomic(f"{base}.start", json.dumps(start))
             if task["attempt"] > 1:
                 log.write(f"--- attempt {task['attempt']} ---\n".encode())
             out, into = os.pipe()
             passed = give_seccomp(task.get("seccomp") or "")
             try:
+                spawned = time.monotonic()
                 child = subprocess.Popen(  # noqa: S603 (an argv list, never a shell)
                     task["argv"],
                     stdin=subprocess.DEVNULL,
@@ -158,11 +168,14 @@ def run(task: dict, base: str) -> dict:
                 )
             except OSError as exc:
                 status["error"] = f"could not start {task['argv'][0]}: {exc.strerror or exc}"
+                status["error_kind"] = "launch"
                 log.write(f"{status['error']}\n".encode())
                 return status
             finally:
                 os.close(into)
-            follow(child, out, log, status, task=task, cap=cap, grace=grace, sandboxed=sandboxed)
+            floor = own_peak_rss_bytes()
+            follow(child, out, log, status, task=task, cap=cap, grace=grace, sandboxed=sandboxed, spawned=spawned)
+            measure(status, floor=floor)
             code = child.returncode
             if sandboxed and code > 128 and code - 128 < signal.NSIG:
                 code = -(code - 128)  # bubblewrap exits 128+N when its program was killed by signal N
@@ -177,7 +190,16 @@ def run(task: dict, base: str) -> dict:
 
 
 def follow(
-    child: subprocess.Popen, out: int, log: object, status: dict, *, task: dict, cap: int | None, grace: float, sandboxed: bool
+    child: subprocess.Popen,
+    out: int,
+    log: object,
+    status: dict,
+    *,
+    task: dict,
+    cap: int | None,
+    grace: float,
+    sandboxed: bool,
+    spawned: float,
 ) -> None:
     """Drain the program's output into the log until it ends; stop it at the timeout,
     when told to, or past the log cap."""
@@ -206,9 +228,9 @@ def follow(
                         status["log_over"] = cap
                     log.write(chunk)
                     written += len(chunk)
-        elif child.poll() is None:
+        elif reap(child, status, spawned) is None:
             time.sleep(0.1)
-        if not open_pipe and child.poll() is not None:
+        if not open_pipe and reap(child, status, spawned) is not None:
             break
     if status["log_over"]:
         size = f"{cap >> 20} MiB" if cap % (1 << 20) == 0 else f"{cap} bytes"  # as the worker names the cap
@@ -216,6 +238,69 @@ def follow(
     # Whatever the program left behind in its group goes with it.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, signal.SIGKILL)
+
+
+def own_peak_rss_bytes() -> int | None:
+    """This process's peak resident memory (VmHWM), None where /proc does not say."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def reap(child: subprocess.Popen, status: dict, spawned: float) -> int | None:
+    """The program's exit status once it has ended (None before); when it ended, and its
+    elapsed time from `spawned` (monotonic) in `status["usage"]`."""
+    if child.returncode is not None:
+        return child.returncode
+    try:
+        pid, wait_status, _ = os.wait4(child.pid, os.WNOHANG)
+    except ChildProcessError:  # reaped already: no figures
+        return child.poll()
+    if pid == 0:
+        return None
+    child.returncode = os.waitstatus_to_exitcode(wait_status)
+    status["ended_at"] = time.time()
+    status["usage"] = {"max_rss_bytes": None, "cpu_seconds": None, "elapsed_seconds": time.monotonic() - spawned}
+    return child.returncode
+
+
+def become_subreaper() -> bool:
+    """Be the reaper of this task's orphans (PR_SET_CHILD_SUBREAPER): what the program
+    used reaches `getrusage(RUSAGE_CHILDREN)` only through the processes that waited
+    for it, and bubblewrap exits without waiting for the init of its PID namespace
+    (which waited for the program): that init comes back here to be reaped."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def measure(status: dict, *, floor: int | None, wait: float = 2.0) -> None:
+    """The program's peak RSS and cpu time into `status["usage"]`, once every process of
+    the task is reaped (orphans included, for up to `wait` seconds): getrusage of the
+    children. A peak not above `floor` (this script's own peak just after the spawn,
+    which the kernel counts in the program's) is null."""
+    if "usage" not in status:
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            pid, _, _ = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            break  # none left
+        if pid == 0:
+            time.sleep(0.01)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss = usage.ru_maxrss * 1024  # Linux gives KiB
+    status["usage"]["max_rss_bytes"] = rss if floor is None or rss > floor else None
+    status["usage"]["cpu_seconds"] = usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
@@ -233,6 +318,7 @@ def main() -> int:
             "timed_out": False,
             "log_over": None,
             "error": f"the task failed on {socket.gethostname()}: {exc}",
+            "error_kind": "task",
         }
     write_atomic(f"{base}.exit", json.dumps(status))  # in status/, the task's own subfolder
     if status["code"] is not None:

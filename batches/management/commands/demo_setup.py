@@ -23,6 +23,9 @@ class Command(BaseCommand):
         parser.add_argument("--user", default="demo")
         parser.add_argument("--url", default="http://127.0.0.1:8000")
         parser.add_argument("--token-file", default="", help="keep the token here and reuse it while it is valid")
+        parser.add_argument(
+            "--env-file", default="", help="write BATCHES_URL and BATCHES_TOKEN here, for `set -a; . FILE; set +a` (mode 0600)"
+        )
 
     def handle(self, *args, **options) -> None:
         user, _ = get_user_model().objects.get_or_create(username=options["user"])
@@ -50,6 +53,10 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  BATCHES_URL={url} BATCHES_TOKEN={token} {shlex.quote(str(client))} submit echo --sweep message=hello,world --watch\n"
         )
+        if options["env_file"]:
+            _write_private(options["env_file"], f"BATCHES_URL={url}\nBATCHES_TOKEN={token}\n")
+            self.stdout.write(f"The client's settings for this server (its port included) are in {options['env_file']}; in another shell:")
+            self.stdout.write(f"  set -a; . {shlex.quote(options['env_file'])}; set +a\n")
         self.stdout.write(f"API docs: {url}/api/docs/   Admin: {url}/admin/ (make superuser first)\n")
 
     def _token(self, *, user: Any, path: str) -> str:
@@ -61,7 +68,12 @@ class Command(BaseCommand):
                 return kept
         _, token = issue_token(user=user, name="make run")
         if path:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(token + "\n")
+            _write_private(path, token + "\n")
         return token
+
+
+def _write_private(path: str, text: str) -> None:
+    """Write a file only its owner reads (it holds a token)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)

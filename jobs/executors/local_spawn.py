@@ -1,0 +1,77 @@
+"""Starting a local attempt's process: the one place it is spawned (`LocalExecutor`)."""
+
+import contextlib
+import errno
+import os
+import resource
+import shutil
+import subprocess
+from pathlib import Path
+
+from django.conf import settings
+
+from jobs.executors.base import AttemptSpec
+from jobs.executors.cgroups import AttemptCgroup
+from jobs.executors.environment import job_environment
+from jobs.executors.isolation import Isolation, JobUser, join_mode, launch, release_launch
+
+MIB = 1024 * 1024
+PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
+
+
+def spawn(
+    attempt: AttemptSpec, *, isolation: Isolation, worker_id: str, workdir: Path, out_fd: int, cores: list[int], user: JobUser | None
+) -> tuple[subprocess.Popen, AttemptCgroup | None]:
+    """Start the attempt's program (see `jobs.executors.local`): its argv through the
+    sandbox and cgroup `isolation` gives, or under prlimit's address-space limit without
+    a cgroup, pinned to `cores`, its output into `out_fd`. Raises OSError when it cannot."""
+    program = attempt.argv[0]
+    # prlimit and bwrap would report a missing program as their own exit code 1.
+    if not os.path.isfile(program):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+    if not os.access(program, os.X_OK):
+        raise PermissionError(errno.EACCES, "Permission denied", program)
+    limit = attempt.memory_mib * MIB
+    filesystems = [(path, name in attempt.read_only) for name, path in attempt.filesystems.items()]
+    argv, options, cgroup = launch(
+        isolation,
+        argv=attempt.argv,
+        workdir=workdir,
+        filesystems=filesystems,
+        memory_bytes=limit,
+        max_processes=settings.BATCHES_JOB_MAX_PROCESSES,
+        cores=cores,
+        name=f"{attempt.job_id}.{attempt.attempt}",
+        user=user,
+    )
+    if cgroup is None:
+        # No cgroup: a per-process address-space limit is the best there is.
+        if PRLIMIT:
+            argv = [PRLIMIT, f"--as={limit}", "--", *argv]
+        else:
+            options["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        mask = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cores)
+        try:
+            entered = cgroup.entered_by_this_thread() if cgroup is not None and join_mode(cgroup) == "thread" else contextlib.nullcontext()
+            with entered:
+                popen = subprocess.Popen(  # noqa: S603 (an argv list: no shell ever runs)
+                    argv,
+                    cwd=workdir,
+                    env=job_environment(attempt, worker_id=worker_id, workdir=str(workdir)),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out_fd,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                    **options,
+                )
+        finally:
+            os.sched_setaffinity(0, mask)
+    except BaseException:
+        release_launch(options, cgroup)
+        raise
+    for fd in options.get("pass_fds", ()):
+        os.close(fd)
+    return popen, cgroup
