@@ -105,7 +105,7 @@ def _counts(batch: Batch) -> dict[str, int]:
 
 
 class BatchStateFilter(admin.SimpleListFilter):
-    """A batch's state, from its jobs: each choice an EXISTS on the (batch, status)
+    """A batch's state, from its jobs: each choice an EXISTS on the (batch, status, index)
     index per batch."""
 
     title = "state"
