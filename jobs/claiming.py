@@ -206,16 +206,27 @@ def _active_batches(*, fits: Capacity) -> dict[Any, dict[str, Any]]:
     """The batches (oldest first, at most `_ACTIVE_BATCHES`) that have RUNNABLE jobs and
     whose jobs fit `fits`, not deleted nor being cancelled: id -> their owner_id, cpu,
     memory, priority and max_running. One statement: the skip scan of
-    `jobs.dispatch.batches_with_jobs_in` joined to the batches' rows by primary key."""
+    `jobs.dispatch.batches_with_jobs_in` joined to the batches' rows by primary key.
+    On PostgreSQL each batch is looked up in a LATERAL subquery with LIMIT 1, which the
+    planner cannot turn into another kind of join: without statistics on the batches it
+    had compared every batch with every id found (a nested loop with a join filter,
+    3,000 x 1,000 rows: 155 ms)."""
     conn = sql.default_connection()
     table = sql.table(Batch, conn)
     names = ("id", "owner", "cpu", "memory", "priority", "max_running")
     selected = ", ".join(f"{table}.{sql.column(Batch, name, conn)}" for name in names)
-    query = (
-        f"{skip_scan(conn)} SELECT {selected} FROM b INNER JOIN {table} ON {table}.{sql.column(Batch, 'id', conn)} = b.batch_id"  # noqa: S608
-        f" WHERE {table}.{sql.column(Batch, 'deleted_at', conn)} IS NULL AND {table}.{sql.column(Batch, 'cancel_requested_at', conn)} IS NULL"
+    conditions = (
+        f"{table}.{sql.column(Batch, 'deleted_at', conn)} IS NULL AND {table}.{sql.column(Batch, 'cancel_requested_at', conn)} IS NULL"
         f" AND {table}.{sql.column(Batch, 'cpu', conn)} <= %s AND {table}.{sql.column(Batch, 'memory', conn)} <= %s"
     )
+    batch_id = f"{table}.{sql.column(Batch, 'id', conn)}"
+    if conn.vendor == "postgresql":
+        query = (
+            f"{skip_scan(conn)} SELECT r.* FROM b CROSS JOIN LATERAL"  # noqa: S608
+            f" (SELECT {selected} FROM {table} WHERE {batch_id} = b.batch_id AND {conditions} LIMIT 1) AS r"
+        )
+    else:
+        query = f"{skip_scan(conn)} SELECT {selected} FROM b INNER JOIN {table} ON {batch_id} = b.batch_id WHERE {conditions}"  # noqa: S608
     pk, owner = Batch._meta.pk, Batch._meta.get_field("owner").target_field
     with conn.cursor() as cursor:
         cursor.execute(query, [Status.RUNNABLE, Status.RUNNABLE, _ACTIVE_BATCHES, fits.cpus, fits.memory_mib])
