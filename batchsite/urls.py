@@ -9,7 +9,7 @@ from batches.api import views as catalog_views
 from batchsite.dashboard import dashboard_view
 from batchsite.health import healthz, readyz
 from batchsite.metrics import metrics_view
-from jobs.api import batch_views, share_views
+from jobs.api import batch_views, event_views, share_views
 from jobs.api import views as job_views
 
 urlpatterns = [
@@ -22,6 +22,7 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/cancel", job_views.JobCancelView.as_view(), name="job-cancel"),
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/events", job_views.JobEventListView.as_view(), name="job-events"),
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/attempts", job_views.JobAttemptListView.as_view(), name="job-attempts"),
+    path("events", event_views.EventFeedView.as_view(), name="event-feed"),
     path("jobs/<uuid:job_id>", job_views.JobByIdView.as_view(), name="job-by-id"),
     path("logs/<uuid:log_id>", job_views.LogView.as_view(), name="log"),
     path("shares", share_views.ShareListView.as_view(), name="share-list"),

@@ -177,20 +177,59 @@ class Attempt(models.Model):
 
 
 class JobEvent(models.Model):
+    """One state change of a job (`jobs.transitions`), or a batch's last job ending
+    (`batch.finished`, no job: written by `jobs.batch_finished`), in the order the feed
+    (`GET /events`, `jobs.feed`) serves them: by id, scoped to `owner`.
+
+    `batch` and `owner` are copies of the job's (neither ever changes), so the feed reads
+    one user's changes from one index, whatever the table holds. Every writer of these
+    rows writes (or locks) another row first in the same transaction, so it holds a
+    transaction id before it draws an event id: the feed relies on it (`jobs.feed`).
+    A job's events go with the job (`jobs.removal`); a `batch.finished` stays after its
+    batch is deleted (it happened), until every event older than
+    BATCHES_EVENTS_RETENTION_DAYS is pruned by `cleanup` (`jobs.feed.prune_events`).
+    """
+
     # DO_NOTHING: events are removed with their jobs by jobs.removal.purge_deleted_batches,
     # one statement per chunk; Django's cascade would load every job of a large batch first.
-    job = models.ForeignKey(Job, on_delete=models.DO_NOTHING, related_name="events")
-    from_status = models.CharField(max_length=10, choices=Status.choices)
-    to_status = models.CharField(max_length=10, choices=Status.choices)
+    job = models.ForeignKey(Job, on_delete=models.DO_NOTHING, related_name="events", null=True, blank=True)
+    # No constraint or index of their own: (owner, id) serves the feed, and the rows go
+    # before their batch's (jobs.removal).
+    batch = models.ForeignKey(
+        Batch, on_delete=models.DO_NOTHING, related_name="+", null=True, blank=True, db_constraint=False, db_index=False
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, related_name="+", null=True, blank=True, db_constraint=False, db_index=False
+    )
+    from_status = models.CharField(max_length=10, choices=Status.choices, blank=True)
+    to_status = models.CharField(max_length=10, choices=Status.choices, blank=True)
     reason = models.CharField(max_length=500, blank=True)
     attempt = models.PositiveSmallIntegerField(default=0)
     time = models.DateTimeField(default=timezone.now)
+    counts = models.JSONField(null=True, blank=True, help_text="batch.finished: the batch's jobs per status.")
 
     class Meta:
         ordering = ["job", "id"]
+        # The feed: one user's events after a given id, in id order (a keyset).
+        indexes = [models.Index(fields=["owner", "id"], name="jobevent_owner_id")]
 
     def __str__(self) -> str:
+        if self.job_id is None:
+            return f"batch {self.batch_id} finished"
         return f"{self.job_id}: {self.from_status} -> {self.to_status}"
+
+
+class FeedState(models.Model):
+    """Where the event feed stands (one row): `pruned_through`, the highest event id
+    removed by retention (a cursor below it has missed events: 410), and
+    `finished_through`, the event id up to which `jobs.batch_finished` has looked for
+    batches whose last job ended."""
+
+    pruned_through = models.BigIntegerField(default=0)
+    finished_through = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"pruned through {self.pruned_through}, batches finished through {self.finished_through}"
 
 
 class Policy(models.Model):
