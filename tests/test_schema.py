@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis.generation.modes import GenerationMode
 
 from batchsite.wsgi import application
+from jobs.batch_finished import record_finished_batches
 from jobs.executors.base import Outcome
 from jobs.executors.usage import Usage
-from jobs.models import Job
+from jobs.models import FeedState, Job
 from jobs.statuses import Status
 from jobs.transitions import transition
 from tests.conftest import submission
@@ -56,6 +57,7 @@ def test_schema_lists_every_route(openapi):
         "/tools/{tool_id}",
         "/filesystems",
         "/shares",
+        "/events",
     }
     assert set(openapi["paths"]["/batches"]) == {"get", "post", "delete"}
     assert set(openapi["paths"]["/batches/{batch_id}"]) == {"get", "delete"}
@@ -165,6 +167,15 @@ def test_real_responses_match_the_schema(openapi, alice_client, anon_client, cat
     ]
     for template, method, url in calls:
         _check(openapi, template, method, getattr(alice_client, method)(url))
+    record_finished_batches()
+    events = alice_client.get("/events?limit=2")
+    assert events.json() and "Link" in events.headers
+    _check(openapi, "/events", "get", events)
+    _check(openapi, "/events", "get", alice_client.get("/events?limit=1000"))  # with the batch.finished
+    _check(openapi, "/events", "get", alice_client.get("/events?after=x"))
+    assert "Link" in openapi["paths"]["/events"]["get"]["responses"]["200"]["headers"]
+    FeedState.objects.update_or_create(pk=1, defaults={"pruned_through": 10**9})
+    _check(openapi, "/events", "get", alice_client.get("/events?after=1"))
     _check(openapi, "/batches", "get", anon_client.get("/batches"))
     _check(openapi, "/batches", "post", alice_client.post("/batches", {"tool_id": 1}, format="json"))
     _check(openapi, "/batches", "post", alice_client.post("/batches", "x=1", content_type="application/x-www-form-urlencoded"))
