@@ -5,6 +5,7 @@
     batches ls | status BATCH | watch BATCH | jobs BATCH [--status FAILED]
     batches logs [BATCH] JOB [-f] | why [BATCH] JOB
     batches shares
+    batches events [-f] [--cursor-file FILE] [--type job.failed]
     batches cancel BATCH [JOB] | retry BATCH | rm BATCH
 
 `tools`, `ls`, `status`, `jobs`, `submit`, `why` and `shares` take `--json` (the API's own JSON, for
@@ -28,7 +29,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from client import shares
+from client import events, shares
 from client.api import ApiError
 from client.common import ID, STATES, job_path, out, print_json, print_table, service, table
 
@@ -360,5 +361,6 @@ def remove(ctx: click.Context, batches: tuple[str, ...]) -> None:
         out.print(f"deleted {batch}")
 
 
+main.add_command(events.events)
 main.add_command(shares.shares)
 main.add_command(shares.why)

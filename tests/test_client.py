@@ -36,6 +36,7 @@ def cli(start_server, alice, catalog):  # noqa: F811
             assert done.returncode == 0, (args, done.stdout, done.stderr)
         return done
 
+    run.env = env  # for a client started by hand (tests/test_events_cli.py)
     yield run
     stop_worker_process(worker)
 
