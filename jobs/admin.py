@@ -12,7 +12,7 @@ from core.admin_paging import LargeTableAdmin
 from jobs import usage_admin  # noqa: F401 (registers the usage page)
 from jobs.batch_admin import OwnerFilter  # and, imported, the batch pages are registered
 from jobs.executors import read_log
-from jobs.models import Attempt, Job, JobEvent, Worker
+from jobs.models import Attempt, Delivery, Job, JobEvent, Webhook, Worker
 from jobs.selectors import jobs_of_kept_batches
 from jobs.services import CancelStillStopping, cancel_jobs, retry_failed_jobs
 
@@ -238,4 +238,38 @@ class WorkerAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
+        return False
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    """Webhook deliveries, read-only: what was sent where, and each try."""
+
+    list_display = ["id", "event_type", "event_id", "webhook", "state", "created", "next_try", "delivered", "try_count"]
+    list_filter = ["state", "event_type"]
+    list_select_related = ["webhook"]
+    search_fields = ["=batch_id", "=event_id"]
+    readonly_fields = ["webhook", "event_id", "event_type", "batch_id", "payload", "state", "created", "next_try", "delivered", "tries"]
+    show_full_result_count = False
+
+    @admin.display(description="tries")
+    def try_count(self, delivery: Delivery) -> int:
+        return len(delivery.tries)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
+        return False
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    list_display = ["url", "owner", "event_types", "created", "cursor"]
+    list_select_related = ["owner"]
+    search_fields = ["url", "owner__username"]
+    fields = ["owner", "url", "event_types", "created", "cursor"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

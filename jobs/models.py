@@ -260,3 +260,55 @@ class Usage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.cpu_seconds:.0f} cpu-s as of {self.as_of:%Y-%m-%d %H:%M:%S}"
+
+
+class Webhook(models.Model):
+    """A user's receiver of events: each event of the owner's feed whose type is in
+    `event_types` becomes a Delivery (`jobs.webhook_delivery`), from `cursor` on (the
+    last feed id looked at). The secret signs each delivery; it is shown once."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    event_types = models.JSONField(help_text="Event types delivered, e.g. ['batch.finished', 'job.failed'].")
+    secret = models.CharField(max_length=100, editable=False)
+    cursor = models.BigIntegerField(default=0, editable=False, help_text="The last feed event id turned into deliveries.")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "id"], name="webhook_owner_id")]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class Delivery(models.Model):
+    """One event for one webhook, sent until the receiver answers 2xx (at least once),
+    after the webhook's earlier deliveries of the same batch (in order per batch), with
+    backoff, for BATCHES_WEBHOOK_RETRY_HOURS; `tries` records each try."""
+
+    class State(models.TextChoices):
+        PENDING = "PENDING"
+        DELIVERED = "DELIVERED"
+        FAILED = "FAILED"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.BigIntegerField(help_text="The feed event's id (the event itself may be pruned since).")
+    event_type = models.CharField(max_length=30)
+    batch_id = models.UUIDField()
+    payload = models.JSONField(help_text="The body sent: the event as GET /events shows it.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    created = models.DateTimeField(default=timezone.now)
+    next_try = models.DateTimeField(default=timezone.now)
+    delivered = models.DateTimeField(null=True, blank=True)
+    tries = models.JSONField(default=list, blank=True, help_text="Each try: time, status (HTTP) or error, milliseconds.")
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [models.UniqueConstraint(fields=["webhook", "event_id"], name="delivery_webhook_event")]
+        # The sender's queue: the pending deliveries, oldest first (partial: delivered
+        # ones are most of the table and never read by it).
+        indexes = [models.Index(fields=["id"], name="delivery_pending", condition=models.Q(state="PENDING"))]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} #{self.event_id} -> {self.webhook_id}"
