@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
+from rest_framework import serializers
 
 from jobs.feed import as_feed_event, event_type, settled_id
 from jobs.models import Delivery, JobEvent, Webhook
@@ -72,7 +73,7 @@ def fan_out(*, page: int = FAN_OUT_PAGE) -> int:
                         event_id=row["id"],
                         event_type=event_type(row),
                         batch_id=row["batch_id"],
-                        payload=orjson.loads(orjson.dumps(as_feed_event(row), default=str)),
+                        payload=_as_sent(row),
                     )
                     for row in wanted
                 ],
@@ -82,6 +83,17 @@ def fan_out(*, page: int = FAN_OUT_PAGE) -> int:
             webhook.save(update_fields=["cursor"])
             created += len(wanted)
     return created
+
+
+def _as_sent(row: dict[str, Any]) -> dict[str, Any]:
+    """The event as GET /events shows it (ids as strings, the time as the API writes
+    times), to be the delivery's body."""
+    event = as_feed_event(row)
+    event["time"] = _TIME.to_representation(event["time"])
+    return orjson.loads(orjson.dumps(event))
+
+
+_TIME = serializers.DateTimeField()
 
 
 def backoff(tries: int) -> float:

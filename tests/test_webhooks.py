@@ -119,6 +119,8 @@ def test_signed_deliveries_in_order_per_batch_retried_until_delivered(alice_clie
     assert all(verify(hook["secret"], headers, body) for headers, body in ok)
     assert not any(verify(bobs["secret"], headers, body) for headers, body in ok)
     events = [json.loads(body) for _, body in ok]
+    feed = {e["id"]: e for e in alice_client.get("/events?limit=1000").json()}
+    assert all(event == feed[event["id"]] for event in events)  # the body is the feed's event
     for batch in batches:
         mine = [e["type"] for e in events if e["batch_id"] == batch["batch_id"]]
         assert mine == ["job.failed", "batch.finished"]  # in order, each once
@@ -177,3 +179,20 @@ def test_the_admin_shows_deliveries(admin_client, alice_client, catalog, page):
     assert response.status_code == 200
     delivery = Delivery.objects.first()
     assert admin_client.get(f"/admin/jobs/delivery/{delivery.pk}/change/").status_code == 200
+
+
+@override_settings(BATCHES_WEBHOOK_ALLOW_PRIVATE=True)
+def test_the_deliver_webhooks_command_sends(alice_client, catalog):
+    from django.core.management import call_command
+
+    receiver = Receiver()
+    try:
+        register(alice_client, receiver.url, ["job.failed"])
+        batch = submit(alice_client, catalog)
+        alice_client.post(f"/batches/{batch['batch_id']}/cancel")
+        call_command("deliver_webhooks", "--once")
+        call_command("deliver_webhooks", "--once")
+    finally:
+        receiver.close()
+    assert [json.loads(body)["type"] for _, body, _ in receiver.got] == ["job.failed", "job.failed"]
+    assert set(Delivery.objects.values_list("state", flat=True)) == {Delivery.State.DELIVERED}
