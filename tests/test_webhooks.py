@@ -196,3 +196,19 @@ def test_the_deliver_webhooks_command_sends(alice_client, catalog):
         receiver.close()
     assert [json.loads(body)["type"] for _, body, _ in receiver.got] == ["job.failed", "job.failed"]
     assert set(Delivery.objects.values_list("state", flat=True)) == {Delivery.State.DELIVERED}
+
+
+def test_lists_are_constant_in_queries(alice, alice_client, db):
+    from jobs.models import Webhook
+    from tests.test_api_queries import assert_constant
+
+    hooks = Webhook.objects.bulk_create(
+        Webhook(owner=alice, url=f"https://example.org/{n}", event_types=["job.failed"], secret="s") for n in range(101)
+    )
+    Delivery.objects.bulk_create(
+        Delivery(webhook=hooks[0], event_id=n, event_type="job.failed", batch_id=hooks[0].pk, payload={}, tries=[]) for n in range(101)
+    )
+    # 1 the token with its user, 2 the page.
+    assert_constant(alice_client, "/webhooks", 2)
+    # 1 the token, 2 the webhook (the owner's), 3 the page.
+    assert_constant(alice_client, f"/webhooks/{hooks[0].pk}/deliveries", 3)
