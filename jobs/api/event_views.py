@@ -16,6 +16,7 @@ from jobs.api.serializers import FeedEventSerializer
 from jobs.feed import CursorGone, as_feed_event, wait_for_events
 
 LONGEST_WAIT = 60
+LARGEST_ID = 2**63 - 1
 
 
 def _whole(request: Request, name: str, default: int, low: int, high: int | None) -> int:
@@ -23,9 +24,9 @@ def _whole(request: Request, name: str, default: int, low: int, high: int | None
     if raw is None:
         return default
     # Plain ASCII digits only (int() takes "²" and "_"), at most 19 of them.
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+    if not raw.isascii() or not raw.isdigit():
         raise ValidationError({name: [f"must be a whole number, not {raw!r}"]})
-    value = int(raw)
+    value = int(raw) if len(raw.lstrip("0")) <= 19 else 2**64  # int() refuses 4,300+ digits
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ValidationError({name: [f"must be {bound}, not {value}"]})
@@ -47,7 +48,9 @@ class EventFeedView(APIView):
         ),
         parameters=[
             OpenApiParameter(
-                "after", {"type": "integer", "minimum": 0}, description="Only events with a larger id (default 0: from the oldest kept)."
+                "after",
+                {"type": "integer", "minimum": 0, "maximum": LARGEST_ID},
+                description="Only events with a larger id (default 0: from the oldest kept).",
             ),
             OpenApiParameter(
                 "limit",
@@ -66,7 +69,7 @@ class EventFeedView(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        after = _whole(request, "after", 0, 0, None)
+        after = _whole(request, "after", 0, 0, LARGEST_ID)
         limit = _whole(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         wait = min(_whole(request, "wait", 0, 0, LONGEST_WAIT), settings.BATCHES_EVENTS_MAX_WAIT)
         try:
