@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from accounts import share_admin  # noqa: F401 (registers the fair-share pages)
+from accounts import lockout_admin, share_admin  # noqa: F401 (the login lockouts; the fair-share pages)
 from accounts.job_accounts import account_errors, map_job_account, unmap_job_account
 from accounts.models import ApiToken, JobAccount
 from accounts.services import issue_token, revoke_token, token_term_errors

@@ -2,8 +2,9 @@
 
 Most figures are read from the database at each scrape, so every web process answers
 the same and nothing is lost when one restarts: jobs per state, queue depth and the
-oldest waiting job, job durations of the last hour, workers per state and the age of
-each live worker's heartbeat. Submissions are counted where they happen (the web
+oldest waiting job, job durations of the last hour, the cpu-seconds and peak memory of
+the attempts that ended in the last hour per tool (gauge histograms: a window, not a
+running count), workers per state and the age of each live worker's heartbeat. Submissions are counted where they happen (the web
 processes); under gunicorn their counts are shared through prometheus_client's
 multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (batchsite/gunicorn.conf.py sets
 it up).
@@ -29,14 +30,16 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from core.problems import problem_response
 from jobs.api.batch_views import SUBMISSIONS, SUBMITTED_JOBS
 from jobs.models import Job, Worker
 from jobs.selectors import jobs_per_state, oldest_waiting_since
 from jobs.statuses import QUEUED, Status
+from jobs.usage_report import CPU_SECONDS_BUCKETS, MAX_RSS_MIB_BUCKETS, recent_usage_by_tool
 
 _DURATION_WINDOW = timedelta(hours=1)
 _DURATION_SAMPLE = 10_000  # most recent finished jobs a scrape looks at
@@ -46,7 +49,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class DatabaseCollector(Collector):
     """What the database says now."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily | SummaryMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | SummaryMetricFamily | GaugeHistogramMetricFamily]:
         now = timezone.now()
         counts = jobs_per_state()
         jobs = GaugeMetricFamily("batches_jobs", "Jobs per state.", labels=["state"])
@@ -60,6 +63,7 @@ class DatabaseCollector(Collector):
             "batches_oldest_waiting_seconds", "Age of the oldest job waiting to run (0: none waits).", value=_oldest_wait(now)
         )
         yield _durations(now)
+        yield from _usage_histograms(now)
         workers = GaugeMetricFamily("batches_workers", "Workers per state.", labels=["state"])
         by_state = dict.fromkeys(Worker.State.values, 0)
         by_state.update(Worker.objects.order_by().values_list("state").annotate(n=Count("*")))
@@ -92,6 +96,27 @@ def _durations(now: datetime) -> SummaryMetricFamily:
     )
     summary.add_metric([], count_value=len(seconds), sum_value=sum(seconds))
     return summary
+
+
+def _usage_histograms(now: datetime) -> Iterator[GaugeHistogramMetricFamily]:
+    """What the attempts that ended in the last hour used, per tool (jobs.usage_report)."""
+    by_tool = recent_usage_by_tool(since=now - _DURATION_WINDOW)
+    cpu = GaugeHistogramMetricFamily(
+        "batches_attempt_cpu_seconds", "cpu-seconds (user + system) of the attempts that ended in the last hour, per tool.", labels=["tool"]
+    )
+    rss = GaugeHistogramMetricFamily(
+        "batches_attempt_max_rss_bytes", "Peak resident memory of the attempts that ended in the last hour, per tool.", labels=["tool"]
+    )
+    for tool, histograms in sorted(by_tool.items()):
+        for family, field, bounds, scale in (
+            (cpu, "cpu_seconds", CPU_SECONDS_BUCKETS, 1.0),
+            (rss, "max_rss_mib", MAX_RSS_MIB_BUCKETS, float(1 << 20)),
+        ):
+            histogram = histograms[field]
+            buckets = [(floatToGoString(bound * scale), n) for bound, n in zip(bounds, histogram.cumulative, strict=True)]
+            family.add_metric([tool], [*buckets, ("+Inf", histogram.count)], gsum_value=histogram.total * scale)
+    yield cpu
+    yield rss
 
 
 def _registry() -> CollectorRegistry:

@@ -34,7 +34,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "axes",
+    "accounts.lockouts.LoginLockoutsConfig",  # django-axes, named for the admin's home page
     "accounts",
     "batches",
     "jobs",

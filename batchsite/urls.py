@@ -17,6 +17,7 @@ urlpatterns = [
     path("batches/<uuid:batch_id>", batch_views.BatchDetailView.as_view(), name="batch-detail"),
     path("batches/<uuid:batch_id>/cancel", job_views.BatchCancelView.as_view(), name="batch-cancel"),
     path("batches/<uuid:batch_id>/retry", job_views.BatchRetryView.as_view(), name="batch-retry"),
+    path("batches/<uuid:batch_id>/usage", batch_views.BatchUsageView.as_view(), name="batch-usage"),
     path("batches/<uuid:batch_id>/jobs", job_views.JobListView.as_view(), name="job-list"),
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>", job_views.JobDetailView.as_view(), name="job-detail"),
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/cancel", job_views.JobCancelView.as_view(), name="job-cancel"),

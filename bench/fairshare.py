@@ -28,6 +28,7 @@ On PostgreSQL (DATABASE_URL, else the bench database; emptied before each part).
 """
 
 import argparse
+import gc
 import os
 import shutil
 import statistics
@@ -200,6 +201,7 @@ def part_decision(options: argparse.Namespace) -> None:
     users = User.objects.bulk_create([User(username=f"fs{i:04d}") for i in range(options.users)])
     far = timezone.now() + timezone.timedelta(days=1)
     worker = Worker.objects.create(name="bench", node="bench", cpus=2, memory_mib=512, lease_expires=far)
+    gc.freeze()  # as runworker does before its loop: the process's own objects out of the collector's way
     harness.print_config(
         "fairshare 2: one dispatch decision with a large backlog",
         decision=f"jobs.claiming._claim_candidates for {CLAIM} jobs (room {CLAIM} cpu), in a transaction rolled back",
@@ -207,6 +209,7 @@ def part_decision(options: argparse.Namespace) -> None:
         backlog=f"{', '.join(f'{n:,}' for n in levels)} RUNNABLE jobs across {options.users:,} users (a batch per user per level)",
         running="64 users with one running job each; every user some decayed usage",
         samples=f"{options.samples} of each, interleaved, per level; no ANALYZE after the fill (autovacuum as configured)",
+        process="this one, its startup objects frozen out of garbage collection (gc.freeze) as runworker does",
     )
     have, figures = 0, []
     for level in levels:

@@ -110,7 +110,10 @@ def print_config(title: str, **items: object) -> None:
     slots, batch size, vacuumed or not...), one per line."""
     print(f"== {title}")
     print(f"   {'database':<14} {describe_database()}")
-    print(f"   {'machine':<14} {os.cpu_count()} cpu(s), affinity {len(os.sched_getaffinity(0))}; shared: read medians and ratios")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"   {'machine':<14} {os.cpu_count()} cpu(s), affinity {len(os.sched_getaffinity(0))}, load {load}; shared: read medians and ratios"
+    )
     for name, value in items.items():
         print(f"   {name.replace('_', ' '):<14} {value}")
     sys.stdout.flush()

@@ -18,7 +18,14 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 class ApiError(Exception):
-    """A call the service refused or could not answer, as one line a person can act on."""
+    """A call the service refused or could not answer, as one line a person can act on
+    (several for a list of choices), and the exit status the command ends with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status of a refused call
 
 
 @dataclass(frozen=True)
@@ -52,12 +59,22 @@ class Api:
         self.http = httpx.Client(base_url=settings.url, headers={"Authorization": f"Bearer {settings.token}"}, timeout=timeout)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ApiError(f"cannot reach {self.http.base_url}: {exc}") from None
+        """The service's answer, or ApiError. A redirect of a read to another path of
+        the same origin (a trailing slash) is followed, a few at most; any other is an
+        error that names it (the token goes nowhere BATCHES_URL does not say)."""
+        for _ in range(5):
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise ApiError(f"cannot reach {self.http.base_url}: {exc}") from None
+            following = response.next_request if response.is_redirect and method in ("GET", "HEAD") else None
+            if following is None or _origin(following.url) != _origin(response.url):
+                break
+            path, kwargs = str(following.url), {}
+        if response.is_redirect:
+            raise ApiError(redirected(response, self.http.base_url))
         if response.status_code >= 400:
-            raise ApiError(describe(response))
+            raise ApiError(describe(response), status=response.status_code)
         return response
 
     def json(self, response: httpx.Response) -> Any:
@@ -91,6 +108,36 @@ class Api:
     def log(self, log_id: str, *, offset: int = 0) -> tuple[bytes, int]:
         response = self.request("GET", f"/logs/{log_id}", params={"offset": offset})
         return response.content, int(response.headers.get("X-Log-Size", offset + len(response.content)))
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def redirected(response: httpx.Response, base_url: httpx.URL) -> str:
+    """What to do about a redirect, in one line (the client follows none: the token goes
+    only where BATCHES_URL says). A proxy that sends http to https is the common case:
+    the address to use is the target without the route that was asked for (the part of
+    the path after `base_url`'s)."""
+    target = response.headers.get("Location", "")
+    asked = response.request.url
+    try:
+        where = asked.join(target) if target else None
+    except httpx.InvalidURL:
+        where = None
+    if where is None:
+        return f"{asked} answered {response.status_code} {response.reason_phrase} (a redirect) without saying where to"
+    target_path = str(where.copy_with(query=None, fragment=None))
+    route = asked.path[len(base_url.path.rstrip("/")) :]
+    moved = route not in ("", "/") and target_path.endswith(route)  # the same route elsewhere
+    base = target_path[: -len(route)].rstrip("/") if moved else ""
+    if where.scheme == "https" and asked.scheme == "http":
+        # Another route on the https side (a login page, the root): the same address, in https.
+        base = base or f"https://{where.netloc.decode()}{base_url.path.rstrip('/')}"
+        return f"the service redirects to {target_path}: set BATCHES_URL to {base}"
+    if moved:
+        return f"{asked} redirects ({response.status_code}) to {where}: set BATCHES_URL to {base} if that is the service"
+    return f"{asked} redirects ({response.status_code}) to {where}: is BATCHES_URL the batches service?"
 
 
 def describe(response: httpx.Response) -> str:

@@ -1,7 +1,6 @@
-"""What the `batches` commands share: the service, ids, JSON and tables on stdout."""
+"""What the `batches` commands share: the service, batch counts, JSON and tables on stdout."""
 
 import json
-import re
 from typing import Any
 
 import click
@@ -11,23 +10,10 @@ from rich.table import Table
 from client.api import Api, Settings
 
 STATES = ["submitted", "pending", "runnable", "starting", "running", "succeeded", "failed"]
+WAITING = ("SUBMITTED", "PENDING", "RUNNABLE")
+ENDED = ("SUCCEEDED", "FAILED")
 
 
-class Identifier(click.ParamType):
-    """A batch or job id as `ls` and `jobs` print them (a uuid). Anything else would
-    change the URL it goes into: an empty id made `rm` send DELETE /batches/, which
-    deletes every batch; `../tools` reached another route."""
-
-    name = "ID"
-    _SHAPE = re.compile(r"^[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}$")
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        if not isinstance(value, str) or not self._SHAPE.match(value):
-            self.fail(f"{value!r} is not an id (a uuid, as `batches ls` and `batches jobs` print them)", param, ctx)
-        return value
-
-
-ID = Identifier()
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -39,11 +25,19 @@ def service(ctx: click.Context) -> Api:
     return root["api"]
 
 
-def job_path(ids: tuple[str, ...]) -> str:
-    """A job's route from `JOB` (as `batches jobs` prints it) or `BATCH JOB`."""
-    if len(ids) > 2:
-        raise click.UsageError("give a job id, or a batch id and a job id")
-    return f"/batches/{ids[0]}/jobs/{ids[1]}" if len(ids) == 2 else f"/jobs/{ids[0]}"
+def counts_line(counts: dict[str, int]) -> str:
+    """A BatchStatus as `running 2  succeeded 5`: the states that have jobs, in order."""
+    return "  ".join(f"{state} {counts[state]}" for state in STATES if counts.get(state))
+
+
+def batch_state(counts: dict[str, int]) -> str:
+    """A batch's state in a word, from its BatchStatus: `running` while a job starts or
+    runs, `waiting` while jobs wait and none runs, then `succeeded` (every job did) or
+    `failed` (every job ended, one or more failed)."""
+    total = sum(counts.values())
+    if counts["succeeded"] + counts["failed"] >= total:
+        return "failed" if counts["failed"] else "succeeded"
+    return "running" if counts["starting"] + counts["running"] else "waiting"
 
 
 def print_json(data: Any) -> None:

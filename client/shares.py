@@ -5,9 +5,9 @@ from typing import Any
 
 import click
 
-from client.common import ID, job_path, print_json, print_table, service, table
+from client.common import ENDED, print_json, print_table, service, table
+from client.ids import ID, job_path
 
-ENDED = ("SUCCEEDED", "FAILED")
 STARTED = ("STARTING", "RUNNING")
 
 
@@ -71,13 +71,14 @@ def place(detail: dict[str, Any]) -> str:
 
 @click.command(
     short_help="Why a job waits, and its place in line.",
-    help="Why a job is where it is: its status, its reason and its place in line. JOB alone, or BATCH JOB.",
+    help="Why a job is where it is: its status, its reason and its place in line. JOB alone (a whole id), or BATCH JOB.",
 )
 @click.argument("ids", nargs=-1, required=True, metavar="[BATCH] JOB", type=ID)
 @click.option("--json", "as_json", is_flag=True, help="The job's JobDetail, as the API gives it.")
 @click.pass_context
 def why(ctx: click.Context, ids: tuple[str, ...], as_json: bool) -> None:
-    detail = service(ctx).get(job_path(ids))
+    api = service(ctx)
+    detail = api.get(job_path(api, ids))
     if as_json:
         return print_json(detail)
     # Plain lines, never folded: a reason with the fair-share figures is long.

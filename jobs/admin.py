@@ -1,20 +1,28 @@
+"""The operators' job pages: the list (a status badge per job, one line per job on a
+1,366 px screen), a job's page with its log's tail, attempts and events, and Cancel and
+Retry as list actions and as buttons on the page, through the API's own services."""
+
 from collections.abc import Iterator
+from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from core.admin_pages import ReadOnlyPage, to_the_second
-from core.admin_paging import LargeTableAdmin
-from jobs import usage_admin  # noqa: F401 (registers the usage page)
-from jobs.batch_admin import OwnerFilter  # and, imported, the batch pages are registered
+from core.admin_pages import Button, ObjectButtons, ReadOnlyPage, clipped, duration_text, short_id, short_time, to_the_millisecond
+from core.admin_paging import IndexedOrderingChangeList, LargeTableAdmin
+from jobs import usage_admin, webhook_admin  # noqa: F401 (register the usage, webhook and delivery pages)
+from jobs.attempt_admin import AttemptInline, JobEventInline  # and, imported, the attempt and worker pages are registered
+from jobs.batch_admin import OwnerFilter, status_badge  # and, imported, the batch pages are registered
 from jobs.executors import read_log
-from jobs.models import Attempt, Delivery, Job, JobEvent, Webhook, Worker
+from jobs.models import Job
 from jobs.selectors import jobs_of_kept_batches
 from jobs.services import CancelStillStopping, cancel_jobs, retry_failed_jobs
+from jobs.statuses import UNFINISHED, Status
 
 
 class JobOwnerFilter(OwnerFilter):
@@ -26,73 +34,27 @@ LOG_TAIL_BYTES = 8 * 1024
 LOG_CHUNK_BYTES = 1024 * 1024
 
 
-class JobEventInline(admin.TabularInline):
-    model = JobEvent
-    extra = 0
-    can_delete = False
-    fields = ["time", "from_status", "to_status", "reason", "attempt"]
-    readonly_fields = fields
+class JobChangeList(IndexedOrderingChangeList):
+    """Marks each job whose reason is the one of the row above: a page of a batch's
+    waiting jobs said "Waiting for a worker with 1 free cpu and 256 MiB" a hundred times."""
 
-    def has_add_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
-        return False
-
-
-class AttemptInline(admin.TabularInline):
-    model = Attempt
-    extra = 0
-    can_delete = False
-    fields = ["number", "state", "worker", "node", "external_id", "start_time", "end_time", "exit_code", "reason", "charged"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
-        return False
-
-
-@admin.register(Attempt)
-class AttemptAdmin(LargeTableAdmin, admin.ModelAdmin):
-    """Attempts are written by workers only; the admin shows them."""
-
-    list_display = [
-        "job_id",
-        "number",
-        "state",
-        "executor",
-        "worker",
-        "node",
-        "external_id",
-        "start_time",
-        "end_time",
-        "exit_code",
-        "reason",
-    ]
-    list_filter = ["state", "executor", "charged"]
-    search_fields = ["=job__id", "=external_id"]
-    search_ids = ["job_id"]
-    search_names = ["external_id"]
-    search_help_text = "A job id, or an executor's id of the attempt (a pid, a Slurm job id), exact."
-    list_select_related = ["worker"]
-    raw_id_fields = ["job", "worker"]
-    ordering = ["-id"]  # newest first, on the primary key's index
-    sortable_by = ["job_id"]  # on the (job, number) index
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Attempt | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Attempt | None = None) -> bool:
-        return False
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        above = None
+        for job in self.result_list:
+            job.same_reason_as_above = bool(job.reason) and job.reason == above
+            above = job.reason
 
 
 @admin.register(Job)
-class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
+class JobAdmin(ObjectButtons, LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
     keep_delete = False  # only the service writes a job (its status through jobs.transitions); jobs go with their batch
 
-    # Fits a 1,400 px screen beside the filters: a job and its batch by the end of their
-    # ids (the whole id in the tooltip), start and stop in the duration's tooltip, and
-    # the reason given room (templates/admin/jobs/job/change_list.html).
-    list_display = ["job", "status", "reason", "tool", "batch_short", "owner", "attempts", "worker", "created", "duration"]
+    # Fits a 1,366 px screen beside the filters, one line per job: a job and its batch by
+    # the end of their ids (the whole id in the tooltip), start and stop in the
+    # duration's tooltip, the reason cut to its column (whole in its tooltip) and not
+    # repeated from the row above (templates/admin/jobs/job/change_list.html).
+    list_display = ["job", "status_badge", "reason_text", "tool", "batch_short", "owner", "attempts", "worker_name", "created", "duration"]
     # Created: the batch's time, which its jobs share (jobs.services.create_jobs): the
     # batches of a day are found on the small table and their jobs on the batch index
     # (10 ms at a million jobs; a scan of the jobs' own column took 270).
@@ -117,8 +79,8 @@ class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
         "attempts",
         "exit_code",
         "create_time",
-        "start_time",
-        "stop_time",
+        "started",
+        "stopped",
         "charged_attempts",
         "cancel_requested_at",
         "cancel_requested_by",
@@ -126,6 +88,7 @@ class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
     ]
     inlines = [AttemptInline, JobEventInline]
     actions = ["cancel", "retry"]
+    object_actions = ("cancel", "retry")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -186,30 +149,60 @@ class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
 
     @admin.display(description="created", ordering="id")
     def created(self, job: Job) -> str:
-        return to_the_second(job.create_time)
+        return short_time(job.create_time)
+
+    @admin.display(description="worker")
+    def worker_name(self, job: Job) -> str:
+        return clipped(job.worker.name) if job.worker else "-"
+
+    @admin.display(description="start time")
+    def started(self, job: Job) -> str:
+        return to_the_millisecond(job.start_time)
+
+    @admin.display(description="stop time")
+    def stopped(self, job: Job) -> str:
+        return to_the_millisecond(job.stop_time)
+
+    @admin.display(description="status")
+    def status_badge(self, job: Job) -> str:
+        return status_badge(job.status)
+
+    @admin.display(description="reason")
+    def reason_text(self, job: Job) -> str:
+        if getattr(job, "same_reason_as_above", False):
+            return format_html('<span class="same-as-above" title="{}">↑ same as above</span>', job.reason)
+        return clipped(job.reason)
 
     @admin.display(description="duration")
     def duration(self, job: Job) -> str:
         if job.start_time is None:
             return "-"
-        seconds = ((job.stop_time or timezone.now()) - job.start_time).total_seconds()
-        text = f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
+        text = duration_text(((job.stop_time or timezone.now()) - job.start_time).total_seconds())
         if job.stop_time is None:
             text += " so far"
         return format_html(
-            '<span title="started {}, stopped {}">{}</span>', to_the_second(job.start_time), to_the_second(job.stop_time), text
+            '<span title="started {}, stopped {}">{}</span>', to_the_millisecond(job.start_time), to_the_millisecond(job.stop_time), text
         )
 
     @admin.display(description="job", ordering="id")
     def job(self, job: Job) -> str:
-        # The end of the id: the start of a uuid7 is its time, shared by a batch's jobs.
-        return format_html('<span title="{}">…{}</span>', job.pk, str(job.pk)[-12:])
+        return short_id(job.pk)
 
     @admin.display(description="batch", ordering="batch_id")
     def batch_short(self, job: Job) -> str:
-        url = reverse("admin:batches_batch_change", args=[job.batch_id])
-        return format_html('<a href="{}" title="{}">…{}</a>', url, job.batch_id, str(job.batch_id)[-12:])
+        return short_id(job.batch_id, reverse("admin:batches_batch_change", args=[job.batch_id]))
 
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return JobChangeList
+
+    def object_buttons(self, request: HttpRequest, obj: Job) -> list[Button]:
+        return [
+            ("Cancel", "cancel", "" if obj.status in UNFINISHED else "The job has ended: nothing to cancel."),
+            ("Retry", "retry", "" if obj.status == Status.FAILED else "Only a FAILED job is retried."),
+        ]
+
+    # The list's actions and the page's buttons: the same services as the API's
+    # POST /batches/<id>/jobs/<id>/cancel, with the same messages.
     @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         result = cancel_jobs(jobs=queryset, by=request.user)
@@ -224,52 +217,8 @@ class JobAdmin(LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
         except CancelStillStopping as exc:
             self.message_user(request, str(exc), messages.ERROR)
 
+    def act_cancel(self, request: HttpRequest, job: Job) -> None:
+        self.cancel(request, Job.objects.filter(pk=job.pk))
 
-@admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
-    """Workers are registered by `runworker` and recovered by their peers; the admin
-    only shows them."""
-
-    list_display = ["name", "executor", "state", "cpus", "memory_mib", "started_at", "heartbeat_at", "lease_expires", "stopped_at"]
-    list_filter = ["state", "executor"]
-    search_fields = ["name", "node"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
-        return False
-
-
-@admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
-    """Webhook deliveries, read-only: what was sent where, and each try."""
-
-    list_display = ["id", "event_type", "event_id", "webhook", "state", "created", "next_try", "delivered", "try_count"]
-    list_filter = ["state", "event_type"]
-    list_select_related = ["webhook"]
-    search_fields = ["=batch_id", "=event_id"]
-    readonly_fields = ["webhook", "event_id", "event_type", "batch_id", "payload", "state", "created", "next_try", "delivered", "tries"]
-    show_full_result_count = False
-
-    @admin.display(description="tries")
-    def try_count(self, delivery: Delivery) -> int:
-        return len(delivery.tries)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
-        return False
-
-
-@admin.register(Webhook)
-class WebhookAdmin(admin.ModelAdmin):
-    list_display = ["url", "owner", "event_types", "created", "cursor"]
-    list_select_related = ["owner"]
-    search_fields = ["url", "owner__username"]
-    fields = ["owner", "url", "event_types", "created", "cursor"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def act_retry(self, request: HttpRequest, job: Job) -> None:
+        self.retry(request, Job.objects.filter(pk=job.pk))

@@ -1,6 +1,7 @@
 """The operators' batch pages: batches with their jobs' progress, the filters by state and
-owner, and the actions on a batch's jobs (cancel, retry, delete) through the same
-services as the API."""
+owner, a batch's failures counted per reason, and the actions on a batch's jobs (cancel,
+retry, delete) as list actions and as buttons on its page, through the same services as
+the API."""
 
 from typing import Any
 
@@ -15,8 +16,9 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from batches.models import Batch
-from core.admin_pages import ReadOnlyPage, to_the_second
+from core.admin_pages import Button, ObjectButtons, ReadOnlyPage, to_the_second
 from core.admin_paging import BoundedActions, CappedPaginator, uuid_or_none
+from jobs.activity import REASON_SAMPLE, failure_reasons
 from jobs.counts import status_counts, status_counts_of_batches
 from jobs.models import Job
 from jobs.removal import delete_batches
@@ -46,8 +48,7 @@ class OwnerFilter(admin.SimpleListFilter):
 
 
 # The seven states in the order a job goes through them, with the colour of each in the
-
-
+# progress bars and the status badges.
 STATE_COLOURS = {
     Status.SUCCEEDED: "#2e7d32",
     Status.FAILED: "#c62828",
@@ -57,6 +58,22 @@ STATE_COLOURS = {
     Status.PENDING: "#ef6c00",
     Status.SUBMITTED: "#9e9e9e",
 }
+
+
+# Dark text on the light colours, white on the others.
+_DARK_TEXT = {Status.STARTING, Status.RUNNABLE, Status.SUBMITTED}
+
+
+def status_badge(status: str) -> str:
+    """A job's status as a coloured badge, the colours of the progress bars."""
+    text = "#1b1b1b" if status in _DARK_TEXT else "#fff"
+    return format_html(
+        '<span class="status-badge status-{}" style="background:{};color:{}">{}</span>',
+        status.lower(),
+        STATE_COLOURS.get(status, "#9e9e9e"),
+        text,
+        Status(status).label if status in Status.values else status,
+    )
 
 
 def progress_bar(counts: dict[str, int]) -> str:
@@ -80,8 +97,15 @@ def progress_bar(counts: dict[str, int]) -> str:
     )
 
 
+def _counts(batch: Batch) -> dict[str, int]:
+    """The batch's jobs per state, counted once for its page (its fields and buttons)."""
+    if not hasattr(batch, "page_counts"):
+        batch.page_counts = status_counts(batch=batch)
+    return batch.page_counts
+
+
 class BatchStateFilter(admin.SimpleListFilter):
-    """A batch's state, from its jobs: each choice an EXISTS on the (batch, status)
+    """A batch's state, from its jobs: each choice an EXISTS on the (batch, status, index)
     index per batch."""
 
     title = "state"
@@ -119,7 +143,7 @@ class BatchChangeList(ChangeList):
 
 
 @admin.register(Batch)
-class BatchAdmin(BoundedActions, ReadOnlyPage, admin.ModelAdmin):
+class BatchAdmin(ObjectButtons, BoundedActions, ReadOnlyPage, admin.ModelAdmin):
     action_limit = 100  # batches per action: each cancel or delete does a chunk of work
     list_display = ["id", "name", "owner", "tool", "progress", "hardware", "created"]
     list_filter = [BatchStateFilter, "tool", OwnerFilter, ("create_time", admin.DateFieldListFilter)]
@@ -136,9 +160,11 @@ class BatchAdmin(BoundedActions, ReadOnlyPage, admin.ModelAdmin):
         "command",
         "jobs",
         "counts",
+        "failures",
         "hardware",
         "filesystems",
         "max_attempts",
+        "retry",
         "timeout_seconds",
         "priority",
         "max_running",
@@ -162,6 +188,18 @@ class BatchAdmin(BoundedActions, ReadOnlyPage, admin.ModelAdmin):
     def hardware(self, batch: Batch) -> str:
         return f"{batch.cpu} cpu, {batch.memory} MiB per job"
 
+    @admin.display(description="retry rules")
+    def retry(self, batch: Batch) -> str:
+        """The submission's rules, one per line, in the order they are checked."""
+        if not batch.retry_rules:
+            return "none: every failure is retried while attempts are left"
+        lines = []
+        for number, rule in enumerate(batch.retry_rules, start=1):
+            match = f"exit code {', '.join(map(str, rule['on_exit_code']))}" if "on_exit_code" in rule else rule["on_reason"]
+            factor = f", memory x{rule['memory_factor']:g}" if rule.get("memory_factor") else ""
+            lines.append(f"{number}. {match}: {rule['action']}{factor}")
+        return "\n".join(lines)
+
     @admin.display(description="created", ordering="id")
     def created(self, batch: Batch) -> str:
         return to_the_second(batch.create_time)
@@ -180,7 +218,7 @@ class BatchAdmin(BoundedActions, ReadOnlyPage, admin.ModelAdmin):
 
     @admin.display(description="jobs per state")
     def counts(self, batch: Batch) -> str:
-        counts = status_counts(batch=batch)
+        counts = _counts(batch)
         url = reverse("admin:jobs_job_changelist") + f"?batch__id__exact={batch.pk}&status__exact="
         links = format_html_join(
             ", ",
@@ -188,6 +226,27 @@ class BatchAdmin(BoundedActions, ReadOnlyPage, admin.ModelAdmin):
             ((url, state, state.lower(), counts[state.lower()]) for state in STATE_COLOURS if counts[state.lower()]),
         )
         return format_html("{}{}", progress_bar(counts), links)
+
+    @admin.display(description="failures per reason")
+    def failures(self, batch: Batch) -> str:
+        reasons = failure_reasons(batch_id=batch.pk)
+        if not reasons:
+            return "none"
+        failed = _counts(batch)["failed"]
+        sampled = f" (counted among the first {REASON_SAMPLE:,} of its {failed:,})" if failed > REASON_SAMPLE else ""
+        url = reverse("admin:jobs_job_changelist") + f"?batch__id__exact={batch.pk}&status__exact=FAILED"
+        rows = format_html_join(
+            "",
+            '<tr><td class="failure-count">{}</td><td class="failure-reason">{}</td></tr>',
+            ((n, reason or "-") for reason, n in reasons),
+        )
+        return format_html(
+            '<table id="failure-reasons"><thead><tr><th>jobs</th><th>reason</th></tr></thead><tbody>{}</tbody></table>'
+            '<div><a href="{}">the failed jobs</a>{}</div>',
+            rows,
+            url,
+            sampled,
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # batches are submitted through the API
@@ -210,6 +269,23 @@ class BatchAdmin(BoundedActions, ReadOnlyPage, admin.ModelAdmin):
         delete_batches(batches=queryset)  # the admin says "Successfully deleted N batches" itself
 
     actions = ["cancel_batches", "retry_batches"]
+    object_actions = ("cancel", "retry")
+
+    def object_buttons(self, request: HttpRequest, obj: Batch) -> list[Button]:
+        counts = _counts(obj)
+        unfinished = sum(counts[state.lower()] for state in UNFINISHED)
+        return [
+            ("Cancel", "cancel", "" if unfinished else "Every job has ended: nothing to cancel."),
+            ("Retry failed jobs", "retry", "" if counts["failed"] else "No job has failed: nothing to retry."),
+        ]
+
+    # The page's buttons are the list's actions on one batch: the same services as the
+    # API's POST /batches/<id>/cancel and /retry, with the same messages.
+    def act_cancel(self, request: HttpRequest, batch: Batch) -> None:
+        self.cancel_batches(request, Batch.objects.filter(pk=batch.pk))
+
+    def act_retry(self, request: HttpRequest, batch: Batch) -> None:
+        self.retry_batches(request, Batch.objects.filter(pk=batch.pk))
 
     @admin.action(description="Cancel selected batches (their unfinished jobs)", permissions=["change"])
     def cancel_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:

@@ -145,8 +145,9 @@ def _claim_candidates(*, room: Capacity, fits: Capacity, exclude: list[str], lim
 
     The cost does not grow with the backlog: the batches that have RUNNABLE jobs with
     their rows (`_active_batches`: an index probe each, at most `_ACTIVE_BATCHES`, one
-    query), the users' standings (`fairshare.snapshot`: three queries), then the next jobs by id of every batch the plan draws from, in one
-    query (`_runnable_jobs`); again, for what is left, if a batch had fewer than planned."""
+    query), the users' standings (`fairshare.snapshot`: three queries), then the next
+    jobs of every batch the plan draws from, in one query (`_runnable_jobs`); again,
+    for what is left, if a batch had fewer than planned."""
     batches = _active_batches(fits=fits)
     if not batches:
         return []
@@ -241,8 +242,8 @@ def _accounts_of(owners: set[Any]) -> dict[Any, tuple[str, int]] | None:
 
 
 def _runnable_jobs(*, wanted: dict[Any, int], exclude: list[str]) -> dict[Any, list[tuple[Any, int, Any, Any, int | None]]]:
-    """For each batch id of `wanted`, its next `n` RUNNABLE jobs by id (ids are
-    time-ordered) that have no live attempt and are not in `exclude`, locked FOR UPDATE
+    """For each batch id of `wanted`, its next `n` RUNNABLE jobs in submission order
+    (by `index`) that have no live attempt and are not in `exclude`, locked FOR UPDATE
     SKIP LOCKED where the database has it: (pk, attempts, log_id, args, memory_mib)
     each (memory_mib: what a retry rule raised it to, or None).
 
@@ -251,16 +252,16 @@ def _runnable_jobs(*, wanted: dict[Any, int], exclude: list[str]) -> dict[Any, l
     statement). Each batch's part is the ORM query
 
         Job.objects.filter(batch_id=.., status=RUNNABLE).exclude(pk__in=exclude)
-        .exclude(Exists(live attempt)).order_by("id")
+        .exclude(Exists(live attempt)).order_by("index")
         .select_for_update(skip_locked=True).values_list(...)[:n]
 
-    with identifiers from the models and every value a parameter; it walks an index
-    whose leading columns are the status and the batch and then the id (`job_status_batch_id`,
-    `job_batch_status_id`) from the batch's first RUNNABLE job, so it reads n entries
-    however large the batch, with or without the planner's statistics. Plain SQL
+    with identifiers from the models and every value a parameter; it walks the (batch,
+    status, index) index from the batch's first RUNNABLE job, the only index that gives
+    both conditions and the order, so it reads n entries however large the batch, with
+    or without the planner's statistics. Plain SQL
     because the worker runs it on every claim and building it through the ORM cost
     several times more than running it."""
-    found: dict[Any, list[tuple[Any, int, Any, Any, int | None]]] = {batch_id: [] for batch_id in wanted}
+    found: dict[Any, list[tuple[Any, ...]]] = {batch_id: [] for batch_id in wanted}
     if not wanted:
         return found
     conn = sql.default_connection()
@@ -272,12 +273,13 @@ def _runnable_jobs(*, wanted: dict[Any, int], exclude: list[str]) -> dict[Any, l
         return f"{table}.{sql.column(meta.model, name, conn)}"
 
     job_id, job_batch = column(job_table, job, "id"), column(job_table, job, "batch")
-    selected = ", ".join([job_batch, job_id, *(column(job_table, job, name) for name in ("attempts", "log_id", "args", "memory_mib"))])
+    names = ("index", "attempts", "log_id", "args", "memory_mib")
+    selected = ", ".join([job_batch, job_id, *(column(job_table, job, name) for name in names)])
     live = (
         f"NOT EXISTS (SELECT 1 FROM {attempt_table} WHERE {column(attempt_table, attempt, 'job')} = {job_id}"  # noqa: S608
         f" AND {column(attempt_table, attempt, 'end_time')} IS NULL)"
     )
-    order = f"ORDER BY {column(job_table, job, 'status')}, {job_batch}, {job_id}"
+    order = f"ORDER BY {column(job_table, job, 'index')}"
     status = f"{column(job_table, job, 'status')} = %s"
     excluded = [sql.db_value(pk_field, pk, conn, save=False) for pk in exclude]
     batch_ids = list(wanted)
@@ -315,13 +317,18 @@ def _runnable_jobs(*, wanted: dict[Any, int], exclude: list[str]) -> dict[Any, l
     with conn.cursor() as cursor:
         for query, params in statements:
             cursor.execute(query, params)
-            for batch_id, pk, attempts, log_id, args, memory in cursor.fetchall():
+            for batch_id, pk, index, attempts, log_id, args, memory in cursor.fetchall():
                 found[batch_pk.to_python(batch_id)].append(
-                    (pk_field.to_python(pk), attempts, log_field.to_python(log_id), args_field.from_db_value(args, None, conn), memory)
+                    (
+                        index,
+                        pk_field.to_python(pk),
+                        attempts,
+                        log_field.to_python(log_id),
+                        args_field.from_db_value(args, None, conn),
+                        memory,
+                    )
                 )
-    for rows in found.values():
-        rows.sort(key=lambda row: str(row[0]))
-    return found
+    return {batch_id: [row[1:] for row in sorted(rows, key=lambda row: row[0])] for batch_id, rows in found.items()}
 
 
 # Batches per UNION ALL statement where there is no LATERAL (SQLite allows 500 parts).

@@ -7,7 +7,7 @@ A dependency (`batches.models.BatchDependency`) asks that the batch depended on 
 longer hold when a job of that batch is FAILED and `succeeded` was asked, or when that
 batch was deleted (whatever was asked). Deciding costs three queries for any number of
 batches: their dependencies, which batches depended on are still there, and those
-batches' job counts per status (one GROUP BY on the (batch, status) index,
+batches' job counts per status (one GROUP BY on the (batch, status, index) index,
 `jobs.counts.status_counts_of_batches`); no job of a dependent batch is read.
 
 A dependent whose jobs were failed stays failed: a later retry of the batch it waited

@@ -182,7 +182,7 @@ def _dispatch(*, limit: int) -> Placement:
                 continue
             if not accounts.has(batch.owner_id):
                 if source == Status.SUBMITTED:
-                    ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[: limit - moved])
+                    ids = list(_next(batch, source)[: limit - moved])
                     moved += len(transition(job_ids=ids, from_statuses=[source], to_status=Status.PENDING, reason=NO_ACCOUNT_REASON))
                 continue
             fits = any(cpu >= batch.cpu and memory >= batch.memory for cpu, memory in capacities)
@@ -192,11 +192,11 @@ def _dispatch(*, limit: int) -> Placement:
                 continue  # still waiting: nothing to read
             room_ahead, have = limit - moved, 0
             if fits and source == Status.SUBMITTED:
-                have = Job.objects.filter(batch=batch, status=Status.RUNNABLE)[:_RUNNABLE_AHEAD].count()
+                have = Job.objects.filter(batch=batch, status=Status.RUNNABLE).order_by()[:_RUNNABLE_AHEAD].count()
                 room_ahead = min(room_ahead, _RUNNABLE_AHEAD - have)
                 if room_ahead <= 0:
                     continue  # enough RUNNABLE already: the rest waits its turn
-            ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[:room_ahead])
+            ids = list(_next(batch, source)[:room_ahead])
             if not fits:
                 reason = _waiting_reason(batch, fits=fits, capacities=capacities, quota=quota)
                 moved += len(transition(job_ids=ids, from_statuses=[source], to_status=Status.PENDING, reason=reason))
@@ -213,6 +213,12 @@ def _dispatch(*, limit: int) -> Placement:
                 reason = _waiting_reason(batch, fits=fits, capacities=capacities, quota=quota)
                 moved += len(transition(job_ids=over, from_statuses=[source], to_status=Status.PENDING, reason=reason))
     return Placement(moved, fresh)
+
+
+def _next(batch: Batch, status: str) -> Any:
+    """The ids of the batch's jobs in `status`, in submission order (slice it): read
+    from the (batch, status, index) index, as many entries as taken."""
+    return Job.objects.filter(batch=batch, status=status).order_by("index").values_list("pk", flat=True)
 
 
 def _waiting_reason(batch: Batch, *, fits: bool, capacities: list[tuple[int, int]], quota: int) -> str:
@@ -235,10 +241,10 @@ def _hold_or_fail(batch: Batch, *, source: str, verdict: Verdict, limit: int) ->
     `limit`) end FAILED when one can never hold, else wait PENDING saying for what.
     Returns how many changed status."""
     if verdict.failed:
-        ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[:limit])
+        ids = list(_next(batch, source)[:limit])
         return len(transition(job_ids=ids, from_statuses=[source], to_status=Status.FAILED, reason=verdict.reason))
     if source == Status.SUBMITTED:
-        ids = list(Job.objects.filter(batch=batch, status=source).values_list("pk", flat=True)[:limit])
+        ids = list(_next(batch, source)[:limit])
         return len(transition(job_ids=ids, from_statuses=[source], to_status=Status.PENDING, reason=verdict.reason))
     _refresh_reason(batch, reason=verdict.reason)
     return 0

@@ -62,7 +62,10 @@ class Worker(models.Model):
 
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="jobs")
+    # No index of its own: the (batch, index) and (batch, status, index) ones below lead
+    # with it, and a bare one is what the planner took, then sorted a whole batch, to
+    # read a few jobs of a fresh batch it had no statistics for.
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="jobs", db_index=False)
     index = models.PositiveIntegerField(help_text="Position in the submitted jobs list.")
     args = models.JSONField(help_text="Argument values as the program receives them (strings).")
     log_id = models.UUIDField(default=uuid7, unique=True, editable=False)
@@ -103,15 +106,14 @@ class Job(models.Model):
         ordering = ["batch", "index"]
         constraints = [models.UniqueConstraint(fields=["batch", "index"], name="job_batch_index")]
         indexes = [
-            # BatchStatus counts: an index-only GROUP BY status within one batch; and a
-            # claim's fetch of a batch's next RUNNABLE jobs by id (`jobs.claiming`),
-            # which reads only what it takes, whichever of the two indexes the planner
-            # chooses (with the id in it, neither needs a sort of the whole batch, even
-            # on a fresh batch the planner has no statistics for).
-            models.Index(fields=["batch", "status", "id"], name="job_batch_status_id"),
-            # Workers claim RUNNABLE jobs oldest batch first, in order within a batch
-            # (ids are time-ordered), and dispatch walks the distinct batches that have
-            # jobs in a state (a skip scan): one index serves both.
+            # BatchStatus counts: an index-only GROUP BY status within one batch; and the
+            # next jobs of a batch in a state, in submission order: a claim's RUNNABLE
+            # ones (`jobs.claiming`), dispatch's SUBMITTED ones (`jobs.dispatch`). Each
+            # reads only the entries it takes, however large the batch and however
+            # many of its jobs have moved on, with or without the planner's statistics.
+            models.Index(fields=["batch", "status", "index"], name="job_batch_status_index"),
+            # Workers and dispatch walk the distinct batches that have jobs in a state
+            # (a skip scan, `jobs.dispatch.skip_scan`).
             models.Index(fields=["status", "batch", "id"], name="job_status_batch_id"),
         ]
 

@@ -178,10 +178,15 @@ def check_attempts(*, worker: Worker, attempts: dict[str, int]) -> AttemptCheck:
     live: dict[str, tuple[int, bool]] = {}
     for start in range(0, len(ids), sql.CHUNK):
         chunk = ids[start : start + sql.CHUNK]
-        rows = (
-            Job.objects.filter(pk__in=chunk, worker=worker, status__in=HELD).order_by().values_list("pk", "attempts", "cancel_requested_at")
+        # Found by primary key only, the worker and status checked here: a condition on
+        # them in SQL could send the planner through the worker's (or the status's) index
+        # instead, reading every job the worker ever ran (see sql.filter_rows_found_by_key).
+        rows = Job.objects.filter(pk__in=chunk).order_by().values_list("pk", "worker_id", "status", "attempts", "cancel_requested_at")
+        live.update(
+            (str(pk), (number, cancel_at is not None))
+            for pk, worker_id, status, number, cancel_at in rows
+            if worker_id == worker.pk and status in HELD
         )
-        live.update((str(pk), (number, cancel_at is not None)) for pk, number, cancel_at in rows)
     orphaned = {job_id for job_id, number in attempts.items() if live.get(job_id, (None,))[0] != number}
     cancelled = {job_id for job_id in attempts if job_id not in orphaned and live[job_id][1]}
     return AttemptCheck(orphaned=orphaned, cancelled=cancelled)

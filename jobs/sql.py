@@ -78,3 +78,13 @@ def supports_returning(conn: Any) -> bool:
     if conn.vendor == "postgresql":
         return True
     return conn.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35)
+
+
+def filter_rows_found_by_key(condition: str, conn: Any) -> str:
+    """`condition`, for a statement that names its rows by primary key (`id IN (...) AND
+    <condition>`): on PostgreSQL written `(condition) IS TRUE`, which no index matches,
+    so the rows are found by the key whatever the planner believes about the
+    condition's columns. (Without it, a fresh batch's million RUNNABLE rows, which the
+    statistics do not know of yet, made the planner walk the status index through all
+    of them to update 128 jobs: half a second.) Elsewhere `condition` unchanged."""
+    return f"({condition}) IS TRUE" if conn.vendor == "postgresql" else condition

@@ -6,7 +6,9 @@ through the ORM cost more than running them. `transition()` comes here whenever 
 `guard` and `fields` are simple enough to translate (`FastPlan.build`; every call the
 worker makes), and takes the ORM path otherwise:
 
-  one source state:  UPDATE job SET ... WHERE id IN (...) AND status = %s [AND guard]
+  one source state:  UPDATE job SET ... WHERE id IN (...) AND (status = %s [AND guard])
+                     -- (on PostgreSQL `(...) IS TRUE`: found by id, never through an
+                     -- index on status or worker: `sql.filter_rows_found_by_key`)
                      RETURNING id, attempts
                      -- the old status is that one source; the UPDATE itself is the
                      -- conditional write (PostgreSQL re-checks the WHERE on a row a
@@ -137,6 +139,8 @@ def fast_transition(
     event_columns = ", ".join(sql.column(JobEvent, name, conn) for name in _EVENT_FIELDS)
     event_time = sql.db_value(JobEvent._meta.get_field("time"), now, conn)
     lock = " FOR UPDATE" if conn.features.has_select_for_update else ""
+    # The rows are named by id: the status and the guard only filter them.
+    condition = sql.filter_rows_found_by_key(f"{status_col} IN ({sql.marks(ordered_sources)}){plan.guard_sql}", conn)
     changed: list[Any] = []
     with transaction.atomic(savepoint=False), conn.cursor() as cursor:
         for start in range(0, len(ids), sql.CHUNK):
@@ -147,8 +151,7 @@ def fast_transition(
             else:
                 cursor.execute(
                     f"SELECT {id_col}, {status_col} FROM {job_table}"  # noqa: S608 (identifiers and %s only)
-                    f" WHERE {id_col} IN ({sql.marks(chunk)}) AND {status_col} IN ({sql.marks(ordered_sources)}){plan.guard_sql}"
-                    f" ORDER BY {id_col}{lock}",
+                    f" WHERE {id_col} IN ({sql.marks(chunk)}) AND {condition} ORDER BY {id_col}{lock}",
                     [*chunk, *ordered_sources, *plan.guard_params],
                 )
                 old_status = {pk_field.to_python(pk): status for pk, status in cursor.fetchall()}
@@ -159,7 +162,7 @@ def fast_transition(
             # is), so the guard need not be repeated; it costs nothing to keep it.
             cursor.execute(
                 f"UPDATE {job_table} SET {plan.set_sql}"  # noqa: S608 (identifiers and %s only)
-                f" WHERE {id_col} IN ({sql.marks(where_ids)}) AND {status_col} IN ({sql.marks(ordered_sources)}){plan.guard_sql}"
+                f" WHERE {id_col} IN ({sql.marks(where_ids)}) AND {condition}"
                 f" RETURNING {id_col}, {attempts_col}, {batch_col}, {owner_of_batch}",
                 [*plan.set_params, *where_ids, *ordered_sources, *plan.guard_params],
             )

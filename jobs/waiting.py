@@ -103,13 +103,13 @@ def _position(*, job: Job, mine: _Line, lines: list[_Line], users: dict[Any, fai
         by_user.setdefault(line.owner_id, []).append(line)
     me = users.get(job.batch.owner_id) or fairshare.Standing(user_id=job.batch.owner_id, username="", weight=1, group=None, group_weight=1)
     # The owner's own jobs ahead: batches before this one in their order, and this
-    # batch's jobs in line with smaller ids.
+    # batch's jobs in line before it in the batch (claims take them by `index`).
     ahead, ahead_cpus = 0, 0.0
     for line in by_user.get(me.user_id, []):
         if line.batch_id == mine.batch_id:
             break
         ahead, ahead_cpus = ahead + line.waiting, ahead_cpus + line.waiting * line.cpu
-    before_in_batch = Job.objects.filter(batch_id=job.batch_id, status__in=IN_LINE, pk__lt=job.pk).count()
+    before_in_batch = Job.objects.filter(batch_id=job.batch_id, status__in=IN_LINE, index__lt=job.index).count()
     ahead, ahead_cpus = ahead + before_in_batch, ahead_cpus + before_in_batch * mine.cpu
     my_key = (me.load() + ahead_cpus) / me.weight
 

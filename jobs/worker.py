@@ -302,10 +302,13 @@ class WorkerLoop:
         """How long the oldest unwritten report may wait: longer while jobs stream
         through (a queue of claimed jobs: writes are shared by more of them), not at all
         for a start with nothing queued behind it (an idle worker: no other report is
-        coming to share the write, and the start is what a user waits to see)."""
+        coming to share the write, and the start is what a user waits to see; but not
+        while attempts are ending, whose reports the start may as well share)."""
         if self._queue:
             return _RECORD_WITHIN_BUSY
-        return 0.0 if self._start_unwritten else _RECORD_WITHIN
+        if self._start_unwritten and not (self._ended and self._ended[-1][0] > time.monotonic() - _RECORD_WITHIN_BUSY):
+            return 0.0
+        return _RECORD_WITHIN
 
     def _needs_jobs(self) -> bool:
         """The local queue is low (below half the prefetch, or empty) and a claim could

@@ -267,7 +267,7 @@ def test_an_operator_finds_one_users_failed_jobs_and_reads_them(alice, bob, cata
     assert {job.batch.owner_id for job in by_owner.context["cl"].result_list} == {alice.pk}
     assert len(by_owner.context["cl"].result_list) == 3
     page = by_owner.content.decode()
-    assert "exit code 3" in page and ":" in page.split("exit code 3")[1][:400]  # times carry seconds
+    assert "exit code 3" in page and ":" in page.split("exit code 3")[-1][:400]  # times carry seconds (after the reason and its tooltip)
     listed = [job.pk for job in client.get("/admin/jobs/job/").context["cl"].result_list]
     assert listed == sorted(listed, reverse=True), "newest first"
     detail = client.get(f"/admin/jobs/job/{failed.pk}/change/").content.decode()
@@ -558,3 +558,21 @@ def test_view_only_staff_see_shares_and_change_no_weight(shares, alice, db):
     alice.share.refresh_from_db()
     group.refresh_from_db()
     assert (alice.share.weight, group.weight) == (2, 3)
+
+
+def test_the_batch_page_shows_its_retry_rules(admin_client, alice, catalog):
+    from jobs.submission import submit_batch
+
+    rules = [{"on_exit_code": [3, 4], "action": "retry"}, {"on_reason": "out_of_memory", "action": "retry", "memory_factor": 2}]
+    batch = submit_batch(
+        user=alice,
+        tool_id=catalog["tools"]["echo"].pk,
+        cpu=1,
+        memory=256,
+        filesystem_ids=[],
+        jobs=[{"args": {"message": "x"}}],
+        max_attempts=3,
+        retry_rules=rules,
+    )
+    page = admin_client.get(f"/admin/batches/batch/{batch.pk}/change/").content.decode()
+    assert "1. exit code 3, 4: retry<br>2. out_of_memory: retry, memory x2" in page

@@ -284,7 +284,7 @@ def test_jobs_in_line_say_what_holds_them_in_the_job_list(alice, bob, alice_clie
     loop = in_process_loop(cpus=8, memory_mib=8 * 256)
     try:
         dispatch_submitted()
-        first = Job.objects.filter(batch=held).order_by("pk").first()
+        first = Job.objects.filter(batch=held).order_by("index").first()  # claims take a batch's jobs in its order
         claim_jobs(worker=loop.worker, room=Capacity(1, 256), fits=Capacity(1, 256), limit=1)  # the max_running=1 batch's first job
         assert Job.objects.get(pk=first.pk).status == "STARTING"
         rows = alice_client.get(f"/batches/{held.pk}/jobs").json()

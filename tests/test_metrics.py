@@ -107,3 +107,32 @@ def test_a_malformed_network_is_a_configuration_error_naming_setting_and_value(d
     with pytest.raises(ImproperlyConfigured, match="BATCHES_METRICS_ALLOW") as error:
         anon_client.get("/metrics", REMOTE_ADDR="127.0.0.1")
     assert repr(bad) in str(error.value)
+
+
+def test_usage_histograms_per_tool_match_the_attempts(alice_client, anon_client, catalog, settings):
+    """batches_attempt_cpu_seconds and batches_attempt_max_rss_bytes: gauge histograms of
+    the attempts that ended in the last hour, per tool, equal to what their rows say."""
+    from jobs.executors.base import Outcome
+    from jobs.executors.usage import Usage
+    from jobs.models import Attempt
+    from tests.test_api_contract import run_attempts
+
+    settings.BATCHES_METRICS_ALLOW = "127.0.0.1/32"
+    figures = [(0.5, 12.0), (2.0, 300.0), (40.0, 300.0), (None, None)]  # (cpu-seconds, max RSS MiB)
+    batch_id = alice_client.post(
+        "/batches", submission(catalog, jobs=[{"args": {"message": str(i)}} for i in range(len(figures))]), format="json"
+    ).json()["batch_id"]
+    for job, (cpu, rss) in zip(Job.objects.filter(batch_id=batch_id).order_by("index"), figures, strict=True):
+        run_attempts(job.pk, [Outcome(str(job.pk), 1, succeeded=True, exit_code=0, reason_code="succeeded", usage=Usage(rss, cpu, 1.0))])
+    old = Job.objects.filter(batch_id=batch_id).order_by("index").first()
+    Attempt.objects.filter(job=old).update(end_time=timezone.now() - timedelta(hours=2))  # out of the window
+    samples = scrape(anon_client)
+    cpu = {float(dict(labels)["le"]): value for labels, value in samples["batches_attempt_cpu_seconds_bucket"].items()}
+    assert all(dict(labels)["tool"] == "echo" for labels in samples["batches_attempt_cpu_seconds_bucket"])
+    assert (cpu[1.0], cpu[10.0], cpu[60.0], cpu[float("inf")]) == (0, 1, 2, 2)
+    assert samples["batches_attempt_cpu_seconds_gsum"][(("tool", "echo"),)] == 42.0
+    assert samples["batches_attempt_cpu_seconds_gcount"][(("tool", "echo"),)] == 2
+    rss = {float(dict(labels)["le"]): value for labels, value in samples["batches_attempt_max_rss_bytes_bucket"].items()}
+    mib = 1 << 20
+    assert (rss[16.0 * mib], rss[256.0 * mib], rss[1024.0 * mib], rss[float("inf")]) == (0, 0, 2, 2)
+    assert samples["batches_attempt_max_rss_bytes_gsum"][(("tool", "echo"),)] == 600.0 * mib

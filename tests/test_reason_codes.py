@@ -60,6 +60,12 @@ def test_the_cgroup_figures_win_over_the_leaders_rusage():
     assert (unsealed.max_rss_mib, unsealed.cpu_seconds, unsealed.elapsed_seconds) == (300.0, 1.75, 2.0)
     sealed = describe(LocalEnd(**common, rusage=leader, cgroup_peak_bytes=400 << 20, cgroup_cpu_seconds=3.5)).usage
     assert (sealed.max_rss_mib, sealed.cpu_seconds) == (400.0, 3.5)
+    # Not above the worker's own peak at the spawn: the image it was started from, not its own.
+    assert describe(LocalEnd(**common, rusage=leader, rss_floor_bytes=300 << 20)).usage.max_rss_mib is None
+    assert describe(LocalEnd(**common, rusage=leader, rss_floor_bytes=(300 << 20) - 1)).usage.max_rss_mib == 300.0
+    # In a sandbox without a cgroup the leader is bubblewrap, whose rusage misses the program.
+    boxed = describe(LocalEnd(**{**common, "sandboxed": True}, rusage=leader)).usage
+    assert (boxed.max_rss_mib, boxed.cpu_seconds, boxed.elapsed_seconds) == (None, None, 2.0)
     nothing = describe(LocalEnd(**common)).usage
     assert (nothing.max_rss_mib, nothing.cpu_seconds) == (None, None)
 

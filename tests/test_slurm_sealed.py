@@ -10,8 +10,11 @@ BATCHES_REQUIRE_ISOLATION=1 (CI) it fails instead."""
 import errno
 import os
 import platform
+import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -33,9 +36,13 @@ MIB = 1 << 20
 
 
 @pytest.fixture
-def sealed(settings, tmp_path):
+def sealed(settings):
     settings.BATCHES_ISOLATION = "auto"
-    settings.BATCHES_SLURM_DIR = tmp_path / "slurm"
+    # Not under tmp_path: any pytest starting as root meanwhile (another run on the
+    # machine) makes /tmp/pytest-of-root 0700 again, and the tasks' accounts could no
+    # longer reach their status folders (a PermissionError writing the exit file, which
+    # read as "the job script failed before running the command").
+    settings.BATCHES_SLURM_DIR = Path(tempfile.mkdtemp(prefix="batches-test-slurm-"))
     settings.BATCHES_SLURM_POLL_MS = 200
     settings.BATCHES_SLURM_COMMAND_TIMEOUT = 5
     settings.BATCHES_KILL_GRACE_SECONDS = 3
@@ -51,9 +58,10 @@ def sealed(settings, tmp_path):
     loop.start()
     yield loop
     loop.stop()
-    for folder in (tmp_path / "slurm").iterdir():
+    for folder in settings.BATCHES_SLURM_DIR.iterdir():
         if folder.is_dir():
             subprocess.run(["scancel", f"--name=batches-{folder.name}"], capture_output=True, check=False)  # noqa: S603, S607
+    shutil.rmtree(settings.BATCHES_SLURM_DIR, ignore_errors=True)
 
 
 def story(job: Job) -> str:

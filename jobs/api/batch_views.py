@@ -29,10 +29,11 @@ from batches.selectors import (
 )
 from core.pagination import KeysetPagination
 from core.problems import Unprocessable
-from jobs.api.serializers import BatchStatusSerializer
+from jobs.api.serializers import BatchStatusSerializer, BatchUsageSerializer
 from jobs.counts import user_batch_status_counts
 from jobs.removal import delete_batches
 from jobs.submission import IdempotencyKeyReused, submit_batch, submit_batch_once
+from jobs.usage_report import batch_usage
 
 # Counted where they happen (the web processes); batchsite/metrics.py exposes them.
 SUBMISSIONS = Counter("batches_submissions", "Batches submitted through the API.")
@@ -186,3 +187,18 @@ class BatchDetailView(APIView):
     def delete(self, request: Request, batch_id: str) -> Response:
         delete_batches(batches=Batch.objects.filter(owner=request.user, pk=self._batch(request, batch_id).pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BatchUsageView(APIView):
+    @extend_schema(
+        operation_id="get_batch_usage",
+        summary="What the batch's ended attempts used, as seff reports it",
+        description="cpu-seconds and cpu efficiency, peak and median memory and memory efficiency, elapsed times, "
+        "and attempts per reason_code; every figure over the batch's ended attempts (retried ones included).",
+        responses={200: BatchUsageSerializer, 404: NOT_FOUND},
+    )
+    def get(self, request: Request, batch_id: str) -> Response:
+        batch = get_user_batch(user=request.user, batch_id=batch_id)
+        if batch is None:
+            raise Http404
+        return Response(BatchUsageSerializer(batch_usage(batch=batch)).data)

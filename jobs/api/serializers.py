@@ -213,6 +213,39 @@ class JobEventSerializer(serializers.ModelSerializer):
         fields = ["from_status", "to_status", "reason", "attempt", "time"]
 
 
+class _SpreadSerializer(serializers.Serializer):
+    min = serializers.FloatField(allow_null=True)
+    median = serializers.FloatField(allow_null=True)
+    max = serializers.FloatField(allow_null=True)
+    total = serializers.FloatField(allow_null=True)
+
+
+class _PeakSerializer(serializers.Serializer):
+    peak = serializers.FloatField(allow_null=True)
+    median = serializers.FloatField(allow_null=True)
+
+
+class BatchUsageSerializer(serializers.Serializer):
+    """What a batch's ended attempts used, as `seff` reports it (jobs.usage_report). A
+    figure over no measured attempt is null."""
+
+    batch_id = serializers.UUIDField()
+    jobs_ended = serializers.IntegerField(help_text="Its jobs SUCCEEDED or FAILED.")
+    attempts = serializers.IntegerField(help_text="Its ended attempts, retried ones included: what the figures cover.")
+    cpus = serializers.IntegerField(help_text="Cores each job asked for.")
+    memory_mib = serializers.IntegerField(help_text="Memory each job asked for, MiB.")
+    cpu_seconds = serializers.FloatField(allow_null=True, help_text="User + system cpu time of every attempt, seconds.")
+    cpu_efficiency = serializers.FloatField(
+        allow_null=True, help_text="cpu_seconds over the sum of each attempt's elapsed seconds x cpus (1.0: every core busy all along)."
+    )
+    max_rss_mib = _PeakSerializer(help_text="The largest peak resident memory of an attempt, and the median of the peaks, MiB.")
+    memory_efficiency = serializers.FloatField(
+        allow_null=True, help_text="The mean over attempts of their peak resident memory over the memory they asked for."
+    )
+    elapsed_seconds = _SpreadSerializer(help_text="The attempts' wall-clock run times: min, median, max and total.")
+    reason_codes = serializers.DictField(child=serializers.IntegerField(), help_text="Attempts per reason_code.")
+
+
 class BatchStatusSerializer(serializers.Serializer):
     """Jobs of the batch per status."""
 

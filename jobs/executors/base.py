@@ -305,7 +305,7 @@ class Executor(ABC):
         """Stop these attempts (job id, attempt number), by their external ids, in as few
         calls as the backend allows: gracefully (TERM, the kill grace, KILL), or at once
         with `force`. Each outcome still comes out of `collect`, with `reason` (the
-        first one given), once the attempt has stopped."""
+        first one given) and reason_code `cancelled`, once the attempt has stopped."""
 
     def collect_within(self, timeout: float, *, until: Callable[[list[Report]], bool] = bool) -> list[Report]:
         """Wait (`wake_up`, `wait`) and `collect` until `until(reports so far)` or

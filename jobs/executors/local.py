@@ -60,6 +60,7 @@ from jobs.executors.isolation import Isolation, NoJobAccount, allow_traverse, pr
 from jobs.executors.local_outcomes import LocalEnd, describe, reap
 from jobs.executors.local_spawn import spawn
 from jobs.executors.procs import group_alive, group_members, kill_processes, processes_with_env, signal_group
+from jobs.executors.usage import own_peak_rss_bytes
 from jobs.executors.workdirs import Remover, remove_dir
 
 logger = logging.getLogger("jobs.executors.local")
@@ -93,6 +94,7 @@ class _Running:
     ended: float | None = None  # monotonic, when its leader was reaped
     ended_wall: float | None = None  # the same, epoch seconds
     rusage: resource.struct_rusage | None = None  # wait4's, of its leader
+    rss_floor: int | None = None  # the worker's peak RSS just after the spawn (jobs.executors.usage)
 
     @property
     def pgid(self) -> int:
@@ -231,6 +233,7 @@ class LocalExecutor(Executor, Recovers):
             pidfd=pidfd,
             cgroup=cgroup,
             spawned=spawned,
+            rss_floor=own_peak_rss_bytes() if cgroup is None else None,
         )
         self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
         # The pid (with the node) names the attempt. Its start time would tell a reused
@@ -367,6 +370,7 @@ class LocalExecutor(Executor, Recovers):
             out_of_memory=cgroup is not None and cgroup.out_of_memory(),
             log_says_out_of_memory=says_oom,
             rusage=run.rusage,
+            rss_floor_bytes=run.rss_floor,
             cgroup_peak_bytes=cgroup.memory_peak_bytes() if cgroup is not None else None,
             cgroup_cpu_seconds=cgroup.cpu_seconds() if cgroup is not None else None,
             elapsed_seconds=run.ended - run.spawned if run.ended is not None else None,

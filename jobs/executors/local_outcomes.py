@@ -29,6 +29,7 @@ class LocalEnd:
     out_of_memory: bool = False  # its cgroup saw the kernel's OOM killer
     log_says_out_of_memory: bool = False  # no cgroup, and the log says so (MemoryError...)
     rusage: resource.struct_rusage | None = None  # wait4's, of its leader
+    rss_floor_bytes: int | None = None  # the worker's peak RSS just after the spawn (see usage)
     cgroup_peak_bytes: int | None = None  # its cgroup's memory peak
     cgroup_cpu_seconds: float | None = None  # its cgroup's cpu time
     elapsed_seconds: float | None = None  # from the spawn to the reap
@@ -37,8 +38,13 @@ class LocalEnd:
 
 def usage_of(end: LocalEnd) -> Usage:
     """The cgroup's figures where it has them (every process of the attempt, whoever
-    reaped it), else wait4's of the leader (and the descendants it waited for)."""
-    rss, cpu = rusage_figures(end.rusage) if end.rusage is not None else (None, None)
+    reaped it), else wait4's of the leader (and the descendants it waited for). In a
+    sandbox the leader is bubblewrap, which exits without waiting for the init of its
+    PID namespace (the one that waited for the program): its rusage says nothing of the
+    program, so without a cgroup a sandboxed attempt's figures are null."""
+    rss, cpu = rusage_figures(end.rusage) if end.rusage is not None and not end.sandboxed else (None, None)
+    if rss is not None and end.rss_floor_bytes is not None and rss <= end.rss_floor_bytes:
+        rss = None  # no more than the image it was started from: its own peak is unknown
     return Usage.measured(
         max_rss_bytes=end.cgroup_peak_bytes if end.cgroup_peak_bytes is not None else rss,
         cpu_seconds=end.cgroup_cpu_seconds if end.cgroup_cpu_seconds is not None else cpu,

@@ -25,9 +25,12 @@ the log file, the attempt number and the timeout. The task:
   error_kind, usage, ended_at) when it ends, so the outcome is known even after the
   controller has forgotten the job; then exits with the program's status, so Slurm's
   own state (COMPLETED, FAILED) matches. `usage` is what the program used, measured
-  here: `wait4` on it gives its peak RSS and the cpu time of it and of every descendant
-  it waited for (in a sandbox, bubblewrap's init waits for them all), and the elapsed
-  time runs from the spawn to the reap.
+  here: the script is the reaper of the task's orphans, so once every process of it is
+  reaped `getrusage(RUSAGE_CHILDREN)` gives their peak RSS and cpu time (bubblewrap's
+  own init included, which waited for the program); the elapsed time runs from the
+  spawn to the reap of the program. The kernel counts in that peak the image the
+  program was started from (this script's), so a peak not above this script's own is
+  written as null.
 
 Both status files are written to a temporary name and renamed: a reader never sees half.
 """
@@ -138,6 +141,7 @@ def run(task: dict, base: str) -> dict:
         if name in os.environ:
             env[name] = os.environ[name]
     signal.signal(signal.SIGTERM, request_stop)
+    become_subreaper()
     signal.signal(signal.SIGINT, request_stop)
     bound_processes(int(task.get("max_processes") or 0))
     try:
@@ -169,7 +173,9 @@ def run(task: dict, base: str) -> dict:
                 return status
             finally:
                 os.close(into)
+            floor = own_peak_rss_bytes()
             follow(child, out, log, status, task=task, cap=cap, grace=grace, sandboxed=sandboxed, spawned=spawned)
+            measure(status, floor=floor)
             code = child.returncode
             if sandboxed and code > 128 and code - 128 < signal.NSIG:
                 code = -(code - 128)  # bubblewrap exits 128+N when its program was killed by signal N
@@ -198,7 +204,7 @@ def follow(
     """Drain the program's output into the log until it ends; stop it at the timeout,
     when told to, or past the log cap."""
     deadline = time.monotonic() + float(task["timeout"])
-    written, term_at, killed, open_pipe = 0, None, False, True
+    written, term_at, killed, open_pipe, closed_at = 0, None, False, True, 0.0
     while True:
         now = time.monotonic()
         if term_at is None and (_stop_requested or now >= deadline or status["log_over"]):
@@ -214,7 +220,7 @@ def follow(
             if readable:
                 chunk = os.read(out, READ_SIZE)
                 if not chunk:
-                    open_pipe = False
+                    open_pipe, closed_at = False, time.monotonic()
                     os.close(out)
                 elif status["log_over"] is None:
                     if cap is not None and written + len(chunk) > cap:
@@ -223,7 +229,9 @@ def follow(
                     log.write(chunk)
                     written += len(chunk)
         elif reap(child, status, spawned) is None:
-            time.sleep(0.1)
+            # Its output closed: it usually ends a moment later (look often, for its
+            # elapsed time), or keeps running without output (look less often).
+            time.sleep(0.01 if now - closed_at < 1.0 else 0.1)
         if not open_pipe and reap(child, status, spawned) is not None:
             break
     if status["log_over"]:
@@ -234,25 +242,67 @@ def follow(
         os.killpg(child.pid, signal.SIGKILL)
 
 
+def own_peak_rss_bytes() -> int | None:
+    """This process's peak resident memory (VmHWM), None where /proc does not say."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def reap(child: subprocess.Popen, status: dict, spawned: float) -> int | None:
-    """The program's exit status once it has ended (None before), reaped with `wait4`
-    for what it used (`status["usage"]`, with when it ended)."""
+    """The program's exit status once it has ended (None before); when it ended, and its
+    elapsed time from `spawned` (monotonic) in `status["usage"]`."""
     if child.returncode is not None:
         return child.returncode
     try:
-        pid, wait_status, usage = os.wait4(child.pid, os.WNOHANG)
+        pid, wait_status, _ = os.wait4(child.pid, os.WNOHANG)
     except ChildProcessError:  # reaped already: no figures
         return child.poll()
     if pid == 0:
         return None
     child.returncode = os.waitstatus_to_exitcode(wait_status)
     status["ended_at"] = time.time()
-    status["usage"] = {
-        "max_rss_bytes": usage.ru_maxrss * 1024,  # Linux gives KiB
-        "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "elapsed_seconds": time.monotonic() - spawned,
-    }
+    status["usage"] = {"max_rss_bytes": None, "cpu_seconds": None, "elapsed_seconds": time.monotonic() - spawned}
     return child.returncode
+
+
+def become_subreaper() -> bool:
+    """Be the reaper of this task's orphans (PR_SET_CHILD_SUBREAPER): what the program
+    used reaches `getrusage(RUSAGE_CHILDREN)` only through the processes that waited
+    for it, and bubblewrap exits without waiting for the init of its PID namespace
+    (which waited for the program): that init comes back here to be reaped."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def measure(status: dict, *, floor: int | None, wait: float = 2.0) -> None:
+    """The program's peak RSS and cpu time into `status["usage"]`, once every process of
+    the task is reaped (orphans included, for up to `wait` seconds): getrusage of the
+    children. A peak not above `floor` (this script's own peak just after the spawn,
+    which the kernel counts in the program's) is null."""
+    if "usage" not in status:
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            pid, _, _ = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            break  # none left
+        if pid == 0:
+            time.sleep(0.01)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss = usage.ru_maxrss * 1024  # Linux gives KiB
+    status["usage"]["max_rss_bytes"] = rss if floor is None or rss > floor else None
+    status["usage"]["cpu_seconds"] = usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:

@@ -5,9 +5,12 @@ started, one recovered after its worker died), never made up. Where they come fr
 - a sealed local attempt: its cgroup (peak memory; cpu time of every process in it);
 - an unsealed local attempt: `wait4`'s rusage of its leader, which includes what the
   leader's own descendants used once they were waited for (a process left behind and
-  reaped by someone else is not counted);
+  reaped by someone else is not counted). Its peak RSS is only known above a floor:
+  the kernel counts in it the image the program was started from (the worker's own
+  peak, tens of MiB: `execve` keeps the old image's high-water mark), so a figure not
+  above the worker's peak at the spawn (`own_peak_rss_bytes`) is reported as null;
 - a Slurm task: its wrapper's `wait4` on the node (`slurm_task.py`), reported in the
-  task's exit-status file.
+  task's exit-status file, with the same floor (the wrapper's own peak).
 Elapsed time is the executor's own clock, from the spawn to the reap.
 """
 
@@ -46,6 +49,18 @@ class Usage:
         return cls.measured(
             max_rss_bytes=number("max_rss_bytes"), cpu_seconds=number("cpu_seconds"), elapsed_seconds=number("elapsed_seconds")
         )
+
+
+def own_peak_rss_bytes() -> int | None:
+    """This process's peak resident memory (VmHWM), None where /proc does not say."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def rusage_figures(usage: resource.struct_rusage) -> tuple[float, float]:

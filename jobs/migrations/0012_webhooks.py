@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0010_events_feed'),
+        ('jobs', '0011_events_feed'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -29,7 +29,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('batches', '0006_batch_retry_rules'),
-        ('jobs', '0009_job_batch_status_id'),
+        ('jobs', '0010_job_batch_status_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
