@@ -1,6 +1,6 @@
 """gunicorn's settings for this service (`gunicorn -c batchsite/gunicorn.conf.py
 batchsite.wsgi`; `make run` uses it). Environment: HOST, PORT, WEB_WORKERS,
-WEB_TIMEOUT.
+WEB_THREADS, WEB_TIMEOUT.
 
 Every request does bounded work (large deletes and cancels go on in the workers'
 sweeps), so a request taking longer than `timeout` is stuck, and its worker is replaced.
@@ -20,7 +20,12 @@ from gunicorn import util
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_WORKERS", "2"))
-timeout = int(os.environ.get("WEB_TIMEOUT", "60"))
+# 75: a long poll of the event feed (GET /events?wait=60) holds its worker up to 60 s,
+# and a sync worker is killed once a request runs past the timeout.
+timeout = int(os.environ.get("WEB_TIMEOUT", "75"))
+# WEB_THREADS > 1: each process serves that many requests at once (gunicorn's gthread
+# workers), so a client waiting on the feed holds a thread, not a whole process.
+threads = int(os.environ.get("WEB_THREADS", "1"))
 graceful_timeout = 30
 keepalive = 5
 # Request line, header count and header size limits (gunicorn's defaults, written out).

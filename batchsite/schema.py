@@ -94,8 +94,11 @@ def add_problem_responses(result: dict[str, Any], generator: Any, request: Any, 
                 elif "content" not in existing:
                     # A view's own description (its 404) with the shared body.
                     existing["content"] = _problem(status)["content"]
+            for code, response in responses.items():
+                if code.isdigit() and int(code) >= 400 and "content" not in response:
+                    response["content"] = _problem(400)["content"]  # a view's own error (the feed's 410)
             ok = responses.get("200")
-            if ok is not None and any(p.get("name") == "cursor" for p in parameters):
+            if ok is not None and any(p.get("name") in ("cursor", "after") for p in parameters):
                 ok.setdefault("headers", {}).update(_LINK)
             created = responses.get("201")
             if created is not None:

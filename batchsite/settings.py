@@ -178,6 +178,19 @@ BATCHES_MAX_ATTEMPTS = 10
 # node failure, a preemption...), which use up none of its attempts: past this it ends
 # FAILED, so a broken node or a bug cannot make it loop forever.
 BATCHES_MAX_REQUEUES = envint("BATCHES_MAX_REQUEUES", 5)
+# The event feed (GET /events, jobs.feed): `cleanup` removes events older than the
+# retention (a cursor from before it gets 410); `wait=` long polls check every
+# BATCHES_EVENTS_POLL_MS with no database connection held in between, for at most
+# BATCHES_EVENTS_MAX_WAIT seconds: 60, but never within 10 s of gunicorn's request
+# timeout (WEB_TIMEOUT, default 75), which would kill the waiting worker.
+BATCHES_EVENTS_RETENTION_DAYS = envint("BATCHES_EVENTS_RETENTION_DAYS", 30, minimum=1)
+BATCHES_EVENTS_POLL_MS = envint("BATCHES_EVENTS_POLL_MS", 500, minimum=10)
+BATCHES_EVENTS_MAX_WAIT = min(envint("BATCHES_EVENTS_MAX_WAIT", 60), 60, max(envint("WEB_TIMEOUT", 75) - 10, 0))
+# Webhooks (jobs.webhooks): receivers on private, loopback or link-local addresses are
+# refused unless allowed (SSRF); a delivery is retried with backoff for this long.
+BATCHES_WEBHOOK_ALLOW_PRIVATE = envbool("BATCHES_WEBHOOK_ALLOW_PRIVATE", False)
+BATCHES_WEBHOOK_RETRY_HOURS = envint("BATCHES_WEBHOOK_RETRY_HOURS", 25, minimum=1)
+BATCHES_WEBHOOK_TIMEOUT_SECONDS = envint("BATCHES_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
 BATCHES_DEFAULT_TIMEOUT_SECONDS = envint("BATCHES_DEFAULT_TIMEOUT_SECONDS", 3600, minimum=1)
 BATCHES_MAX_TIMEOUT_SECONDS = envint("BATCHES_MAX_TIMEOUT_SECONDS", 7 * 24 * 3600, minimum=1)
 

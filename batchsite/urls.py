@@ -9,7 +9,7 @@ from batches.api import views as catalog_views
 from batchsite.dashboard import dashboard_view
 from batchsite.health import healthz, readyz
 from batchsite.metrics import metrics_view
-from jobs.api import batch_views, share_views
+from jobs.api import batch_views, event_views, share_views, webhook_views
 from jobs.api import views as job_views
 
 urlpatterns = [
@@ -23,6 +23,10 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/cancel", job_views.JobCancelView.as_view(), name="job-cancel"),
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/events", job_views.JobEventListView.as_view(), name="job-events"),
     path("batches/<uuid:batch_id>/jobs/<uuid:job_id>/attempts", job_views.JobAttemptListView.as_view(), name="job-attempts"),
+    path("events", event_views.EventFeedView.as_view(), name="event-feed"),
+    path("webhooks", webhook_views.WebhookListView.as_view(), name="webhook-list"),
+    path("webhooks/<uuid:webhook_id>", webhook_views.WebhookDetailView.as_view(), name="webhook-detail"),
+    path("webhooks/<uuid:webhook_id>/deliveries", webhook_views.DeliveryListView.as_view(), name="webhook-deliveries"),
     path("jobs/<uuid:job_id>", job_views.JobByIdView.as_view(), name="job-by-id"),
     path("logs/<uuid:log_id>", job_views.LogView.as_view(), name="log"),
     path("shares", share_views.ShareListView.as_view(), name="share-list"),

@@ -5,6 +5,7 @@
     batches ls [--last N|--all] | status BATCH | watch BATCH | jobs BATCH [--status FAILED] | usage BATCH
     batches logs [BATCH] JOB [-f] | why [BATCH] JOB
     batches shares
+    batches events [-f] [--cursor-file FILE] [--type job.failed]
     batches cancel BATCH [JOB] | retry BATCH | rm BATCH... [--yes]
 
 `tools`, `ls`, `status`, `jobs`, `submit`, `why`, `shares`, `usage`, `cancel` and `retry` take
@@ -22,7 +23,7 @@ from typing import Any
 
 import click
 
-from client import acting, follow, shares, usage
+from client import acting, events, follow, shares, usage
 from client.api import Api, ApiError
 from client.common import STATES, batch_state, counts_line, out, print_json, print_table, service, table
 from client.ids import ID, resolve_batch, short
@@ -211,5 +212,15 @@ def jobs(ctx: click.Context, batch: str, state: str | None, as_json: bool) -> No
     print_table(listed)
 
 
-for command in (follow.watch, follow.logs, acting.cancel, acting.retry, acting.remove, shares.shares, shares.why, usage.usage):
+for command in (
+    follow.watch,
+    follow.logs,
+    acting.cancel,
+    acting.retry,
+    acting.remove,
+    shares.shares,
+    shares.why,
+    usage.usage,
+    events.events,
+):
     main.add_command(command)

@@ -60,6 +60,7 @@ _TITLES = {
     405: "Method not allowed",
     406: "Not acceptable",
     409: "Conflict",
+    410: "Gone",
     411: "Length required",
     413: "Request too large",
     415: "Unsupported media type",
@@ -77,6 +78,7 @@ _TYPES = {
     405: "method-not-allowed",
     406: "not-acceptable",
     409: "conflict",
+    410: "gone",
     411: "length-required",
     413: "too-large",
     415: "unsupported-media-type",
@@ -91,6 +93,12 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the resource's current state."
     default_code = "conflict"
+
+
+class Gone(exceptions.APIException):
+    status_code = status.HTTP_410_GONE
+    default_detail = "What the request names has been removed for good."
+    default_code = "gone"
 
 
 class Unprocessable(exceptions.APIException):

@@ -15,7 +15,7 @@ from django.utils.html import format_html
 
 from core.admin_pages import Button, ObjectButtons, ReadOnlyPage, clipped, duration_text, short_id, short_time, to_the_millisecond
 from core.admin_paging import IndexedOrderingChangeList, LargeTableAdmin
-from jobs import usage_admin  # noqa: F401 (registers the usage page)
+from jobs import usage_admin, webhook_admin  # noqa: F401 (register the usage, webhook and delivery pages)
 from jobs.attempt_admin import AttemptInline, JobEventInline  # and, imported, the attempt and worker pages are registered
 from jobs.batch_admin import OwnerFilter, status_badge  # and, imported, the batch pages are registered
 from jobs.executors import read_log

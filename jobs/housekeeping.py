@@ -1,5 +1,6 @@
 """The deployment's housekeeping: declaring lost workers LOST and recovering their jobs,
-placing queued jobs, purging deleted batches and advancing batch cancels. It is work
+placing queued jobs, purging deleted batches, advancing batch cancels and announcing
+finished batches (`jobs.batch_finished`). It is work
 for the whole deployment, not for one worker, so one worker at a time does it.
 
 Workers call `housekeep(worker=...)` every `HOUSEKEEPING_SECONDS` (and when woken by new
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
+from jobs.batch_finished import record_finished_batches
 from jobs.dispatch import dispatch
 from jobs.models import Worker
 from jobs.recovery import recover_lost_workers
@@ -42,6 +44,7 @@ class Swept:
     dispatched: int  # queued jobs placed (made RUNNABLE or PENDING)
     purged: int  # jobs of deleted batches removed
     cancelled: int  # jobs of cancelled batches cancelled
+    finished: int = 0  # batch.finished events written
 
 
 def housekeep(*, worker: Worker | None = None, purge_budget: int = PURGE_CHUNK, purge_chunk: int = PURGE_CHUNK) -> Swept | None:
@@ -66,6 +69,7 @@ def housekeep(*, worker: Worker | None = None, purge_budget: int = PURGE_CHUNK, 
             dispatched=placed.moved,
             purged=purge_deleted_batches(budget=purge_budget, chunk=purge_chunk),
             cancelled=advance_batch_cancels(),
+            finished=record_finished_batches(),
         )
     finally:
         _release_lock()

@@ -172,8 +172,10 @@ def _settle(*, batch_ids: list, workers: list[Worker]) -> None:
             ],
         )
         cursor.execute(
-            f"INSERT INTO {sql.table(JobEvent, conn)} ({columns(JobEvent, 'job', 'from_status', 'to_status', 'reason', 'attempt', 'time')}) "  # noqa: S608 (names from the models; values are parameters)
-            f"SELECT {job_id}, %s, {status}, {columns(Job, 'reason')}, %s, {columns(Job, 'stop_time')} FROM {jobs_table} "
+            f"INSERT INTO {sql.table(JobEvent, conn)} ({columns(JobEvent, 'job', 'batch', 'owner', 'from_status', 'to_status', 'reason', 'attempt', 'time')}) "  # noqa: S608 (names from the models; values are parameters)
+            f"SELECT {job_id}, {columns(Job, 'batch')}, (SELECT {columns(Batch, 'owner')} FROM {sql.table(Batch, conn)} "
+            f"WHERE {sql.table(Batch, conn)}.{columns(Batch, 'id')} = {jobs_table}.{columns(Job, 'batch')}), "
+            f"%s, {status}, {columns(Job, 'reason')}, %s, {columns(Job, 'stop_time')} FROM {jobs_table} "
             f"WHERE {job_id} IN ({chosen})",
             [Status.RUNNING.value, 1, *chosen_params],
         )

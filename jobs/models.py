@@ -179,20 +179,59 @@ class Attempt(models.Model):
 
 
 class JobEvent(models.Model):
+    """One state change of a job (`jobs.transitions`), or a batch's last job ending
+    (`batch.finished`, no job: written by `jobs.batch_finished`), in the order the feed
+    (`GET /events`, `jobs.feed`) serves them: by id, scoped to `owner`.
+
+    `batch` and `owner` are copies of the job's (neither ever changes), so the feed reads
+    one user's changes from one index, whatever the table holds. Every writer of these
+    rows writes (or locks) another row first in the same transaction, so it holds a
+    transaction id before it draws an event id: the feed relies on it (`jobs.feed`).
+    A job's events go with the job (`jobs.removal`); a `batch.finished` stays after its
+    batch is deleted (it happened), until every event older than
+    BATCHES_EVENTS_RETENTION_DAYS is pruned by `cleanup` (`jobs.feed.prune_events`).
+    """
+
     # DO_NOTHING: events are removed with their jobs by jobs.removal.purge_deleted_batches,
     # one statement per chunk; Django's cascade would load every job of a large batch first.
-    job = models.ForeignKey(Job, on_delete=models.DO_NOTHING, related_name="events")
-    from_status = models.CharField(max_length=10, choices=Status.choices)
-    to_status = models.CharField(max_length=10, choices=Status.choices)
+    job = models.ForeignKey(Job, on_delete=models.DO_NOTHING, related_name="events", null=True, blank=True)
+    # No constraint or index of their own: (owner, id) serves the feed, and the rows go
+    # before their batch's (jobs.removal).
+    batch = models.ForeignKey(
+        Batch, on_delete=models.DO_NOTHING, related_name="+", null=True, blank=True, db_constraint=False, db_index=False
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, related_name="+", null=True, blank=True, db_constraint=False, db_index=False
+    )
+    from_status = models.CharField(max_length=10, choices=Status.choices, blank=True)
+    to_status = models.CharField(max_length=10, choices=Status.choices, blank=True)
     reason = models.CharField(max_length=500, blank=True)
     attempt = models.PositiveSmallIntegerField(default=0)
     time = models.DateTimeField(default=timezone.now)
+    counts = models.JSONField(null=True, blank=True, help_text="batch.finished: the batch's jobs per status.")
 
     class Meta:
         ordering = ["job", "id"]
+        # The feed: one user's events after a given id, in id order (a keyset).
+        indexes = [models.Index(fields=["owner", "id"], name="jobevent_owner_id")]
 
     def __str__(self) -> str:
+        if self.job_id is None:
+            return f"batch {self.batch_id} finished"
         return f"{self.job_id}: {self.from_status} -> {self.to_status}"
+
+
+class FeedState(models.Model):
+    """Where the event feed stands (one row): `pruned_through`, the highest event id
+    removed by retention (a cursor below it has missed events: 410), and
+    `finished_through`, the event id up to which `jobs.batch_finished` has looked for
+    batches whose last job ended."""
+
+    pruned_through = models.BigIntegerField(default=0)
+    finished_through = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"pruned through {self.pruned_through}, batches finished through {self.finished_through}"
 
 
 class Policy(models.Model):
@@ -223,3 +262,55 @@ class Usage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.cpu_seconds:.0f} cpu-s as of {self.as_of:%Y-%m-%d %H:%M:%S}"
+
+
+class Webhook(models.Model):
+    """A user's receiver of events: each event of the owner's feed whose type is in
+    `event_types` becomes a Delivery (`jobs.webhook_delivery`), from `cursor` on (the
+    last feed id looked at). The secret signs each delivery; it is shown once."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    event_types = models.JSONField(help_text="Event types delivered, e.g. ['batch.finished', 'job.failed'].")
+    secret = models.CharField(max_length=100, editable=False)
+    cursor = models.BigIntegerField(default=0, editable=False, help_text="The last feed event id turned into deliveries.")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "id"], name="webhook_owner_id")]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class Delivery(models.Model):
+    """One event for one webhook, sent until the receiver answers 2xx (at least once),
+    after the webhook's earlier deliveries of the same batch (in order per batch), with
+    backoff, for BATCHES_WEBHOOK_RETRY_HOURS; `tries` records each try."""
+
+    class State(models.TextChoices):
+        PENDING = "PENDING"
+        DELIVERED = "DELIVERED"
+        FAILED = "FAILED"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.BigIntegerField(help_text="The feed event's id (the event itself may be pruned since).")
+    event_type = models.CharField(max_length=30)
+    batch_id = models.UUIDField()
+    payload = models.JSONField(help_text="The body sent: the event as GET /events shows it.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    created = models.DateTimeField(default=timezone.now)
+    next_try = models.DateTimeField(default=timezone.now)
+    delivered = models.DateTimeField(null=True, blank=True)
+    tries = models.JSONField(default=list, blank=True, help_text="Each try: time, status (HTTP) or error, milliseconds.")
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [models.UniqueConstraint(fields=["webhook", "event_id"], name="delivery_webhook_event")]
+        # The sender's queue: the pending deliveries, oldest first (partial: delivered
+        # ones are most of the table and never read by it).
+        indexes = [models.Index(fields=["id"], name="delivery_pending", condition=models.Q(state="PENDING"))]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} #{self.event_id} -> {self.webhook_id}"

@@ -112,19 +112,28 @@ def _orm_transition(
             candidates = Job.objects.filter(pk__in=chunk, status__in=sources).order_by("pk")
             if guard is not None:
                 candidates = candidates.filter(guard)
-            rows = list(candidates.select_for_update().values_list("pk", "status", "attempts"))
+            rows = list(candidates.select_for_update(of=("self",)).values_list("pk", "status", "attempts", "batch_id", "batch__owner_id"))
             if not rows:
                 continue
-            Job.objects.filter(pk__in=[pk for pk, _, _ in rows], status__in=sources).update(**updates)
+            Job.objects.filter(pk__in=[pk for pk, *_ in rows], status__in=sources).update(**updates)
             if "attempts" in updates:
-                attempts_now = dict(Job.objects.filter(pk__in=[pk for pk, _, _ in rows]).order_by().values_list("pk", "attempts"))
-                rows = [(pk, old, attempts_now[pk]) for pk, old, _ in rows]
+                attempts_now = dict(Job.objects.filter(pk__in=[pk for pk, *_ in rows]).order_by().values_list("pk", "attempts"))
+                rows = [(pk, old, attempts_now[pk], batch_id, owner_id) for pk, old, _, batch_id, owner_id in rows]
             JobEvent.objects.bulk_create(
-                JobEvent(job_id=pk, from_status=before, to_status=after, reason=step_reason, time=now, attempt=attempts)
-                for pk, old, attempts in rows
+                JobEvent(
+                    job_id=pk,
+                    batch_id=batch_id,
+                    owner_id=owner_id,
+                    from_status=before,
+                    to_status=after,
+                    reason=step_reason,
+                    time=now,
+                    attempt=attempts,
+                )
+                for pk, old, attempts, batch_id, owner_id in rows
                 for before, after, step_reason in zip((old, *steps[:-1]), steps, reasons, strict=True)
             )
-            changed.extend(pk for pk, _, _ in rows)
+            changed.extend(pk for pk, *_ in rows)
     return changed
 
 

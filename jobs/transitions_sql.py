@@ -30,11 +30,12 @@ from django.db import models, transaction
 from django.db.models import F, Q, Value
 from django.db.models.expressions import CombinedExpression
 
+from batches.models import Batch
 from jobs import sql
 from jobs.models import Job, JobEvent
 from jobs.statuses import Status
 
-_EVENT_FIELDS = ("job", "from_status", "to_status", "reason", "attempt", "time")
+_EVENT_FIELDS = ("job", "batch", "owner", "from_status", "to_status", "reason", "attempt", "time")
 
 
 class FastPlan:
@@ -127,6 +128,13 @@ def fast_transition(
     pk_field = Job._meta.pk
     job_table, event_table = sql.table(Job, conn), sql.table(JobEvent, conn)
     id_col, status_col, attempts_col = qn(pk_field.column), sql.column(Job, "status", conn), sql.column(Job, "attempts", conn)
+    batch_col = sql.column(Job, "batch", conn)
+    # The event's batch and owner come back with the changed row (the feed's scope; a
+    # batch's owner never changes): no statement of their own.
+    owner_of_batch = (
+        f"(SELECT {sql.column(Batch, 'owner', conn)} FROM {sql.table(Batch, conn)}"  # noqa: S608 (names from the models)
+        f" WHERE {sql.table(Batch, conn)}.{sql.column(Batch, 'id', conn)} = {job_table}.{batch_col})"
+    )
     ordered_sources = [status for status in Status if status in sources]  # a stable order
     event_columns = ", ".join(sql.column(JobEvent, name, conn) for name in _EVENT_FIELDS)
     event_time = sql.db_value(JobEvent._meta.get_field("time"), now, conn)
@@ -154,20 +162,21 @@ def fast_transition(
             # is), so the guard need not be repeated; it costs nothing to keep it.
             cursor.execute(
                 f"UPDATE {job_table} SET {plan.set_sql}"  # noqa: S608 (identifiers and %s only)
-                f" WHERE {id_col} IN ({sql.marks(where_ids)}) AND {condition} RETURNING {id_col}, {attempts_col}",
+                f" WHERE {id_col} IN ({sql.marks(where_ids)}) AND {condition}"
+                f" RETURNING {id_col}, {attempts_col}, {batch_col}, {owner_of_batch}",
                 [*plan.set_params, *where_ids, *ordered_sources, *plan.guard_params],
             )
-            returned = [(pk_field.to_python(pk), attempts) for pk, attempts in cursor.fetchall()]
+            returned = [(pk_field.to_python(pk), attempts, batch_id, owner_id) for pk, attempts, batch_id, owner_id in cursor.fetchall()]
             if not returned:
                 continue
             events: list[Any] = []
-            for pk, attempts in returned:
+            for pk, attempts, batch_id, owner_id in returned:
                 old = ordered_sources[0] if old_status is None else old_status[pk]
                 for before, after, reason in zip((old, *steps[:-1]), steps, reasons, strict=True):
-                    events += [pk_field.get_db_prep_value(pk, conn), before, after, reason, attempts, event_time]
+                    events += [pk_field.get_db_prep_value(pk, conn), batch_id, owner_id, before, after, reason, attempts, event_time]
             cursor.execute(
                 f"INSERT INTO {event_table} ({event_columns}) VALUES {sql.rows(len(_EVENT_FIELDS), len(returned) * len(steps))}",  # noqa: S608
                 events,
             )
-            changed.extend(pk for pk, _ in returned)
+            changed.extend(pk for pk, *_ in returned)
     return changed

@@ -65,6 +65,7 @@ def test_cleanup_command(alice, catalog):
     assert out.getvalue().splitlines() == [
         "deleted 1 batch(es) and 2 job(s) finished more than 0s ago",
         "forgot 0 Idempotency-Key(s) older than a day",
+        "pruned 0 event(s) older than 30 day(s)",
     ]
     assert Batch.objects.count() == 0
 

@@ -259,3 +259,22 @@ class BatchStatusSerializer(serializers.Serializer):
 
 
 assert {f.upper() for f in BatchStatusSerializer._declared_fields} == set(Status.values)  # noqa: S101
+
+
+class FeedEventSerializer(serializers.Serializer):
+    """One event of the feed (GET /events): a job's state change, or a batch's last job
+    ending (`batch.finished`)."""
+
+    id = serializers.IntegerField(help_text="Unique and increasing: resume with `?after=` this id.")
+    type = serializers.CharField(
+        help_text="`job.<new status in lower case>` (`job.pending`, `job.runnable`, `job.starting`, `job.running`, "
+        "`job.succeeded`, `job.failed`) or `batch.finished`."
+    )
+    batch_id = serializers.UUIDField()
+    job_id = serializers.UUIDField(allow_null=True, help_text="null for batch.finished.")
+    from_status = serializers.ChoiceField(choices=Status.choices, allow_null=True, help_text="null for batch.finished.")
+    to_status = serializers.ChoiceField(choices=Status.choices, allow_null=True, help_text="null for batch.finished.")
+    reason = serializers.CharField(allow_blank=True, help_text="Why, as the job's `reason` gives it (may be empty).")
+    attempt = serializers.IntegerField(allow_null=True, help_text="The job's attempt number after the change; null for batch.finished.")
+    time = serializers.DateTimeField()
+    counts = BatchStatusSerializer(allow_null=True, help_text="batch.finished: the batch's jobs per status; null otherwise.")

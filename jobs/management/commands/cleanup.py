@@ -3,10 +3,12 @@
 import re
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from batches.services import forget_idempotency_keys
+from jobs.feed import prune_events
 from jobs.removal import cleanup_batches
 
 _DURATION = re.compile(r"^([0-9]{1,12})([smhdw])$")  # ASCII digits: \d takes any script's
@@ -31,7 +33,8 @@ def parse_duration(text: str) -> timedelta:
 class Command(BaseCommand):
     help = (
         "Delete batches whose jobs have all finished and that saw no activity for --older-than "
-        "(default 30d), with their jobs, events and logs. Batches with unfinished jobs are kept."
+        "(default 30d), with their jobs, events and logs. Batches with unfinished jobs are kept. "
+        "Then remove the event feed's events older than BATCHES_EVENTS_RETENTION_DAYS (default 30)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -52,3 +55,4 @@ class Command(BaseCommand):
         self.stdout.write(f"{verb} {batches} batch(es){whose} and {jobs} job(s) finished more than {options['older_than']} ago")
         if not options["dry_run"]:
             self.stdout.write(f"forgot {forget_idempotency_keys()} Idempotency-Key(s) older than a day")
+            self.stdout.write(f"pruned {prune_events()} event(s) older than {settings.BATCHES_EVENTS_RETENTION_DAYS} day(s)")

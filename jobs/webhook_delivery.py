@@ -1,0 +1,201 @@
+"""Delivering webhooks: `python manage.py deliver_webhooks`, a process of its own, so a
+slow or dead receiver never delays a job (workers never send anything).
+
+Its loop (`Sender.step`), every `POLL_SECONDS`:
+
+1. Fan out (`fan_out`): each webhook's owner's feed events after its cursor, up to the
+   feed's settled point (`jobs.feed`), become Delivery rows (those of the types it
+   wants), and the cursor moves on, in one transaction per webhook: an event becomes
+   one delivery, once (a unique constraint besides).
+2. Record the tries that ended: 2xx delivered; anything else (a status, a refused
+   connection, a timeout, a redirect, which is never followed) tried again after
+   10 s, 20 s, 40 s... at most an hour apart, until BATCHES_WEBHOOK_RETRY_HOURS (25)
+   after the event, then FAILED.
+3. Start the tries due: for each (webhook, batch) only its oldest pending delivery (in
+   order per batch; another batch's go on meanwhile), none of a group already in
+   flight, on a pool of `THREADS` threads, each try bounded by
+   BATCHES_WEBHOOK_TIMEOUT_SECONDS: a slow receiver holds one thread for that long and
+   delays nobody else's deliveries.
+
+Each try resolves the receiver's host again, checks every address (`jobs.webhooks`),
+and connects to the checked address (the name is sent as Host and for TLS), so a name
+that resolves elsewhere since registration reaches no private address. At least once:
+a receiver may see a delivery twice (an answer lost, the sender stopped mid-try), and
+`X-Batches-Delivery` lets it tell.
+"""
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import orjson
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+from rest_framework import serializers
+
+from jobs.feed import as_feed_event, event_type, settled_id
+from jobs.models import Delivery, JobEvent, Webhook
+from jobs.webhooks import WebhookRefused, resolve_public, signature
+
+POLL_SECONDS = 0.5
+THREADS = 8
+FAN_OUT_PAGE = 1000
+QUEUE_LOOK = 2000  # pending deliveries looked at per step, oldest first
+LONGEST_BACKOFF = 3600.0
+
+
+def fan_out(*, page: int = FAN_OUT_PAGE) -> int:
+    """Step 1 of the module: returns deliveries created."""
+    settled = settled_id()
+    if settled is None:
+        settled = JobEvent.objects.aggregate(top=Max("id"))["top"] or 0
+    created = 0
+    for webhook_id in list(Webhook.objects.filter(cursor__lt=settled).values_list("pk", flat=True)):
+        with transaction.atomic():
+            webhook = Webhook.objects.select_for_update().filter(pk=webhook_id).first()
+            if webhook is None:
+                continue
+            rows = list(
+                JobEvent.objects.filter(owner_id=webhook.owner_id, id__gt=webhook.cursor, id__lte=settled)
+                .order_by("id")
+                .values("id", "job_id", "batch_id", "from_status", "to_status", "reason", "attempt", "time", "counts")[:page]
+            )
+            wanted = [row for row in rows if event_type(row) in webhook.event_types]
+            Delivery.objects.bulk_create(
+                [
+                    Delivery(
+                        webhook=webhook,
+                        event_id=row["id"],
+                        event_type=event_type(row),
+                        batch_id=row["batch_id"],
+                        payload=_as_sent(row),
+                    )
+                    for row in wanted
+                ],
+                ignore_conflicts=True,
+            )
+            webhook.cursor = rows[-1]["id"] if len(rows) == page else settled
+            webhook.save(update_fields=["cursor"])
+            created += len(wanted)
+    return created
+
+
+def _as_sent(row: dict[str, Any]) -> dict[str, Any]:
+    """The event as GET /events shows it (ids as strings, the time as the API writes
+    times), to be the delivery's body."""
+    event = as_feed_event(row)
+    event["time"] = _TIME.to_representation(event["time"])
+    return orjson.loads(orjson.dumps(event))
+
+
+_TIME = serializers.DateTimeField()
+
+
+def backoff(tries: int) -> float:
+    """Seconds before try `tries + 1`: 10, 20, 40... at most an hour."""
+    return min(10.0 * 2 ** max(tries - 1, 0), LONGEST_BACKOFF)
+
+
+def send(*, url: str, secret: str, delivery_id: int, event: str, body: bytes) -> dict[str, Any]:
+    """One try (run on the pool): what happened, as a `tries` entry."""
+    started = time.monotonic()
+    outcome: dict[str, Any] = {"time": timezone.now().isoformat()}
+    try:
+        address, port = resolve_public(url)[0]
+        parts = urlsplit(url)
+        host = f"[{address}]" if ":" in address else address
+        direct = urlunsplit((parts.scheme, f"{host}:{port}", parts.path or "/", parts.query, ""))
+        stamp = int(time.time())
+        headers = {
+            "Host": parts.netloc.rsplit("@", 1)[-1],
+            "Content-Type": "application/json",
+            "User-Agent": "batches-webhooks",
+            "X-Batches-Event": event,
+            "X-Batches-Delivery": str(delivery_id),
+            "X-Batches-Timestamp": str(stamp),
+            "X-Batches-Signature": signature(secret=secret, timestamp=stamp, body=body),
+        }
+        timeout = httpx.Timeout(settings.BATCHES_WEBHOOK_TIMEOUT_SECONDS)
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            response = client.post(direct, content=body, headers=headers, extensions={"sni_hostname": parts.hostname})
+        outcome["status"] = response.status_code
+    except WebhookRefused as exc:
+        outcome["error"] = str(exc)
+    except httpx.HTTPError as exc:
+        outcome["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    outcome["ms"] = round((time.monotonic() - started) * 1000)
+    return outcome
+
+
+def record(*, delivery_id: int, outcome: dict[str, Any], now: datetime | None = None) -> str:
+    """Step 2 of the module for one try; returns the delivery's new state."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
+        if delivery is None:
+            return Delivery.State.FAILED  # its webhook was deleted meanwhile
+        delivery.tries = [*delivery.tries, outcome]
+        if 200 <= outcome.get("status", 0) < 300:
+            delivery.state, delivery.delivered = Delivery.State.DELIVERED, now
+        elif now - delivery.created >= timedelta(hours=settings.BATCHES_WEBHOOK_RETRY_HOURS):
+            delivery.state = Delivery.State.FAILED
+        else:
+            delivery.next_try = now + timedelta(seconds=backoff(len(delivery.tries)))
+        delivery.save(update_fields=["tries", "state", "delivered", "next_try"])
+    return delivery.state
+
+
+def due_heads(*, busy: set[tuple[Any, Any]], now: datetime | None = None) -> list[Delivery]:
+    """The deliveries to try now: of each (webhook, batch) not in `busy`, its oldest
+    pending one, if due. Oldest first."""
+    now = now or timezone.now()
+    heads: dict[tuple[Any, Any], Delivery] = {}
+    pending = Delivery.objects.filter(state=Delivery.State.PENDING).order_by("id").select_related("webhook")[:QUEUE_LOOK]
+    for delivery in pending:
+        heads.setdefault((delivery.webhook_id, delivery.batch_id), delivery)
+    return [d for group, d in heads.items() if group not in busy and d.next_try <= now]
+
+
+class Sender:
+    """The loop of `deliver_webhooks` (see the module), one `step` at a time."""
+
+    def __init__(self, *, threads: int = THREADS) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="webhook")
+        self.in_flight: dict[Future, tuple[int, tuple[Any, Any]]] = {}
+
+    def step(self) -> int:
+        """Fan out, record ended tries, start due ones; returns tries recorded."""
+        fan_out()
+        recorded = 0
+        for future in [f for f in self.in_flight if f.done()]:
+            delivery_id, _ = self.in_flight.pop(future)
+            record(delivery_id=delivery_id, outcome=future.result())
+            recorded += 1
+        busy = {group for _, group in self.in_flight.values()}
+        for delivery in due_heads(busy=busy):
+            body = orjson.dumps(delivery.payload)
+            future = self.pool.submit(
+                send,
+                url=delivery.webhook.url,
+                secret=delivery.webhook.secret,
+                delivery_id=delivery.pk,
+                event=delivery.event_type,
+                body=body,
+            )
+            self.in_flight[future] = (delivery.pk, (delivery.webhook_id, delivery.batch_id))
+        return recorded
+
+    def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` for the tries in flight and record them (at shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+            for future in [f for f in self.in_flight if f.done()]:
+                delivery_id, _ = self.in_flight.pop(future)
+                record(delivery_id=delivery_id, outcome=future.result())
+        self.pool.shutdown(wait=False, cancel_futures=True)
