@@ -100,6 +100,12 @@ def add_problem_responses(result: dict[str, Any], generator: Any, request: Any, 
             ok = responses.get("200")
             if ok is not None and any(p.get("name") in ("cursor", "after") for p in parameters):
                 ok.setdefault("headers", {}).update(_LINK)
+            if ok is not None and operation.get("operationId") == "list_events":
+                ok.setdefault("headers", {})["X-Events-Through"] = {
+                    "schema": {"type": "integer"},
+                    "description": "Resume from this id (`after=`) to miss nothing of yours: past the page's last event "
+                    "when the feed holds no more of yours yet.",
+                }
             created = responses.get("201")
             if created is not None:
                 created.setdefault("headers", {}).update(_LOCATION)

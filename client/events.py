@@ -55,7 +55,9 @@ def events(ctx: click.Context, follow: bool, after: int, cursor_file: Path | Non
     api = service(ctx)
     cursor = _read_cursor(cursor_file, after)
     while True:
-        page = api.get("/events", after=cursor, limit=1000, wait=WAIT if follow else None)
+        params = {"after": cursor, "limit": 1000, **({"wait": WAIT} if follow else {})}
+        response = api.request("GET", "/events", params=params)
+        page = api.json(response)
         for event in page:
             if not types or event["type"] in types:
                 if as_json:
@@ -63,6 +65,12 @@ def events(ctx: click.Context, follow: bool, after: int, cursor_file: Path | Non
                 else:
                     out.print(line(event), markup=False)
             cursor = event["id"]
+            _save_cursor(cursor_file, cursor)
+        # Past other users' events too (never back): a quiet follower's cursor stays
+        # within the retention, so it is not told 410 for events that were never its.
+        through = response.headers.get("X-Events-Through", "")
+        if through.isdigit() and int(through) > cursor:
+            cursor = int(through)
             _save_cursor(cursor_file, cursor)
         if not page and not follow:
             return

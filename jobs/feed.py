@@ -25,6 +25,7 @@ until it commits: ids commit in order, there is nothing to wait for.
 
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,37 +59,47 @@ class CursorGone(Exception):
         )
 
 
-def feed_page(*, user: AbstractBaseUser, after: int, limit: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class FeedPage:
+    """A page of the feed: `rows` (FEED_FIELDS), and `through`, the settled point it was
+    read up to: every event of the user with an id up to it is in this page or before
+    `after` (when the page is not cut by its limit), so a client may resume from it."""
+
+    rows: list[dict[str, Any]]
+    through: int
+
+
+def feed_page(*, user: AbstractBaseUser, after: int, limit: int) -> FeedPage:
     """Up to `limit` of `user`'s events with an id above `after`, oldest first, as rows
     of FEED_FIELDS; only settled ones (see the module), so that a consumer resuming
     after the last id it saw misses nothing. Raises CursorGone for a cursor from before
     the retention (after > 0 and below the highest pruned id).
 
-    Queries: the sequence and the pruned point (one), the transactions in flight
+    Queries: the last id and the pruned point (one), the transactions in flight
     (PostgreSQL), the page."""
     conn = connections[router.db_for_read(JobEvent)]
     last_id, pruned_through = _positions(conn)
     if 0 < after < pruned_through:
         raise CursorGone(after, pruned_through)
-    events = JobEvent.objects.filter(owner_id=user.pk, id__gt=after)
-    if last_id is not None:
-        settled = _settle(conn, last_id)
-        if settled <= after:
-            return []
-        events = events.filter(id__lte=settled)
-    return list(events.order_by("id").values(*FEED_FIELDS)[:limit])
+    settled = _settle(conn, last_id) if conn.vendor == "postgresql" else last_id
+    if settled <= after:
+        return FeedPage(rows=[], through=after)
+    events = JobEvent.objects.filter(owner_id=user.pk, id__gt=after, id__lte=settled)
+    return FeedPage(rows=list(events.order_by("id").values(*FEED_FIELDS)[:limit]), through=settled)
 
 
-def _positions(conn: Any) -> tuple[int | None, int]:
-    """(the event sequence's last value, or None where ids commit in order; the highest
-    pruned id) in one statement. pg_stat_clear_snapshot() makes the next read of
-    pg_stat_activity fresh even inside a transaction."""
+def _positions(conn: Any) -> tuple[int, int]:
+    """(the last event id drawn: the sequence's last value on PostgreSQL, the highest
+    committed id where ids commit in order; the highest pruned id) in one statement.
+    pg_stat_clear_snapshot() makes the next read of pg_stat_activity fresh even inside
+    a transaction."""
     state = f"(SELECT {sql.column(FeedState, 'pruned_through', conn)} FROM {sql.table(FeedState, conn)} WHERE {sql.column(FeedState, 'id', conn)} = 1)"  # noqa: S608
     with conn.cursor() as cursor:
         if conn.vendor != "postgresql":
-            cursor.execute(f"SELECT {state}")  # noqa: S608 (names from the models)
-            (pruned,) = cursor.fetchone()
-            return None, pruned or 0
+            top = f"(SELECT MAX({sql.column(JobEvent, 'id', conn)}) FROM {sql.table(JobEvent, conn)})"  # noqa: S608
+            cursor.execute(f"SELECT {top}, {state}")  # noqa: S608 (names from the models)
+            last_id, pruned = cursor.fetchone()
+            return last_id or 0, pruned or 0
         cursor.execute(
             f"SELECT pg_stat_clear_snapshot(), pg_sequence_last_value(pg_get_serial_sequence(%s, %s)::regclass), {state}",  # noqa: S608
             [JobEvent._meta.db_table, JobEvent._meta.pk.column],
@@ -132,8 +143,10 @@ def settled_id() -> int | None:
     """The id up to which every event is committed or never will be (see the module);
     None where ids commit in order (SQLite). For `jobs.batch_finished`."""
     conn = connections[router.db_for_write(JobEvent)]
+    if conn.vendor != "postgresql":
+        return None
     last_id, _ = _positions(conn)
-    return None if last_id is None else _settle(conn, last_id)
+    return _settle(conn, last_id)
 
 
 def prune_events(*, older_than: timedelta | None = None, now: datetime | None = None, chunk: int = PRUNE_CHUNK) -> int:
@@ -191,7 +204,7 @@ def as_feed_event(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def wait_for_events(*, user: AbstractBaseUser, after: int, limit: int, wait: float) -> list[dict[str, Any]]:
+def wait_for_events(*, user: AbstractBaseUser, after: int, limit: int, wait: float) -> FeedPage:
     """`feed_page`, and if it is empty, again every BATCHES_EVENTS_POLL_MS until it is
     not or `wait` seconds have passed (a long poll). Between two looks the request
     holds no database connection (it is closed; the next look opens one), only its
@@ -199,7 +212,7 @@ def wait_for_events(*, user: AbstractBaseUser, after: int, limit: int, wait: flo
     deadline = time.monotonic() + wait
     page = feed_page(user=user, after=after, limit=limit)
     conn = connections[router.db_for_read(JobEvent)]
-    while not page and time.monotonic() < deadline:
+    while not page.rows and time.monotonic() < deadline:
         if not conn.in_atomic_block:
             conn.close()
         time.sleep(max(0.0, min(settings.BATCHES_EVENTS_POLL_MS / 1000, deadline - time.monotonic())))

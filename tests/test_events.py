@@ -200,3 +200,19 @@ def test_existing_writers_fill_batch_and_owner(alice, catalog):
     rows = set(JobEvent.objects.filter(job__batch=batch).values_list("batch_id", "owner_id"))
     assert rows == {(batch.pk, alice.pk)}
     assert JobEvent.objects.filter(job__batch=batch).count() == 4
+
+
+def test_x_events_through_lets_a_quiet_consumer_move_past_others_events(alice_client, bob_client, catalog):
+    bobs = submit(bob_client, catalog)
+    ids = list(Job.objects.filter(batch_id=bobs["batch_id"]).values_list("pk", flat=True))
+    transition(job_ids=ids, from_statuses=[Status.SUBMITTED], to_status=Status.RUNNABLE)
+    quiet = feed(alice_client)
+    top = JobEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    assert quiet.json() == [] and quiet.headers["X-Events-Through"] == str(top)
+    alices = submit(alice_client, catalog)
+    mine = list(Job.objects.filter(batch_id=alices["batch_id"]).values_list("pk", flat=True))
+    transition(job_ids=mine, from_statuses=[Status.SUBMITTED], to_status=Status.RUNNABLE)
+    page = feed(alice_client, f"?after={top}&limit=1")
+    assert len(page.json()) == 1 and page.headers["X-Events-Through"] == str(page.json()[0]["id"])  # cut by the limit
+    rest = feed(alice_client, f"?after={page.json()[0]['id']}")
+    assert len(rest.json()) == 1 and rest.headers["X-Events-Through"] == str(rest.json()[0]["id"])

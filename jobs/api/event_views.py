@@ -64,7 +64,11 @@ class EventFeedView(APIView):
             ),
         ],
         responses={
-            200: FeedEventSerializer(many=True),
+            200: OpenApiResponse(
+                FeedEventSerializer(many=True),
+                description="The events. `X-Events-Through`: resume from this id to skip nothing of yours (on an "
+                "empty page, where the feed stands now: a client may start there to follow only what comes next).",
+            ),
             410: OpenApiResponse(description="The cursor is older than the retention: events after it were removed."),
         },
     )
@@ -73,12 +77,14 @@ class EventFeedView(APIView):
         limit = _whole(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         wait = min(_whole(request, "wait", 0, 0, LONGEST_WAIT), settings.BATCHES_EVENTS_MAX_WAIT)
         try:
-            rows = wait_for_events(user=request.user, after=after, limit=limit + 1, wait=wait)
+            page = wait_for_events(user=request.user, after=after, limit=limit + 1, wait=wait)
         except CursorGone as exc:
             raise Gone(str(exc)) from exc
-        headers = {}
+        rows = page.rows
+        headers = {"X-Events-Through": str(page.through)}
         if len(rows) > limit:
             rows = rows[:limit]
+            headers["X-Events-Through"] = str(rows[-1]["id"])
             url = replace_query_param(request.build_absolute_uri(), "after", rows[-1]["id"])
             headers["Link"] = f'<{replace_query_param(url, "limit", limit)}>; rel="next"'
         return Response(FeedEventSerializer([as_feed_event(row) for row in rows], many=True).data, headers=headers)
