@@ -100,7 +100,8 @@ class AttemptInline(AttemptColumns, admin.TabularInline):
         "started",
         "ended",
         "took",
-        "exit_status",
+        "exit_code",
+        "signal",
         "reason_text",
         "reason_code",
         "charged",
@@ -131,7 +132,6 @@ class AttemptAdmin(AttemptColumns, LargeTableAdmin, ReadOnlyPage, admin.ModelAdm
         "started",
         "ended",
         "took",
-        "used",
         "exit_status",
         "reason_text",
     ]
