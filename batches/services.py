@@ -54,7 +54,7 @@ def check_submission(
     """Check a submission against the catalog, in this order:
     - the tool exists and is enabled (400 on `tool_id`);
     - cpu, memory, attempts and timeout are within the configured maxima (400);
-    - priority is within +-PRIORITY_BOUND and max_running at least 1 (400);
+    - priority is within +-PRIORITY_BOUND and max_running within 1..MAX_RUNNING_BOUND (400);
     - each filesystem exists (400) and is granted to the user (PermissionDenied, 403);
     - each job's `args` match the tool's parameters (400 naming `jobs[i].args.name`);
     - each of `depends_on` (`{"batch_id", "condition"}`) names a batch of the user's,
@@ -127,14 +127,17 @@ def forget_idempotency_keys(*, now: datetime | None = None) -> int:
 
 # A batch's priority is between -PRIORITY_BOUND and PRIORITY_BOUND.
 PRIORITY_BOUND = 1_000_000
+# A batch's max_running is at most this (no machine or cluster runs more of one batch at
+# once; the column is a 32-bit integer).
+MAX_RUNNING_BOUND = 1_000_000
 
 
 def _check_order(*, priority: int, max_running: int | None) -> None:
     errors: dict[str, list[str]] = {}
     if not -PRIORITY_BOUND <= priority <= PRIORITY_BOUND:
         errors["priority"] = [f"must be between {-PRIORITY_BOUND} and {PRIORITY_BOUND}, not {priority}"]
-    if max_running is not None and max_running < 1:
-        errors["max_running"] = [f"must be at least 1 (or null: no limit), not {max_running}"]
+    if max_running is not None and not 1 <= max_running <= MAX_RUNNING_BOUND:
+        errors["max_running"] = [f"must be between 1 and {MAX_RUNNING_BOUND} (or null: no limit), not {max_running}"]
     if errors:
         raise ValidationError(errors)
 

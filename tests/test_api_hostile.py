@@ -241,3 +241,16 @@ def test_a_key_whose_batch_was_deleted_is_forgotten(alice_client, catalog):
     assert Batch.objects.filter(pk=first.json()["batch_id"]).exists()
     again = alice_client.post("/batches", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
     assert again.status_code == 201 and again.json()["batch_id"] != first.json()["batch_id"]
+
+
+@pytest.mark.parametrize("value", [11_461_474_775, 2**31, 1_000_001])
+def test_a_max_running_beyond_any_pool_is_a_400_not_a_500(alice_client, catalog, value):
+    """`max_running: 11461474775` (found by schemathesis in CI) overflowed the 32-bit
+    column on PostgreSQL: a 500. It is bounded like `priority`, named in a 400, and the
+    schema says the maximum."""
+    body = {**submission(catalog), "max_running": value}
+    response = alice_client.post("/batches", body, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"][0]["field"] == "max_running"
+    assert "1000000" in response.json()["errors"][0]["message"]
+    assert Batch.objects.count() == 0

@@ -10,7 +10,7 @@ from rest_framework import serializers
 from batches.models import Batch, BatchDependency
 from batches.retry_rules import MAX_EXIT_CODES, MAX_MEMORY_FACTOR, MAX_RULES
 from batches.selectors import BATCH_ROW
-from batches.services import MAX_DEPENDENCIES, PRIORITY_BOUND
+from batches.services import MAX_DEPENDENCIES, MAX_RUNNING_BOUND, PRIORITY_BOUND
 from core.reason_codes import RULE_REASONS
 
 
@@ -363,6 +363,7 @@ class BatchSubmissionSerializer(KnownFieldsOnly):
         allow_null=True,
         default=None,
         min_value=1,
+        max_value=MAX_RUNNING_BOUND,
         help_text="At most this many of the batch's jobs run at once; default: no limit.",
     )
     depends_on = serializers.ListField(
