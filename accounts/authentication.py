@@ -1,5 +1,8 @@
-"""DRF authentication: `Authorization: Bearer <token>` or `X-API-Key: <token>`."""
+"""DRF authentication: `Authorization: Bearer <token>` or `X-API-Key: <token>`; and, on
+the GA4GH TES routes (whose clients send it), HTTP Basic with the token as the password."""
 
+import base64
+import binascii
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -67,6 +70,33 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         return 'Bearer realm="batches"'
 
 
+class BasicTokenAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Basic base64(user:token)`: py-tes and other TES clients send a
+    user name and password. The password is an API token; a user name, when given, must
+    be the token's owner's (so a token pasted under the wrong account is refused)."""
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        failures = FailedAuthenticationThrottle()
+        if not failures.allow_request(request, None):
+            raise exceptions.Throttled(wait=failures.wait(), detail="Too many failed authentications from this address.")
+        try:
+            username, colon, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            failures.record_failure()
+            raise exceptions.AuthenticationFailed("The Basic credentials are not base64 of user:token.") from None
+        token = authenticate_token(plaintext=password.strip()) if colon and password.strip() else None
+        if token is None or (username and username != token.user.get_username()):
+            failures.record_failure()
+            raise exceptions.AuthenticationFailed("The token (the Basic password) is invalid, expired, revoked, or not this user's.")
+        return token.user, token
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Basic realm="batches"'
+
+
 class BearerTokenScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.BearerTokenAuthentication"
     name = ["BearerAuth", "ApiKeyAuth"]
@@ -80,3 +110,11 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
             {"type": "http", "scheme": "bearer"},
             {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         ]
+
+
+class BasicTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.BasicTokenAuthentication"
+    name = "BasicAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "basic", "description": "An API token as the password (GA4GH TES routes)."}

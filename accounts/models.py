@@ -90,3 +90,17 @@ class UserShare(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} (weight {self.weight})"
+
+
+class Capability(models.Model):
+    """No table: the holder of permissions that belong to no row. `run_commands` lets a
+    user run commands of their own rather than the catalog's tools (GA4GH TES tasks);
+    operators grant it in the admin (a user's permissions) or with `allow_commands`."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [("run_commands", "Can run their own commands (GA4GH TES tasks)")]
+
+    def __str__(self) -> str:
+        return "capability"

@@ -1,8 +1,10 @@
-"""The catalog file: tools and filesystems declared in YAML or JSON (DESIGN.md).
+"""The catalog file: tools, filesystems and images declared in YAML or JSON (DESIGN.md).
 
 `sync_catalog()` checks the whole file first and then creates or updates every entry by
 name in one transaction, so a bad file changes nothing and running it twice changes
-nothing the second time. Entries missing from the file are left alone.
+nothing the second time. Tools and filesystems missing from the file are left alone;
+`images` (a list of `{"pattern", "root"}`, tried in order) replaces the registered list
+when the file has the key.
 """
 
 import json
@@ -18,11 +20,12 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils.text import slugify
 
-from batches.models import Filesystem, Tool
+from batches.models import Filesystem, Image, Tool
 from batches.parameters import check_command, check_spec
 
 TOOL_KEYS = {"name", "description", "command", "parameters", "timeout_seconds", "enabled"}
 FS_KEYS = {"name", "description", "path", "read_only", "public", "users", "groups"}
+IMAGE_KEYS = {"pattern", "root"}
 
 
 class CatalogError(ValueError):
@@ -232,9 +235,10 @@ def sync_catalog(*, data: dict[str, Any], create_dirs: bool = True) -> SyncRepor
     created when missing, users must exist. With `create_dirs`, a filesystem's path is
     created when it does not exist yet.
     """
-    unknown = set(data) - {"tools", "filesystems"}
+    unknown = set(data) - {"tools", "filesystems", "images"}
     if unknown:
-        raise CatalogError(f"unknown top-level keys {sorted(unknown)}; expected tools and filesystems")
+        raise CatalogError(f"unknown top-level keys {sorted(unknown)}; expected tools, filesystems and images")
+    images = [_clean_image(i, entry) for i, entry in enumerate(_section(data, "images"))] if "images" in data else None
     tools = [_clean_tool(i, entry) for i, entry in enumerate(_section(data, "tools"))]
     filesystems = [_clean_filesystem(i, entry) for i, entry in enumerate(_section(data, "filesystems"))]
     for kind, entries in (("tool", tools), ("filesystem", filesystems)):
@@ -242,6 +246,9 @@ def sync_catalog(*, data: dict[str, Any], create_dirs: bool = True) -> SyncRepor
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise CatalogError(f"{kind} names appear twice: {', '.join(dupes)}")
+    patterns = [image["pattern"] for image in images or []]
+    if len(set(patterns)) != len(patterns):
+        raise CatalogError(f"image patterns appear twice: {', '.join(sorted({p for p in patterns if patterns.count(p) > 1}))}")
     user_model = get_user_model()
     wanted_users = {u for fs in filesystems for u in fs["users"]}
     found = {u.get_username(): u for u in user_model.objects.filter(**{f"{user_model.USERNAME_FIELD}__in": wanted_users})}
@@ -269,6 +276,8 @@ def sync_catalog(*, data: dict[str, Any], create_dirs: bool = True) -> SyncRepor
                     Path(values["path"]).mkdir(parents=True, exist_ok=True)
                 except OSError as exc:  # nothing is saved: the transaction rolls back
                     raise CatalogError(f"filesystem {values['name']}: cannot create {values['path']}: {exc.strerror}") from None
+        if images is not None:
+            _replace_images(images, record)
     for values in tools:
         program = values["command"][0]
         if program.startswith("/") and not (Path(program).is_file() and os.access(program, os.X_OK)):
@@ -277,6 +286,31 @@ def sync_catalog(*, data: dict[str, Any], create_dirs: bool = True) -> SyncRepor
         if not Path(values["path"]).is_dir():
             report.warnings.append(f"filesystem {values['name']}: {values['path']} is not a directory on this machine")
     return report
+
+
+def _clean_image(index: int, entry: Any) -> dict[str, Any]:
+    where = f"images[{index}]"
+    if not isinstance(entry, dict) or set(entry) - IMAGE_KEYS or "pattern" not in entry:
+        raise CatalogError(f'{where}: must be a mapping with "pattern" and "root" (a directory, or null for the host system)')
+    pattern, root = entry["pattern"], entry.get("root")
+    if not isinstance(pattern, str) or not pattern.strip() or len(pattern) > 300:
+        raise CatalogError(f"{where}.pattern: must be an image name or pattern of 1 to 300 characters")
+    if root is not None and (not isinstance(root, str) or not os.path.isabs(root) or os.path.normpath(root) in ("/",)):
+        raise CatalogError(f"{where}.root: must be an absolute directory other than / (or null for the host system)")
+    if root is not None and not Path(root, "bin").exists() and not Path(root, "usr").is_dir():
+        raise CatalogError(f"{where}.root: {root} holds no root filesystem (no bin or usr): unpack an image there first")
+    return {"pattern": pattern, "root": os.path.normpath(root) if root else ""}
+
+
+def _replace_images(images: list[dict[str, Any]], record: Any) -> None:
+    before = list(Image.objects.values_list("pattern", "root", "position"))
+    after = [(image["pattern"], image["root"], position) for position, image in enumerate(images)]
+    if before == after:
+        record("images", False, False)
+        return
+    Image.objects.all().delete()
+    Image.objects.bulk_create(Image(pattern=p, root=r, position=n) for p, r, n in after)
+    record("images", not before, bool(before))
 
 
 def _section(data: dict[str, Any], key: str) -> list[Any]:

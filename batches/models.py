@@ -48,6 +48,23 @@ class Tool(models.Model):
         return self.name
 
 
+class Image(models.Model):
+    """A container image name (or pattern) a task's step may ask for, and the root
+    filesystem its steps see: `root` empty is the host's system view (what sealed jobs
+    see), else a directory holding an unpacked image. The catalog's `images` list, in
+    its order: the first pattern that matches a name decides (`batches.images`)."""
+
+    pattern = models.CharField(max_length=300, unique=True, help_text='An image name or a shell-style pattern, e.g. "alpine*".')
+    root = models.CharField(max_length=1000, blank=True, help_text="Root filesystem directory; empty: the host's system view.")
+    position = models.PositiveIntegerField(default=0, help_text="Patterns are tried in this order.")
+
+    class Meta:
+        ordering = ["position", "pattern"]
+
+    def __str__(self) -> str:
+        return f"{self.pattern} -> {self.root or 'host system'}"
+
+
 class Batch(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
@@ -81,6 +98,12 @@ class Batch(models.Model):
     )
     deleted_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="Deleted: gone from its owner's view; its rows and logs are being removed."
+    )
+    task = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="A task's batch (one job): the steps, inputs and outputs its job runs instead of the tool's command (jobs.tasks).",
     )
 
     class Meta:

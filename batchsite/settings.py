@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "accounts",
     "batches",
     "jobs",
+    "tes",
 ]
 
 MIDDLEWARE = [
@@ -191,6 +192,13 @@ BATCHES_EVENTS_MAX_WAIT = min(envint("BATCHES_EVENTS_MAX_WAIT", 60), 60, max(env
 BATCHES_WEBHOOK_ALLOW_PRIVATE = envbool("BATCHES_WEBHOOK_ALLOW_PRIVATE", False)
 BATCHES_WEBHOOK_RETRY_HOURS = envint("BATCHES_WEBHOOK_RETRY_HOURS", 25, minimum=1)
 BATCHES_WEBHOOK_TIMEOUT_SECONDS = envint("BATCHES_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+# GA4GH TES tasks (tes/): memory when a task asks for none, and the hosts http(s)
+# inputs may be fetched from (none by default: only file:// inside the caller's
+# filesystems, and content given in the task).
+BATCHES_TES_DEFAULT_MEMORY_MIB = envint("BATCHES_TES_DEFAULT_MEMORY_MIB", 1024, minimum=1)
+BATCHES_TES_INPUT_HOSTS = envlist("BATCHES_TES_INPUT_HOSTS", [])
+BATCHES_TES_ORGANIZATION = envstr("BATCHES_TES_ORGANIZATION", "batches")
+BATCHES_TES_ORGANIZATION_URL = envstr("BATCHES_TES_ORGANIZATION_URL", "https://example.org/batches")
 BATCHES_DEFAULT_TIMEOUT_SECONDS = envint("BATCHES_DEFAULT_TIMEOUT_SECONDS", 3600, minimum=1)
 BATCHES_MAX_TIMEOUT_SECONDS = envint("BATCHES_MAX_TIMEOUT_SECONDS", 7 * 24 * 3600, minimum=1)
 

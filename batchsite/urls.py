@@ -2,7 +2,7 @@
 slashed form answer too (see batchsite.middleware)."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from batches.api import views as catalog_views
@@ -40,6 +40,7 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
+    path("", include("tes.urls")),
 ]
 
 # The admin's side bar of every model took a fifth of a 1,400 px screen from the job

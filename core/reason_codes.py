@@ -25,6 +25,7 @@ PREEMPTED = "preempted"  # the cluster preempted it for a job of higher priority
 BOOT_FAILURE = "boot_failure"  # the node it was placed on failed to boot
 CLUSTER_CANCELLED = "cluster_cancelled"  # the cluster (an operator's scancel, a revoked job), not this service, cancelled it
 NOT_SUBMITTED = "not_submitted"  # it never reached the cluster before its worker went away
+STAGING_FAILED = "staging_failed"  # a task's input could not be fetched or an output not delivered (see the reason)
 INTERNAL_ERROR = "internal_error"  # the service failed to run it (a bug, an unwritable folder): see the reason
 
 # code -> what it means, in the order the README lists them.
@@ -44,6 +45,7 @@ DESCRIPTIONS: dict[str, str] = {
     BOOT_FAILURE: "the node it was placed on failed to boot",
     CLUSTER_CANCELLED: "cancelled by the cluster (an operator, a revoked job), not by this service",
     NOT_SUBMITTED: "never reached the cluster before its worker went away",
+    STAGING_FAILED: "a task's input could not be fetched, or an output not delivered (see `reason`)",
     INTERNAL_ERROR: "the service failed to run it (see `reason`)",
 }
 

@@ -127,6 +127,9 @@ def close_attempts(
     _charge_usage(outcomes=outcomes_list, now=now, guard=guard)
     for rows in (plain, with_start):
         _update_from_rows(rows=rows, keys=("job", "number"), constant={"state": Attempt.State.ENDED.value}, live_only=True, guard=guard)
+    for o in outcomes_list:
+        if o.task_log is not None:  # a task's (one job per batch): one more statement, for tasks only
+            Attempt.objects.filter(job_id=o.job_id, number=o.attempt, **guard).update(task_log=o.task_log)
 
 
 def at(epoch: float | None, default: datetime) -> datetime:

@@ -103,6 +103,7 @@ def _specs(rows: list["_Candidate"]) -> tuple[list[AttemptSpec], list[Outcome]]:
                     run_as=row.run_as or "",
                     run_as_uid=row.run_as_uid,
                     max_running=row.max_running,
+                    task=batch["task"],
                 )
             )
         except Exception as exc:  # one broken job must not stop the others
@@ -366,6 +367,7 @@ def _batch_specs(batch_ids: set[Any]) -> dict[Any, dict[str, Any]]:
             "timeout_seconds": batch.timeout_seconds,
             "filesystems": {fs.name: fs.path for fs in batch.filesystems.all()},
             "read_only": tuple(fs.name for fs in batch.filesystems.all() if fs.read_only),
+            "task": batch.task,
         }
         _SPEC_CACHE[batch.pk] = specs[batch.pk]
     while len(_SPEC_CACHE) > _SPEC_CACHE_SIZE:

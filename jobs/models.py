@@ -165,6 +165,9 @@ class Attempt(models.Model):
     max_rss_mib = models.FloatField(null=True, blank=True, help_text="Peak resident memory, MiB.")
     cpu_seconds = models.FloatField(null=True, blank=True, help_text="User + system cpu time of all its processes.")
     elapsed_seconds = models.FloatField(null=True, blank=True, help_text="Wall-clock run time, to the millisecond.")
+    task_log = models.JSONField(
+        null=True, blank=True, help_text="A task's attempt: each step's times, exit code and output tail, the outputs delivered."
+    )
 
     class Meta:
         ordering = ["job", "number"]

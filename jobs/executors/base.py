@@ -43,7 +43,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from core.reason_codes import INFRASTRUCTURE, WORKER_STOPPED
 from jobs.executors.isolation import Isolation
@@ -92,6 +92,9 @@ class AttemptSpec:
     # limit). Claims already hold it; a scheduler that queues work holds it too (Slurm's
     # array throttle), so what one submission carries never runs wider than asked.
     max_running: int | None = None
+    # A task's steps, inputs and outputs (Batch.task, see jobs.tasks): run by the task
+    # runner instead of `argv`; None for a tool's job.
+    task: dict[str, Any] | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -158,6 +161,7 @@ class Outcome:
     signal: int | None = None
     usage: Usage | None = None
     time: float | None = None  # when it ended (epoch seconds); None: when it is recorded
+    task_log: dict[str, Any] | None = None  # a task's: what its runner wrote (jobs.executors.task_runner)
 
     @property
     def charged(self) -> bool:

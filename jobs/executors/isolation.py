@@ -182,14 +182,17 @@ def launch(
     cores: list[int],
     name: str,
     user: JobUser | None,
+    sandbox: bool = True,
 ) -> tuple[list[str], dict[str, Any], AttemptCgroup | None]:
     """How to start `argv` sealed with what is in force, as `user` (None: the worker's
     own): the argv to run (through setpriv, which switches to the account, into the
     sandbox), Popen's options (the umask; the seccomp filter's file, in `pass_fds`, for
     the caller to close once started; on cgroup v2, joining the cgroup before exec)
     and the attempt's cgroup (to watch and remove; on cgroup v1 the caller starts the
-    process from inside it), or None without cgroups."""
-    if isolation.bwrap is not None:
+    process from inside it), or None without cgroups. Without `sandbox`, `argv` is not
+    put in a sandbox (a task's runner, which puts each step in one of its own with the
+    seccomp file it is handed)."""
+    if isolation.bwrap is not None and sandbox:
         ensure_visible(argv[0], filesystems=filesystems, also=[str(workdir)])
     options: dict[str, Any] = {"umask": JOB_UMASK}
     cgroup = None
@@ -208,6 +211,7 @@ def launch(
                 options["pass_fds"] = (seccomp_fd,)
                 os.write(seccomp_fd, SECCOMP)
                 os.lseek(seccomp_fd, 0, os.SEEK_SET)
+        if isolation.bwrap is not None and sandbox:
             argv = sandbox_argv(
                 bwrap=isolation.bwrap,
                 workdir=workdir,

@@ -40,7 +40,7 @@ from typing import Self
 from django.conf import settings
 
 from core import reason_codes
-from jobs.executors import attempt_logs
+from jobs.executors import attempt_logs, task_spec
 from jobs.executors.attempt_output import AttemptOutput
 from jobs.executors.base import (
     AttemptSpec,
@@ -349,6 +349,7 @@ class LocalExecutor(Executor, Recovers):
         self._cores.release(run.cores)
         attempt = run.attempt
         self._used = Capacity(self._used.cpus - attempt.cpu, self._used.memory_mib - attempt.memory_mib)
+        results = task_spec.read_results(run.workdir) if attempt.task is not None else None
         if not self.keep_work_dirs:
             self._remover.remove(run.workdir)
         cgroup = run.cgroup
@@ -378,6 +379,8 @@ class LocalExecutor(Executor, Recovers):
         )
         self._remove_cgroup(cgroup)
         run.output.close()
+        if attempt.task is not None:
+            return task_spec.task_outcome(describe(end), task=attempt.task, results=results)
         return describe(end)
 
     def _remove_cgroup(self, cgroup: AttemptCgroup | None) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from jobs.executors.base import AttemptSpec
+from jobs.executors import task_spec
+from jobs.executors.base import AttemptSpec, LaunchError
 from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.environment import job_environment
 from jobs.executors.isolation import Isolation, JobUser, join_mode, launch, release_launch
@@ -24,18 +25,26 @@ def spawn(
 ) -> tuple[subprocess.Popen, AttemptCgroup | None]:
     """Start the attempt's program (see `jobs.executors.local`): its argv through the
     sandbox and cgroup `isolation` gives, or under prlimit's address-space limit without
-    a cgroup, pinned to `cores`, its output into `out_fd`. Raises OSError when it cannot."""
-    program = attempt.argv[0]
-    # prlimit and bwrap would report a missing program as their own exit code 1.
-    if not os.path.isfile(program):
-        raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
-    if not os.access(program, os.X_OK):
-        raise PermissionError(errno.EACCES, "Permission denied", program)
+    a cgroup, pinned to `cores`, its output into `out_fd`. A task's attempt runs its
+    runner instead, which runs each step sealed (`jobs.executors.task_spec`). Raises
+    OSError when it cannot start, LaunchError when it must not."""
+    if attempt.task is not None:
+        if isolation.bwrap is None:
+            raise LaunchError("a task's steps run only in the sandbox, and this worker has none (bubblewrap); ask your operator")
+        argv = task_spec.runner_argv(workdir)
+    else:
+        argv = attempt.argv
+        program = argv[0]
+        # prlimit and bwrap would report a missing program as their own exit code 1.
+        if not os.path.isfile(program):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+        if not os.access(program, os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied", program)
     limit = attempt.memory_mib * MIB
     filesystems = [(path, name in attempt.read_only) for name, path in attempt.filesystems.items()]
     argv, options, cgroup = launch(
         isolation,
-        argv=attempt.argv,
+        argv=argv,
         workdir=workdir,
         filesystems=filesystems,
         memory_bytes=limit,
@@ -43,7 +52,16 @@ def spawn(
         cores=cores,
         name=f"{attempt.job_id}.{attempt.attempt}",
         user=user,
+        sandbox=attempt.task is None,
     )
+    env = job_environment(attempt, worker_id=worker_id, workdir=str(workdir))
+    if attempt.task is not None:
+        try:
+            seccomp_fd = options.get("pass_fds", (None,))[0]
+            task_spec.prepare(task=attempt.task, workdir=workdir, isolation=isolation, seccomp_fd=seccomp_fd, env=env, user=user)
+        except BaseException:
+            release_launch(options, cgroup)
+            raise
     if cgroup is None:
         # No cgroup: a per-process address-space limit is the best there is.
         if PRLIMIT:
@@ -59,7 +77,7 @@ def spawn(
                 popen = subprocess.Popen(  # noqa: S603 (an argv list: no shell ever runs)
                     argv,
                     cwd=workdir,
-                    env=job_environment(attempt, worker_id=worker_id, workdir=str(workdir)),
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=out_fd,
                     stderr=subprocess.STDOUT,

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Runs one task attempt's steps in order: the program a task job's attempt starts.
+
+    python3 -I -S task_runner.py SPEC_JSON
+
+Standard library only, nothing of the project imported: the worker copies this file
+into the attempt's directory and runs it with the system's Python as the job's account,
+inside the attempt's cgroup but outside any sandbox. Each step (a TES executor) runs in
+a sandbox of its own whose argv the worker wrote into the spec (`jobs.executors.task_spec`):
+the runner never builds a command, and argument values are never interpreted.
+
+What it does, in order, writing `results` (JSON) after every stage so the worker can
+tell what happened however the attempt ends:
+
+1. inputs: each is written (`content`), copied from a host path the worker checked was
+   inside the caller's filesystems (`source`; symbolic links are not followed), or,
+   when the spec says why it cannot be fetched (`error`), the task stops there with
+   that reason as a system error;
+2. steps: each sandbox's argv, stdin from a file, stdout and stderr drained from pipes
+   into the attempt's log (this process's stdout, which the worker caps) and, when
+   asked, into files; the last `tail_bytes` of each kept for the task's logs. A step
+   that fails stops the task unless it says `ignore_error`;
+3. outputs (only when every step that counts succeeded): files and directories copied
+   to their destinations (regular files and directories only: a link a step made is
+   not followed), or a system error naming the output.
+
+Exit status: 0 when the task succeeded; the failing step's exit code (1 if it was
+killed); 125 on a system error (the results say which).
+"""
+
+import glob
+import json
+import os
+import selectors
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+
+SYSTEM_ERROR_STATUS = 125
+READ_SIZE = 1 << 16
+FETCH_TIMEOUT = 60  # seconds without a byte from an http(s) input's host
+
+
+class SystemError_(Exception):  # noqa: N801 (not the builtin SystemError)
+    """A stage outside the steps failed: the task is not to blame on its own commands."""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Results:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.data: dict = {"start_time": now(), "end_time": None, "steps": [], "outputs": [], "system_error": None}
+
+    def save(self) -> None:
+        temporary = f"{self.path}.tmp"
+        with open(temporary, "w") as handle:
+            json.dump(self.data, handle)
+        os.replace(temporary, self.path)
+
+
+def copy_in(source: str, target: str) -> None:
+    """`source` (a host path the worker checked) to `target`, links not followed."""
+    info = os.lstat(source)
+    if stat.S_ISLNK(info.st_mode):
+        raise SystemError_(f"{source} is a symbolic link; links are not followed")
+    if stat.S_ISDIR(info.st_mode):
+        os.makedirs(target, exist_ok=True)
+        for entry in os.scandir(source):
+            if not entry.is_symlink():
+                copy_in(entry.path, os.path.join(target, entry.name))
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise SystemError_(f"{source} is not a regular file or directory")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as reader, open(target, "wb") as writer:
+        shutil.copyfileobj(reader, writer)
+
+
+def stage_inputs(inputs: list[dict]) -> None:
+    for item in inputs:
+        if item.get("error"):
+            raise SystemError_(item["error"])
+        target = item["host_path"]
+        if item.get("fetch"):
+            fetch(item["fetch"], target)
+        elif item.get("content") is not None:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "w", encoding="utf-8") as handle:
+                handle.write(item["content"])
+        else:
+            try:
+                copy_in(item["source"], target)
+            except OSError as exc:
+                raise SystemError_(f"input {item['url']}: {exc.strerror or exc}") from exc
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # a redirect is an error: the operator allowed this host, not another
+
+
+def fetch(url: str, target: str) -> None:
+    """An http(s) input from a host the operator allows (checked by the service)."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    opener = urllib.request.build_opener(_NoRedirects)
+    try:
+        with opener.open(url, timeout=FETCH_TIMEOUT) as response, open(target, "wb") as writer:  # noqa: S310 (http(s) only, checked)
+            shutil.copyfileobj(response, writer)
+    except (OSError, urllib.error.URLError) as exc:
+        raise SystemError_(f"input {url} could not be fetched: {getattr(exc, 'reason', None) or exc}") from exc
+
+
+def run_step(step: dict, *, seccomp_fd: int | None, tail_bytes: int) -> dict:
+    """One step's sandbox, its output drained into our stdout, its files and tails."""
+    if seccomp_fd is not None:
+        os.lseek(seccomp_fd, 0, os.SEEK_SET)  # bubblewrap reads the filter to its end each time
+    log = {"start_time": now(), "end_time": None, "exit_code": None, "stdout": "", "stderr": ""}
+    stdin = open(step["stdin"], "rb") if step.get("stdin") else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+    files = {name: open(step[name], "wb") if step.get(name) else None for name in ("stdout", "stderr")}  # noqa: SIM115
+    tails = {"stdout": bytearray(), "stderr": bytearray()}
+    try:
+        process = subprocess.Popen(  # noqa: S603 (an argv the worker built; no shell)
+            step["argv"],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=step["env"],
+            pass_fds=(seccomp_fd,) if seccomp_fd is not None else (),
+        )
+    except OSError as exc:
+        raise SystemError_(f"could not start the sandbox of step {step['index']}: {exc.strerror or exc}") from exc
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ, "stdout")
+    selector.register(process.stderr, selectors.EVENT_READ, "stderr")
+    open_streams = 2
+    while open_streams:
+        for key, _ in selector.select():
+            chunk = os.read(key.fileobj.fileno(), READ_SIZE)
+            if not chunk:
+                selector.unregister(key.fileobj)
+                open_streams -= 1
+                continue
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            if files[key.data] is not None:
+                files[key.data].write(chunk)
+            tail = tails[key.data]
+            tail += chunk
+            del tail[: max(0, len(tail) - tail_bytes)]
+    code = process.wait()
+    for handle in (*files.values(), stdin):
+        if handle not in (None, subprocess.DEVNULL):
+            handle.close()
+    log.update(end_time=now(), exit_code=code if code >= 0 else 128 - code)
+    log.update({name: tail.decode("utf-8", "replace") for name, tail in tails.items()})
+    return log
+
+
+def copy_out(source: str, destination: str) -> list[tuple[str, int]]:
+    """Regular files and directories of `source` to `destination`; (file, size) each."""
+    info = os.lstat(source)
+    if stat.S_ISLNK(info.st_mode):
+        return []
+    if stat.S_ISDIR(info.st_mode):
+        os.makedirs(destination, exist_ok=True)
+        copied = []
+        for entry in sorted(os.scandir(source), key=lambda e: e.name):
+            copied += copy_out(entry.path, os.path.join(destination, entry.name))
+        return copied
+    if not stat.S_ISREG(info.st_mode):
+        return []
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as reader, open(destination, "wb") as writer:
+        shutil.copyfileobj(reader, writer)
+    return [(destination, info.st_size)]
+
+
+def stage_outputs(outputs: list[dict]) -> list[dict]:
+    """Each output copied to its destination; a tesOutputFileLog per file copied."""
+    logged = []
+    for item in outputs:
+        if item.get("error"):
+            raise SystemError_(item["error"])
+        if item.get("host_pattern"):
+            # Wildcards: every match, at its path below `path_prefix` under the url.
+            matches = glob.glob(item["host_pattern"])
+            pairs = [(path, os.path.relpath(path, item["host_prefix"])) for path in matches]
+        elif os.path.lexists(item["host_path"]):
+            pairs = [(item["host_path"], "")]
+        else:
+            raise SystemError_(f"output {item['path']} was not made by the task")
+        for source, relative in sorted(pairs):
+            destination = os.path.normpath(os.path.join(item["destination"], relative))
+            inside = os.path.normpath(os.path.join(item.get("path_prefix") or item["path"], relative))
+            try:
+                copied = copy_out(source, destination)
+            except OSError as exc:
+                raise SystemError_(f"output {item['path']} to {item['url']}: {exc.strerror or exc}") from exc
+            for file, size in copied:
+                below = os.path.relpath(file, item["destination"])
+                logged.append(
+                    {
+                        "url": item["url"] if below == "." else item["url"].rstrip("/") + "/" + below,
+                        "path": os.path.normpath(os.path.join(inside, os.path.relpath(file, destination))),
+                        "size_bytes": str(size),
+                    }
+                )
+    return logged
+
+
+def main(spec_path: str) -> int:
+    with open(spec_path) as handle:
+        spec = json.load(handle)
+    results = Results(spec["results"])
+    results.save()
+    status = 0
+    try:
+        for folder in spec["mirrors"]:
+            os.makedirs(folder, exist_ok=True)
+        stage_inputs(spec["inputs"])
+        for step in spec["steps"]:
+            started = time.monotonic()
+            log = run_step(step, seccomp_fd=spec.get("seccomp_fd"), tail_bytes=spec["tail_bytes"])
+            log["elapsed_seconds"] = round(time.monotonic() - started, 3)
+            results.data["steps"].append(log)
+            results.save()
+            if log["exit_code"] != 0 and not step["ignore_error"]:
+                status = log["exit_code"] or 1
+                break
+        if status == 0:
+            results.data["outputs"] = stage_outputs(spec["outputs"])
+    except SystemError_ as exc:
+        results.data["system_error"] = str(exc)
+        status = SYSTEM_ERROR_STATUS
+        print(f"[task] {exc}", flush=True)
+    except OSError as exc:
+        results.data["system_error"] = f"{exc.strerror or exc}: {exc.filename or ''}".strip(": ")
+        status = SYSTEM_ERROR_STATUS
+        print(f"[task] {results.data['system_error']}", flush=True)
+    results.data["end_time"] = now()
+    results.save()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,189 @@
+"""A task attempt's plan for `task_runner.py`: where each container path lives on the
+host, and the sandbox each step runs in.
+
+A task (a batch's `task`, written by `jobs.tasks`) lists steps (each with its command,
+an optional root filesystem, working directory, stdin/stdout/stderr paths, environment
+and `ignore_error`), inputs, outputs and volumes, all by their paths inside the
+container. Every directory those paths need is *mirrored*: a directory of the
+attempt's own (`<workdir>/m/<n>`, on disk, the job account's) bound at that path in
+every step's sandbox, so that what one step writes there the next one reads, and the
+runner (outside the sandboxes) can put inputs in and take outputs out. Nothing else
+of the host is writable inside a step, and only the system's programs and libraries
+(or the step's root filesystem) are visible.
+"""
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from core import reason_codes
+from jobs.executors.base import Outcome
+from jobs.executors.isolation import SYSTEM_LINKS, SYSTEM_PATHS, Isolation, JobUser, etc_binds
+
+RUNNER = Path(__file__).with_name("task_runner.py")
+PYTHON = shutil.which("python3", path="/usr/bin:/bin:/usr/local/bin")
+TAIL_BYTES = 10_000  # of each step's stdout and stderr, kept for the task's logs
+STEP_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def container_dirs(task: dict[str, Any]) -> list[str]:
+    """The outermost directories the task's paths need, sorted (see the module)."""
+    wanted = set(task.get("volumes", []))
+    for item in [*task.get("inputs", []), *task.get("outputs", [])]:
+        if item.get("pattern_root"):
+            wanted.add(item["pattern_root"])
+        else:
+            wanted.add(item["path"] if item.get("type") == "DIRECTORY" else os.path.dirname(item["path"]))
+    for step in task["steps"]:
+        wanted.update(os.path.dirname(step[name]) for name in ("stdin", "stdout", "stderr") if step.get(name))
+        if step.get("workdir"):
+            wanted.add(step["workdir"])
+    ordered = sorted(wanted)
+    return [d for d in ordered if not any(d != o and d.startswith(o.rstrip("/") + "/") for o in ordered)]
+
+
+class Mirrors:
+    """Container directories and the host directories bound at them."""
+
+    def __init__(self, task: dict[str, Any], workdir: Path) -> None:
+        self.pairs = [(inside, str(workdir / "m" / str(n))) for n, inside in enumerate(container_dirs(task))]
+
+    def host(self, path: str) -> str:
+        """The host path of a container path inside one of the mirrored directories."""
+        for inside, host in self.pairs:
+            if path == inside or path.startswith(inside.rstrip("/") + "/"):
+                return host + path[len(inside.rstrip("/")) :] if path != inside else host
+        raise ValueError(f"{path} is in no mirrored directory")
+
+
+def step_argv(
+    *, isolation: Isolation, root: str | None, mirrors: Mirrors, workdir: str | None, argv: list[str], seccomp_fd: int | None
+) -> list[str]:
+    """bubblewrap's argv for one step (see `jobs.executors.isolation.sandbox_argv`, whose
+    choices it shares: no user namespaces inside, no network unless the site allows it)."""
+    if isolation.bwrap is None:
+        raise ValueError("a task's steps need the sandbox")
+    out = [isolation.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
+    if isolation.network:
+        out.append("--share-net")
+    if seccomp_fd is not None:
+        out += ["--seccomp", str(seccomp_fd)]
+    if root is not None:
+        out += ["--ro-bind", root, "/"]
+    else:
+        for path in SYSTEM_PATHS:
+            if os.path.isdir(path):
+                out += ["--ro-bind", path, path]
+        out += etc_binds()
+        for link in SYSTEM_LINKS:
+            if os.path.islink(link):
+                out += ["--symlink", os.readlink(link), link]
+            elif os.path.isdir(link):
+                out += ["--ro-bind", link, link]
+    out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (the sandbox's own /tmp)
+    for inside, host in mirrors.pairs:
+        out += ["--bind", host, inside]
+    out += ["--chdir", workdir or "/", "--", *argv]
+    return out
+
+
+def runner_plan(
+    *, task: dict[str, Any], workdir: Path, isolation: Isolation, seccomp_fd: int | None, env: dict[str, str]
+) -> dict[str, Any]:
+    """The runner's spec (see task_runner.py) for `task` in `workdir`."""
+    mirrors = Mirrors(task, workdir)
+    steps = []
+    for index, step in enumerate(task["steps"]):
+        step_env = {**env, "PATH": STEP_PATH, "HOME": "/tmp", "TMPDIR": "/tmp", **step.get("env", {})}  # noqa: S108
+        steps.append(
+            {
+                "index": index,
+                "argv": step_argv(
+                    isolation=isolation,
+                    root=step.get("root"),
+                    mirrors=mirrors,
+                    workdir=step.get("workdir"),
+                    argv=step["command"],
+                    seccomp_fd=seccomp_fd,
+                ),
+                "env": step_env,
+                "ignore_error": bool(step.get("ignore_error")),
+                **{name: mirrors.host(step[name]) for name in ("stdin", "stdout", "stderr") if step.get(name)},
+            }
+        )
+    inputs = []
+    for item in task.get("inputs", []):
+        inputs.append({**item, "host_path": mirrors.host(item["path"])})
+    outputs = []
+    for item in task.get("outputs", []):
+        planned = {**item}
+        if item.get("pattern_root"):
+            planned.update(
+                host_pattern=mirrors.host(item["pattern_root"]) + item["path"][len(item["pattern_root"]) :],
+                host_prefix=mirrors.host(item["path_prefix"]) if item.get("path_prefix") else mirrors.host(item["pattern_root"]),
+            )
+        else:
+            planned["host_path"] = mirrors.host(item["path"])
+        outputs.append(planned)
+    return {
+        "mirrors": [host for _, host in mirrors.pairs],
+        "inputs": inputs,
+        "steps": steps,
+        "outputs": outputs,
+        "results": str(workdir / ".task" / "results.json"),
+        "seccomp_fd": seccomp_fd,
+        "tail_bytes": TAIL_BYTES,
+    }
+
+
+def runner_argv(workdir: Path) -> list[str]:
+    """How the attempt starts: the system's Python (the job account may not read the
+    service's virtualenv) on the runner's copy in the attempt's directory."""
+    task_dir = workdir / ".task"
+    return [PYTHON or sys.executable, "-I", "-S", str(task_dir / "task_runner.py"), str(task_dir / "spec.json")]
+
+
+def prepare(
+    *, task: dict[str, Any], workdir: Path, isolation: Isolation, seccomp_fd: int | None, env: dict[str, str], user: JobUser | None
+) -> None:
+    """The runner and its spec in `<workdir>/.task` (no step's sandbox sees it), the
+    job account's, so the runner can write its results there."""
+    task_dir = workdir / ".task"
+    task_dir.mkdir()
+    shutil.copyfile(RUNNER, task_dir / "task_runner.py")
+    plan = runner_plan(task=task, workdir=workdir, isolation=isolation, seccomp_fd=seccomp_fd, env=env)
+    (task_dir / "spec.json").write_text(json.dumps(plan))
+    if user is not None:
+        for path in (task_dir, task_dir / "task_runner.py", task_dir / "spec.json"):
+            os.chown(path, user.uid, user.gid)
+
+
+def read_results(workdir: Path) -> dict[str, Any] | None:
+    """What the runner wrote of the attempt (see task_runner.py), or None if nothing
+    (it never started, or its file is not whole JSON)."""
+    try:
+        data = json.loads((workdir / ".task" / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def task_outcome(outcome: Outcome, *, task: dict[str, Any], results: dict[str, Any] | None) -> Outcome:
+    """`outcome` (the runner's, as any program's) told as the task's: a system error
+    (an input not fetched, an output not delivered) or the step that failed, by name."""
+    if results is None or outcome.reason_code not in (reason_codes.EXIT_CODE, reason_codes.SUCCEEDED):
+        return replace(outcome, task_log=results)
+    if results.get("system_error"):
+        reason = f"system error: {results['system_error']}"
+        return replace(outcome, succeeded=False, reason=reason[:500], reason_code=reason_codes.STAGING_FAILED, task_log=results)
+    failed = [(n, log) for n, log in enumerate(results.get("steps", [])) if log.get("exit_code")]
+    stopped = [(n, log) for n, log in failed if not task["steps"][n].get("ignore_error")]
+    if not outcome.succeeded and stopped:
+        n, log = stopped[-1]
+        reason = f"step {n + 1} of {len(task['steps'])} ({os.path.basename(task['steps'][n]['command'][0])}) ended with exit code {log['exit_code']}"
+        return replace(outcome, reason=reason[:500], task_log=results)
+    return replace(outcome, task_log=results)

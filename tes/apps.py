@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class TesConfig(AppConfig):
+    name = "tes"
+    verbose_name = "GA4GH TES tasks"
+    default_auto_field = "django.db.models.BigAutoField"
