@@ -38,7 +38,7 @@ INSTALLED_APPS = [
     "accounts",
     "batches",
     "jobs",
-    "tes",
+    "ga4gh",
 ]
 
 MIDDLEWARE = [

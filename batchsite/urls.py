@@ -40,7 +40,7 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
-    path("", include("tes.urls")),
+    path("", include("ga4gh.urls")),
 ]
 
 # The admin's side bar of every model took a fifth of a 1,400 px screen from the job

@@ -1,5 +1,5 @@
 """Tasks: one-job batches whose job runs steps of the caller's own commands (a GA4GH TES
-task, `tes/`), not a catalog tool's. The steps, inputs and outputs are kept on the
+task, `ga4gh/`), not a catalog tool's. The steps, inputs and outputs are kept on the
 batch (`Batch.task`); a local worker's task runner runs them, each step sealed in a
 sandbox of its own (`jobs.executors.task_spec`). Everything else is a job's: fair
 share, accounting, events, cancel, the admin.
@@ -52,7 +52,7 @@ def submit_task(
     timeout_seconds: int | None = None,
 ) -> Batch:
     """A one-job batch of `user`'s that runs `task` (see the module), checked by the
-    caller (`tes.services`). PermissionDenied unless the user may run commands of
+    caller (`ga4gh.services`). PermissionDenied unless the user may run commands of
     their own (`accounts.capabilities`). `filesystems` are those its inputs and
     outputs use, recorded on the batch."""
     if not may_run_commands(user):

@@ -64,7 +64,12 @@ def test_executors_run_in_order_sharing_volumes_with_stdin_stdout_and_env(tes, l
             "inputs": [{"path": "/data/in.txt", "content": "hello from content\n"}],
             "volumes": ["/vol"],
             "executors": [
-                {"image": "alpine", "command": ["/bin/sh", "-c", "cat > /vol/copy; echo \"$GREETING\" >> /vol/copy"], "stdin": "/data/in.txt", "env": {"GREETING": "hi there"}},
+                {
+                    "image": "alpine",
+                    "command": ["/bin/sh", "-c", 'cat > /vol/copy; echo "$GREETING" >> /vol/copy'],
+                    "stdin": "/data/in.txt",
+                    "env": {"GREETING": "hi there"},
+                },
                 {"image": "alpine", "command": ["cat", "/vol/copy"], "stdout": "/data/out.txt", "workdir": "/vol"},
                 {"image": "alpine", "command": ["cat", "/data/out.txt"]},
             ],
@@ -79,7 +84,11 @@ def test_executors_run_in_order_sharing_volumes_with_stdin_stdout_and_env(tes, l
 
 
 def test_a_failing_executor_is_an_executor_error_and_stops_the_rest_unless_ignored(tes, loop):
-    task = run(tes, loop, {"executors": [{"image": "alpine", "command": ["sh", "-c", "exit 3"]}, {"image": "alpine", "command": ["echo", "never"]}]})
+    task = run(
+        tes,
+        loop,
+        {"executors": [{"image": "alpine", "command": ["sh", "-c", "exit 3"]}, {"image": "alpine", "command": ["echo", "never"]}]},
+    )
     assert task["state"] == "EXECUTOR_ERROR"
     assert [step["exit_code"] for step in task["logs"][0]["logs"]] == [3]
     assert any("step 1 of 2 (sh) ended with exit code 3" in line for line in task["logs"][0]["system_logs"])
@@ -105,7 +114,12 @@ def test_inputs_by_file_url_and_outputs_to_the_callers_filesystem(tes, loop, sto
                 {"url": f"file://{store}/result.txt", "path": "/out/result.txt"},
                 {"url": f"file://{store}/many", "path": "/out/part-*", "path_prefix": "/out", "type": "DIRECTORY"},
             ],
-            "executors": [{"image": "alpine", "command": ["sh", "-c", "tr ACGT TGCA < /in/reads.txt > /out/result.txt; echo 1 > /out/part-1; echo 2 > /out/part-2"]}],
+            "executors": [
+                {
+                    "image": "alpine",
+                    "command": ["sh", "-c", "tr ACGT TGCA < /in/reads.txt > /out/result.txt; echo 1 > /out/part-1; echo 2 > /out/part-2"],
+                }
+            ],
         },
     )
     assert task["state"] == "COMPLETE", task
@@ -117,7 +131,9 @@ def test_inputs_by_file_url_and_outputs_to_the_callers_filesystem(tes, loop, sto
 
 
 def test_an_input_that_cannot_be_fetched_is_a_system_error_with_the_reason(tes, loop):
-    task = run(tes, loop, {"inputs": [{"url": "s3://bucket/file", "path": "/data/file"}], "executors": [{"image": "alpine", "command": ["true"]}]})
+    task = run(
+        tes, loop, {"inputs": [{"url": "s3://bucket/file", "path": "/data/file"}], "executors": [{"image": "alpine", "command": ["true"]}]}
+    )
     assert task["state"] == "SYSTEM_ERROR"
     assert task["logs"][0]["logs"] == []
     assert any("s3://bucket/file cannot be fetched" in line for line in task["logs"][0]["system_logs"]), task["logs"][0]["system_logs"]
@@ -130,3 +146,20 @@ def test_a_step_sees_nothing_of_the_host_but_the_system(tes, loop, store):
     out = task["logs"][0]["logs"][0]["stdout"]
     assert "not for steps" not in out and "No such file" in out
     assert out.strip().splitlines()[-1] != "0"  # never root
+
+
+def test_a_cluster_worker_refuses_a_task_with_a_reason(settings, tmp_path):
+    """A task's runner runs on local workers only so far: a cluster executor (the
+    generic one Slurm uses, here with the test's fake scheduler) fails it at once with
+    a reason, never runs its empty argv."""
+    from jobs.executors.base import AttemptSpec
+    from tests.fake_cluster import FakeClusterExecutor
+
+    settings.BATCHES_SLURM_SHARED_DIR = tmp_path
+    executor = FakeClusterExecutor.from_settings(cpus=1, memory_mib=256)
+    spec = AttemptSpec(
+        job_id="j", batch_id="b", attempt=1, log_id="l", argv=[], cpu=1, memory_mib=64, timeout_seconds=5, task={"steps": []}
+    )
+    (report,) = executor.submit([spec])
+    assert (report.succeeded, report.reason_code) == (False, "launch_failed")
+    assert "local workers only" in report.reason

@@ -136,6 +136,11 @@ class ClusterExecutor(Executor, Adopts):
         reports: list[Report] = []
         groups: dict[tuple[str, int], list[AttemptSpec]] = defaultdict(list)
         for spec in specs:
+            if spec.task is not None:
+                # A task's runner and its sandboxes per step run on local workers only.
+                reason = f"a task's steps run on local workers only, not on {self.scheduler_name} (yet): ask your operator"
+                reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=reason, reason_code=LAUNCH_FAILED))
+                continue
             groups[(spec.batch_id, spec.memory_mib)].append(spec)
         for group in groups.values():
             try:

@@ -3,7 +3,7 @@ route (the spec's Google-style custom method)."""
 
 from django.urls import re_path
 
-from tes import views
+from ga4gh import views
 
 ID = r"(?P<task_id>[^/:]+)"
 

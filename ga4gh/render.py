@@ -15,9 +15,9 @@ failed, what was ignored.
 from datetime import datetime
 from typing import Any
 
+from ga4gh.models import TaskRecord
+from ga4gh.states import tes_state
 from jobs.models import Attempt
-from tes.models import TaskRecord
-from tes.states import tes_state
 
 
 def rfc3339(when: datetime | str | None) -> str | None:

@@ -1,6 +1,6 @@
 """A GA4GH TES task: the document a client sent, kept beside the one-job batch that runs
 it (`jobs.tasks`). Its state, times and logs are read from that batch's job and
-attempts (`tes.render`); only what TES has and a batch does not is kept here."""
+attempts (`ga4gh.render`); only what TES has and a batch does not is kept here."""
 
 from django.conf import settings
 from django.db import models

@@ -6,12 +6,13 @@ import uuid
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery, TextField
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 
+from ga4gh.models import TaskRecord
+from ga4gh.states import state_filter
 from jobs.models import Attempt
-from tes.models import TaskRecord
-from tes.states import state_filter
 
 
 def user_tasks(*, user: AbstractBaseUser) -> QuerySet[TaskRecord]:
@@ -45,7 +46,8 @@ def filtered(tasks: QuerySet[TaskRecord], *, name_prefix: str | None, state: str
         tasks = tasks.filter(tags__has_key=key)
         if value != "":
             # The key as a value, never as part of a lookup's name ("a__b" is a key here).
-            tasks = tasks.annotate(**{f"tag_{n}": KeyTextTransform(key, "tags")}).filter(**{f"tag_{n}": value})
+            # Cast: compared as text ("1" is the string "1", not the number).
+            tasks = tasks.annotate(**{f"tag_{n}": Cast(KeyTextTransform(key, "tags"), TextField())}).filter(**{f"tag_{n}": value})
     return tasks
 
 

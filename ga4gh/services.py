@@ -5,15 +5,15 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from ga4gh.documents import check_document
+from ga4gh.models import TaskRecord
 from jobs.models import Job
 from jobs.services import cancel_jobs
 from jobs.tasks import submit_task
-from tes.documents import check_document
-from tes.models import TaskRecord
 
 
 def create_task(*, user: AbstractBaseUser, document: dict[str, Any]) -> TaskRecord:
-    """A task of `user`'s from a tesTask `document`: checked (`tes.documents`: 400
+    """A task of `user`'s from a tesTask `document`: checked (`ga4gh.documents`: 400
     naming the field), allowed (403 unless the user may run commands), and written with
     its one-job batch in one transaction."""
     checked = check_document(user=user, document=document)

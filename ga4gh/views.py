@@ -14,11 +14,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import BasicTokenAuthentication, BearerTokenAuthentication
-from tes.models import TaskRecord
-from tes.render import render_task
-from tes.selectors import after_token, attempts_of, filtered, find_task, page_token, user_tasks
-from tes.services import cancel_task, create_task
-from tes.states import STATES
+from ga4gh.models import TaskRecord
+from ga4gh.render import render_task
+from ga4gh.selectors import after_token, attempts_of, filtered, find_task, page_token, user_tasks
+from ga4gh.services import cancel_task, create_task
+from ga4gh.states import STATES
 
 VIEWS = ("MINIMAL", "BASIC", "FULL")
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 256, 2047  # "must be less than 2048; defaults to 256"
