@@ -79,13 +79,19 @@ def _database_problem(request: HttpRequest, error: BaseException) -> HttpRespons
     return None
 
 
+# Query parameters a route takes more than once (its views read every value).
+REPEATABLE = {"/ga4gh/tes/v1/tasks": ("tag_key", "tag_value"), "/ga4gh/tes/v1/tasks/": ("tag_key", "tag_value")}
+
+
 def _refused_query(request: HttpRequest) -> HttpResponse | None:
     """No query parameter may hold a NUL: PostgreSQL's text cannot, and a filter that
     reached a query with one was a 500. The admin gets its own notice about a wrong
     filter (?e=1), the API a 400 naming the parameter. Nor may an API parameter come
-    twice (`?limit=1&limit=2`, `?status=A&status=B`): one of them would silently lose."""
+    twice (`?limit=1&limit=2`, `?status=A&status=B`): one of them would silently lose;
+    except the TES list's tags, which the GA4GH spec gives as repeated pairs."""
     for key, values in request.GET.lists():
-        if len(values) > 1 and not request.path.startswith("/admin/"):
+        repeatable = key in REPEATABLE.get(request.path, ())
+        if len(values) > 1 and not repeatable and not request.path.startswith("/admin/"):
             return problem_response(400, f"{key} is given {len(values)} times.", [{"field": key, "message": "give it once"}])
         if "\x00" in key or any("\x00" in value for value in values):
             if request.path.startswith("/admin/"):

@@ -268,3 +268,36 @@ def test_sync_catalog_says_a_folder_is_not_a_catalog_file(db, tmp_path):
     """It said 'no such file' of a folder that exists."""
     with pytest.raises(CommandError, match="not a regular file"):
         call_command("sync_catalog", str(tmp_path))
+
+
+def test_images_are_replaced_in_order_and_checked(db, tmp_path):
+    """The catalog's `images` (GA4GH TES executors' image names to root filesystems):
+    the file's list replaces the registered one, in its order; a root that holds no
+    root filesystem, a relative one or a pattern given twice is refused and nothing is
+    written."""
+    from batches.images import UnknownImage, resolve_images
+    from batches.models import Image
+
+    root = tmp_path / "debian"
+    (root / "usr").mkdir(parents=True)
+    images = [{"pattern": "debian:bookworm", "root": str(root)}, {"pattern": "alpine*", "root": None}]
+    report = sync_catalog(data={"images": images})
+    assert report.created == ["images"]
+    assert resolve_images(["alpine:3.19", "debian:bookworm"]) == {"alpine:3.19": None, "debian:bookworm": str(root)}
+    assert isinstance(resolve_images(["ubuntu"])["ubuntu"], UnknownImage)
+    assert "offered: debian:bookworm, alpine*" in str(resolve_images(["ubuntu"])["ubuntu"])
+    assert sync_catalog(data={"images": images}).unchanged == ["images"]
+    assert sync_catalog(data={"tools": []}).unchanged == []  # no images key: left alone
+    assert Image.objects.count() == 2
+    for bad, message in (
+        ([{"pattern": "x", "root": str(tmp_path / "empty")}], "holds no root filesystem"),
+        ([{"pattern": "x", "root": "relative"}], "must be an absolute directory"),
+        ([{"pattern": "x", "root": None}, {"pattern": "x", "root": None}], "image patterns appear twice: x"),
+        ([{"pattern": "", "root": None}], "images[0].pattern"),
+        ([{"name": "x"}], "images[0]"),
+    ):
+        with pytest.raises(CatalogError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            sync_catalog(data={"images": bad})
+    assert list(Image.objects.values_list("pattern", flat=True)) == ["debian:bookworm", "alpine*"]
+    sync_catalog(data={"images": []})
+    assert Image.objects.count() == 0

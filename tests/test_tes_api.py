@@ -186,3 +186,18 @@ def test_a_task_is_a_batch_that_ordinary_submissions_cannot_use(tes, alice_clien
     assert str(task_tool.pk) not in tool_ids
     body = {"tool_id": str(task_tool.pk), "hardware": {"cpu": 1, "memory": 64, "filesystem_list": []}, "jobs": [{"args": {}}]}
     assert alice_client.post("/batches", body, format="json").status_code == 400
+
+
+def test_tags_filter_as_the_compliance_suite_sends_it(tes):
+    """Four keys with four values in another order than the task's (the GA4GH suite's
+    filter_task_by_tag.yml); a key without a value matches any value; more keys than
+    values pair from the start."""
+    task_id = create(tes, tags={"foo": "bar", "baz": "bat", "lorem": "ipsum", "task": "create"})
+    create(tes, tags={"foo": "bar"})
+    query = "tag_key=foo&tag_key=lorem&tag_key=task&tag_key=baz&tag_value=bar&tag_value=ipsum&tag_value=create&tag_value=bat"
+    answer = tes.get(f"{TES}/tasks?view=BASIC&{query}")
+    assert answer.status_code == 200, answer.content
+    assert [t["id"] for t in answer.json()["tasks"]] == [task_id]
+    query = "tag_key=foo&tag_key=lorem&tag_key=baz&tag_value=bar&tag_value=ipsum"
+    assert [t["id"] for t in tes.get(f"{TES}/tasks?{query}").json()["tasks"]] == [task_id]
+    assert tes.get(f"{TES}/tasks?tag_key=foo&tag_value=wrong_value").json()["tasks"] == []
