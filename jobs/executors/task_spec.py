@@ -73,7 +73,7 @@ def step_argv(
     if seccomp_fd is not None:
         out += ["--seccomp", str(seccomp_fd)]
     if root is not None:
-        out += ["--ro-bind", root, "/"]
+        out += image_binds(root)
     else:
         for path in SYSTEM_PATHS:
             if os.path.isdir(path):
@@ -88,6 +88,22 @@ def step_argv(
     for inside, host in mirrors.pairs:
         out += ["--bind", host, inside]
     out += ["--chdir", workdir or "/", "--", *argv]
+    return out
+
+
+def image_binds(root: str) -> list[str]:
+    """An unpacked image's top-level entries, read-only, on the sandbox's own root (a
+    tmpfs, so the task's directories can be made beside them); /proc, /dev and /tmp
+    are the sandbox's own."""
+    out: list[str] = []
+    for name in sorted(os.listdir(root)):
+        if name in ("proc", "dev", "tmp"):
+            continue
+        path = os.path.join(root, name)
+        if os.path.islink(path):
+            out += ["--symlink", os.readlink(path), f"/{name}"]
+        else:
+            out += ["--ro-bind", path, f"/{name}"]
     return out
 
 
