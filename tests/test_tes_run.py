@@ -163,3 +163,54 @@ def test_a_cluster_worker_refuses_a_task_with_a_reason(settings, tmp_path):
     (report,) = executor.submit([spec])
     assert (report.succeeded, report.reason_code) == (False, "launch_failed")
     assert "local workers only" in report.reason
+
+
+def test_http_inputs_only_from_allowed_hosts_and_never_redirected(tes, loop, settings):
+    """An http(s) input is fetched (by the runner, before the first step) only from a
+    host in BATCHES_TES_INPUT_HOSTS, and a redirect is not followed: the operator
+    allowed that host, not wherever it points."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "http://example.org/elsewhere")
+                self.end_headers()
+                return
+            body = b"served over http\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        refused = run(
+            tes,
+            loop,
+            {"inputs": [{"url": f"{base}/file", "path": "/data/in"}], "executors": [{"image": "alpine", "command": ["cat", "/data/in"]}]},
+        )
+        assert refused["state"] == "SYSTEM_ERROR"
+        assert any("http(s) from none allowed by the operator" in line for line in refused["logs"][0]["system_logs"])
+        settings.BATCHES_TES_INPUT_HOSTS = ["127.0.0.1"]
+        fetched = run(
+            tes,
+            loop,
+            {"inputs": [{"url": f"{base}/file", "path": "/data/in"}], "executors": [{"image": "alpine", "command": ["cat", "/data/in"]}]},
+        )
+        assert fetched["state"] == "COMPLETE", fetched
+        assert fetched["logs"][0]["logs"][0]["stdout"] == "served over http\n"
+        moved = run(
+            tes, loop, {"inputs": [{"url": f"{base}/moved", "path": "/data/in"}], "executors": [{"image": "alpine", "command": ["true"]}]}
+        )
+        assert moved["state"] == "SYSTEM_ERROR"
+        assert any("could not be fetched" in line for line in moved["logs"][0]["system_logs"]), moved["logs"][0]["system_logs"]
+    finally:
+        server.shutdown()
