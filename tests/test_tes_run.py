@@ -162,7 +162,7 @@ def test_a_cluster_worker_refuses_a_task_with_a_reason(settings, tmp_path):
     )
     (report,) = executor.submit([spec])
     assert (report.succeeded, report.reason_code) == (False, "launch_failed")
-    assert "local workers only" in report.reason
+    assert "local workers and Slurm" in report.reason
 
 
 def test_http_inputs_only_from_allowed_hosts_and_never_redirected(tes, loop, settings):

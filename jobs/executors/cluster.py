@@ -41,6 +41,7 @@ from typing import ClassVar
 
 from core.ids import uuid7
 from core.reason_codes import CANCELLED, INTERNAL_ERROR, LAUNCH_FAILED, NOT_SUBMITTED
+from jobs.executors import task_spec
 from jobs.executors.base import (
     UNBOUNDED,
     Adopts,
@@ -76,6 +77,7 @@ class ClusterExecutor(Executor, Adopts):
     queues_work = True
     attempts_survive_worker = True
     scheduler_name: ClassVar[str] = "the scheduler"  # in messages: "Slurm"
+    runs_tasks: ClassVar[bool] = False  # whether its prepare() runs a task's runner (jobs.executors.task_spec) on the nodes
 
     scheduler: Scheduler
     dir: Path
@@ -136,9 +138,9 @@ class ClusterExecutor(Executor, Adopts):
         reports: list[Report] = []
         groups: dict[tuple[str, int], list[AttemptSpec]] = defaultdict(list)
         for spec in specs:
-            if spec.task is not None:
-                # A task's runner and its sandboxes per step run on local workers only.
-                reason = f"a task's steps run on local workers only, not on {self.scheduler_name} (yet): ask your operator"
+            if spec.task is not None and not self.runs_tasks:
+                # This backend has no way (yet) to run a task's runner on its nodes.
+                reason = f"a task's steps run on local workers and Slurm, not on {self.scheduler_name} (yet): ask your operator"
                 reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=reason, reason_code=LAUNCH_FAILED))
                 continue
             groups[(spec.batch_id, spec.memory_mib)].append(spec)
@@ -377,7 +379,7 @@ class ClusterExecutor(Executor, Adopts):
             self._submissions.pop(submission.token, None)
             submission.mark_done()
         status = status or {}
-        return Outcome(
+        outcome = Outcome(
             task.job_id,
             task.attempt,
             succeeded=end.succeeded,
@@ -388,6 +390,8 @@ class ClusterExecutor(Executor, Adopts):
             usage=Usage.from_status(status),
             time=status.get("ended_at"),
         )
+        results = task_spec.read_cluster_results(submission.folder, task.index) if self.runs_tasks else None
+        return task_spec.task_outcome(outcome, results=results) if results is not None else outcome
 
     # -- stopping -----------------------------------------------------------------------
     def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str, force: bool = False) -> None:

@@ -380,7 +380,7 @@ class LocalExecutor(Executor, Recovers):
         self._remove_cgroup(cgroup)
         run.output.close()
         if attempt.task is not None:
-            return task_spec.task_outcome(describe(end), task=attempt.task, results=results)
+            return task_spec.task_outcome(describe(end), results=results)
         return describe(end)
 
     def _remove_cgroup(self, cgroup: AttemptCgroup | None) -> None:

@@ -27,6 +27,7 @@ from typing import Self
 from django.conf import settings
 
 from core.reason_codes import LAUNCH_FAILED
+from jobs.executors import task_spec as task_files
 from jobs.executors.base import AttemptSpec, Capacity, Outcome, Probes
 from jobs.executors.cluster import ClusterExecutor
 from jobs.executors.environment import job_environment
@@ -54,6 +55,7 @@ def _throttle(spec: AttemptSpec) -> int:
 class SlurmExecutor(ClusterExecutor, Probes):
     kind = "slurm"
     scheduler_name = "Slurm"
+    runs_tasks = True
 
     _ready: tuple[float, str | None] = (-math.inf, None)
     scheduler: SlurmCommands
@@ -115,6 +117,13 @@ class SlurmExecutor(ClusterExecutor, Probes):
         argvs: dict[str, list[str]] = {}
         for spec in specs:
             filesystems = [(path, name in spec.read_only) for name, path in spec.filesystems.items()]
+            if spec.task is not None:
+                if self.isolation.bwrap is None:
+                    reason = "a task's steps run only in the sandbox, and this cluster has none (BATCHES_SLURM_BWRAP); ask your operator"
+                    refused.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=reason, reason_code=LAUNCH_FAILED))
+                else:
+                    argvs[spec.job_id] = []  # the runner's, once the task's index is known
+                continue
             try:
                 argvs[spec.job_id] = sealed_argv(
                     self.isolation, argv=spec.argv, filesystems=filesystems, memory_bytes=spec.memory_mib << 20
@@ -125,28 +134,36 @@ class SlurmExecutor(ClusterExecutor, Probes):
         specs = [spec for spec in specs if spec.job_id in argvs]
         if not specs:
             return None, refused
-        sandboxed = self.isolation.bwrap is not None
-        tasks = [
-            {
-                "job_id": spec.job_id,
-                "attempt": spec.attempt,
-                "argv": argvs[spec.job_id],
-                "env": job_environment(spec, worker_id=self.worker_id, workdir=SANDBOX_WORKDIR if sandboxed else None),
-                "log": str(self.log_store.path(spec.log_id)),
-                "timeout": spec.timeout_seconds,
-                "work_root": settings.BATCHES_SLURM_NODE_WORK_DIR,
-                "sandboxed": sandboxed,
-                "log_max_bytes": settings.BATCHES_LOG_MAX_BYTES,
-                "grace": settings.BATCHES_KILL_GRACE_SECONDS,
-                "max_processes": settings.BATCHES_JOB_MAX_PROCESSES if sandboxed else 0,
-                "seccomp": str(self.dir / token / SECCOMP_FILE) if sandboxed and SECCOMP is not None else "",
-            }
-            for spec in specs
-        ]
-        options = self._options(specs[0], self.dir / token, token)
+        sealed = self.isolation.bwrap is not None
+        folder = self.dir / token
+        tasks = []
+        for index, spec in enumerate(specs):
+            # A task's runner is not sandboxed itself: it runs each step in a sandbox of its own.
+            sandboxed = sealed and spec.task is None
+            tasks.append(
+                {
+                    "job_id": spec.job_id,
+                    "attempt": spec.attempt,
+                    "argv": argvs[spec.job_id] or task_files.runner_argv_cluster(folder, index),
+                    "env": job_environment(spec, worker_id=self.worker_id, workdir=SANDBOX_WORKDIR if sandboxed else None),
+                    "log": str(self.log_store.path(spec.log_id)),
+                    "timeout": spec.timeout_seconds,
+                    "work_root": settings.BATCHES_SLURM_NODE_WORK_DIR,
+                    "sandboxed": sandboxed,
+                    "log_max_bytes": settings.BATCHES_LOG_MAX_BYTES,
+                    "grace": settings.BATCHES_KILL_GRACE_SECONDS,
+                    "max_processes": settings.BATCHES_JOB_MAX_PROCESSES if sealed else 0,
+                    "seccomp": str(folder / SECCOMP_FILE) if sealed and SECCOMP is not None else "",
+                }
+            )
+        options = self._options(specs[0], folder, token)
         if user is not None:
             options += [f"--uid={user.uid}", f"--gid={user.gid}"]
         submission = Submission.create(root=self.dir, token=token, options=options, tasks=tasks, throttle=_throttle(specs[0]))
+        for index, spec in enumerate(specs):
+            if spec.task is not None:
+                env = job_environment(spec, worker_id=self.worker_id, workdir=None)
+                task_files.write_for_cluster(task=spec.task, folder=folder, index=index, isolation=self.isolation, env=env)
         seal_submission(
             folder=submission.folder, log_files=[Path(task["log"]) for task in tasks], user=user, log_dir=self.log_store.directory
         )

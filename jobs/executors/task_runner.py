@@ -119,17 +119,29 @@ def fetch(url: str, target: str) -> None:
         raise SystemError_(f"input {url} could not be fetched: {getattr(exc, 'reason', None) or exc}") from exc
 
 
-def run_step(step: dict, *, seccomp_fd: int | None, tail_bytes: int) -> dict:
+def step_argv(step: dict, *, mirrors: list[list[str]], seccomp_fd: int | None) -> list[str]:
+    """The step's sandbox: the worker's head, then the filter, the mirrored directories
+    (made absolute here: the worker does not know this directory on a cluster's node),
+    the working directory and the command."""
+    argv = list(step["head"])
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
+    for inside, host in mirrors:
+        argv += ["--bind", os.path.abspath(host), inside]
+    return [*argv, "--chdir", step["workdir"], "--", *step["command"]]
+
+
+def run_step(step: dict, *, mirrors: list[list[str]], seccomp_fd: int | None, tail_bytes: int) -> dict:
     """One step's sandbox, its output drained into our stdout, its files and tails."""
     if seccomp_fd is not None:
         os.lseek(seccomp_fd, 0, os.SEEK_SET)  # bubblewrap reads the filter to its end each time
-    log = {"start_time": now(), "end_time": None, "exit_code": None, "stdout": "", "stderr": ""}
+    log = {"name": step["name"], "ignore_error": step["ignore_error"], "start_time": now(), "end_time": None, "exit_code": None}
     stdin = open(step["stdin"], "rb") if step.get("stdin") else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     files = {name: open(step[name], "wb") if step.get(name) else None for name in ("stdout", "stderr")}  # noqa: SIM115
     tails = {"stdout": bytearray(), "stderr": bytearray()}
     try:
         process = subprocess.Popen(  # noqa: S603 (an argv the worker built; no shell)
-            step["argv"],
+            step_argv(step, mirrors=mirrors, seccomp_fd=seccomp_fd),
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -137,7 +149,7 @@ def run_step(step: dict, *, seccomp_fd: int | None, tail_bytes: int) -> dict:
             pass_fds=(seccomp_fd,) if seccomp_fd is not None else (),
         )
     except OSError as exc:
-        raise SystemError_(f"could not start the sandbox of step {step['index']}: {exc.strerror or exc}") from exc
+        raise SystemError_(f"could not start the sandbox of step {step['index'] + 1}: {exc.strerror or exc}") from exc
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ, "stdout")
     selector.register(process.stderr, selectors.EVENT_READ, "stderr")
@@ -222,15 +234,16 @@ def main(spec_path: str) -> int:
     with open(spec_path) as handle:
         spec = json.load(handle)
     results = Results(spec["results"])
+    results.data["planned"] = len(spec["steps"])
     results.save()
     status = 0
     try:
-        for folder in spec["mirrors"]:
+        for _, folder in spec["mirrors"]:
             os.makedirs(folder, exist_ok=True)
         stage_inputs(spec["inputs"])
         for step in spec["steps"]:
             started = time.monotonic()
-            log = run_step(step, seccomp_fd=spec.get("seccomp_fd"), tail_bytes=spec["tail_bytes"])
+            log = run_step(step, mirrors=spec["mirrors"], seccomp_fd=spec.get("seccomp_fd"), tail_bytes=spec["tail_bytes"])
             log["elapsed_seconds"] = round(time.monotonic() - started, 3)
             results.data["steps"].append(log)
             results.save()

@@ -22,11 +22,12 @@ from typing import Any
 
 from core import reason_codes
 from jobs.executors.base import Outcome
-from jobs.executors.isolation import SYSTEM_LINKS, SYSTEM_PATHS, Isolation, JobUser, etc_binds
+from jobs.executors.isolation import SECCOMP, SYSTEM_LINKS, SYSTEM_PATHS, Isolation, JobUser, etc_binds
 
 RUNNER = Path(__file__).with_name("task_runner.py")
 PYTHON = shutil.which("python3", path="/usr/bin:/bin:/usr/local/bin")
 TAIL_BYTES = 10_000  # of each step's stdout and stderr, kept for the task's logs
+CLUSTER_SECCOMP_FD = 10  # where a cluster node's task script gives the filter (slurm_task.SECCOMP_FD)
 STEP_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -47,31 +48,32 @@ def container_dirs(task: dict[str, Any]) -> list[str]:
 
 
 class Mirrors:
-    """Container directories and the host directories bound at them."""
+    """Container directories and the host directories bound at them, relative to the
+    runner's working directory (the attempt's directory, here or on a cluster's node)."""
 
-    def __init__(self, task: dict[str, Any], workdir: Path) -> None:
-        self.pairs = [(inside, str(workdir / "m" / str(n))) for n, inside in enumerate(container_dirs(task))]
+    def __init__(self, task: dict[str, Any]) -> None:
+        self.pairs = [(inside, f"m/{n}") for n, inside in enumerate(container_dirs(task))]
 
     def host(self, path: str) -> str:
-        """The host path of a container path inside one of the mirrored directories."""
+        """The host path (relative) of a container path inside a mirrored directory."""
         for inside, host in self.pairs:
-            if path == inside or path.startswith(inside.rstrip("/") + "/"):
-                return host + path[len(inside.rstrip("/")) :] if path != inside else host
+            if path == inside:
+                return host
+            if path.startswith(inside.rstrip("/") + "/"):
+                return host + path[len(inside.rstrip("/")) :]
         raise ValueError(f"{path} is in no mirrored directory")
 
 
-def step_argv(
-    *, isolation: Isolation, root: str | None, mirrors: Mirrors, workdir: str | None, argv: list[str], seccomp_fd: int | None
-) -> list[str]:
-    """bubblewrap's argv for one step (see `jobs.executors.isolation.sandbox_argv`, whose
-    choices it shares: no user namespaces inside, no network unless the site allows it)."""
+def sandbox_head(*, isolation: Isolation, root: str | None) -> list[str]:
+    """bubblewrap's argv for one step up to its own binds (see
+    `jobs.executors.isolation.sandbox_argv`, whose choices it shares: no user namespaces
+    inside, no network unless the site allows it); the runner adds the seccomp filter,
+    the mirrored directories, the working directory and the command."""
     if isolation.bwrap is None:
         raise ValueError("a task's steps need the sandbox")
     out = [isolation.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
     if isolation.network:
         out.append("--share-net")
-    if seccomp_fd is not None:
-        out += ["--seccomp", str(seccomp_fd)]
     if root is not None:
         out += image_binds(root)
     else:
@@ -85,9 +87,6 @@ def step_argv(
             elif os.path.isdir(link):
                 out += ["--ro-bind", link, link]
     out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (the sandbox's own /tmp)
-    for inside, host in mirrors.pairs:
-        out += ["--bind", host, inside]
-    out += ["--chdir", workdir or "/", "--", *argv]
     return out
 
 
@@ -107,33 +106,25 @@ def image_binds(root: str) -> list[str]:
     return out
 
 
-def runner_plan(
-    *, task: dict[str, Any], workdir: Path, isolation: Isolation, seccomp_fd: int | None, env: dict[str, str]
-) -> dict[str, Any]:
-    """The runner's spec (see task_runner.py) for `task` in `workdir`."""
-    mirrors = Mirrors(task, workdir)
+def runner_plan(*, task: dict[str, Any], isolation: Isolation, seccomp_fd: int | None, env: dict[str, str], results: str) -> dict[str, Any]:
+    """The runner's spec (see task_runner.py) for `task`: host paths relative to the
+    runner's working directory; `results` where it writes what happened."""
+    mirrors = Mirrors(task)
     steps = []
     for index, step in enumerate(task["steps"]):
-        step_env = {**env, "PATH": STEP_PATH, "HOME": "/tmp", "TMPDIR": "/tmp", **step.get("env", {})}  # noqa: S108
         steps.append(
             {
                 "index": index,
-                "argv": step_argv(
-                    isolation=isolation,
-                    root=step.get("root"),
-                    mirrors=mirrors,
-                    workdir=step.get("workdir"),
-                    argv=step["command"],
-                    seccomp_fd=seccomp_fd,
-                ),
-                "env": step_env,
+                "name": os.path.basename(step["command"][0]),
+                "head": sandbox_head(isolation=isolation, root=step.get("root")),
+                "workdir": step.get("workdir") or "/",
+                "command": step["command"],
+                "env": {**env, "PATH": STEP_PATH, "HOME": "/tmp", "TMPDIR": "/tmp", **step.get("env", {})},  # noqa: S108
                 "ignore_error": bool(step.get("ignore_error")),
                 **{name: mirrors.host(step[name]) for name in ("stdin", "stdout", "stderr") if step.get(name)},
             }
         )
-    inputs = []
-    for item in task.get("inputs", []):
-        inputs.append({**item, "host_path": mirrors.host(item["path"])})
+    inputs = [{**item, "host_path": mirrors.host(item["path"])} for item in task.get("inputs", [])]
     outputs = []
     for item in task.get("outputs", []):
         planned = {**item}
@@ -146,11 +137,11 @@ def runner_plan(
             planned["host_path"] = mirrors.host(item["path"])
         outputs.append(planned)
     return {
-        "mirrors": [host for _, host in mirrors.pairs],
+        "mirrors": [list(pair) for pair in mirrors.pairs],
         "inputs": inputs,
         "steps": steps,
         "outputs": outputs,
-        "results": str(workdir / ".task" / "results.json"),
+        "results": results,
         "seccomp_fd": seccomp_fd,
         "tail_bytes": TAIL_BYTES,
     }
@@ -171,7 +162,7 @@ def prepare(
     task_dir = workdir / ".task"
     task_dir.mkdir()
     shutil.copyfile(RUNNER, task_dir / "task_runner.py")
-    plan = runner_plan(task=task, workdir=workdir, isolation=isolation, seccomp_fd=seccomp_fd, env=env)
+    plan = runner_plan(task=task, isolation=isolation, seccomp_fd=seccomp_fd, env=env, results=".task/results.json")
     (task_dir / "spec.json").write_text(json.dumps(plan))
     if user is not None:
         for path in (task_dir, task_dir / "task_runner.py", task_dir / "spec.json"):
@@ -188,7 +179,7 @@ def read_results(workdir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def task_outcome(outcome: Outcome, *, task: dict[str, Any], results: dict[str, Any] | None) -> Outcome:
+def task_outcome(outcome: Outcome, *, results: dict[str, Any] | None) -> Outcome:
     """`outcome` (the runner's, as any program's) told as the task's: a system error
     (an input not fetched, an output not delivered) or the step that failed, by name."""
     if results is None or outcome.reason_code not in (reason_codes.EXIT_CODE, reason_codes.SUCCEEDED):
@@ -196,10 +187,48 @@ def task_outcome(outcome: Outcome, *, task: dict[str, Any], results: dict[str, A
     if results.get("system_error"):
         reason = f"system error: {results['system_error']}"
         return replace(outcome, succeeded=False, reason=reason[:500], reason_code=reason_codes.STAGING_FAILED, task_log=results)
-    failed = [(n, log) for n, log in enumerate(results.get("steps", [])) if log.get("exit_code")]
-    stopped = [(n, log) for n, log in failed if not task["steps"][n].get("ignore_error")]
+    stopped = [(n, log) for n, log in enumerate(results.get("steps", [])) if log.get("exit_code") and not log.get("ignore_error")]
     if not outcome.succeeded and stopped:
         n, log = stopped[-1]
-        reason = f"step {n + 1} of {len(task['steps'])} ({os.path.basename(task['steps'][n]['command'][0])}) ended with exit code {log['exit_code']}"
+        reason = f"step {n + 1} of {results.get('planned', '?')} ({log.get('name', '?')}) ended with exit code {log['exit_code']}"
         return replace(outcome, reason=reason[:500], task_log=results)
     return replace(outcome, task_log=results)
+
+
+# A task on a cluster: the runner and its spec sit in the submission's shared folder
+# beside the task files (the account's to read), and the runner writes its results into
+# the folder's `status/`, which the worker reads when the attempt ends.
+CLUSTER_RUNNER = "task_runner.py"
+
+
+def cluster_results(folder: Path, index: int) -> Path:
+    return folder / "status" / f"{index}.task.json"
+
+
+def runner_argv_cluster(folder: Path, index: int) -> list[str]:
+    return [PYTHON or "python3", "-I", "-S", str(folder / CLUSTER_RUNNER), str(folder / f"{index}.task-spec.json")]
+
+
+def write_for_cluster(*, task: dict[str, Any], folder: Path, index: int, isolation: Isolation, env: dict[str, str]) -> None:
+    """The runner (once per submission) and task `index`'s spec in the submission's
+    folder; the node's task script gives the runner the seccomp filter on its fd 10
+    (`slurm_task.SECCOMP_FD`) and a working directory of its own, where the mirrors go."""
+    if not (folder / CLUSTER_RUNNER).exists():
+        shutil.copyfile(RUNNER, folder / CLUSTER_RUNNER)
+        (folder / CLUSTER_RUNNER).chmod(0o644)
+    plan = runner_plan(
+        task=task,
+        isolation=isolation,
+        seccomp_fd=CLUSTER_SECCOMP_FD if SECCOMP is not None else None,
+        env=env,
+        results=str(cluster_results(folder, index)),
+    )
+    (folder / f"{index}.task-spec.json").write_text(json.dumps(plan))
+
+
+def read_cluster_results(folder: Path, index: int) -> dict[str, Any] | None:
+    try:
+        data = json.loads(cluster_results(folder, index).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
