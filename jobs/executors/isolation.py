@@ -329,6 +329,22 @@ def etc_binds() -> list[str]:
     return out
 
 
+def system_view() -> list[str]:
+    """bwrap options that show the system's programs and libraries and the needed files
+    of /etc, read-only: what a sealed job sees of the host."""
+    out: list[str] = []
+    for path in SYSTEM_PATHS:
+        if os.path.isdir(path):
+            out += ["--ro-bind", path, path]
+    out += etc_binds()
+    for link in SYSTEM_LINKS:
+        if os.path.islink(link):
+            out += ["--symlink", os.readlink(link), link]
+        elif os.path.isdir(link):
+            out += ["--ro-bind", link, link]
+    return out
+
+
 def sandbox_argv(
     *,
     bwrap: str,
@@ -358,15 +374,7 @@ def sandbox_argv(
     if seccomp_fd is not None:
         out += ["--seccomp", str(seccomp_fd)]
     out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (the sandbox's own, private /tmp)
-    for path in SYSTEM_PATHS:
-        if os.path.isdir(path):
-            out += ["--ro-bind", path, path]
-    out += etc_binds()
-    for link in SYSTEM_LINKS:
-        if os.path.islink(link):
-            out += ["--symlink", os.readlink(link), link]
-        elif os.path.isdir(link):
-            out += ["--ro-bind", link, link]
+    out += system_view()
     for path, read_only in sorted(filesystems):
         if os.path.isdir(path):
             out += ["--ro-bind" if read_only else "--bind", path, path]

@@ -22,7 +22,7 @@ from typing import Any
 
 from core import reason_codes
 from jobs.executors.base import Outcome
-from jobs.executors.isolation import SECCOMP, SYSTEM_LINKS, SYSTEM_PATHS, Isolation, JobUser, etc_binds
+from jobs.executors.isolation import SECCOMP, Isolation, JobUser, system_view
 
 RUNNER = Path(__file__).with_name("task_runner.py")
 PYTHON = shutil.which("python3", path="/usr/bin:/bin:/usr/local/bin")
@@ -74,18 +74,7 @@ def sandbox_head(*, isolation: Isolation, root: str | None) -> list[str]:
     out = [isolation.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
     if isolation.network:
         out.append("--share-net")
-    if root is not None:
-        out += image_binds(root)
-    else:
-        for path in SYSTEM_PATHS:
-            if os.path.isdir(path):
-                out += ["--ro-bind", path, path]
-        out += etc_binds()
-        for link in SYSTEM_LINKS:
-            if os.path.islink(link):
-                out += ["--symlink", os.readlink(link), link]
-            elif os.path.isdir(link):
-                out += ["--ro-bind", link, link]
+    out += image_binds(root) if root is not None else system_view()
     out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (the sandbox's own /tmp)
     return out
 
