@@ -206,7 +206,8 @@ def _inputs(value: Any, roots: list[tuple[Filesystem, str]], errors: _Errors) ->
             if fs is None or not os.path.lexists(local):
                 planned["error"] = f"input {url}: no such file in your filesystems"
             else:
-                planned["source"], _ = os.path.realpath(local), used.append(fs)
+                planned["source"] = os.path.realpath(local)
+                used.append(fs)
         elif urlsplit(url).scheme in ("http", "https") and urlsplit(url).hostname in settings.BATCHES_TES_INPUT_HOSTS:
             planned["fetch"] = url
         else:

@@ -214,3 +214,37 @@ def test_http_inputs_only_from_allowed_hosts_and_never_redirected(tes, loop, set
         assert any("could not be fetched" in line for line in moved["logs"][0]["system_logs"]), moved["logs"][0]["system_logs"]
     finally:
         server.shutdown()
+
+
+def test_links_a_step_makes_never_lead_the_runner_to_the_hosts_files(tes, loop, store):
+    """The runner works outside the sandbox: a link a step made in a task directory
+    (its container path is all it meant) must not take the runner's writes, reads or
+    copies to the host's files."""
+    victim = store / "victim.txt"
+    victim.write_text("untouched\n")
+    victim.chmod(0o666)
+    task = run(
+        tes,
+        loop,
+        {
+            "volumes": ["/vol"],
+            "executors": [
+                {"image": "alpine", "command": ["ln", "-s", str(victim), "/vol/out.txt"]},
+                {"image": "alpine", "command": ["echo", "overwritten"], "stdout": "/vol/out.txt"},
+            ],
+        },
+    )
+    assert task["state"] == "SYSTEM_ERROR"
+    assert victim.read_text() == "untouched\n"
+    assert any("leads out of the task's directories" in line for line in task["logs"][0]["system_logs"]), task["logs"][0]["system_logs"]
+    task = run(
+        tes,
+        loop,
+        {
+            "outputs": [{"path": "/vol/passwd", "url": f"file://{store}/copied"}],
+            "volumes": ["/vol"],
+            "executors": [{"image": "alpine", "command": ["ln", "-s", "/etc/passwd", "/vol/passwd"]}],
+        },
+    )
+    assert task["state"] == "SYSTEM_ERROR"
+    assert not (store / "copied").exists()

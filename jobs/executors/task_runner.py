@@ -131,13 +131,34 @@ def step_argv(step: dict, *, mirrors: list[list[str]], seccomp_fd: int | None) -
     return [*argv, "--chdir", step["workdir"], "--", *step["command"]]
 
 
+def mirrored(path: str) -> str:
+    """`path` (relative, in a mirrored directory) once its links are known to stay there:
+    a step may have made a link in a mirror (its container path is all it meant), and
+    this process, outside the sandbox, must not follow it to the host's files."""
+    top = os.path.realpath("m")
+    real = os.path.realpath(path)
+    if not real.startswith(top + os.sep):
+        raise SystemError_(f"{path} leads out of the task's directories (a link made by a step)")
+    return real
+
+
+def open_mirrored(path: str, flags: int) -> int:
+    return os.open(mirrored(path), flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
 def run_step(step: dict, *, mirrors: list[list[str]], seccomp_fd: int | None, tail_bytes: int) -> dict:
     """One step's sandbox, its output drained into our stdout, its files and tails."""
     if seccomp_fd is not None:
         os.lseek(seccomp_fd, 0, os.SEEK_SET)  # bubblewrap reads the filter to its end each time
     log = {"name": step["name"], "ignore_error": step["ignore_error"], "start_time": now(), "end_time": None, "exit_code": None}
-    stdin = open(step["stdin"], "rb") if step.get("stdin") else subprocess.DEVNULL  # noqa: SIM115 (closed below)
-    files = {name: open(step[name], "wb") if step.get(name) else None for name in ("stdout", "stderr")}  # noqa: SIM115
+    try:
+        stdin = os.fdopen(open_mirrored(step["stdin"], os.O_RDONLY), "rb") if step.get("stdin") else subprocess.DEVNULL
+        files = {
+            name: os.fdopen(open_mirrored(step[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") if step.get(name) else None
+            for name in ("stdout", "stderr")
+        }
+    except OSError as exc:
+        raise SystemError_(f"step {step['index'] + 1}: {exc.filename}: {exc.strerror or exc}") from exc
     tails = {"stdout": bytearray(), "stderr": bytearray()}
     try:
         process = subprocess.Popen(  # noqa: S603 (an argv the worker built; no shell)
@@ -206,9 +227,9 @@ def stage_outputs(outputs: list[dict]) -> list[dict]:
         if item.get("host_pattern"):
             # Wildcards: every match, at its path below `path_prefix` under the url.
             matches = glob.glob(item["host_pattern"])
-            pairs = [(path, os.path.relpath(path, item["host_prefix"])) for path in matches]
+            pairs = [(mirrored(path), os.path.relpath(path, item["host_prefix"])) for path in matches]
         elif os.path.lexists(item["host_path"]):
-            pairs = [(item["host_path"], "")]
+            pairs = [(mirrored(item["host_path"]), "")]
         else:
             raise SystemError_(f"output {item['path']} was not made by the task")
         for source, relative in sorted(pairs):
