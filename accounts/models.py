@@ -93,12 +93,12 @@ class UserShare(models.Model):
 
 
 class Capability(models.Model):
-    """No table: the holder of permissions that belong to no row. `run_commands` lets a
+    """An empty table: the holder of permissions that belong to no row (a table of its
+    own, not an unmanaged model, so that dumpdata and the admin treat it as any other). `run_commands` lets a
     user run commands of their own rather than the catalog's tools (GA4GH TES tasks);
     operators grant it in the admin (a user's permissions) or with `allow_commands`."""
 
     class Meta:
-        managed = False
         default_permissions = ()
         permissions = [("run_commands", "Can run their own commands (GA4GH TES tasks)")]
 
