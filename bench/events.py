@@ -7,12 +7,15 @@
 10,000 events in JobEvent, then with `--events` (filled in SQL, `INSERT ... SELECT
 generate_series`, five users' events interleaved one by one, then VACUUM ANALYZE),
 against the bare keyset query on the same table (`SELECT ... WHERE owner_id = %s AND
-id > %s ORDER BY id LIMIT 1000`). Per round, one random user and cursor (1,000 or more
-of the user's events after it), then in this order: the bare query, the feed's service
-(`jobs.feed.feed_page`, its settled point included, and the rows shaped), the whole
-route through Django's test client (`GET /events?after=...&limit=1000`: token,
-throttle, view, serializer, JSON; no network). `--repeat` rounds at each size; the
-sizes run one after the other (the same table), small first.
+id > %s ORDER BY id LIMIT 1000`; its plan is printed). Per round, one random user and
+cursor with 1,000 or more of the user's events after it, then in this order: the bare
+query, the feed's service (`jobs.feed.feed_page`, its settled point included, and the
+rows shaped), the whole route through Django's test client (`GET /events?after=...
+&limit=1000`: token, throttle, view, serializer, JSON; no network). `--repeat` rounds
+with the cursor among the user's newest 2,000 events (a follower near the head), then
+`--repeat` with it anywhere in the user's history (a consumer catching up, on pages the
+cache may not hold), at each size; the sizes run one after the other (the same table),
+small first.
 
 **Lag.** `--jobs` no-op jobs (`/bin/true`, one batch) through a real `runworker`
 (unsealed: BATCHES_ISOLATION=off; its default slots, the machine's cpus) while a reader
@@ -56,6 +59,11 @@ SEED_JOBS = 20
 POLL = 0.5
 COMMITS = "bench_event_commit"
 SEED = "bench_event_seed"
+TABLE = "jobs_jobevent"  # JobEvent's (checked in main())
+BARE = (
+    f"SELECT id, job_id, batch_id, from_status, to_status, reason, attempt, time, counts FROM {TABLE} "  # noqa: S608
+    "WHERE owner_id = %s AND id > %s ORDER BY id LIMIT 1000"
+)
 
 
 def sql(query: str, params: list | None = None) -> list:
@@ -113,26 +121,25 @@ def fill_events(*, total: int, users: list) -> float:
     return time.perf_counter() - started
 
 
-def page_rounds(*, repeat: int, users: list, clients: dict) -> tuple[list, list, list]:
+def page_rounds(*, repeat: int, users: list, clients: dict, recent: bool) -> tuple[list, list, list]:
     """`repeat` rounds of (bare keyset query, feed_page, GET /events), each round one
-    random user and cursor. Returns the three lists of seconds."""
+    random user and cursor: among the user's newest 2,000 events when `recent` (a
+    follower near the head), anywhere in the user's history otherwise (a consumer
+    catching up: pages the cache may not hold). Returns the three lists of seconds."""
     from django.contrib.auth.models import User
 
-    from jobs.feed import FEED_FIELDS, as_feed_event, feed_page
-    from jobs.models import JobEvent
+    from jobs.feed import as_feed_event, feed_page
 
-    table = JobEvent._meta.db_table
-    columns = ", ".join(f'"{JobEvent._meta.get_field(name).column}"' for name in FEED_FIELDS)
     bare: list[float] = []
     service: list[float] = []
     route: list[float] = []
     for _ in range(repeat):
         user = random.choice(users)  # noqa: S311 (a benchmark's choice)
-        mine = sql(f"SELECT count(*) FROM {table} WHERE owner_id = %s", [user.pk])[0][0]  # noqa: S608
-        offset = random.randrange(0, mine - 1000)  # noqa: S311
-        after = sql(f"SELECT id FROM {table} WHERE owner_id = %s ORDER BY id OFFSET %s LIMIT 1", [user.pk, offset])[0][0]  # noqa: S608
-        query = f"SELECT {columns} FROM {table} WHERE owner_id = %s AND id > %s ORDER BY id LIMIT 1000"  # noqa: S608
-        seconds, rows = harness.timed(lambda: sql(query, [user.pk, after]))  # noqa: B023
+        mine = sql(f"SELECT count(*) FROM {TABLE} WHERE owner_id = %s", [user.pk])[0][0]  # noqa: S608
+        low = max(0, mine - 2000) if recent else 0
+        offset = random.randrange(low, mine - 1000)  # noqa: S311
+        after = sql(f"SELECT id FROM {TABLE} WHERE owner_id = %s ORDER BY id OFFSET %s LIMIT 1", [user.pk, offset])[0][0]  # noqa: S608
+        seconds, rows = harness.timed(lambda: sql(BARE, [user.pk, after]))  # noqa: B023
         assert len(rows) == 1000
         bare.append(seconds)
         fresh = User.objects.get(pk=user.pk)
@@ -143,6 +150,17 @@ def page_rounds(*, repeat: int, users: list, clients: dict) -> tuple[list, list,
         assert response.status_code == 200 and len(response.json()) == 1000, response.status_code
         route.append(seconds)
     return bare, service, route
+
+
+def plan(user_id: int) -> str:
+    """The bare query's plan, its top nodes in a line (the feed's page is the same range)."""
+    found = sql(f"EXPLAIN (FORMAT JSON) {BARE}", [user_id, 0])[0][0]  # noqa: S608
+    node = found[0]["Plan"]
+    names = []
+    while node:
+        names.append(node["Node Type"] + (f" using {node['Index Name']}" if "Index Name" in node else ""))
+        node = (node.get("Plans") or [None])[0]
+    return " > ".join(names)
 
 
 def pages_part(options: argparse.Namespace) -> None:
@@ -168,12 +186,15 @@ def pages_part(options: argparse.Namespace) -> None:
             isolation="n/a (no job runs)",
             slots="n/a (no worker)",
             batch_size="a page of limit=1000 after a random cursor with 1,000+ of the user's events after it",
-            rounds=f"{options.repeat}, interleaved: bare, feed_page, GET /events (Django test client, no network), ...",
+            rounds=f"{options.repeat} per cursor placement, interleaved: bare, feed_page, GET /events (Django test client, no network), ...",
         )
-        bare, service, route = page_rounds(repeat=options.repeat, users=users, clients=clients)
-        print(f"results ({size:,} events; baseline = the bare keyset query):")
-        harness.compare(f"feed_page, limit 1000 ({size:,})", bare, service, p99=True, baseline_label="bare")
-        harness.compare(f"GET /events?limit=1000 ({size:,})", bare, route, p99=True, baseline_label="bare")
+        print(f"   {'plan':<14} {plan(users[0].pk)}", flush=True)
+        for recent in (True, False):
+            bare, service, route = page_rounds(repeat=options.repeat, users=users, clients=clients, recent=recent)
+            where = "newest 2,000" if recent else "anywhere"
+            print(f"results ({size:,} events, cursor among the user's {where}; baseline = the bare keyset query):")
+            harness.compare(f"feed_page, limit 1000 ({size:,})", bare, service, p99=True, baseline_label="bare")
+            harness.compare(f"GET /events?limit=1000 ({size:,})", bare, route, p99=True, baseline_label="bare")
     sql(f"DROP TABLE IF EXISTS {SEED}")
 
 
@@ -377,6 +398,9 @@ def main() -> None:
 
     harness.prepare_environment(BATCHES_ISOLATION="off", BATCHES_REQUIRE_ISOLATION="0", BATCHES_THROTTLE_RATE="1000000/min")
     harness.setup_django()
+    from jobs.models import JobEvent
+
+    assert JobEvent._meta.db_table == TABLE, JobEvent._meta.db_table
     if options.part in ("pages", "both"):
         pages_part(options)
     if options.part in ("lag", "both"):
