@@ -83,7 +83,8 @@ class _Line(ProgressColumn):
     type=float,
     default=1.0,
     show_default=True,
-    help="Seconds between looks at most (each look waits on the server until something changes).",
+    help="Seconds between looks, at least (a look waits on the server until something changes; "
+    "a server without the event feed is polled this often).",
 )
 @click.pass_context
 def watch(ctx: click.Context, batch: str, every: float = 1.0) -> None:
