@@ -5,7 +5,8 @@
 
 **Pages.** The feed's page time, a user's page of `limit=1000` after a cursor, with
 10,000 events in JobEvent, then with `--events` (filled in SQL, `INSERT ... SELECT
-generate_series`, five users' events interleaved one by one, then VACUUM ANALYZE),
+generate_series`: five busy users' events, about a fifth each, interleaved one by one,
+and a sparse user's, one in 1,000; then VACUUM ANALYZE),
 against the bare keyset query on the same table (`SELECT ... WHERE owner_id = %s AND
 id > %s ORDER BY id LIMIT 1000`; its plan is printed). Per round, one random user and
 cursor with 1,000 or more of the user's events after it, then in this order: the bare
@@ -14,8 +15,8 @@ rows shaped), the whole route through Django's test client (`GET /events?after=.
 &limit=1000`: token, throttle, view, serializer, JSON; no network). `--repeat` rounds
 with the cursor among the user's newest 2,000 events (a follower near the head), then
 `--repeat` with it anywhere in the user's history (a consumer catching up, on pages the
-cache may not hold), at each size; the sizes run one after the other (the same table),
-small first.
+cache may not hold), at each size; at the large size also `--repeat` for the sparse
+user (cursor anywhere). The sizes run one after the other (the same table), small first.
 
 **Lag.** `--jobs` no-op jobs (`/bin/true`, one batch) through a real `runworker`
 (unsealed: BATCHES_ISOLATION=off; its default slots, the machine's cpus) while a reader
@@ -54,7 +55,8 @@ import urllib.request
 import harness
 from harness import ROOT
 
-USERS = 5
+USERS = 5  # busy users, about a fifth of the events each
+SLOTS = 1000  # ... and a sparse user, one event in SLOTS
 SEED_JOBS = 20
 POLL = 0.5
 COMMITS = "bench_event_commit"
@@ -82,42 +84,45 @@ def catalog() -> tuple:
     return tool, scratch
 
 
-def fill_events(*, total: int, users: list) -> float:
-    """JobEvent grown to `total` rows in SQL, 1,000,000 per statement: the users' events
-    interleaved one by one, each naming one of SEED_JOBS real jobs of the user's batch.
-    Foreign keys unchecked while filling (session_replication_role; every id is real).
-    Returns the seconds it took."""
+def fill_events(*, total: int, busy: list, sparse: object) -> float:
+    """JobEvent grown to `total` rows in SQL, 1,000,000 per statement, in SLOTS slots
+    that repeat: the last slot is the `sparse` user's (one event in SLOTS), the others
+    the `busy` users', one by one; each event names one of SEED_JOBS real jobs of its
+    user's batch. Foreign keys unchecked while filling (session_replication_role; every
+    id is real). Returns the seconds it took."""
     from batches.models import Batch
-    from jobs.models import Job, JobEvent
+    from jobs.models import Job
     from jobs.services import create_jobs
 
     started = time.perf_counter()
     if not sql(f"SELECT to_regclass('{SEED}')")[0][0]:
         sql(f"CREATE TABLE {SEED} (k int PRIMARY KEY, job_id uuid, batch_id uuid, owner_id int)")
         tool, _ = catalog()
-        for number, user in enumerate(users):
+        jobs = {}
+        for user in [*busy, sparse]:
             batch = Batch.objects.create(
                 owner=user, tool=tool, command=tool.command, cpu=1, memory=64, n_jobs=SEED_JOBS, timeout_seconds=60
             )
             create_jobs(batch=batch, arguments=[{}] * SEED_JOBS)
-            for index, job_id in enumerate(Job.objects.filter(batch=batch).order_by("index").values_list("pk", flat=True)):
-                sql(f"INSERT INTO {SEED} VALUES (%s, %s, %s, %s)", [index * USERS + number, job_id, batch.pk, user.pk])  # noqa: S608
-    table = JobEvent._meta.db_table
-    have = sql(f"SELECT count(*) FROM {table}")[0][0]  # noqa: S608
-    seeds = USERS * SEED_JOBS
+            jobs[user.pk] = (batch.pk, list(Job.objects.filter(batch=batch).order_by("index").values_list("pk", flat=True)))
+        for k in range(SLOTS):
+            user = sparse if k == SLOTS - 1 else busy[k % len(busy)]
+            batch_id, job_ids = jobs[user.pk]
+            sql(f"INSERT INTO {SEED} VALUES (%s, %s, %s, %s)", [k, job_ids[(k // len(busy)) % SEED_JOBS], batch_id, user.pk])  # noqa: S608
+    have = sql(f"SELECT count(*) FROM {TABLE}")[0][0]  # noqa: S608
     sql("SET session_replication_role = replica")
     try:
         for low in range(have, total, 1_000_000):
             high = min(total, low + 1_000_000) - 1
             sql(
-                f"INSERT INTO {table} (job_id, batch_id, owner_id, from_status, to_status, reason, attempt, time, counts) "  # noqa: S608
+                f"INSERT INTO {TABLE} (job_id, batch_id, owner_id, from_status, to_status, reason, attempt, time, counts) "  # noqa: S608
                 f"SELECT s.job_id, s.batch_id, s.owner_id, 'RUNNING', 'SUCCEEDED', '', 1, now() - interval '1 hour', NULL "
-                f"FROM generate_series(%s, %s) AS g JOIN {SEED} s ON s.k = g %% {seeds}",
+                f"FROM generate_series(%s, %s) AS g JOIN {SEED} s ON s.k = g %% {SLOTS}",
                 [low, high],
             )
     finally:
         sql("SET session_replication_role = DEFAULT")
-    harness.vacuum_analyze(table)
+    harness.vacuum_analyze(TABLE)
     return time.perf_counter() - started
 
 
@@ -153,8 +158,11 @@ def page_rounds(*, repeat: int, users: list, clients: dict, recent: bool) -> tup
 
 
 def plan(user_id: int) -> str:
-    """The bare query's plan, its top nodes in a line (the feed's page is the same range)."""
-    found = sql(f"EXPLAIN (FORMAT JSON) {BARE}", [user_id, 0])[0][0]  # noqa: S608
+    """The bare query's plan from the middle of the user's events, its nodes in a line
+    (the feed's page reads the same range)."""
+    mine = sql(f"SELECT count(*) FROM {TABLE} WHERE owner_id = %s", [user_id])[0][0]  # noqa: S608
+    after = sql(f"SELECT id FROM {TABLE} WHERE owner_id = %s ORDER BY id OFFSET %s LIMIT 1", [user_id, mine // 2])[0][0]  # noqa: S608
+    found = sql(f"EXPLAIN (FORMAT JSON) {BARE}", [user_id, after])[0][0]  # noqa: S608
     node = found[0]["Plan"]
     names = []
     while node:
@@ -173,28 +181,35 @@ def pages_part(options: argparse.Namespace) -> None:
     setup_test_environment()  # the test client's host name
     harness.fresh_database()
     sql(f"DROP TABLE IF EXISTS {SEED}")
-    users = [User.objects.create_user(f"feed{number}") for number in range(USERS)]
+    busy = [User.objects.create_user(f"feed{number}") for number in range(USERS)]
+    sparse = User.objects.create_user("feed-sparse")
     clients = {}
-    for user in users:
+    for user in [*busy, sparse]:
         clients[user.pk] = APIClient()
         clients[user.pk].credentials(HTTP_AUTHORIZATION=f"Bearer {issue_token(user=user)[1]}")
     for size in (10_000, options.events):
-        filled = fill_events(total=size, users=users)
+        filled = fill_events(total=size, busy=busy, sparse=sparse)
+        sparse_events = sql(f"SELECT count(*) FROM {TABLE} WHERE owner_id = %s", [sparse.pk])[0][0]  # noqa: S608
         harness.print_config(
             f"events (pages): a user's feed page of 1,000 against the bare keyset query, {size:,} events",
-            data=f"{size:,} events in JobEvent, {USERS} users interleaved one by one (filled in {filled:.0f} s, VACUUM ANALYZE)",
+            data=f"{size:,} events in JobEvent (filled in {filled:.0f} s, VACUUM ANALYZE): {USERS} busy users, about a fifth "
+            f"each, interleaved one by one, and a sparse one, one event in {SLOTS} ({sparse_events:,})",
             isolation="n/a (no job runs)",
             slots="n/a (no worker)",
             batch_size="a page of limit=1000 after a random cursor with 1,000+ of the user's events after it",
-            rounds=f"{options.repeat} per cursor placement, interleaved: bare, feed_page, GET /events (Django test client, no network), ...",
+            rounds=f"{options.repeat} per line below, interleaved: bare, feed_page, GET /events (Django test client, no network), ...",
         )
-        print(f"   {'plan':<14} {plan(users[0].pk)}", flush=True)
-        for recent in (True, False):
+        print(f"   {'plan, busy':<14} {plan(busy[0].pk)}", flush=True)
+        placements = [("busy", busy, True), ("busy", busy, False)]
+        if sparse_events >= 2000:  # a full page after a cursor: at the large size only
+            print(f"   {'plan, sparse':<14} {plan(sparse.pk)}", flush=True)
+            placements.append(("sparse", [sparse], False))
+        for label, users, recent in placements:
             bare, service, route = page_rounds(repeat=options.repeat, users=users, clients=clients, recent=recent)
-            where = "newest 2,000" if recent else "anywhere"
-            print(f"results ({size:,} events, cursor among the user's {where}; baseline = the bare keyset query):")
-            harness.compare(f"feed_page, limit 1000 ({size:,})", bare, service, p99=True, baseline_label="bare")
-            harness.compare(f"GET /events?limit=1000 ({size:,})", bare, route, p99=True, baseline_label="bare")
+            where = "near the head (among its newest 2,000)" if recent else "anywhere in its history"
+            print(f"results ({size:,} events, a {label} user, the cursor {where}; baseline = the bare keyset query):")
+            harness.compare(f"feed_page, {label}, {size:,}", bare, service, p99=True, baseline_label="bare")
+            harness.compare(f"GET /events, {label}, {size:,}", bare, route, p99=True, baseline_label="bare")
     sql(f"DROP TABLE IF EXISTS {SEED}")
 
 
