@@ -100,7 +100,7 @@ lock: $(BIN)/.dev-installed
 # each bench empties. Run as root (sealed jobs; BATCHES_JOB_USER, default batches-job);
 # slurm_vs_sbatch needs a cluster. Each script takes a size for the 100,000-job case
 # (bench/RESULTS.md has the commands and the figures).
-BENCHES = bench_submit submit_to_running api_at_scale admin_at_scale executor_vs_raw fairshare sandbox_cost sealed_vs_bwrap slurm_vs_sbatch mixed_load
+BENCHES = bench_submit submit_to_running api_at_scale admin_at_scale executor_vs_raw fairshare sandbox_cost sealed_vs_bwrap slurm_vs_sbatch mixed_load events
 bench: venv
 	@set -e; for b in $(BENCHES); do \
 		echo; echo "### bench/$$b.py ($$(date -u +%FT%TZ))"; start=$$(date +%s); \

@@ -12,6 +12,7 @@ from rich.progress import Progress, ProgressColumn, Task
 from rich.table import Column
 from rich.text import Text
 
+from client.batch_feed import BatchFeed, all_ended
 from client.common import ENDED, WAITING, counts_line, out, service
 from client.ids import ID, job_path, resolve_batch, short
 
@@ -57,7 +58,9 @@ def progress_line(batch: str, counts: dict[str, int], *, elapsed: float, rate: f
 
 
 class _Line(ProgressColumn):
-    """The one column of `watch`'s display: the task's line, drawn for the console's width."""
+    """The one column of `watch`'s display: the task's line, drawn for the console's width.
+    The time watched and the rate are taken at each drawing, so the clock goes on while a
+    long poll waits for news."""
 
     def __init__(self, console: Console) -> None:
         super().__init__(table_column=Column(no_wrap=True))
@@ -67,33 +70,54 @@ class _Line(ProgressColumn):
         fields = task.fields
         if "counts" not in fields:
             return Text("")
-        return progress_line(fields["batch"], fields["counts"], elapsed=fields["elapsed"], rate=fields["rate"], width=self.console.width)
+        counts = fields["counts"]
+        elapsed = time.monotonic() - fields["started"]
+        rate = (counts["succeeded"] + counts["failed"] - fields["first_done"]) / elapsed if elapsed > 0 else 0.0
+        return progress_line(fields["batch"], counts, elapsed=elapsed, rate=rate, width=self.console.width)
 
 
 @click.command(help="Follow a batch to its end: exit 0 only if every job succeeded.")
 @click.argument("batch", type=ID)
-@click.option("--every", type=float, default=1.0, show_default=True, help="Seconds between looks.")
+@click.option(
+    "--every",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds between looks, at least (a look waits on the server until something changes; "
+    "a server without the event feed is polled this often).",
+)
 @click.pass_context
 def watch(ctx: click.Context, batch: str, every: float = 1.0) -> None:
     api = service(ctx)
     batch = resolve_batch(api, batch)
+    # The feed's head before the counts: nothing written after the counts were read can
+    # be missed (client.batch_feed). None from a server without the feed: poll instead.
+    feed = BatchFeed.at_head(api, batch, every=every)
     counts = api.get(f"/batches/{batch}")
-    total = sum(counts.values())
-    started, first_done = time.monotonic(), counts["succeeded"] + counts["failed"]
+    started = time.monotonic()
     console = Console(stderr=True)
     with Progress(_Line(console), console=console, transient=False) as progress:
-        task = progress.add_task("watch", total=total)
-        while True:
-            done = counts["succeeded"] + counts["failed"]
-            elapsed = time.monotonic() - started
-            rate = (done - first_done) / elapsed if elapsed > 0 else 0.0
-            progress.update(task, completed=done, batch=batch, counts=counts, elapsed=elapsed, rate=rate)
-            if done >= total:
-                break
-            time.sleep(every)
-            counts = api.get(f"/batches/{batch}")
+        task = progress.add_task(
+            "watch",
+            total=sum(counts.values()),
+            batch=batch,
+            counts=counts,
+            started=started,
+            first_done=counts["succeeded"] + counts["failed"],
+        )
+        finished = all_ended(counts)  # ended before the watch began: nothing to wait for
+        while not finished:
+            if feed is not None:
+                counts = feed.look(counts)
+                # Its `batch.finished`, not counts moved by events (one may be counted twice).
+                finished = feed.finished
+            else:
+                time.sleep(every)
+                counts = api.get(f"/batches/{batch}")
+                finished = all_ended(counts)
+            progress.update(task, counts=counts, completed=counts["succeeded"] + counts["failed"])
     out.print(f"batch {short(batch)}: {counts_line(counts)} (watched {clock(time.monotonic() - started)})")
-    ctx.exit(0 if counts["succeeded"] == total else 1)
+    ctx.exit(0 if counts["succeeded"] == sum(counts.values()) else 1)
 
 
 def _waiting(detail: dict[str, Any]) -> str:

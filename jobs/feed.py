@@ -83,7 +83,9 @@ def feed_page(*, user: AbstractBaseUser, after: int, limit: int) -> FeedPage:
         raise CursorGone(after, pruned_through)
     settled = _settle(conn, last_id) if conn.vendor == "postgresql" else last_id
     if settled <= after:
-        return FeedPage(rows=[], through=after)
+        # Never past the settled point, even for a cursor beyond it: `after` set past
+        # every id (`batches watch` asks 2**63 - 1) learns where the feed stands now.
+        return FeedPage(rows=[], through=settled)
     events = JobEvent.objects.filter(owner_id=user.pk, id__gt=after, id__lte=settled)
     return FeedPage(rows=list(events.order_by("id").values(*FEED_FIELDS)[:limit]), through=settled)
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -22,15 +23,14 @@ from tests.worker_helpers import ROOT, script_tool, start_worker, stop_worker_pr
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-@pytest.fixture
-def cli(start_server, alice, catalog):  # noqa: F811
-    script_tool()
-    port = start_server()
-    worker = start_worker()
+def cli_runner(port: int, token: str) -> Callable[..., subprocess.CompletedProcess]:
+    """`run(*args)`: the client run as a process against the server on `port` with
+    `token`, its output captured (checked to exit 0 unless `check=False`); `run.env` is
+    its environment, for a client started by other means."""
     env = {
         "PATH": os.environ["PATH"],
         "BATCHES_URL": f"http://127.0.0.1:{port}",
-        "BATCHES_TOKEN": make_client(alice).token,
+        "BATCHES_TOKEN": token,
         "HOME": "/nonexistent",
     }
 
@@ -49,7 +49,15 @@ def cli(start_server, alice, catalog):  # noqa: F811
         return done
 
     run.env = env
-    yield run
+    return run
+
+
+@pytest.fixture
+def cli(start_server, alice, catalog):  # noqa: F811
+    script_tool()
+    port = start_server()
+    worker = start_worker()
+    yield cli_runner(port, make_client(alice).token)
     stop_worker_process(worker)
 
 

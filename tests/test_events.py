@@ -216,3 +216,19 @@ def test_x_events_through_lets_a_quiet_consumer_move_past_others_events(alice_cl
     assert len(page.json()) == 1 and page.headers["X-Events-Through"] == str(page.json()[0]["id"])  # cut by the limit
     rest = feed(alice_client, f"?after={page.json()[0]['id']}")
     assert len(rest.json()) == 1 and rest.headers["X-Events-Through"] == str(rest.json()[0]["id"])
+
+
+def test_a_cursor_past_the_head_learns_where_the_feed_stands(alice_client, bob_client, catalog):
+    """`after` past every id answers [] with the head (never past it): where a client
+    starts to follow only what comes next (`batches watch`)."""
+    bobs = submit(bob_client, catalog)
+    ids = list(Job.objects.filter(batch_id=bobs["batch_id"]).values_list("pk", flat=True))
+    transition(job_ids=ids, from_statuses=[Status.SUBMITTED], to_status=Status.RUNNABLE)
+    top = JobEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    head = feed(alice_client, f"?after={2**63 - 1}&limit=1")
+    assert head.json() == [] and head.headers["X-Events-Through"] == str(top)
+    alices = submit(alice_client, catalog)
+    mine = list(Job.objects.filter(batch_id=alices["batch_id"]).values_list("pk", flat=True))
+    transition(job_ids=mine, from_statuses=[Status.SUBMITTED], to_status=Status.RUNNABLE)
+    after = feed(alice_client, f"?after={top}")
+    assert [event["job_id"] for event in after.json()] == [str(job_id) for job_id in mine]

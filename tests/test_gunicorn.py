@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -36,15 +37,19 @@ def start_server():
     with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "batches_cache"}}):
         call_command("createcachetable")
     processes: list[subprocess.Popen] = []
+    logs: list = []
 
-    def start(**env: str) -> int:
+    def start(log: Path | None = None, **env: str) -> int:
+        """`log`: a file for the server's stderr (its request lines with LOG_LEVEL=INFO)."""
         port = free_port()
+        if log is not None:
+            logs.append(log.open("w"))
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "batchsite/gunicorn.conf.py", "batchsite.wsgi"],
             cwd=ROOT,
             env=worker_env(HOST="127.0.0.1", PORT=str(port), **{"WEB_WORKERS": "1", **env}),
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=logs[-1] if log is not None else subprocess.DEVNULL,
         )
         processes.append(process)
         deadline = time.monotonic() + 30
@@ -63,6 +68,8 @@ def start_server():
     for process in processes:
         process.terminate()
         process.wait(timeout=30)
+    for file in logs:
+        file.close()
 
 
 @pytest.fixture

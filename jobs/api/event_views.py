@@ -67,7 +67,8 @@ class EventFeedView(APIView):
             200: OpenApiResponse(
                 FeedEventSerializer(many=True),
                 description="The events. `X-Events-Through`: resume from this id to skip nothing of yours (on an "
-                "empty page, where the feed stands now: a client may start there to follow only what comes next).",
+                "empty page, where the feed stands now: a client may start there to follow only what comes next; "
+                "it is never past that point, so `after` set to the largest id asks where the feed stands).",
             ),
             410: OpenApiResponse(description="The cursor is older than the retention: events after it were removed."),
         },
