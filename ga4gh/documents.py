@@ -13,6 +13,7 @@ allowed) is accepted and fails the task as SYSTEM_ERROR with the reason in its
 import math
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -30,6 +31,7 @@ MAX_ITEMS = 1000  # inputs, outputs, volumes each
 MAX_CONTENT = 1 << 20  # bytes of an input's `content` (the spec asks at least 128 KiB)
 HIDDEN_PATHS = ("/proc", "/dev")  # the sandbox makes its own
 WILDCARDS = set("*?[")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 GIB = 1024  # MiB: TES's "GB" is taken as GiB (what a job's memory limit counts in)
 
 
@@ -133,6 +135,8 @@ def _executors(value: Any, errors: _Errors) -> list[dict[str, Any]]:
                 step[name] = _path(executor[name], f"{where}.{name}", errors)
         env = executor.get("env", {})
         _check_mapping(env, f"{where}.env", errors)
+        if isinstance(env, dict) and any(not ENV_NAME.fullmatch(str(k)) or "\0" in str(v) for k, v in env.items()):
+            errors.add(f"{where}.env", "names are letters, digits and _ (not starting with a digit); values hold no NUL")
         step["env"] = env if isinstance(env, dict) else {}
         if not isinstance(executor.get("ignore_error", False), bool):
             errors.add(f"{where}.ignore_error", "must be true or false")
@@ -155,21 +159,28 @@ def _filesystems(user: AbstractBaseUser) -> list[tuple[Filesystem, str]]:
 
 
 def _local_path(url: str) -> str | None:
-    """The host path of a `file://` URL (or a bare absolute path), else None."""
+    """The host path of a `file://` URL (or a bare absolute path), else None. ValueError
+    for one with a NUL, or a `.` or `..` part (a path names its place plainly)."""
     if url.startswith("/"):
-        return url
-    parts = urlsplit(url)
-    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
-        return unquote(parts.path)
-    return None
+        path = url
+    else:
+        parts = urlsplit(url)
+        if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+            return None
+        path = unquote(parts.path)
+    if "\0" in path or any(part in (".", "..") for part in path.split("/")):
+        raise ValueError("must not hold a NUL, or . or .. as a part of its path")
+    return path
 
 
-def _inside(path: str, roots: list[tuple[Filesystem, str]], *, writable: bool) -> Filesystem | None:
-    """The filesystem of the caller's that holds `path` (resolved: no link leads out)."""
+def _inside(path: str, roots: list[tuple[Filesystem, str]], *, writable: bool) -> tuple[Filesystem, str, str] | None:
+    """(the filesystem of the caller's that holds `path`, its real root, the path's real
+    place relative to that root), links resolved as they are now; the runner walks that
+    relative path again without following any link (`task_runner.open_beneath`)."""
     real = os.path.realpath(path)
     for fs, root in roots:
         if (real == root or real.startswith(root.rstrip("/") + "/")) and not (writable and fs.read_only):
-            return fs
+            return fs, root, os.path.relpath(real, root)
     return None
 
 
@@ -179,11 +190,19 @@ def _unstaged(url: str, verb: str) -> str:
     return f"{url} cannot be {verb}: this service offers {offered}"
 
 
+def _local_url(url: str, where: str, errors: _Errors) -> str | None:
+    try:
+        return _local_path(url)
+    except ValueError as exc:
+        errors.add(where, str(exc))
+        return None
+
+
 def _inputs(value: Any, roots: list[tuple[Filesystem, str]], errors: _Errors) -> tuple[list[dict[str, Any]], list[Filesystem]]:
     if not isinstance(value, list) or len(value) > MAX_ITEMS:
         errors.add("inputs", f"must be a list of at most {MAX_ITEMS} inputs")
         return [], []
-    staged, used = [], []
+    staged, used, seen = [], [], set()
     for index, item in enumerate(value):
         where = f"inputs[{index}]"
         if not isinstance(item, dict):
@@ -193,6 +212,9 @@ def _inputs(value: Any, roots: list[tuple[Filesystem, str]], errors: _Errors) ->
         if kind not in ("FILE", "DIRECTORY"):
             errors.add(f"{where}.type", "must be FILE or DIRECTORY")
         path = _path(item.get("path"), f"{where}.path", errors, directory=kind == "DIRECTORY")
+        if path is not None and path in seen:
+            errors.add(f"{where}.path", f"{path} is the path of an earlier input")
+        seen.add(path)
         content, url = item.get("content"), item.get("url")
         planned: dict[str, Any] = {"path": path, "type": kind, "url": url}
         if content not in (None, ""):
@@ -201,12 +223,12 @@ def _inputs(value: Any, roots: list[tuple[Filesystem, str]], errors: _Errors) ->
             planned["content"] = content
         elif not isinstance(url, str) or not url:
             errors.add(f"{where}.url", "is required unless content is given")
-        elif (local := _local_path(url)) is not None:
-            fs = _inside(local, roots, writable=False)
-            if fs is None or not os.path.lexists(local):
+        elif (local := _local_url(url, f"{where}.url", errors)) is not None:
+            found = _inside(local, roots, writable=False)
+            if found is None or not os.path.lexists(local) or found[2] == ".":
                 planned["error"] = f"input {url}: no such file in your filesystems"
             else:
-                planned["source"] = os.path.realpath(local)
+                fs, planned["fs_root"], planned["relative"] = found
                 used.append(fs)
         elif urlsplit(url).scheme in ("http", "https") and urlsplit(url).hostname in settings.BATCHES_TES_INPUT_HOSTS:
             planned["fetch"] = url
@@ -235,25 +257,30 @@ def _outputs(value: Any, roots: list[tuple[Filesystem, str]], errors: _Errors) -
         url = item.get("url")
         planned: dict[str, Any] = {"path": path, "type": kind, "url": url}
         if pattern and path:
-            prefix = item.get("path_prefix")
+            raw_prefix = item.get("path_prefix")
             fixed = path.split("/")
             cut = next(n for n, part in enumerate(fixed) if WILDCARDS & set(part))
-            planned["pattern_root"] = "/".join(fixed[:cut]) or "/"
-            if not isinstance(prefix, str) or not prefix.startswith("/") or not path.startswith(prefix.rstrip("/") + "/"):
-                errors.add(f"{where}.path_prefix", "is required with wildcards in path, and must be the start of path")
-            elif planned["pattern_root"] == "/":
+            planned["pattern_root"] = root = "/".join(fixed[:cut]) or "/"
+            prefix = _path(raw_prefix, f"{where}.path_prefix", errors, directory=True) if isinstance(raw_prefix, str) else None
+            if root == "/":
                 errors.add(f"{where}.path", "wildcards must be below a directory other than /")
+            elif prefix is None or WILDCARDS & set(prefix) or not (root == prefix or root.startswith(prefix + "/")):
+                errors.add(
+                    f"{where}.path_prefix",
+                    "is required with wildcards in path: a directory, without wildcards, that holds every match (the start of path)",
+                )
             else:
-                planned["path_prefix"] = posixpath.normpath(prefix)
+                planned["path_prefix"] = prefix
         if not isinstance(url, str) or not url:
             errors.add(f"{where}.url", "is required: where the output is delivered")
-        elif (local := _local_path(url)) is not None:
-            parent = os.path.dirname(local.rstrip("/")) or "/"
-            fs = _inside(parent, roots, writable=True)
-            if fs is None:
+        elif (local := _local_url(url, f"{where}.url", errors)) is not None:
+            parent, name = os.path.split(local.rstrip("/"))
+            found = _inside(parent or "/", roots, writable=True)
+            if found is None or not name:
                 planned["error"] = f"output {url}: not inside a writable filesystem of yours"
             else:
-                planned["destination"] = os.path.join(os.path.realpath(parent), os.path.basename(local.rstrip("/")))
+                fs, planned["fs_root"], below = found
+                planned["relative"] = os.path.normpath(os.path.join(below, name))
                 used.append(fs)
         else:
             planned["error"] = f"output {_unstaged(url, 'delivered')}"

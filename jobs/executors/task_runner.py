@@ -28,6 +28,7 @@ Exit status: 0 when the task succeeded; the failing step's exit code (1 if it wa
 killed); 125 on a system error (the results say which).
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -43,6 +44,7 @@ from datetime import UTC, datetime
 
 SYSTEM_ERROR_STATUS = 125
 READ_SIZE = 1 << 16
+BWRAP_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}  # bubblewrap's own; a step's goes in with --setenv
 FETCH_TIMEOUT = 60  # seconds without a byte from an http(s) input's host
 
 
@@ -66,23 +68,67 @@ class Results:
         os.replace(temporary, self.path)
 
 
-def copy_in(source: str, target: str) -> None:
-    """`source` (a host path the worker checked) to `target`, links not followed."""
-    info = os.lstat(source)
-    if stat.S_ISLNK(info.st_mode):
-        raise SystemError_(f"{source} is a symbolic link; links are not followed")
-    if stat.S_ISDIR(info.st_mode):
-        os.makedirs(target, exist_ok=True)
-        for entry in os.scandir(source):
-            if not entry.is_symlink():
-                copy_in(entry.path, os.path.join(target, entry.name))
-        return
-    if not stat.S_ISREG(info.st_mode):
-        raise SystemError_(f"{source} is not a regular file or directory")
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as reader, open(target, "wb") as writer:
-        shutil.copyfileobj(reader, writer)
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_beneath(root: str, relative: str, *, create: bool) -> int:
+    """The directory `relative` below `root` (a filesystem's root, as the operator
+    configured it), each part opened without following a link: a link in the caller's
+    filesystem (any job of theirs may make one) leads nowhere. With `create`, missing
+    parts are made."""
+    fd = os.open(root, DIR_FLAGS)
+    try:
+        for part in [p for p in relative.split("/") if p]:
+            if part in (".", ".."):
+                raise SystemError_(f"{relative}: . and .. are not followed")
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=fd)
+            try:
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                raise SystemError_(f"{os.path.join(root, relative)}: {part} is not a directory (links are not followed)") from exc
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_regular(name: str, flags: int, *, dir_fd: int | None = None, mode: int = 0o666) -> int:
+    """A regular file, never through a link, never blocking on a FIFO or a device."""
+    fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SystemError_(f"{name} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def copy_in(dir_fd: int, name: str, target: str) -> None:
+    """`name` in the open directory `dir_fd` (a file or a directory of the caller's
+    filesystem) to `target` in a task directory; links are not followed."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        raise SystemError_(f"{name}: {exc.strerror or exc} (links are not followed)") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            os.makedirs(target, exist_ok=True)
+            for entry in os.scandir(fd):
+                if not entry.is_symlink():
+                    copy_in(fd, entry.name, os.path.join(target, entry.name))
+            return
+        if not stat.S_ISREG(mode):
+            raise SystemError_(f"{name} is not a regular file or directory")
+        os.set_blocking(fd, True)
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+        with os.fdopen(os.dup(fd), "rb") as reader, open(target, "wb") as writer:
+            shutil.copyfileobj(reader, writer)
+    finally:
+        os.close(fd)
 
 
 def stage_inputs(inputs: list[dict]) -> None:
@@ -97,8 +143,15 @@ def stage_inputs(inputs: list[dict]) -> None:
             with open(target, "w", encoding="utf-8") as handle:
                 handle.write(item["content"])
         else:
+            parent, name = os.path.split(item["relative"])
             try:
-                copy_in(item["source"], target)
+                folder = open_beneath(item["fs_root"], parent, create=False)
+                try:
+                    copy_in(folder, name, target)
+                finally:
+                    os.close(folder)
+            except SystemError_ as exc:
+                raise SystemError_(f"input {item['url']}: {exc}") from exc
             except OSError as exc:
                 raise SystemError_(f"input {item['url']}: {exc.strerror or exc}") from exc
 
@@ -128,6 +181,11 @@ def step_argv(step: dict, *, mirrors: list[list[str]], seccomp_fd: int | None) -
         argv += ["--seccomp", str(seccomp_fd)]
     for inside, host in mirrors:
         argv += ["--bind", os.path.abspath(host), inside]
+    # The step's environment is the sandbox's, never bubblewrap's own: a variable such
+    # as LD_PRELOAD would run code in bubblewrap, outside the sandbox it is making.
+    argv.append("--clearenv")
+    for name, value in step["env"].items():
+        argv += ["--setenv", name, value]
     return [*argv, "--chdir", step["workdir"], "--", *step["command"]]
 
 
@@ -143,7 +201,7 @@ def mirrored(path: str) -> str:
 
 
 def open_mirrored(path: str, flags: int) -> int:
-    return os.open(mirrored(path), flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return open_regular(mirrored(path), flags, mode=0o600)
 
 
 def run_step(step: dict, *, mirrors: list[list[str]], seccomp_fd: int | None, tail_bytes: int) -> dict:
@@ -166,7 +224,7 @@ def run_step(step: dict, *, mirrors: list[list[str]], seccomp_fd: int | None, ta
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=step["env"],
+            env=BWRAP_ENV,
             pass_fds=(seccomp_fd,) if seccomp_fd is not None else (),
         )
     except OSError as exc:
@@ -198,24 +256,51 @@ def run_step(step: dict, *, mirrors: list[list[str]], seccomp_fd: int | None, ta
     return log
 
 
-def copy_out(source: str, destination: str) -> list[tuple[str, int]]:
-    """Regular files and directories of `source` to `destination`; (file, size) each."""
+def copy_out(source: str, dir_fd: int, name: str, below: str = ".") -> list[tuple[str, int]]:
+    """Regular files and directories of `source` (in a task directory) to `name` in the
+    open directory `dir_fd` (of the caller's filesystem), nothing through a link;
+    (path below the destination, size) of each file."""
     info = os.lstat(source)
     if stat.S_ISLNK(info.st_mode):
         return []
     if stat.S_ISDIR(info.st_mode):
-        os.makedirs(destination, exist_ok=True)
-        copied = []
-        for entry in sorted(os.scandir(source), key=lambda e: e.name):
-            copied += copy_out(entry.path, os.path.join(destination, entry.name))
-        return copied
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o777, dir_fd=dir_fd)
+        folder = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+        try:
+            copied = []
+            for entry in sorted(os.scandir(source), key=lambda e: e.name):
+                copied += copy_out(entry.path, folder, entry.name, os.path.normpath(os.path.join(below, entry.name)))
+            return copied
+        finally:
+            os.close(folder)
     if not stat.S_ISREG(info.st_mode):
         return []
-    os.makedirs(os.path.dirname(destination), exist_ok=True)
-    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as reader, open(destination, "wb") as writer:
-        shutil.copyfileobj(reader, writer)
-    return [(destination, info.st_size)]
+    reader = open_regular(source, os.O_RDONLY)
+    writer = open_regular(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, dir_fd=dir_fd)
+    with os.fdopen(reader, "rb") as src, os.fdopen(writer, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return [(below, info.st_size)]
+
+
+def deliver(item: dict, source: str, relative: str) -> list[dict]:
+    """`source` to `relative` below the output's destination; tesOutputFileLogs."""
+    if relative.startswith("..") or os.path.isabs(relative):
+        raise SystemError_(f"output {item['path']}: {relative} is not below the destination")
+    target = os.path.normpath(os.path.join(item["relative"], relative))
+    parent, name = os.path.split(target)
+    folder = open_beneath(item["fs_root"], parent, create=True)
+    try:
+        copied = copy_out(source, folder, name)
+    finally:
+        os.close(folder)
+    inside = os.path.join(item.get("path_prefix") or item["path"], relative) if relative != "." else item["path"]
+    logged = []
+    for below, size in copied:
+        path = os.path.normpath(os.path.join(relative, below))
+        url = item["url"] if path == "." else item["url"].rstrip("/") + "/" + path
+        logged.append({"url": url, "path": os.path.normpath(os.path.join(inside, below)), "size_bytes": str(size)})
+    return logged
 
 
 def stage_outputs(outputs: list[dict]) -> list[dict]:
@@ -226,28 +311,18 @@ def stage_outputs(outputs: list[dict]) -> list[dict]:
             raise SystemError_(item["error"])
         if item.get("host_pattern"):
             # Wildcards: every match, at its path below `path_prefix` under the url.
-            matches = glob.glob(item["host_pattern"])
-            pairs = [(mirrored(path), os.path.relpath(path, item["host_prefix"])) for path in matches]
+            pairs = [(mirrored(path), os.path.relpath(path, item["host_prefix"])) for path in sorted(glob.glob(item["host_pattern"]))]
         elif os.path.lexists(item["host_path"]):
-            pairs = [(mirrored(item["host_path"]), "")]
+            pairs = [(mirrored(item["host_path"]), ".")]
         else:
             raise SystemError_(f"output {item['path']} was not made by the task")
-        for source, relative in sorted(pairs):
-            destination = os.path.normpath(os.path.join(item["destination"], relative))
-            inside = os.path.normpath(os.path.join(item.get("path_prefix") or item["path"], relative))
+        for source, relative in pairs:
             try:
-                copied = copy_out(source, destination)
+                logged += deliver(item, source, relative)
+            except SystemError_ as exc:
+                raise SystemError_(f"output {item['path']} to {item['url']}: {exc}") from exc
             except OSError as exc:
                 raise SystemError_(f"output {item['path']} to {item['url']}: {exc.strerror or exc}") from exc
-            for file, size in copied:
-                below = os.path.relpath(file, item["destination"])
-                logged.append(
-                    {
-                        "url": item["url"] if below == "." else item["url"].rstrip("/") + "/" + below,
-                        "path": os.path.normpath(os.path.join(inside, os.path.relpath(file, destination))),
-                        "size_bytes": str(size),
-                    }
-                )
     return logged
 
 

@@ -36,7 +36,7 @@ def container_dirs(task: dict[str, Any]) -> list[str]:
     wanted = set(task.get("volumes", []))
     for item in [*task.get("inputs", []), *task.get("outputs", [])]:
         if item.get("pattern_root"):
-            wanted.add(item["pattern_root"])
+            wanted.add(item.get("path_prefix") or item["pattern_root"])
         else:
             wanted.add(item["path"] if item.get("type") == "DIRECTORY" else os.path.dirname(item["path"]))
     for step in task["steps"]:
@@ -108,7 +108,7 @@ def runner_plan(*, task: dict[str, Any], isolation: Isolation, seccomp_fd: int |
                 "head": sandbox_head(isolation=isolation, root=step.get("root")),
                 "workdir": step.get("workdir") or "/",
                 "command": step["command"],
-                "env": {**env, "PATH": STEP_PATH, "HOME": "/tmp", "TMPDIR": "/tmp", **step.get("env", {})},  # noqa: S108
+                "env": {**env, "PATH": STEP_PATH, "HOME": "/tmp", "TMPDIR": "/tmp", "BATCH_WORK_DIR": "/tmp", **step.get("env", {})},  # noqa: S108
                 "ignore_error": bool(step.get("ignore_error")),
                 **{name: mirrors.host(step[name]) for name in ("stdin", "stdout", "stderr") if step.get(name)},
             }
