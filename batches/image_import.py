@@ -131,14 +131,46 @@ def _apply(layer: tarfile.TarFile, work: Path) -> int:
         elif not (member.ischr() or member.isblk() or member.isfifo()):
             kept.append(member)
     for member in kept:
-        existing = work / member.name.lstrip("/")
-        if _resolves_inside(work, existing.parent) and (existing.is_symlink() or (existing.exists() and not existing.is_dir())):
+        name = _plain(member.name)
+        _no_link_above(work, name)
+        existing = work / name
+        if existing.is_symlink() or (existing.exists() and not existing.is_dir()):
             existing.unlink()  # a later layer's file replaces an earlier one's
-    try:
-        layer.extractall(work, members=kept, filter="tar")
-    except (tarfile.FilterError, OSError) as exc:
-        raise ImageImportError(f"cannot unpack a member: {exc}") from None
+        if member.islnk():
+            target = _plain(member.linkname)
+            _no_link_above(work, target)
+            if not (work / target).is_file() or (work / target).is_symlink():
+                raise ImageImportError(f"{member.name}: a hard link to {member.linkname}, which is no file of the image")
+        try:
+            layer.extract(member, work, filter=_as_root)
+        except (tarfile.FilterError, OSError) as exc:
+            raise ImageImportError(f"cannot unpack {member.name}: {exc}") from None
     return len(kept)
+
+
+def _plain(name: str) -> str:
+    """A member's name inside the image: relative, without `.` or `..` parts."""
+    parts = [part for part in name.strip("/").split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ImageImportError(f"{name}: .. is not allowed in a member's name")
+    return "/".join(parts)
+
+
+def _no_link_above(work: Path, name: str) -> None:
+    """No directory above `name` in the image is a link: a member is never written (nor
+    a hard link made) through one, whatever the link points at or how long the path."""
+    here = work
+    for part in name.split("/")[:-1]:
+        here = here / part
+        if here.is_symlink():
+            raise ImageImportError(f"{name}: {here.relative_to(work)} above it is a link; members are not written through links")
+
+
+def _as_root(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+    """The standard library's `tar` filter, and every file the root's: no file of an
+    image is the job account's (or any tenant's) to change."""
+    member = tarfile.tar_filter(member, path)
+    return member.replace(uid=0, gid=0, uname="root", gname="root", deep=False)
 
 
 def _resolves_inside(work: Path, folder: Path) -> bool:

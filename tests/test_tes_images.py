@@ -111,9 +111,9 @@ def test_a_root_filesystem_tar_and_the_command(tmp_path):
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
-        ([("usr", None, None), ("../escape", b"x", None)], "cannot unpack"),
+        ([("usr", None, None), ("../escape", b"x", None)], ".. is not allowed"),
         ([("usr", None, None), ("/etc/passwd", b"x", None)], None),  # the leading / is stripped: it stays inside
-        ([("usr", None, None), ("lib", None, "/tmp"), ("lib/file", b"x", None)], "cannot unpack"),
+        ([("usr", None, None), ("lib", None, "/tmp"), ("lib/file", b"x", None)], "above it is a link"),
         ([("etc", None, None)], "holds no root filesystem"),
     ],
 )
@@ -185,3 +185,42 @@ def test_a_whiteout_never_removes_through_a_link(tmp_path):
         import_image(archive=archive, root=tmp_path / "images" / "x")
     assert (victim / "keep").read_text() == "mine"
     assert os.listdir(tmp_path / "images") == []
+
+
+def test_hard_links_stay_inside_and_every_file_is_roots(tmp_path):
+    """A hard link to a host file (the tar filter does not check their targets) made
+    the import chown and chmod the host file itself, root 0600 to uid 999 0644; files
+    an image gives to uid 999 (postgres's, in real images) were the shared job account's
+    to change. Hard links go only to the image's own files, and every file is root's."""
+    victim = tmp_path / "hostfile"
+    victim.write_text("host secret")
+    victim.chmod(0o600)
+
+    def image(*, leak: bool) -> Path:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for name in ("usr", "usr/bin"):
+                info = tarfile.TarInfo(name)
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            data = tarfile.TarInfo("usr/bin/tool")
+            data.size, data.mode, data.uid, data.gid = 4, 0o755, 999, 999
+            tar.addfile(data, io.BytesIO(b"tool"))
+            same = tarfile.TarInfo("usr/bin/alias")
+            same.type, same.linkname = tarfile.LNKTYPE, "usr/bin/tool"
+            tar.addfile(same)
+            if leak:
+                bad = tarfile.TarInfo("usr/leak")
+                bad.type, bad.linkname, bad.mode, bad.uid = tarfile.LNKTYPE, "../" * 12 + str(victim).lstrip("/"), 0o644, 999
+                tar.addfile(bad)
+        path = tmp_path / f"{leak}.tar"
+        path.write_bytes(buffer.getvalue())
+        return path
+
+    import_image(archive=image(leak=False), root=tmp_path / "images" / "good")
+    tool = tmp_path / "images" / "good" / "usr/bin/tool"
+    assert (tool.stat().st_uid, tool.stat().st_gid, tool.stat().st_nlink) == (0, 0, 2)
+    with pytest.raises(ImageImportError):
+        import_image(archive=image(leak=True), root=tmp_path / "images" / "bad")
+    assert (victim.stat().st_uid, victim.stat().st_mode & 0o777, victim.stat().st_nlink) == (0, 0o600, 1)
+    assert not (tmp_path / "images" / "bad").exists()
