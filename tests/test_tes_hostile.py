@@ -212,3 +212,28 @@ def test_a_nul_in_a_file_url_is_a_400_and_inputs_are_listed_once(tes, store):  #
     twice = [{"path": "/in/f", "content": "x"}, {"path": "/in/f", "content": "y"}]
     response = tes.post(f"{TES}/tasks", {"inputs": twice, "executors": [{"image": "alpine", "command": ["true"]}]}, format="json")
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "inputs[1].path"
+
+
+def test_a_step_cannot_fill_the_workers_disk(tes, loop):  # noqa: F811 (the fixtures imported above)
+    """The task's directories were on the worker's disk (a step's `df` showed the host's
+    252G): 200 copies of an 8 MB input put 1.6 GB there, and a step could write without
+    bound. They are now a tmpfs of the attempt's memory, whose pages count against its
+    memory limit: a step writing past it is stopped there (out of memory, as a sealed
+    job filling its working directory is), and the disk is untouched."""
+    task = run(
+        tes,
+        loop,
+        {
+            "resources": {"ram_gb": 0.125},
+            "volumes": ["/vol"],
+            "executors": [
+                {"image": "alpine", "command": ["sh", "-c", "df -k /vol | tail -1"]},
+                {"image": "alpine", "command": ["sh", "-c", "head -c 300000000 /dev/zero > /vol/big; echo rc=$?"]},
+            ],
+        },
+    )
+    first = task["logs"][0]["logs"][0]["stdout"]
+    assert first.startswith("batches-task"), first
+    assert int(first.split()[1]) <= 128 * 1024, first
+    assert task["state"] == "SYSTEM_ERROR", task["logs"][0]["system_logs"]
+    assert any("out_of_memory" in line for line in task["logs"][0]["system_logs"]), task["logs"][0]["system_logs"]

@@ -184,6 +184,7 @@ class LocalExecutor(Executor, Recovers):
         try:
             workdir.mkdir(parents=True)
         except FileExistsError:  # left by a crashed worker: start from an empty one
+            task_spec.release(workdir)
             remove_dir(workdir)
             workdir.mkdir(parents=True)
         cores = self._cores.take(attempt.cpu)
@@ -208,13 +209,14 @@ class LocalExecutor(Executor, Recovers):
                     user=user,
                 )
             except OSError as exc:
-                message = f"could not start {attempt.argv[0]}: {exc.strerror or exc}"
+                message = f"could not start {attempt.argv[0] if attempt.argv else 'the task runner'}: {exc.strerror or exc}"
                 output.note(message)
                 raise LaunchError(message) from exc
         except BaseException:
             if output is not None:
                 output.abandon()
             self._cores.release(cores)
+            task_spec.release(workdir)
             remove_dir(workdir)
             raise
         output.started()
@@ -350,6 +352,8 @@ class LocalExecutor(Executor, Recovers):
         attempt = run.attempt
         self._used = Capacity(self._used.cpus - attempt.cpu, self._used.memory_mib - attempt.memory_mib)
         results = task_spec.read_results(run.workdir) if attempt.task is not None else None
+        if attempt.task is not None:
+            task_spec.release(run.workdir)
         if not self.keep_work_dirs:
             self._remover.remove(run.workdir)
         cgroup = run.cgroup

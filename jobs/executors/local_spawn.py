@@ -58,8 +58,11 @@ def spawn(
     if attempt.task is not None:
         try:
             seccomp_fd = options.get("pass_fds", (None,))[0]
-            task_spec.prepare(task=attempt.task, workdir=workdir, isolation=isolation, seccomp_fd=seccomp_fd, env=env, user=user)
+            task_spec.prepare(
+                task=attempt.task, workdir=workdir, isolation=isolation, seccomp_fd=seccomp_fd, env=env, user=user, memory_bytes=limit
+            )
         except BaseException:
+            task_spec.release(workdir)
             release_launch(options, cgroup)
             raise
     if cgroup is None:

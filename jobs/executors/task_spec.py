@@ -15,6 +15,7 @@ of the host is writable inside a step, and only the system's programs and librar
 import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,8 @@ from jobs.executors.base import Outcome
 from jobs.executors.isolation import SECCOMP, Isolation, JobUser, system_view
 
 RUNNER = Path(__file__).with_name("task_runner.py")
+MOUNT = shutil.which("mount", path="/usr/bin:/bin:/usr/sbin:/sbin")
+UMOUNT = shutil.which("umount", path="/usr/bin:/bin:/usr/sbin:/sbin")
 PYTHON = shutil.which("python3", path="/usr/bin:/bin:/usr/local/bin")
 TAIL_BYTES = 10_000  # of each step's stdout and stderr, kept for the task's logs
 CLUSTER_SECCOMP_FD = 10  # where a cluster node's task script gives the filter (slurm_task.SECCOMP_FD)
@@ -144,10 +147,25 @@ def runner_argv(workdir: Path) -> list[str]:
 
 
 def prepare(
-    *, task: dict[str, Any], workdir: Path, isolation: Isolation, seccomp_fd: int | None, env: dict[str, str], user: JobUser | None
+    *,
+    task: dict[str, Any],
+    workdir: Path,
+    isolation: Isolation,
+    seccomp_fd: int | None,
+    env: dict[str, str],
+    user: JobUser | None,
+    memory_bytes: int,
 ) -> None:
     """The runner and its spec in `<workdir>/.task` (no step's sandbox sees it), the
-    job account's, so the runner can write its results there."""
+    job account's, so the runner can write its results there; and, when the worker is
+    root, the task's directories (`<workdir>/m`) on a tmpfs of the attempt's memory
+    size: in memory, as a sealed job's working directory is, so a step cannot fill the
+    worker's disk, and what it writes there counts against its memory limit."""
+    if os.geteuid() == 0 and MOUNT and user is not None:
+        mirrors = workdir / "m"
+        mirrors.mkdir()
+        options = f"size={memory_bytes},mode=0700,uid={user.uid},gid={user.gid},nosuid,nodev"
+        subprocess.run([MOUNT, "-t", "tmpfs", "-o", options, "batches-task", str(mirrors)], check=True, capture_output=True)  # noqa: S603
     task_dir = workdir / ".task"
     task_dir.mkdir()
     shutil.copyfile(RUNNER, task_dir / "task_runner.py")
@@ -156,6 +174,13 @@ def prepare(
     if user is not None:
         for path in (task_dir, task_dir / "task_runner.py", task_dir / "spec.json"):
             os.chown(path, user.uid, user.gid)
+
+
+def release(workdir: Path) -> None:
+    """Unmount the task's directories (see `prepare`), if they are mounted."""
+    mirrors = workdir / "m"
+    if UMOUNT and os.path.ismount(mirrors):
+        subprocess.run([UMOUNT, "--lazy", str(mirrors)], check=False, capture_output=True)  # noqa: S603
 
 
 def read_results(workdir: Path) -> dict[str, Any] | None:
