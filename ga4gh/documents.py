@@ -168,6 +168,8 @@ def _local_path(url: str) -> str | None:
         if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
             return None
         path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise ValueError("a file URL names an absolute path, e.g. file:///data/x")
     if "\0" in path or any(part in (".", "..") for part in path.split("/")):
         raise ValueError("must not hold a NUL, or . or .. as a part of its path")
     return path

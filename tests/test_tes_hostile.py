@@ -209,6 +209,12 @@ def test_a_nul_in_a_file_url_is_a_400_and_inputs_are_listed_once(tes, store):  #
         format="json",
     )
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "inputs[0].url"
+    response = tes.post(
+        f"{TES}/tasks",
+        {"inputs": [{"url": "file:etc/passwd", "path": "/in/f"}], "executors": [{"image": "alpine", "command": ["true"]}]},
+        format="json",
+    )
+    assert response.status_code == 400 and "absolute path" in response.json()["errors"][0]["message"]
     twice = [{"path": "/in/f", "content": "x"}, {"path": "/in/f", "content": "y"}]
     response = tes.post(f"{TES}/tasks", {"inputs": twice, "executors": [{"image": "alpine", "command": ["true"]}]}, format="json")
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "inputs[1].path"
