@@ -45,15 +45,11 @@ import json
 import os
 import random
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import harness
-from harness import ROOT
 
 USERS = 5  # busy users, about a fifth of the events each
 SLOTS = 1000  # ... and a sparse user, one event in SLOTS
@@ -327,18 +323,8 @@ def lag_part(options: argparse.Namespace) -> None:
         feed=f"BATCHES_EVENTS_POLL_MS {settings.BATCHES_EVENTS_POLL_MS}, BATCHES_EVENTS_MAX_WAIT {settings.BATCHES_EVENTS_MAX_WAIT}",
         commit_stamp="deferred constraint trigger: clock_timestamp() at COMMIT, one unlogged insert per event",
     )
-    log = open(os.path.join(os.environ["BATCHES_DATA_DIR"], "gunicorn.log"), "w")  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "batchsite/gunicorn.conf.py", "batchsite.wsgi"], cwd=ROOT, env=env, stdout=log, stderr=log
-    )
-    worker = subprocess.Popen([sys.executable, "manage.py", "runworker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    server, worker = harness.start_service(env, port=port, log_path=os.path.join(os.environ["BATCHES_DATA_DIR"], "gunicorn.log"))
     try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)  # noqa: S310 (loopback)
-                break
-            except OSError:
-                time.sleep(0.2)
         harness.wait_for_worker(worker)
         feed = FeedReader(port, token)
         params = connection.get_connection_params()

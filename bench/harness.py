@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -189,6 +190,30 @@ def wait_for_worker(process: subprocess.Popen, *, timeout: float = 60) -> None:
         if time.monotonic() > deadline or process.poll() is not None:
             raise SystemExit("the worker did not start")
         time.sleep(0.1)
+
+
+def start_service(
+    env: dict[str, str], *, port: int, log_path: str, server_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """gunicorn (the shipped config, its output into `log_path`, `env` with `server_env`)
+    and a `runworker` (`env`); returns (server, worker) once the server answers
+    /healthz on `port`."""
+    log = open(log_path, "w")  # noqa: SIM115 (the server holds it while it runs)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "batchsite/gunicorn.conf.py", "batchsite.wsgi"],
+        cwd=ROOT,
+        env={**env, **(server_env or {})},
+        stdout=log,
+        stderr=log,
+    )
+    worker = subprocess.Popen([sys.executable, "manage.py", "runworker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)  # noqa: S310 (loopback)
+            break
+        except OSError:
+            time.sleep(0.2)
+    return server, worker
 
 
 def worker_isolation(process: subprocess.Popen) -> dict:

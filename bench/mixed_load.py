@@ -21,11 +21,8 @@ import argparse
 import http.client
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 
 import harness
 from harness import ROOT
@@ -102,22 +99,11 @@ def main() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "WEB_WORKERS": str(options.web_workers)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "batchsite/gunicorn.conf.py", "batchsite.wsgi"],
-        cwd=ROOT,
-        env={**env, "LOG_LEVEL": "WARNING"},
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.path.join(os.environ["BATCHES_DATA_DIR"], "gunicorn.log"), "w"),  # noqa: SIM115
-    )
     print(f"   gunicorn's log: {os.environ['BATCHES_DATA_DIR']}/gunicorn.log", flush=True)
-    worker = subprocess.Popen([sys.executable, "manage.py", "runworker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    server, worker = harness.start_service(
+        env, port=port, log_path=os.path.join(os.environ["BATCHES_DATA_DIR"], "gunicorn.log"), server_env={"LOG_LEVEL": "WARNING"}
+    )
     try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)  # noqa: S310 (loopback)
-                break
-            except OSError:
-                time.sleep(0.2)
         result = LoadResult()
 
         def measured() -> list[float]:

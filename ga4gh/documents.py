@@ -14,6 +14,7 @@ import math
 import os
 import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -200,19 +201,25 @@ def _local_url(url: str, where: str, errors: _Errors) -> str | None:
         return None
 
 
-def _inputs(value: Any, roots: list[tuple[Filesystem, str]], errors: _Errors) -> tuple[list[dict[str, Any]], list[Filesystem]]:
+def _files(value: Any, field: str, shape: str, errors: _Errors) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(where, item, FILE or DIRECTORY) of each well-formed item of the `field` list."""
     if not isinstance(value, list) or len(value) > MAX_ITEMS:
-        errors.add("inputs", f"must be a list of at most {MAX_ITEMS} inputs")
-        return [], []
-    staged, used, seen = [], [], set()
+        errors.add(field, f"must be a list of at most {MAX_ITEMS} {field}")
+        return
     for index, item in enumerate(value):
-        where = f"inputs[{index}]"
+        where = f"{field}[{index}]"
         if not isinstance(item, dict):
-            errors.add(where, "must be an object (a tesInput)")
+            errors.add(where, f"must be an object (a {shape})")
             continue
         kind = item.get("type", "FILE")
         if kind not in ("FILE", "DIRECTORY"):
             errors.add(f"{where}.type", "must be FILE or DIRECTORY")
+        yield where, item, kind
+
+
+def _inputs(value: Any, roots: list[tuple[Filesystem, str]], errors: _Errors) -> tuple[list[dict[str, Any]], list[Filesystem]]:
+    staged, used, seen = [], [], set()
+    for where, item, kind in _files(value, "inputs", "tesInput", errors):
         path = _path(item.get("path"), f"{where}.path", errors, directory=kind == "DIRECTORY")
         if path is not None and path in seen:
             errors.add(f"{where}.path", f"{path} is the path of an earlier input")
@@ -241,18 +248,8 @@ def _inputs(value: Any, roots: list[tuple[Filesystem, str]], errors: _Errors) ->
 
 
 def _outputs(value: Any, roots: list[tuple[Filesystem, str]], errors: _Errors) -> tuple[list[dict[str, Any]], list[Filesystem]]:
-    if not isinstance(value, list) or len(value) > MAX_ITEMS:
-        errors.add("outputs", f"must be a list of at most {MAX_ITEMS} outputs")
-        return [], []
     staged, used = [], []
-    for index, item in enumerate(value):
-        where = f"outputs[{index}]"
-        if not isinstance(item, dict):
-            errors.add(where, "must be an object (a tesOutput)")
-            continue
-        kind = item.get("type", "FILE")
-        if kind not in ("FILE", "DIRECTORY"):
-            errors.add(f"{where}.type", "must be FILE or DIRECTORY")
+    for where, item, kind in _files(value, "outputs", "tesOutput", errors):
         raw = item.get("path")
         pattern = isinstance(raw, str) and bool(WILDCARDS & set(raw))
         path = _path(raw, f"{where}.path", errors, directory=kind == "DIRECTORY" or pattern)

@@ -390,7 +390,7 @@ class ClusterExecutor(Executor, Adopts):
             usage=Usage.from_status(status),
             time=status.get("ended_at"),
         )
-        results = task_spec.read_cluster_results(submission.folder, task.index) if self.runs_tasks else None
+        results = task_spec.read_results(task_spec.cluster_results(submission.folder, task.index)) if self.runs_tasks else None
         return task_spec.task_outcome(outcome, results=results) if results is not None else outcome
 
     # -- stopping -----------------------------------------------------------------------

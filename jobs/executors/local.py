@@ -351,7 +351,7 @@ class LocalExecutor(Executor, Recovers):
         self._cores.release(run.cores)
         attempt = run.attempt
         self._used = Capacity(self._used.cpus - attempt.cpu, self._used.memory_mib - attempt.memory_mib)
-        results = task_spec.read_results(run.workdir) if attempt.task is not None else None
+        results = task_spec.read_results(task_spec.local_results(run.workdir)) if attempt.task is not None else None
         if attempt.task is not None:
             task_spec.release(run.workdir)
         if not self.keep_work_dirs:

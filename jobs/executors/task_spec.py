@@ -169,7 +169,9 @@ def prepare(
     task_dir = workdir / ".task"
     task_dir.mkdir()
     shutil.copyfile(RUNNER, task_dir / "task_runner.py")
-    plan = runner_plan(task=task, isolation=isolation, seccomp_fd=seccomp_fd, env=env, results=".task/results.json")
+    plan = runner_plan(
+        task=task, isolation=isolation, seccomp_fd=seccomp_fd, env=env, results=str(local_results(Path()))
+    )  # relative: the runner works in the attempt's directory
     (task_dir / "spec.json").write_text(json.dumps(plan))
     if user is not None:
         for path in (task_dir, task_dir / "task_runner.py", task_dir / "spec.json"):
@@ -183,11 +185,15 @@ def release(workdir: Path) -> None:
         subprocess.run([UMOUNT, "--lazy", str(mirrors)], check=False, capture_output=True)  # noqa: S603
 
 
-def read_results(workdir: Path) -> dict[str, Any] | None:
-    """What the runner wrote of the attempt (see task_runner.py), or None if nothing
-    (it never started, or its file is not whole JSON)."""
+def local_results(workdir: Path) -> Path:
+    return workdir / ".task" / "results.json"
+
+
+def read_results(path: Path) -> dict[str, Any] | None:
+    """What the runner wrote of the attempt at `path` (see task_runner.py), or None if
+    nothing (it never started, or its file is not whole JSON)."""
     try:
-        data = json.loads((workdir / ".task" / "results.json").read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -238,11 +244,3 @@ def write_for_cluster(*, task: dict[str, Any], folder: Path, index: int, isolati
         results=str(cluster_results(folder, index)),
     )
     (folder / f"{index}.task-spec.json").write_text(json.dumps(plan))
-
-
-def read_cluster_results(folder: Path, index: int) -> dict[str, Any] | None:
-    try:
-        data = json.loads(cluster_results(folder, index).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
