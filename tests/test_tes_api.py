@@ -201,3 +201,16 @@ def test_tags_filter_as_the_compliance_suite_sends_it(tes):
     query = "tag_key=foo&tag_key=lorem&tag_key=baz&tag_value=bar&tag_value=ipsum"
     assert [t["id"] for t in tes.get(f"{TES}/tasks?{query}").json()["tasks"]] == [task_id]
     assert tes.get(f"{TES}/tasks?tag_key=foo&tag_value=wrong_value").json()["tasks"] == []
+
+
+def test_operators_grant_running_commands_on_the_users_admin_page(admin_client, bob):
+    """The permission is on a user's page in the admin, and granting it there lets the
+    user create tasks (the same permission `allow_commands` grants)."""
+    from django.contrib.auth.models import Permission
+
+    page = admin_client.get(f"/admin/auth/user/{bob.pk}/change/")
+    assert page.status_code == 200
+    assert "Can run their own commands (GA4GH TES tasks)" in page.content.decode()
+    bob.user_permissions.add(Permission.objects.get(codename="run_commands"))
+    Image.objects.create(pattern="alpine*", root="")
+    assert make_client(bob).post(f"{TES}/tasks", {"executors": [ECHO]}, format="json").status_code == 200
