@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count
 
 from accounts.models import UserShare
@@ -57,21 +57,26 @@ def accrued(*, cpus: int, seconds: float) -> float:
 
 def charge_usage(*, amounts: dict[Any, float], now: datetime) -> None:
     """Add cpu-seconds, decayed to `now`, to each user's usage: the row is decayed to
-    `now` and the amount added, under a row lock (users in id order: no deadlock). Two
-    statements when every user has a row already (the lock, one UPDATE for them all);
-    a user's first charge inserts the row first."""
+    `now` and the amount added, under a row lock (users in id order: no deadlock); a
+    user's first charge makes the row, a deleted user's is dropped. On PostgreSQL one
+    statement for them all (an upsert that decays in SQL: each worker's write of its
+    ended attempts pays it); elsewhere the rows are locked, made where missing and
+    updated."""
     amounts = {user_id: amount for user_id, amount in amounts.items() if amount > 0}
     if not amounts:
+        return
+    conn = sql.default_connection()
+    if conn.vendor == "postgresql":
+        _upsert_usage(conn, amounts=amounts, now=now)
         return
     with transaction.atomic():
         rows = _locked_usage(sorted(amounts))
         missing = sorted(set(amounts) - {row.user_id for row in rows})
         if missing:
-            try:
-                with transaction.atomic():
-                    Usage.objects.bulk_create([Usage(user_id=u, cpu_seconds=0.0, as_of=now) for u in missing], ignore_conflicts=True)
-            except IntegrityError:  # a user deleted meanwhile
-                pass
+            # Only users who still exist: the foreign key is checked at commit, where a
+            # deleted user's row would fail the whole write of the worker's reports.
+            missing = sorted(get_user_model().objects.filter(pk__in=missing).values_list("pk", flat=True))
+            Usage.objects.bulk_create([Usage(user_id=u, cpu_seconds=0.0, as_of=now) for u in missing], ignore_conflicts=True)
             rows = sorted([*rows, *_locked_usage(missing)], key=lambda row: row.user_id)
         for row in rows:
             row.cpu_seconds = decayed(row.cpu_seconds, seconds=(now - row.as_of).total_seconds()) + amounts[row.user_id]
@@ -80,6 +85,28 @@ def charge_usage(*, amounts: dict[Any, float], now: datetime) -> None:
             rows[0].save(update_fields=["cpu_seconds", "as_of"])
         elif rows:
             Usage.objects.bulk_update(rows, ["cpu_seconds", "as_of"])
+
+
+def _upsert_usage(conn: Any, *, amounts: dict[Any, float], now: datetime) -> None:
+    """`charge_usage` on PostgreSQL: INSERT ... ON CONFLICT DO UPDATE, rows in user id
+    order, the old value decayed as `decayed` does and `as_of` never moved back."""
+    usage, user_model = sql.table(Usage, conn), sql.table(get_user_model(), conn)
+    user, cpu_seconds, as_of = (sql.column(Usage, name, conn) for name in ("user", "cpu_seconds", "as_of"))
+    user_pk = sql.column(get_user_model(), get_user_model()._meta.pk.name, conn)
+    user_type = Usage._meta.get_field("user").target_field.rel_db_type(conn)
+    ids = sorted(amounts)
+    query = (
+        f"INSERT INTO {usage} ({user}, {cpu_seconds}, {as_of})"  # noqa: S608 (names from the models' _meta)
+        f" SELECT t.u, t.a, %s FROM unnest(%s::{user_type}[], %s::float8[]) AS t(u, a)"
+        f" WHERE EXISTS (SELECT 1 FROM {user_model} WHERE {user_model}.{user_pk} = t.u) ORDER BY t.u"
+        f" ON CONFLICT ({user}) DO UPDATE SET"
+        f" {cpu_seconds} = {usage}.{cpu_seconds}"
+        f" * power(2.0, -greatest(EXTRACT(EPOCH FROM (EXCLUDED.{as_of} - {usage}.{as_of}))::float8, 0.0) / %s)"
+        f" + EXCLUDED.{cpu_seconds},"
+        f" {as_of} = greatest({usage}.{as_of}, EXCLUDED.{as_of})"
+    )
+    with conn.cursor() as cursor:
+        cursor.execute(query, [now, ids, [amounts[u] for u in ids], half_life()])
 
 
 def _locked_usage(user_ids: list[Any]) -> list[Usage]:

@@ -100,6 +100,25 @@ def test_ended_attempts_are_charged_and_decay(alice, settings):
     assert later[alice.pk].usage == pytest.approx(usage.cpu_seconds / 2)
 
 
+def test_a_second_charge_decays_the_first_and_never_moves_as_of_back(alice, bob, settings):
+    """One path on PostgreSQL (an upsert that decays in SQL), another elsewhere: the
+    same figures from both."""
+    settings.BATCHES_FAIRSHARE_HALF_LIFE = 100
+    now = timezone.now()
+    fairshare.charge_usage(amounts={alice.pk: 40.0}, now=now)
+    fairshare.charge_usage(amounts={alice.pk: 10.0, bob.pk: 5.0, 987_654: 3.0}, now=now + timezone.timedelta(seconds=100))
+    rows = {row.user_id: row for row in Usage.objects.all()}
+    assert set(rows) == {alice.pk, bob.pk}, "a user who no longer exists is not charged"
+    assert rows[alice.pk].cpu_seconds == pytest.approx(40 / 2 + 10)
+    assert rows[bob.pk].cpu_seconds == pytest.approx(5)
+    later = now + timezone.timedelta(seconds=100)
+    assert rows[alice.pk].as_of == later
+    fairshare.charge_usage(amounts={alice.pk: 1.0}, now=now)  # a report written late
+    row = Usage.objects.get(user=alice)
+    assert row.cpu_seconds == pytest.approx(40 / 2 + 10 + 1), "added undecayed"
+    assert row.as_of == later, "as_of never goes back"
+
+
 def test_set_share_command(alice, capsys):
     call_command("set_share", "alice", "--weight", "3", "--group", "astro", "--group-weight", "2")
     assert "alice: weight 3, group astro (weight 2)" in capsys.readouterr().out
