@@ -1,5 +1,7 @@
-"""The deployment guide's production settings pass Django's own deployment checks."""
+"""The deployment guide's production settings pass Django's own deployment checks, and
+it starts every process the service needs."""
 
+import re
 import secrets
 import subprocess
 import sys
@@ -48,3 +50,12 @@ def test_a_setting_file_that_cannot_be_read_is_named_in_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"configuration error: BATCHES_METRICS_TOKEN_FILE names '{tmp_path / 'metrics_token'}', which cannot be read: No such file or directory"
     ]
+
+
+def test_the_guide_has_a_unit_for_each_process_that_runs_always():
+    """A deployment that followed the guide without a unit for `deliver_webhooks` sent
+    no webhook at all: each long-running command has a systemd unit that restarts it."""
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    units = [block for block in re.findall(r"```ini\n(.*?)```", guide, flags=re.DOTALL) if "Restart=on-failure" in block]
+    for command in ("gunicorn", "manage.py runworker", "manage.py deliver_webhooks"):
+        assert any(re.search(rf"^ExecStart=.*{re.escape(command)}", unit, flags=re.MULTILINE) for unit in units), command
