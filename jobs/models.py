@@ -304,16 +304,26 @@ class Delivery(models.Model):
     payload = models.JSONField(help_text="The body sent: the event as GET /events shows it.")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     created = models.DateTimeField(default=timezone.now)
-    next_try = models.DateTimeField(default=timezone.now)
+    next_try = models.DateTimeField(
+        default=timezone.now,
+        null=True,
+        blank=True,
+        help_text="When it is tried next; empty while an earlier delivery of its batch to the same webhook is pending.",
+    )
     delivered = models.DateTimeField(null=True, blank=True)
     tries = models.JSONField(default=list, blank=True, help_text="Each try: time, status (HTTP) or error, milliseconds.")
 
     class Meta:
         verbose_name_plural = "deliveries"
         constraints = [models.UniqueConstraint(fields=["webhook", "event_id"], name="delivery_webhook_event")]
-        # The sender's queue: the pending deliveries, oldest first (partial: delivered
-        # ones are most of the table and never read by it).
-        indexes = [models.Index(fields=["id"], name="delivery_pending", condition=models.Q(state="PENDING"))]
+        # Partial (delivered ones are most of the table and never read by the sender):
+        # its queue, the due deliveries longest due first (only a batch's oldest pending
+        # one has a next_try), and each (webhook, batch)'s pending ones in order, to
+        # find the next when one ends (`jobs.webhook_delivery`).
+        indexes = [
+            models.Index(fields=["next_try", "id"], name="delivery_due", condition=models.Q(state="PENDING")),
+            models.Index(fields=["webhook", "batch_id", "id"], name="delivery_batch_pending", condition=models.Q(state="PENDING")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_type} #{self.event_id} -> {self.webhook_id}"

@@ -28,6 +28,11 @@ class DeliveryAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
+        # A pending delivery deleted alone would leave the later ones of its batch waiting
+        # for it forever (`jobs.webhook_delivery`); deleting the webhook deletes them all.
+        return False
+
 
 @admin.register(Webhook)
 class WebhookAdmin(admin.ModelAdmin):

@@ -6,16 +6,20 @@ Its loop (`Sender.step`), every `POLL_SECONDS`:
 1. Fan out (`fan_out`): each webhook's owner's feed events after its cursor, up to the
    feed's settled point (`jobs.feed`), become Delivery rows (those of the types it
    wants), and the cursor moves on, in one transaction per webhook: an event becomes
-   one delivery, once (a unique constraint besides).
+   one delivery, once (a unique constraint besides). In order per batch: only the
+   oldest pending delivery of each (webhook, batch), its head, has a `next_try`; the
+   others wait with none.
 2. Record the tries that ended: 2xx delivered; anything else (a status, a refused
    connection, a timeout, a redirect, which is never followed) tried again after
    10 s, 20 s, 40 s... at most an hour apart, until BATCHES_WEBHOOK_RETRY_HOURS (25)
-   after the event, then FAILED.
-3. Start the tries due: for each (webhook, batch) only its oldest pending delivery (in
-   order per batch; another batch's go on meanwhile), none of a group already in
-   flight, on a pool of `THREADS` threads, each try bounded by
-   BATCHES_WEBHOOK_TIMEOUT_SECONDS: a slow receiver holds one thread for that long and
-   delays nobody else's deliveries.
+   after the event (its `time`), then FAILED. A head that ends hands `next_try` to the
+   next delivery of its (webhook, batch), due at once.
+3. Start the tries due (`due_heads`): the pending deliveries whose `next_try` has come,
+   longest due first, on a pool of `THREADS` threads, each try bounded by
+   BATCHES_WEBHOOK_TIMEOUT_SECONDS, at most `PER_OWNER` of them a user's at once. So
+   another user's backlog delays nobody: deliveries in backoff or waiting behind a
+   head are never read (the query is bounded by the free threads, whatever the
+   backlog), and receivers that never answer hold at most `PER_OWNER` threads.
 
 Each try resolves the receiver's host again, checks every address (`jobs.webhooks`),
 and connects to the checked address (the name is sent as Host and for TLS), so a name
@@ -25,6 +29,8 @@ a receiver may see a delivery twice (an answer lost, the sender stopped mid-try)
 """
 
 import time
+from collections import Counter
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +42,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from jobs.feed import as_feed_event, event_type, settled_id
@@ -44,8 +51,8 @@ from jobs.webhooks import WebhookRefused, resolve_public, signature
 
 POLL_SECONDS = 0.5
 THREADS = 8
+PER_OWNER = 2  # a user's tries in flight at once: the pool's other threads stay everyone else's
 FAN_OUT_PAGE = 1000
-QUEUE_LOOK = 2000  # pending deliveries looked at per step, oldest first
 LONGEST_BACKOFF = 3600.0
 
 
@@ -66,19 +73,28 @@ def fan_out(*, page: int = FAN_OUT_PAGE) -> int:
                 .values("id", "job_id", "batch_id", "from_status", "to_status", "reason", "attempt", "time", "counts")[:page]
             )
             wanted = [row for row in rows if event_type(row) in webhook.event_types]
-            Delivery.objects.bulk_create(
-                [
+            # A batch with a pending delivery already has its head: the new ones wait.
+            queued = set(
+                Delivery.objects.filter(
+                    webhook=webhook, state=Delivery.State.PENDING, batch_id__in={row["batch_id"] for row in wanted}
+                ).values_list("batch_id", flat=True)
+            )
+            now = timezone.now()
+            new = []
+            for row in wanted:
+                head = row["batch_id"] not in queued
+                queued.add(row["batch_id"])
+                new.append(
                     Delivery(
                         webhook=webhook,
                         event_id=row["id"],
                         event_type=event_type(row),
                         batch_id=row["batch_id"],
                         payload=_as_sent(row),
+                        next_try=now if head else None,
                     )
-                    for row in wanted
-                ],
-                ignore_conflicts=True,
-            )
+                )
+            Delivery.objects.bulk_create(new, ignore_conflicts=True)
             webhook.cursor = rows[-1]["id"] if len(rows) == page else settled
             webhook.save(update_fields=["cursor"])
             created += len(wanted)
@@ -133,40 +149,53 @@ def send(*, url: str, secret: str, delivery_id: int, event: str, body: bytes) ->
 
 
 def record(*, delivery_id: int, outcome: dict[str, Any], now: datetime | None = None) -> str:
-    """Step 2 of the module for one try; returns the delivery's new state."""
+    """Step 2 of the module for one try; returns the delivery's new state. Retried
+    until BATCHES_WEBHOOK_RETRY_HOURS after the event (the time in its body; the
+    delivery's own `created` for a body without one), however late it was made."""
     now = now or timezone.now()
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
         if delivery is None:
             return Delivery.State.FAILED  # its webhook was deleted meanwhile
         delivery.tries = [*delivery.tries, outcome]
+        since = parse_datetime(str(delivery.payload.get("time", ""))) or delivery.created
         if 200 <= outcome.get("status", 0) < 300:
             delivery.state, delivery.delivered = Delivery.State.DELIVERED, now
-        elif now - delivery.created >= timedelta(hours=settings.BATCHES_WEBHOOK_RETRY_HOURS):
+        elif now - since >= timedelta(hours=settings.BATCHES_WEBHOOK_RETRY_HOURS):
             delivery.state = Delivery.State.FAILED
         else:
             delivery.next_try = now + timedelta(seconds=backoff(len(delivery.tries)))
         delivery.save(update_fields=["tries", "state", "delivered", "next_try"])
+        if delivery.state != Delivery.State.PENDING:
+            following = Delivery.objects.filter(
+                webhook_id=delivery.webhook_id, batch_id=delivery.batch_id, state=Delivery.State.PENDING, next_try=None
+            ).order_by("id")
+            Delivery.objects.filter(pk__in=list(following.values_list("pk", flat=True)[:1])).update(next_try=now)
     return delivery.state
 
 
-def due_heads(*, busy: set[tuple[Any, Any]], now: datetime | None = None) -> list[Delivery]:
-    """The deliveries to try now: of each (webhook, batch) not in `busy`, its oldest
-    pending one, if due. Oldest first."""
-    now = now or timezone.now()
-    heads: dict[tuple[Any, Any], Delivery] = {}
-    pending = Delivery.objects.filter(state=Delivery.State.PENDING).order_by("id").select_related("webhook")[:QUEUE_LOOK]
-    for delivery in pending:
-        heads.setdefault((delivery.webhook_id, delivery.batch_id), delivery)
-    return [d for group, d in heads.items() if group not in busy and d.next_try <= now]
+def due_heads(
+    *, limit: int, in_flight: Collection[int] = (), owners_full: Collection[int] = (), now: datetime | None = None
+) -> list[Delivery]:
+    """Up to `limit` deliveries to try now, longest due first, with their webhooks: each
+    the head of its (webhook, batch) (only heads have a `next_try`), none of `in_flight`
+    (ids) and none of an owner in `owners_full`. Reads only due heads (the
+    `delivery_due` index): deliveries in backoff or waiting behind a head cost nothing."""
+    due = Delivery.objects.filter(state=Delivery.State.PENDING, next_try__lte=now or timezone.now())
+    if in_flight:
+        due = due.exclude(pk__in=in_flight)
+    if owners_full:
+        due = due.exclude(webhook__owner_id__in=owners_full)
+    return list(due.select_related("webhook").order_by("next_try", "id")[:limit])
 
 
 class Sender:
     """The loop of `deliver_webhooks` (see the module), one `step` at a time."""
 
-    def __init__(self, *, threads: int = THREADS) -> None:
+    def __init__(self, *, threads: int = THREADS, per_owner: int = PER_OWNER) -> None:
+        self.threads, self.per_owner = threads, per_owner
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="webhook")
-        self.in_flight: dict[Future, tuple[int, tuple[Any, Any]]] = {}
+        self.in_flight: dict[Future, tuple[int, int]] = {}  # the try -> (delivery id, owner id)
 
     def step(self) -> int:
         """Fan out, record ended tries, start due ones; returns tries recorded."""
@@ -176,19 +205,33 @@ class Sender:
             delivery_id, _ = self.in_flight.pop(future)
             record(delivery_id=delivery_id, outcome=future.result())
             recorded += 1
-        busy = {group for _, group in self.in_flight.values()}
-        for delivery in due_heads(busy=busy):
-            body = orjson.dumps(delivery.payload)
-            future = self.pool.submit(
-                send,
-                url=delivery.webhook.url,
-                secret=delivery.webhook.secret,
-                delivery_id=delivery.pk,
-                event=delivery.event_type,
-                body=body,
-            )
-            self.in_flight[future] = (delivery.pk, (delivery.webhook_id, delivery.batch_id))
+        self._start_due()
         return recorded
+
+    def _start_due(self) -> None:
+        """Step 3: fill the free threads, no owner past `per_owner`. Never more tries than
+        threads (none waits in the pool's queue); each round starts at least one or
+        stops, so at most `threads` queries."""
+        owners = Counter(owner for _, owner in self.in_flight.values())
+        while (free := self.threads - len(self.in_flight)) > 0:
+            full = [owner for owner, count in owners.items() if count >= self.per_owner]
+            found = due_heads(limit=free, in_flight=[pk for pk, _ in self.in_flight.values()], owners_full=full)
+            if not found:
+                return
+            for delivery in found:
+                owner = delivery.webhook.owner_id
+                if owners[owner] >= self.per_owner:
+                    continue  # filled by an earlier one of this round: the next round skips her
+                future = self.pool.submit(
+                    send,
+                    url=delivery.webhook.url,
+                    secret=delivery.webhook.secret,
+                    delivery_id=delivery.pk,
+                    event=delivery.event_type,
+                    body=orjson.dumps(delivery.payload),
+                )
+                self.in_flight[future] = (delivery.pk, owner)
+                owners[owner] += 1
 
     def drain(self, timeout: float) -> None:
         """Wait up to `timeout` for the tries in flight and record them (at shutdown)."""

@@ -15,7 +15,7 @@ import pytest
 from django.test.utils import override_settings
 
 from jobs.batch_finished import record_finished_batches
-from jobs.models import Delivery, Job
+from jobs.models import Delivery, Job, JobEvent
 from jobs.statuses import Status
 from jobs.webhook_delivery import Sender, backoff, fan_out, record
 from tests.test_api_contract import finish, submit
@@ -70,7 +70,9 @@ def run_sender(until, *, sender: Sender | None = None, seconds: float = 20) -> S
     while not until():
         assert time.monotonic() < deadline, "the deliveries did not arrive"
         sender.step()
-        Delivery.objects.filter(state=Delivery.State.PENDING).update(next_try=Delivery._meta.get_field("created").default())
+        Delivery.objects.filter(state=Delivery.State.PENDING, next_try__isnull=False).update(
+            next_try=Delivery._meta.get_field("created").default()
+        )
         time.sleep(0.05)
     return sender
 
@@ -160,12 +162,30 @@ def test_retries_back_off_for_a_day_then_fail(alice_client, catalog):
     batch = submit(alice_client, catalog)
     alice_client.post(f"/batches/{batch['batch_id']}/cancel")
     assert fan_out() == 2
-    delivery = Delivery.objects.filter(webhook_id=hook["id"]).first()
+    delivery, following = Delivery.objects.filter(webhook_id=hook["id"]).order_by("id")
+    assert following.next_try is None  # it waits behind the batch's first
     assert [backoff(n) for n in (1, 2, 3, 10, 20)] == [10, 20, 40, 3600, 3600]
     assert record(delivery_id=delivery.pk, outcome={"error": "refused", "ms": 1}) == Delivery.State.PENDING
     later = delivery.created + timedelta(hours=24)
     assert record(delivery_id=delivery.pk, outcome={"status": 500, "ms": 1}, now=later) == Delivery.State.PENDING
     assert record(delivery_id=delivery.pk, outcome={"status": 500, "ms": 1}, now=later + timedelta(hours=1)) == Delivery.State.FAILED
+    following.refresh_from_db()
+    assert following.next_try == later + timedelta(hours=1)  # the batch's next is due at once
+
+
+def test_the_retry_window_counts_from_the_event(alice_client, catalog):
+    """As the README says: a delivery made late (the sender was stopped for hours) has
+    the rest of the event's window, not a new one."""
+    with override_settings(BATCHES_WEBHOOK_ALLOW_PRIVATE=True):
+        hook = register(alice_client, "http://127.0.0.1:9/", ["job.failed"])
+    batch = submit(alice_client, catalog)
+    alice_client.post(f"/batches/{batch['batch_id']}/cancel")
+    fan_out()
+    event = JobEvent.objects.filter(batch_id=batch["batch_id"], to_status=Status.FAILED).order_by("id").first()
+    delivery = Delivery.objects.get(webhook_id=hook["id"], event_id=event.pk)
+    Delivery.objects.filter(pk=delivery.pk).update(created=event.time + timedelta(hours=3))
+    assert record(delivery_id=delivery.pk, outcome={"status": 500, "ms": 1}, now=event.time + timedelta(hours=24)) == Delivery.State.PENDING
+    assert record(delivery_id=delivery.pk, outcome={"status": 500, "ms": 1}, now=event.time + timedelta(hours=25)) == Delivery.State.FAILED
 
 
 @pytest.mark.parametrize("page", ["/admin/jobs/delivery/", "/admin/jobs/webhook/"])
@@ -179,6 +199,7 @@ def test_the_admin_shows_deliveries(admin_client, alice_client, catalog, page):
     assert response.status_code == 200
     delivery = Delivery.objects.first()
     assert admin_client.get(f"/admin/jobs/delivery/{delivery.pk}/change/").status_code == 200
+    assert admin_client.get(f"/admin/jobs/delivery/{delivery.pk}/delete/").status_code == 403
 
 
 @override_settings(BATCHES_WEBHOOK_ALLOW_PRIVATE=True)
