@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 
 from batches.catalog import CatalogError, sync_catalog
-from batches.models import Filesystem, Tool
+from batches.models import Filesystem, Image, Tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,8 +102,10 @@ def test_demo_catalog_loads(db, tmp_path):
     for fs in data["filesystems"]:
         fs["path"] = str(tmp_path / fs["name"])
     out = sync(write(tmp_path, data))
-    assert "5 created" in out
+    assert "6 created" in out  # four tools, a filesystem and the images
     assert set(Tool.objects.values_list("name", flat=True)) == {"echo", "sleep", "fail", "wc"}
+    # The README's py-tes example names alpine: the host's system view (root null).
+    assert list(Image.objects.values_list("pattern", "root")) == [("alpine*", "")]
 
 
 def _tool(**overrides: Any) -> dict[str, Any]:
