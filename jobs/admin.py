@@ -16,11 +16,11 @@ from django.utils.html import format_html
 from core.admin_pages import Button, ObjectButtons, ReadOnlyPage, clipped, duration_text, short_id, short_time, to_the_millisecond
 from core.admin_paging import IndexedOrderingChangeList, LargeTableAdmin
 from jobs import usage_admin, webhook_admin  # noqa: F401 (register the usage, webhook and delivery pages)
-from jobs.attempt_admin import AttemptInline, JobEventInline  # and, imported, the attempt and worker pages are registered
+from jobs.attempt_admin import AttemptInline, JobEventInline, used_text  # and, imported, the attempt and worker pages are registered
 from jobs.batch_admin import OwnerFilter, status_badge  # and, imported, the batch pages are registered
 from jobs.executors import read_log
 from jobs.models import Job
-from jobs.selectors import jobs_of_kept_batches
+from jobs.selectors import jobs_of_kept_batches, last_ended_attempts
 from jobs.services import CancelStillStopping, cancel_jobs, retry_failed_jobs
 from jobs.statuses import UNFINISHED, Status
 
@@ -36,10 +36,14 @@ LOG_CHUNK_BYTES = 1024 * 1024
 
 class JobChangeList(IndexedOrderingChangeList):
     """Marks each job whose reason is the one of the row above: a page of a batch's
-    waiting jobs said "Waiting for a worker with 1 free cpu and 256 MiB" a hundred times."""
+    waiting jobs said "Waiting for a worker with 1 free cpu and 256 MiB" a hundred times.
+    Reads the page's jobs' last ended attempts in one query, for what they used."""
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
+        last = last_ended_attempts(job_ids=[job.pk for job in self.result_list])
+        for job in self.result_list:
+            job.last_ended_attempt = last.get(job.pk)
         above = None
         for job in self.result_list:
             job.same_reason_as_above = bool(job.reason) and job.reason == above
@@ -53,8 +57,20 @@ class JobAdmin(ObjectButtons, LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
     # Fits a 1,366 px screen beside the filters, one line per job: a job and its batch by
     # the end of their ids (the whole id in the tooltip), start and stop in the
     # duration's tooltip, the reason cut to its column (whole in its tooltip) and not
-    # repeated from the row above (templates/admin/jobs/job/change_list.html).
-    list_display = ["job", "status_badge", "reason_text", "tool", "batch_short", "owner", "attempts", "worker_name", "created", "duration"]
+    # repeated from the row above, what the last ended attempt used beside the count
+    # of attempts (templates/admin/jobs/job/change_list.html).
+    list_display = [
+        "job",
+        "status_badge",
+        "reason_text",
+        "tool",
+        "batch_short",
+        "owner",
+        "attempts_used",
+        "worker_name",
+        "created",
+        "duration",
+    ]
     # Created: the batch's time, which its jobs share (jobs.services.create_jobs): the
     # batches of a day are found on the small table and their jobs on the batch index
     # (10 ms at a million jobs; a scan of the jobs' own column took 270).
@@ -183,6 +199,15 @@ class JobAdmin(ObjectButtons, LargeTableAdmin, ReadOnlyPage, admin.ModelAdmin):
         return format_html(
             '<span title="started {}, stopped {}">{}</span>', to_the_millisecond(job.start_time), to_the_millisecond(job.stop_time), text
         )
+
+    @admin.display(description="attempts · used")
+    def attempts_used(self, job: Job) -> str:
+        """Its attempts, and what the last ended one used (JobDetail's `usage`; every
+        attempt's is on the job's page): one column, the list had no room for two."""
+        last = getattr(job, "last_ended_attempt", None)
+        if last is None:
+            return str(job.attempts)
+        return format_html("{} · {}", job.attempts, used_text(last))
 
     @admin.display(description="job", ordering="id")
     def job(self, job: Job) -> str:

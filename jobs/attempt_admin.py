@@ -32,7 +32,8 @@ class AttemptColumns:
     def took(self, attempt: Attempt) -> str:
         if attempt.start_time is None or attempt.end_time is None:
             return "-"
-        return duration_text((attempt.end_time - attempt.start_time).total_seconds())
+        text = duration_text((attempt.end_time - attempt.start_time).total_seconds())
+        return format_html('<span title="ended {}">{}</span>', to_the_millisecond(attempt.end_time), text)
 
     @admin.display(description="worker")
     def worker_name(self, attempt: Attempt) -> str:
@@ -63,13 +64,47 @@ class AttemptColumns:
 
     @admin.display(description="used")
     def used(self, attempt: Attempt) -> str:
-        """cpu-seconds and peak memory against what the attempt had (as seff shows them)."""
-        if attempt.cpu_seconds is None and attempt.max_rss_mib is None:
-            return "-"
-        cpu = "-" if attempt.cpu_seconds is None else f"{attempt.cpu_seconds:.2f}"
-        rss = "-" if attempt.max_rss_mib is None else f"{attempt.max_rss_mib:g}"
-        title = f"{cpu} cpu-seconds on {attempt.cpus} cpu; peak {rss} MiB of {attempt.memory_mib} MiB"
-        return format_html('<span title="{}">{} cpu-s, {}/{} MiB</span>', title, cpu, rss, attempt.memory_mib)
+        return used_text(attempt)
+
+
+# Figures of at most five characters and their unit, whatever the attempt used: the
+# lists fit 1,366 px with the widest, "9,999 cpu-s, 1023 MiB" (exact in the tooltip).
+def _cpu_seconds(value: float) -> str:
+    if value < 100:
+        return f"{value:.2f} cpu-s" if value < 10 else f"{value:.1f} cpu-s"
+    if value < 9_999.5:
+        return f"{value:,.0f} cpu-s"
+    hours = value / 3600
+    return f"{hours:.1f} cpu-h" if hours < 99.95 else f"{hours:,.0f} cpu-h"
+
+
+def _mib(value: float) -> str:
+    if value < 10:
+        return f"{value:.1f} MiB"
+    if value < 1_023.5:
+        return f"{value:.0f} MiB"
+    gib = value / 1024
+    return f"{gib:.1f} GiB" if gib < 99.95 else f"{gib:,.0f} GiB"
+
+
+def _measured(value: float | None, pattern: str) -> str:
+    return "not measured" if value is None else pattern.format(value)
+
+
+def used_text(attempt: Attempt | None) -> str:
+    """What an ended attempt used, narrow enough for a list's column ("2.03 cpu-s,
+    310 MiB"; "-" for a figure not measured, or with no attempt); to the millisecond
+    and against what it had (as seff shows them) in the tooltip."""
+    if attempt is None or (attempt.cpu_seconds is None and attempt.max_rss_mib is None):
+        return "-"
+    cpu = "- cpu-s" if attempt.cpu_seconds is None else _cpu_seconds(attempt.cpu_seconds)
+    rss = "- MiB" if attempt.max_rss_mib is None else _mib(attempt.max_rss_mib)
+    title = (
+        f"attempt {attempt.number}: cpu {_measured(attempt.cpu_seconds, '{:.3f} s')} on {attempt.cpus or '?'} core(s); "
+        f"peak {_measured(attempt.max_rss_mib, '{:g} MiB')} of {attempt.memory_mib or '?'} MiB; "
+        f"elapsed {_measured(attempt.elapsed_seconds, '{:.3f} s')}"
+    )
+    return format_html('<span class="used" title="{}">{}, {}</span>', title, cpu, rss)
 
 
 class JobEventInline(admin.TabularInline):
@@ -121,7 +156,8 @@ class AttemptAdmin(AttemptColumns, LargeTableAdmin, ReadOnlyPage, admin.ModelAdm
     """Attempts are written by workers only; the admin shows them."""
 
     keep_delete = False
-    # The executor is a filter, not a column: the reason would not fit beside it.
+    # The executor is a filter, not a column, and when an attempt ended is in the
+    # tooltip of how long it took: the reason and what it used would not fit beside them.
     list_display = [
         "job_short",
         "attempt_number",
@@ -130,8 +166,8 @@ class AttemptAdmin(AttemptColumns, LargeTableAdmin, ReadOnlyPage, admin.ModelAdm
         "node_name",
         "executor_id",
         "started",
-        "ended",
         "took",
+        "used",
         "exit_status",
         "reason_text",
     ]

@@ -24,6 +24,7 @@ from jobs.models import Job
 from jobs.removal import delete_batches
 from jobs.services import CancelStillStopping, cancel_batch, retry_failed_jobs
 from jobs.statuses import UNFINISHED, Status
+from jobs.usage_report import batch_usage
 
 
 class OwnerFilter(admin.SimpleListFilter):
@@ -97,6 +98,32 @@ def progress_bar(counts: dict[str, int]) -> str:
     )
 
 
+def _figure(value: float | None, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def usage_table(report: dict[str, Any]) -> str:
+    """A batch's usage report (jobs.usage_report.batch_usage) as `batches usage` prints
+    it, a figure per row; a batch with no ended attempt says so."""
+    if not report["attempts"]:
+        return "nothing measured yet: no attempt of this batch has ended"
+    rss, elapsed = report["max_rss_mib"], report["elapsed_seconds"]
+    codes = sorted(report["reason_codes"].items(), key=lambda item: (-item[1], item[0]))
+    rows = [
+        ("jobs ended", f"{report['jobs_ended']} ({report['attempts']} attempt(s) ended)"),
+        ("asked per job", f"{report['cpus']} core(s), {report['memory_mib']} MiB"),
+        ("cpu used", _figure(report["cpu_seconds"], "{:.3f} s")),
+        ("cpu efficiency", _figure(report["cpu_efficiency"], "{:.1%} of elapsed x cores")),
+        ("max RSS", f"peak {_figure(rss['peak'], '{:.1f} MiB')}, median {_figure(rss['median'], '{:.1f} MiB')}"),
+        ("memory efficiency", _figure(report["memory_efficiency"], "{:.1%} of the memory asked (mean)")),
+        ("elapsed", ", ".join(f"{key} {_figure(elapsed[key], '{:.3f} s')}" for key in ("min", "median", "max", "total"))),
+        ("ended as", ", ".join(f"{code or '(none)'} {n}" for code, n in codes)),
+    ]
+    cells = ((label, label.replace(" ", "-").lower(), value) for label, value in rows)
+    body = format_html_join("", '<tr><th scope="row">{}</th><td class="usage-{}">{}</td></tr>', cells)
+    return format_html('<table id="batch-usage"><tbody>{}</tbody></table>', body)
+
+
 def _counts(batch: Batch) -> dict[str, int]:
     """The batch's jobs per state, counted once for its page (its fields and buttons)."""
     if not hasattr(batch, "page_counts"):
@@ -161,6 +188,7 @@ class BatchAdmin(ObjectButtons, BoundedActions, ReadOnlyPage, admin.ModelAdmin):
         "jobs",
         "counts",
         "failures",
+        "usage",
         "hardware",
         "filesystems",
         "max_attempts",
@@ -247,6 +275,11 @@ class BatchAdmin(ObjectButtons, BoundedActions, ReadOnlyPage, admin.ModelAdmin):
             url,
             sampled,
         )
+
+    @admin.display(description="usage (as seff shows it)")
+    def usage(self, batch: Batch) -> str:
+        """What its ended attempts used, retried ones included: GET /batches/<id>/usage's figures."""
+        return usage_table(batch_usage(batch=batch))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # batches are submitted through the API

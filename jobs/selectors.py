@@ -86,6 +86,15 @@ def last_ended_attempt(*, job: Job) -> dict[str, Any] | None:
     return ended.values("signal", *USAGE_FIELDS).first()
 
 
+def last_ended_attempts(*, job_ids: list[Any]) -> dict[Any, Attempt]:
+    """Job id -> its last ended attempt's figures (USAGE_FIELDS, what it had), for the
+    jobs of one page: one query whatever their number, each attempt found on the
+    (job, number) index; jobs with no ended attempt are left out."""
+    later = Attempt.objects.filter(job_id=OuterRef("job_id"), number__gt=OuterRef("number"), end_time__isnull=False)
+    ended = Attempt.objects.filter(job_id__in=job_ids, end_time__isnull=False).exclude(Exists(later)).order_by()
+    return {attempt.job_id: attempt for attempt in ended.only("job_id", "number", "memory_mib", "cpus", *USAGE_FIELDS)}
+
+
 def live_worker_reports() -> list[tuple[str, dict[str, bool]]]:
     """(name, isolation report) of every live worker."""
     live = Worker.objects.filter(state=Worker.State.ACTIVE, lease_expires__gt=timezone.now())
