@@ -18,6 +18,7 @@ from django.utils import timezone
 from accounts.job_accounts import NO_ACCOUNT_REASON, accounts_in_use, assign_from_pool
 from accounts.models import JobAccount
 from batches.models import Batch
+from jobs import sql
 from jobs.dependencies import Verdict, dependency_verdicts
 from jobs.models import Job, Worker
 from jobs.selectors import has_live_attempt
@@ -98,10 +99,10 @@ def batches_with_jobs_in(status: str, *, limit: int = _BATCHES_PER_SWEEP) -> lis
     index: `limit` index probes, however many jobs each batch has. (A SELECT DISTINCT
     would read every index entry of the state: a second per million queued jobs.)"""
     conn = connections[DEFAULT_DB_ALIAS]
-    sql = f"{skip_scan(conn)} SELECT batch_id FROM b WHERE batch_id IS NOT NULL"  # noqa: S608
+    query = f"{skip_scan(conn)} SELECT batch_id FROM b WHERE batch_id IS NOT NULL"  # noqa: S608
     pk = Batch._meta.pk
     with conn.cursor() as cursor:
-        cursor.execute(sql, [status, status, limit])
+        cursor.execute(query, [status, status, limit])
         return [pk.to_python(row[0]) for row in cursor.fetchall()]
 
 
@@ -109,9 +110,8 @@ def skip_scan(conn: Any) -> str:
     """`WITH RECURSIVE b(batch_id, n) AS (...)`: the ids of the oldest batches that have
     jobs in a state, one index probe each, with the parameters (status, status, limit);
     the statement it begins reads `b` (whose last row's batch_id is NULL)."""
-    qn = conn.ops.quote_name
-    table = qn(Job._meta.db_table)
-    batch_col, status_col = qn(Job._meta.get_field("batch").column), qn("status")
+    table = sql.table(Job, conn)
+    batch_col, status_col = sql.column(Job, "batch", conn), sql.column(Job, "status", conn)
     return (
         f"WITH RECURSIVE b(batch_id, n) AS ("  # noqa: S608 (identifiers from the model; values are parameters)
         f" SELECT (SELECT {batch_col} FROM {table} WHERE {status_col} = %s ORDER BY {batch_col} LIMIT 1), 1"

@@ -43,6 +43,7 @@ def transition(
     now: datetime | None = None,
     guard: Q | None = None,
     through: str | None = None,
+    chunk: int = sql.CHUNK,
     **fields: Any,
 ) -> list[Any]:
     """Move each of `job_ids` whose status is one of `from_statuses` to `to_status`.
@@ -63,7 +64,7 @@ def transition(
     started and ended between two writes of its worker): it gets its own event and
     timestamps, and the row is written once.
 
-    Two implementations write the same rows and events, `sql.CHUNK` jobs per
+    Two implementations write the same rows and events, `chunk` jobs per
     statement: `jobs.transitions_sql.fast_transition` (a few statements of plain SQL,
     used whenever `guard` and `fields` are simple enough to translate, which is every
     call the worker makes) and `_orm_transition` (the ORM, for anything else).
@@ -86,8 +87,8 @@ def transition(
     reasons = tuple(reason if step == steps[-1] else "" for step in steps)
     plan = FastPlan.build(updates=updates, guard=guard)
     if plan is None:
-        return _orm_transition(ids=ids, sources=sources, steps=steps, reasons=reasons, now=now, guard=guard, updates=updates)
-    return fast_transition(ids=ids, sources=sources, steps=steps, reasons=reasons, now=now, plan=plan)
+        return _orm_transition(ids=ids, sources=sources, steps=steps, reasons=reasons, now=now, guard=guard, updates=updates, chunk=chunk)
+    return fast_transition(ids=ids, sources=sources, steps=steps, reasons=reasons, now=now, plan=plan, chunk=chunk)
 
 
 def _orm_transition(
@@ -99,17 +100,18 @@ def _orm_transition(
     now: datetime,
     guard: Q | None,
     updates: dict[str, Any],
+    chunk: int,
 ) -> list[Any]:
 
     changed: list[Any] = []
     with transaction.atomic():
-        for start in range(0, len(ids), sql.CHUNK):
-            chunk = ids[start : start + sql.CHUNK]
+        for start in range(0, len(ids), chunk):
+            some = ids[start : start + chunk]
             # Lock the rows first (a no-op on SQLite, whose IMMEDIATE transaction already
             # holds the write lock) so the statuses read here are the ones we replace.
             # In id order, as the fast path locks them: two transactions locking the same
             # rows in one order cannot deadlock.
-            candidates = Job.objects.filter(pk__in=chunk, status__in=sources).order_by("pk")
+            candidates = Job.objects.filter(pk__in=some, status__in=sources).order_by("pk")
             if guard is not None:
                 candidates = candidates.filter(guard)
             rows = list(candidates.select_for_update(of=("self",)).values_list("pk", "status", "attempts", "batch_id", "batch__owner_id"))

@@ -115,8 +115,9 @@ def fast_transition(
     reasons: tuple[str, ...],
     now: datetime,
     plan: FastPlan,
+    chunk: int = sql.CHUNK,
 ) -> list[Any]:
-    """`transition()`'s writes for `ids`, `sql.CHUNK` jobs per statement: each job in
+    """`transition()`'s writes for `ids`, `chunk` jobs per statement: each job in
     one of `sources` (and matching the plan's guard) goes through `steps` (one event
     per step, with the reason of the same position in `reasons`), the row written once
     with the plan's SET. Returns the ids that changed. In the caller's transaction if
@@ -143,16 +144,16 @@ def fast_transition(
     condition = sql.filter_rows_found_by_key(f"{status_col} IN ({sql.marks(ordered_sources)}){plan.guard_sql}", conn)
     changed: list[Any] = []
     with transaction.atomic(savepoint=False), conn.cursor() as cursor:
-        for start in range(0, len(ids), sql.CHUNK):
-            chunk = [pk_field.get_db_prep_value(pk, conn) for pk in ids[start : start + sql.CHUNK]]
+        for start in range(0, len(ids), chunk):
+            some = [pk_field.get_db_prep_value(pk, conn) for pk in ids[start : start + chunk]]
             if len(ordered_sources) == 1:
                 old_status: dict[Any, str] | None = None
-                where_ids = chunk
+                where_ids = some
             else:
                 cursor.execute(
                     f"SELECT {id_col}, {status_col} FROM {job_table}"  # noqa: S608 (identifiers and %s only)
-                    f" WHERE {id_col} IN ({sql.marks(chunk)}) AND {condition} ORDER BY {id_col}{lock}",
-                    [*chunk, *ordered_sources, *plan.guard_params],
+                    f" WHERE {id_col} IN ({sql.marks(some)}) AND {condition} ORDER BY {id_col}{lock}",
+                    [*some, *ordered_sources, *plan.guard_params],
                 )
                 old_status = {pk_field.to_python(pk): status for pk, status in cursor.fetchall()}
                 if not old_status:

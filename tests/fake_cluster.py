@@ -1,7 +1,8 @@
 """A fake cluster for the tests: the generic cluster executor (`jobs.executors.cluster`,
 the same one Slurm uses) with a fake scheduler, so the adopt path can be tried without
-a cluster. It is what a fourth backend looks like: one module with a scheduler and the
-two hooks (`prepare`, `send_array`).
+a cluster. It is what a fourth backend looks like: one module with a scheduler (its
+commands, its states' phases, what an ended task means) and the two hooks (`prepare`,
+`send_array`).
 
 The fake scheduler runs each task of a submission at once on this machine: Slurm's own
 job script (`slurm_task.py`) in a session of its own, as a node would, with the task's
@@ -24,9 +25,12 @@ from typing import Self
 from django.conf import settings
 
 from jobs.executors.base import AttemptSpec, Capacity, Outcome
-from jobs.executors.cluster import ClusterExecutor, TaskState
+from jobs.executors.cluster import ClusterExecutor
+from jobs.executors.cluster_folders import Submission, Task
+from jobs.executors.cluster_outcomes import End, described_by_files
+from jobs.executors.cluster_scheduler import Phase, TaskState
 from jobs.executors.environment import job_environment
-from jobs.executors.slurm_folders import TASK_SCRIPT, Submission, Task
+from jobs.executors.slurm import TASK_SCRIPT
 
 
 def state_dir() -> Path:
@@ -95,7 +99,7 @@ class FakeScheduler:
                     index = int(path.stem.rsplit("_", 1)[1])
                     pid = self._pid(path.stem)
                     if pid is not None and self._running(pid):
-                        states.append(TaskState(array_id, index, "RUNNING", "None", "fake-node", name))
+                        states.append(TaskState(array_id, index, "RUNNING", Phase.RUNNING, "", "fake-node", name))
         return states
 
     def cancel(self, *, external_ids: Sequence[str]) -> None:
@@ -114,6 +118,13 @@ class FakeScheduler:
 
     def ping(self) -> None:
         pass
+
+    def describe_end(self, *, state: str | None, status: dict | None, timeout: int, memory_mib: int, cancel_reason: str) -> End:
+        """Its only state is RUNNING: an end is what the exit-status file says."""
+        return described_by_files(status=status, timeout=timeout, cancel_reason=cancel_reason, scheduler_name="the fake cluster")
+
+    def state_after_exit(self, *, code: int | None) -> str | None:
+        return None
 
 
 class FakeClusterExecutor(ClusterExecutor):

@@ -6,9 +6,11 @@ import os
 
 import pytest
 
+from jobs.executors.cluster_folders import read_json
+from jobs.executors.cluster_scheduler import Phase
+from jobs.executors.slurm import array_ranges
 from jobs.executors.slurm_commands import _unreachable, parse_squeue
-from jobs.executors.slurm_folders import array_ranges, read_json
-from jobs.executors.slurm_outcomes import describe_end
+from jobs.executors.slurm_outcomes import describe_end, phase
 
 
 def end(state, status=None, **options):
@@ -54,9 +56,17 @@ def test_array_ranges_and_squeue_lines():
     states = parse_squeue(
         "12_3|12|3|PENDING|Resources||batches-ab\n13|13|N/A|RUNNING|None|vm|other\n12_4|12|4|RUNNING|None|vm|batches-ab\n"
     )
-    assert [(s.external_id, s.state, s.reason, s.nodes) for s in states] == [
-        ("12_3", "PENDING", "Resources", ""),
-        ("12_4", "RUNNING", "None", "vm"),
+    # squeue's "None" is no reason; each state comes with its phase, Slurm's word told.
+    assert [(s.external_id, s.state, s.phase, s.reason, s.nodes) for s in states] == [
+        ("12_3", "PENDING", Phase.WAITING, "Resources", ""),
+        ("12_4", "RUNNING", Phase.RUNNING, "", "vm"),
+    ]
+    assert [phase(state) for state in ("CONFIGURING", "COMPLETING", "COMPLETED", "OUT_OF_MEMORY", "NEW_IN_SLURM_99")] == [
+        Phase.PLACED,
+        Phase.RUNNING,
+        Phase.COMPLETED,
+        Phase.ENDED,
+        Phase.UNKNOWN,
     ]
 
 
@@ -82,7 +92,7 @@ def test_a_status_file_a_task_planted_is_never_followed_or_waited_on(tmp_path):
 def test_a_status_file_with_values_of_the_wrong_kind_is_an_unreadable_exit():
     """A task's account could write {"log_over": "x"} or {"log_offset": "abc"}: each
     raised in the worker's loop on every turn, and the worker recorded nothing again."""
-    from jobs.executors.slurm_folders import clean_status
+    from jobs.executors.cluster_folders import clean_status
 
     assert clean_status({"log_over": "x", "code": 2**70}, kind="exit")["error"] == "the task's exit status file could not be read"
     assert clean_status({"code": 3, "signal": None}, kind="exit") == {

@@ -5,9 +5,11 @@ must leave the same job rows and the same events, on SQLite and PostgreSQL alike
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 from django.db.models import F, Q
+from django.test.utils import CaptureQueriesContext
 
-from jobs import sql, transitions, transitions_sql
+from jobs import transitions, transitions_sql
 from jobs.models import Job, JobEvent, Worker
 from jobs.statuses import LIVE, UNFINISHED, Status
 from jobs.submission import submit_batch
@@ -192,12 +194,26 @@ def test_the_worker_calls_take_the_fast_path(workers):
     assert transitions_sql.FastPlan.build(updates={"status": Status.FAILED, "attempts": F("exit_code") * 2}, guard=None) is None
 
 
-def test_fast_path_chunks_large_transitions(alice, catalog, monkeypatch):
-    monkeypatch.setattr(sql, "CHUNK", 4)
+def _updates_of_jobs(captured) -> int:
+    table = Job._meta.db_table
+    return sum(1 for query in captured.captured_queries if query["sql"].lstrip().upper().startswith("UPDATE") and table in query["sql"])
+
+
+def test_both_paths_write_chunk_jobs_per_statement(alice, catalog):
+    """`chunk` is the caller's: 10 jobs in chunks of 4 are three UPDATEs, on the fast
+    path and on the ORM's (a guard it cannot translate)."""
     ids = make_batch(alice, catalog, n=10)
-    changed = transition(job_ids=ids, from_statuses=[Status.SUBMITTED], to_status=Status.RUNNABLE, reason="r")
-    assert sorted(changed) == sorted(ids)
-    changed = transition(job_ids=ids, from_statuses=UNFINISHED, to_status=Status.FAILED, reason="Cancelled by user")
-    assert sorted(changed) == sorted(ids)
-    assert JobEvent.objects.filter(job__in=ids).count() == 20
-    assert set(Job.objects.filter(pk__in=ids).values_list("status", flat=True)) == {Status.FAILED}
+    with CaptureQueriesContext(connection) as captured:
+        changed = transition(job_ids=ids, from_statuses=[Status.SUBMITTED], to_status=Status.RUNNABLE, reason="r", chunk=4)
+    assert sorted(changed) == sorted(ids) and _updates_of_jobs(captured) == 3
+    with CaptureQueriesContext(connection) as captured:
+        changed = transition(job_ids=ids, from_statuses=UNFINISHED, to_status=Status.FAILED, reason="Cancelled by user", chunk=4)
+    assert sorted(changed) == sorted(ids) and _updates_of_jobs(captured) == 3
+    assert transitions_sql.FastPlan.build(updates={"status": Status.RUNNABLE}, guard=Q(attempts__gte=0)) is None  # the ORM's
+    with CaptureQueriesContext(connection) as captured:
+        changed = transition(
+            job_ids=ids, from_statuses=[Status.FAILED], to_status=Status.RUNNABLE, reason="again", guard=Q(attempts__gte=0), chunk=4
+        )
+    assert sorted(changed) == sorted(ids) and _updates_of_jobs(captured) == 3
+    assert JobEvent.objects.filter(job__in=ids).count() == 30
+    assert set(Job.objects.filter(pk__in=ids).values_list("status", flat=True)) == {Status.RUNNABLE}

@@ -1,23 +1,19 @@
 """What any cluster backend needs, whatever its scheduler: attempts become tasks of
-array submissions in a shared folder, followed until each has ended, reported once per
-change, never submitted twice, and adopted by the next worker from the manifests.
+array submissions in a shared folder (`cluster_folders`), followed until each has
+ended, reported once per change, never submitted twice, and adopted by the next worker
+from the manifests.
 
 A backend is a subclass (`SlurmExecutor`; the tests' fake cluster) that says how to
 prepare a submission's folder (`prepare`) and how to hand it to its scheduler
-(`send_array`), and gives a `scheduler` that answers `tasks(names=...)` (each task's
-state, named in Slurm's vocabulary: PENDING, CONFIGURING, RUNNING, COMPLETED, FAILED...;
-an adapter maps its scheduler's states onto these), `cancel`, `signal_batch` and `ping`,
-raising `SchedulerUnavailable` when it gets no answer and `SchedulerRefused` when the
-scheduler said no.
+(`send_array`), and gives a `scheduler` (`cluster_scheduler.Scheduler`) that answers
+`tasks(names=...)` with each task's state and its `Phase`, `cancel`, `signal_batch`
+and `ping`, and tells what an ended task's state means (`describe_end`).
 
-A submission's folder holds a manifest (which job and attempt each task is), one task
-file per attempt, and what the tasks write on the nodes: `<i>.start` and `<i>.exit`
-(`slurm_folders`; the job script is `slurm_task.py`, standard library only). A start or
-an end comes from those status files as soon as the node writes them, and from the
-scheduler every `poll_seconds`: a waiting task is a `Queued` report with the scheduler's
-reason, a placed one a placed `Queued`, a running one a start, an ended one an outcome
-told by `slurm_outcomes.describe_end`. A task the scheduler has forgotten is settled
-from its exit-status file, never left running.
+A start or an end comes from the status files as soon as the node writes them, and
+from the scheduler every `poll_seconds`: a waiting task is a `Queued` report with the
+scheduler's reason, a placed one a placed `Queued`, a running one a start, an ended one
+the outcome its adapter describes. A task the scheduler has forgotten is settled from
+its exit-status file, never left running. Stopping tasks is `cluster_stops`'.
 
 Never twice: the manifest is written before the submission is sent. If the answer is
 lost, the submission is looked up by name before anything is sent again; it is sent
@@ -41,7 +37,6 @@ from typing import ClassVar
 
 from core.ids import uuid7
 from core.reason_codes import CANCELLED, INTERNAL_ERROR, LAUNCH_FAILED, NOT_SUBMITTED
-from jobs.executors import task_spec
 from jobs.executors.base import (
     UNBOUNDED,
     Adopts,
@@ -50,16 +45,15 @@ from jobs.executors.base import (
     Executor,
     LiveAttempt,
     Outcome,
-    Queued,
     Report,
-    Started,
     WakeUp,
     internal_error,
 )
-from jobs.executors.cluster_scheduler import Scheduler, SchedulerRefused, SchedulerUnavailable, TaskState
-from jobs.executors.slurm_folders import Submission, Task, find_in_manifests, remove_old_folders
-from jobs.executors.slurm_outcomes import ENDED, PLACED, RUNNING, WAITING, End, describe_end
-from jobs.executors.usage import Usage
+from jobs.executors.cluster_folders import Submission, Task, find_in_manifests, remove_old_folders
+from jobs.executors.cluster_outcomes import End, outcome
+from jobs.executors.cluster_reports import progress, started, waiting
+from jobs.executors.cluster_scheduler import Phase, Scheduler, SchedulerRefused, SchedulerUnavailable, TaskState
+from jobs.executors.cluster_stops import Stops
 
 logger = logging.getLogger("jobs.executors.cluster")
 
@@ -67,7 +61,6 @@ _FILES_EVERY = 0.1  # seconds between reads of the status files
 _LOST_ANSWER_WAIT = 2.0  # seconds before a submission not found is sent again
 _EXIT_WAIT = 3.0  # seconds an exit file with a signal waits for the scheduler's word on why
 _IDLE_PING = 5.0  # seconds between pings with nothing submitted or no answer
-_CANCEL_BACKSTOP = 30.0  # seconds past the grace after which a signalled task is cancelled
 _CLEANUP_EVERY = 60.0  # seconds between removals of old submission folders
 
 
@@ -95,9 +88,7 @@ class ClusterExecutor(Executor, Adopts):
         self.kill_grace = kill_grace
         self._tasks: dict[str, Task] = {}
         self._submissions: dict[str, Submission] = {}
-        self._to_cancel: set[str] = set()
-        self._to_signal: set[str] = set()
-        self._stopping: dict[str, Task] = {}  # signalled running tasks, by job id, until they end
+        self._stops = Stops(kill_grace=kill_grace)
         self._unreachable = ""
         self._next_files = 0.0
         self._next_controller = 0.0
@@ -173,7 +164,7 @@ class ClusterExecutor(Executor, Adopts):
         name = self.scheduler_name
         if self._unreachable:  # don't wait for another timeout: it goes out once the scheduler answers
             submission.lost_since = -math.inf
-            return self._waiting(submission.tasks.values(), f"{name} controller unreachable ({self._unreachable}); the submission waits")
+            return waiting(submission.tasks.values(), f"{name} controller unreachable ({self._unreachable}); the submission waits")
         try:
             array_id = self.send_array(submission, indexes=indexes)
         except SchedulerUnavailable as exc:
@@ -182,7 +173,7 @@ class ClusterExecutor(Executor, Adopts):
             submission.lost_since = time.monotonic()
             self._unreachable = str(exc)
             logger.warning("sending %s got no answer (%s); it will be looked up before anything is sent again", submission.name, exc)
-            return self._waiting(submission.tasks.values(), f"no answer from the {name} controller ({exc}); the submission waits")
+            return waiting(submission.tasks.values(), f"no answer from the {name} controller ({exc}); the submission waits")
         except SchedulerRefused as exc:
             found = self._look_up(submission)
             if found is None:
@@ -203,18 +194,9 @@ class ClusterExecutor(Executor, Adopts):
         return states[0].array_id if states else None
 
     def _confirm(self, submission: Submission, array_id: str) -> None:
-        submission.record_slurm_id(array_id)
+        submission.record_array_id(array_id)
         for task in submission.tasks.values():
-            if task.cancel_reason:
-                self._to_cancel.add(task.external_id)
-
-    def _waiting(self, tasks: Iterable[Task], reason: str) -> list[Report]:
-        reports: list[Report] = []
-        for task in tasks:
-            if task.shown not in ("running", f"queued:{reason}"):
-                task.shown = f"queued:{reason}"
-                reports.append(Queued(task.job_id, task.attempt, external_id=task.external_id, reason=reason))
-        return reports
+            self._stops.acknowledged(task)
 
     # -- following ----------------------------------------------------------------------
     def wake_up(self) -> WakeUp:
@@ -247,7 +229,7 @@ class ClusterExecutor(Executor, Adopts):
             names = submission.listing()
             for task in list(submission.tasks.values()):
                 if task.shown != "running" and f"{task.index}.start" in names:
-                    reports.append(self._started(task, node=""))
+                    reports.append(started(task, node=""))
                 if f"{task.index}.exit" not in names:
                     continue
                 status = task.status("exit")
@@ -257,9 +239,8 @@ class ClusterExecutor(Executor, Adopts):
                 # the scheduler to say why (time limit, memory, preemption, cancel).
                 plain = isinstance(status.get("code"), int) or status.get("timed_out") or status.get("log_over") or status.get("error")
                 if plain or task.cancel_reason:
-                    # The task exits with the program's status: the scheduler's state is FAILED.
-                    failed = isinstance(status.get("code"), int) and status["code"] > 0
-                    reports.append(self._end(task, state="FAILED" if failed else None, status=status))
+                    state = self.scheduler.state_after_exit(code=status.get("code"))
+                    reports.append(self._end(task, state=state, status=status))
                 elif task.exit_seen is None:
                     task.exit_seen = now
                 elif now - task.exit_seen > _EXIT_WAIT:
@@ -290,12 +271,12 @@ class ClusterExecutor(Executor, Adopts):
             states = self.scheduler.tasks(names=[s.name for s in self._submissions.values()])
         except (SchedulerUnavailable, SchedulerRefused) as exc:
             self._controller_answered(exc)
-            return self._waiting(list(self._tasks.values()), f"{self.scheduler_name} controller unreachable ({exc}); state unknown")
+            return waiting(list(self._tasks.values()), f"{self.scheduler_name} controller unreachable ({exc}); state unknown")
         self._controller_answered(None)
         by_task: dict[tuple[str, int], TaskState] = {(state.name, state.index): state for state in states}
         reports: list[Report] = []
         for submission in list(self._submissions.values()):
-            if not submission.slurm_id:
+            if not submission.array_id:
                 found = next((s.array_id for s in states if s.name == submission.name), None)
                 if found:
                     self._confirm(submission, found)
@@ -308,33 +289,19 @@ class ClusterExecutor(Executor, Adopts):
         return reports
 
     def _follow(self, task: Task, state: TaskState | None) -> list[Report]:
-        submission = task.submission
-        external_id = task.external_id
         if state is None:  # forgotten by the scheduler: what did the node write?
             return [self._end(task, state=None, status=task.status("exit"))]
-        if state.state in WAITING:
-            reason = state.reason if state.reason and state.reason != "None" else "waiting for the scheduler"
-            if task.shown != f"queued:{reason}" and task.shown not in ("placed", "running"):
-                task.shown = f"queued:{reason}"
-                return [Queued(task.job_id, task.attempt, external_id=external_id, reason=reason)]
-        elif state.state in PLACED:
-            if task.shown not in ("placed", "running"):
-                task.shown = "placed"
-                return [Queued(task.job_id, task.attempt, external_id=external_id, placed=True, node=state.nodes)]
-        elif state.state in RUNNING:
-            if task.shown != "running":
-                return [self._started(task, node=state.nodes)]
-        elif state.state in ENDED:
-            status = task.status("exit")
-            if status is None and state.state == "COMPLETED" and task.exit_seen is None:
-                task.exit_seen = time.monotonic()  # the shared filesystem may show it a moment later
-                return []
-            reports: list[Report] = []
-            if task.shown != "running" and submission.has(task.index, "start"):
-                reports.append(self._started(task, node=state.nodes))
-            reports.append(self._end(task, state=state.state, status=status))
-            return reports
-        return []
+        if state.phase not in (Phase.COMPLETED, Phase.ENDED):
+            return progress(task, state)
+        status = task.status("exit")
+        if status is None and state.phase is Phase.COMPLETED and task.exit_seen is None:
+            task.exit_seen = time.monotonic()  # the shared filesystem may show it a moment later
+            return []
+        reports: list[Report] = []
+        if task.shown != "running" and task.submission.has(task.index, "start"):
+            reports.append(started(task, node=state.nodes))
+        reports.append(self._end(task, state=state.state, status=status))
+        return reports
 
     def _not_submitted(self, submission: Submission, now: float) -> list[Report]:
         """A submission whose sending got no answer, which the scheduler does not list."""
@@ -351,20 +318,10 @@ class ClusterExecutor(Executor, Adopts):
             reports.extend(self._send(submission, indexes=sorted(submission.tasks)))
         return reports
 
-    def _started(self, task: Task, *, node: str) -> Started:
-        task.shown = "running"
-        start = task.status("start") or {}
-        return Started(
-            task.job_id,
-            task.attempt,
-            external_id=task.external_id,
-            node=start.get("node") or node,
-            log_offset=start.get("log_offset"),
-            time=start.get("time"),
-        )
-
     def _end(self, task: Task, *, state: str | None, status: dict | None) -> Outcome:
-        end = describe_end(state=state, status=status, timeout=task.timeout, memory_mib=task.memory_mib, cancel_reason=task.cancel_reason)
+        end = self.scheduler.describe_end(
+            state=state, status=status, timeout=task.timeout, memory_mib=task.memory_mib, cancel_reason=task.cancel_reason
+        )
         return self._finish(task, end, status=status)
 
     def _finish(self, task: Task, end: End, *, status: dict | None = None) -> Outcome:
@@ -374,71 +331,32 @@ class ClusterExecutor(Executor, Adopts):
         submission.tasks.pop(task.index, None)
         if self._tasks.get(task.job_id) is task:
             del self._tasks[task.job_id]
-        self._stopping.pop(task.job_id, None)
+        self._stops.ended(task.job_id)
         if not submission.tasks:
             self._submissions.pop(submission.token, None)
             submission.mark_done()
-        status = status or {}
-        outcome = Outcome(
-            task.job_id,
-            task.attempt,
-            succeeded=end.succeeded,
-            exit_code=end.exit_code,
-            reason=end.reason,
-            reason_code=end.reason_code,
-            signal=end.signal,
-            usage=Usage.from_status(status),
-            time=status.get("ended_at"),
-        )
-        results = task_spec.read_results(task_spec.cluster_results(submission.folder, task.index)) if self.runs_tasks else None
-        return task_spec.task_outcome(outcome, results=results) if results is not None else outcome
+        return outcome(task, end, status=status, runs_tasks=self.runs_tasks)
 
     # -- stopping -----------------------------------------------------------------------
     def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str, force: bool = False) -> None:
-        """Cancel the attempts, in as few calls as possible; each outcome follows from
-        collect. A running task's script is signalled and gives its program the kill
-        grace (`force`: cancelled at once); a submission still being looked up is
-        cancelled once found (or never sent)."""
+        """Cancel the attempts, in as few calls as possible (`cluster_stops`); each
+        outcome follows from collect. A running task's script is signalled and gives its
+        program the kill grace (`force`: cancelled at once); a submission still being
+        looked up is cancelled once found (or never sent)."""
         now = time.monotonic()
         for job_id, attempt in keys:
             task = self._tasks.get(job_id)
             if task is None or task.attempt != attempt or (task.cancel_reason and not force):
                 continue
-            task.cancel_reason = task.cancel_reason or reason
-            task.cancel_at = task.cancel_at if task.cancel_at is not None else now
-            if task.submission.slurm_id:
-                # A running task script stops its program with the grace; one still
-                # queued (or not known to run yet) is simply removed.
-                if task.shown == "running" and not force:
-                    self._to_signal.add(task.external_id)
-                    self._stopping[job_id] = task
-                else:
-                    self._stopping.pop(job_id, None)
-                    self._to_cancel.add(task.external_id)
+            self._stops.ask(task, reason=reason, force=force, now=now)
         self._flush_cancels()
 
     def _flush_cancels(self) -> None:
         # While the scheduler is away, one command per collect asks whether it is back:
         # a cancel that would wait its whole timeout too could hold the worker past its
         # heartbeat.
-        if self._unreachable:
-            return
-        backstop = time.monotonic() - self.kill_grace - _CANCEL_BACKSTOP
-        for job_id, task in list(self._stopping.items()):
-            if self._tasks.get(job_id) is not task:
-                del self._stopping[job_id]  # it ended
-            elif task.cancel_at is not None and task.cancel_at < backstop:
-                del self._stopping[job_id]
-                self._to_cancel.add(task.external_id)
-        try:
-            if self._to_signal:
-                self.scheduler.signal_batch(external_ids=sorted(self._to_signal))
-                self._to_signal.clear()
-            if self._to_cancel:
-                self.scheduler.cancel(external_ids=sorted(self._to_cancel))
-                self._to_cancel.clear()
-        except SchedulerUnavailable as exc:
-            logger.warning("cancelling failed (%s); trying again", exc)
+        if not self._unreachable:
+            self._stops.send(self.scheduler, live=self._tasks)
 
     def forget(self, keys: list[tuple[str, int]]) -> None:
         for job_id, attempt in keys:
@@ -470,7 +388,7 @@ class ClusterExecutor(Executor, Adopts):
 
     def _load_submission(self, token: str, *, external_id: str = "") -> Submission:
         submission = Submission.load(root=self.dir, token=token, external_id=external_id)
-        if not submission.slurm_id:
+        if not submission.array_id:
             submission.lost_since = -math.inf  # its answer was lost with the worker: look it up
         self._submissions[token] = submission
         return submission

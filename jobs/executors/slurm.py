@@ -1,6 +1,6 @@
 """The slurm executor: the generic cluster executor (`jobs.executors.cluster`: task
-tracking, never submitting twice, each change reported once, adoption from manifests)
-with Slurm as its scheduler.
+tracking, never submitting twice, each change reported once, adoption from manifests,
+the shared folder's layout) with Slurm as its scheduler.
 
 What only Slurm does, here:
 - a submission is one `sbatch --array=0-N` (`%throttle` from
@@ -11,6 +11,10 @@ What only Slurm does, here:
 - the scheduler is `SlurmCommands` (squeue every BATCHES_SLURM_POLL_MS, scancel,
   `scancel --batch --signal=TERM` for a running task's script, which gives the program
   its grace before killing it; a task still there long after is scancelled);
+- what its states mean (`slurm_outcomes`, answered through `SlurmCommands`): squeue's
+  states as phases, and Slurm's verdicts on an end (time limit, memory, node failure,
+  preemption) with their reason codes;
+- the job script (`slurm_task.py`, written to the shared folder with the nodes' Python);
 - the largest job is the partition's largest node (or --cpus/--memory);
 - sealed (`slurm_sealing`): each batch is submitted as its owner's job account, its
   tasks run their program in bubblewrap, and Slurm's cgroup plugins hold memory, cores
@@ -20,6 +24,7 @@ What only Slurm does, here:
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Self
@@ -30,15 +35,16 @@ from core.reason_codes import LAUNCH_FAILED
 from jobs.executors import task_spec as task_files
 from jobs.executors.base import AttemptSpec, Capacity, Outcome, Probes
 from jobs.executors.cluster import ClusterExecutor
+from jobs.executors.cluster_folders import STATUS, Submission, Task
 from jobs.executors.environment import job_environment
 from jobs.executors.isolation import SECCOMP, NoJobAccount
 from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable
-from jobs.executors.slurm_folders import STATUS, Submission, Task, array_ranges, write_script
 from jobs.executors.slurm_sealing import SANDBOX_WORKDIR, SECCOMP_FILE, prepare_folders, probe_cluster, seal_submission, sealed_argv
 
 logger = logging.getLogger("jobs.executors.slurm")
 
 _READY_CACHE = 5.0
+TASK_SCRIPT = Path(__file__).with_name("slurm_task.py")  # the job script sbatch runs on the nodes
 
 
 def commands_from_settings() -> SlurmCommands:
@@ -50,6 +56,32 @@ def _throttle(spec: AttemptSpec) -> int:
     BATCHES_SLURM_ARRAY_THROTTLE, whichever is smaller (0: neither limits)."""
     limits = [n for n in (spec.max_running, settings.BATCHES_SLURM_ARRAY_THROTTLE) if n]
     return min(limits) if limits else 0
+
+
+def write_script(*, root: Path, python: str) -> Path:
+    """The job script in the shared folder, with the nodes' Python on its first line
+    (sbatch copies it at each submission)."""
+    lines = TASK_SCRIPT.read_text().splitlines(keepends=True)
+    script = root / "slurm_task.py"
+    temporary = script.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(f"#!{python}\n" + "".join(lines[1:]))
+    temporary.chmod(0o755)
+    temporary.replace(script)
+    return script
+
+
+def array_ranges(indexes: list[int]) -> str:
+    """`0-9,12,15-16`: sbatch's --array syntax for sorted indexes."""
+    parts: list[str] = []
+    start = previous = indexes[0]
+    for index in [*indexes[1:], None]:
+        if index is not None and index == previous + 1:
+            previous = index
+            continue
+        parts.append(f"{start}-{previous}" if previous > start else str(start))
+        if index is not None:
+            start = previous = index
+    return ",".join(parts)
 
 
 class SlurmExecutor(ClusterExecutor, Probes):

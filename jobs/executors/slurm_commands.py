@@ -15,7 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.executors.cluster import SchedulerRefused, SchedulerUnavailable, TaskState
+from jobs.executors import slurm_outcomes
+from jobs.executors.cluster_outcomes import End
+from jobs.executors.cluster_scheduler import SchedulerRefused, SchedulerUnavailable, TaskState
 
 _SEP = "|"
 # squeue: job id, array job id, array task id, state, reason, nodes, name
@@ -139,6 +141,13 @@ class SlurmCommands:
         """Raises SlurmUnavailable unless the controller answers."""
         self.run("sinfo", ["--noheader", "--format=%a", "--responding"])
 
+    # -- what its states mean (the cluster executor's Scheduler asks) ------------------
+    def describe_end(self, *, state: str | None, status: dict | None, timeout: int, memory_mib: int, cancel_reason: str) -> End:
+        return slurm_outcomes.describe_end(state=state, status=status, timeout=timeout, memory_mib=memory_mib, cancel_reason=cancel_reason)
+
+    def state_after_exit(self, *, code: int | None) -> str | None:
+        return slurm_outcomes.state_after_exit(code=code)
+
 
 # What the Slurm commands see of the worker's environment. sbatch passes its environment
 # on to the job (--export=ALL): the worker's secrets (DATABASE_URL, SECRET_KEY...) must
@@ -159,7 +168,9 @@ def parse_squeue(out: str) -> list[TaskState]:
         if len(parts) != 7 or not parts[2].isdigit():
             continue  # not an array task of ours (`N/A` task id)
         _, array_id, index, state, reason, nodes, name = parts
-        found.append(TaskState(array_id=array_id, index=int(index), state=state, reason=reason, nodes=nodes, name=name))
+        reason = "" if reason == "None" else reason  # squeue's word for no reason
+        phase = slurm_outcomes.phase(state)
+        found.append(TaskState(array_id=array_id, index=int(index), state=state, phase=phase, reason=reason, nodes=nodes, name=name))
     return found
 
 

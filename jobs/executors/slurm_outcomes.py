@@ -1,11 +1,11 @@
-"""What a Slurm task's state and its exit-status file mean for the job: which of our
-states it is in, and how an ended task is told to a person. Pure functions."""
-
-from dataclasses import dataclass
+"""What a Slurm task's state means for the job: which phase it is in (`phase`), and how
+an ended task is told to a person (`describe_end`: Slurm's verdicts on what went wrong
+outside the program, around what the exit-status file says, `cluster_outcomes`). Pure
+functions; `SlurmCommands` answers the cluster executor with them."""
 
 from core import reason_codes
-from jobs.executors.attempt_logs import human_size
-from jobs.executors.procs import signal_name
+from jobs.executors.cluster_outcomes import SUCCEEDED, End, ended_by_program, ended_by_task, failed
+from jobs.executors.cluster_scheduler import Phase
 
 # Waiting in the queue: the job is RUNNABLE, `reason` says why (Resources, Priority...).
 WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT"})
@@ -30,13 +30,22 @@ _WHY = {
 }
 
 
-@dataclass(frozen=True)
-class End:
-    succeeded: bool
-    exit_code: int | None
-    reason: str
-    reason_code: str = ""
-    signal: int | None = None  # the signal that killed the program, as the task saw it
+def phase(state: str) -> Phase:
+    """The phase of a task squeue shows in `state`."""
+    if state in WAITING:
+        return Phase.WAITING
+    if state in PLACED:
+        return Phase.PLACED
+    if state in RUNNING:
+        return Phase.RUNNING
+    if state == "COMPLETED":
+        return Phase.COMPLETED
+    return Phase.ENDED if state in ENDED else Phase.UNKNOWN
+
+
+def state_after_exit(*, code: int | None) -> str | None:
+    """The task script exits with its program's status: Slurm's state is then FAILED."""
+    return "FAILED" if isinstance(code, int) and code > 0 else None
 
 
 def describe_end(*, state: str | None, status: dict | None, timeout: int, memory_mib: int, cancel_reason: str = "") -> End:
@@ -47,38 +56,24 @@ def describe_end(*, state: str | None, status: dict | None, timeout: int, memory
     outside the program (time limit, memory, node, preemption); then the program's own
     status. Every reason names the Slurm state when Slurm knows it."""
     status = status or {}
-    code = status.get("code")
-    exit_code = code if isinstance(code, int) and code >= 0 else None
-    number = status.get("signal") if isinstance(status.get("signal"), int) else None
     suffix = f" (Slurm: {state})" if state and state != "COMPLETED" else ""
-
-    def failed(reason: str, reason_code: str, exit_code: int | None = exit_code) -> End:
-        return End(False, exit_code, reason, reason_code, number)
-
-    if cancel_reason:
-        return failed(cancel_reason, reason_codes.CANCELLED)
-    if status.get("timed_out"):
-        return failed(f"timed out after {timeout} s", reason_codes.TIMEOUT)
-    if status.get("log_over"):
-        return failed(f"log over {human_size(int(status['log_over']))}", reason_codes.LOG_LIMIT)
+    told = ended_by_task(status=status, timeout=timeout, cancel_reason=cancel_reason)
+    if told is not None:
+        return told
     if state == "OUT_OF_MEMORY":
-        return failed(f"killed: out of memory (limit {memory_mib} MiB){suffix}", reason_codes.OUT_OF_MEMORY)
+        return failed(status, f"killed: out of memory (limit {memory_mib} MiB){suffix}", reason_codes.OUT_OF_MEMORY)
     if state == "TIMEOUT":
-        return failed(f"timed out after {timeout} s: {_WHY[state][0]}{suffix}", reason_codes.TIMEOUT)
+        return failed(status, f"timed out after {timeout} s: {_WHY[state][0]}{suffix}", reason_codes.TIMEOUT)
     if state in _WHY:
-        return failed(f"{_WHY[state][0]}{suffix}", _WHY[state][1])
-    if status.get("error"):
-        launch = status.get("error_kind") == "launch"
-        return failed(f"{status['error']}{suffix}", reason_codes.LAUNCH_FAILED if launch else reason_codes.INTERNAL_ERROR, None)
-    if code == 0:
-        return End(True, 0, "", reason_codes.SUCCEEDED)
-    if isinstance(code, int):
-        return failed(f"exit code {code}{suffix}", reason_codes.EXIT_CODE)
-    if number is not None:
-        return failed(f"killed by signal {number} ({signal_name(number)}){suffix}", reason_codes.SIGNAL, None)
+        return failed(status, f"{_WHY[state][0]}{suffix}", _WHY[state][1])
+    told = ended_by_program(status=status, suffix=suffix)
+    if told is not None:
+        return told
     if state == "COMPLETED":
-        return End(True, 0, "", reason_codes.SUCCEEDED)
+        return SUCCEEDED
     if state:
-        return failed(f"the job script failed before running the command{suffix}", reason_codes.INTERNAL_ERROR, None)
+        return failed(
+            status, f"the job script failed before running the command{suffix}", reason_codes.INTERNAL_ERROR, with_exit_code=False
+        )
     reason = "Slurm no longer reports this job and it left no exit status (node failure?)"
-    return failed(reason, reason_codes.NODE_FAILURE, None)
+    return failed(status, reason, reason_codes.NODE_FAILURE, with_exit_code=False)

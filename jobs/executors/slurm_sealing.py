@@ -23,6 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from jobs.executors.cluster_folders import STATUS
 from jobs.executors.isolation import (
     SECCOMP,
     Isolation,
@@ -33,7 +34,6 @@ from jobs.executors.isolation import (
     sandbox_argv,
 )
 from jobs.executors.slurm_commands import SlurmCommands, SlurmRefused, SlurmUnavailable
-from jobs.executors.slurm_folders import STATUS
 
 # Where the program's working directory is inside the sandbox (a tmpfs of the job's
 # memory size, as for local jobs); HOME, TMPDIR and BATCH_WORK_DIR point at it.

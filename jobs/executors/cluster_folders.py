@@ -1,17 +1,19 @@
-"""The slurm executor's shared folder (`BATCHES_SLURM_DIR`): one folder per submission,
-seen by the worker and by every node.
+"""A cluster executor's shared folder (Slurm's: `BATCHES_SLURM_DIR`; the fake cluster's):
+one folder per submission, seen by the worker and by every node.
 
-    <token>/manifest.json    which job and attempt each task is, and the sbatch options;
-                             written before sbatch, so a lost answer can be found again
-    <token>/<i>.json         task i: argv, environment, log file, timeout (for slurm_task.py)
-    <token>/slurm_id         the array job id, once Slurm has answered
+    <token>/manifest.json    which job and attempt each task is, and the submission's
+                             options; written before it is sent, so a lost answer can
+                             be found again
+    <token>/<i>.json         task i: argv, environment, log file, timeout (for the job
+                             script on the node: Slurm's `slurm_task.py`)
+    <token>/slurm_id         the array's id, once the scheduler has answered (the file
+                             keeps its first name: folders written before are read alike)
     <token>/status/          what the tasks write on the nodes: the only place a sealed
                              task's account may write (the rest is the worker's)
     <token>/status/<i>.start written on the node when task i begins (node, log offset)
     <token>/status/<i>.exit  written on the node when it ends (code, signal, timed_out, error)
-    <token>/status/<i>.out   Slurm's own output for task i (a job script that could not start)
+    <token>/status/<i>.out   the scheduler's own output for task i (a job script that could not start)
     <token>/done             every task's end has been reported; removed an hour later
-    slurm_task.py            the job script, with the nodes' Python on its first line
 
 Every file another process reads is written to a temporary name and renamed. What the
 worker reads from `status/` is read without following a link and only if it is a plain
@@ -28,22 +30,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TASK_SCRIPT = Path(__file__).with_name("slurm_task.py")
 STATUS = "status"  # the tasks' own subfolder
 _MAX_STATUS_BYTES = 1 << 16
 KEEP_FOLDERS = 3600.0  # seconds a finished submission's folder is kept
+_ARRAY_ID_FILE = "slurm_id"  # its first name, kept: folders written before are adopted alike
 
 
 @dataclass
 class Submission:
-    """One sbatch --array: the attempts of one batch sent together."""
+    """One array submission: the attempts of one batch sent together."""
 
     token: str
     folder: Path
     options: list[str]
     throttle: int = 0  # at most this many of its tasks run at once (0: no limit)
-    slurm_id: str = ""  # "" until sbatch answers or squeue finds it
-    lost_since: float | None = None  # sbatch's answer was lost: look it up since then
+    array_id: str = ""  # "" until the scheduler answers, or lists it
+    lost_since: float | None = None  # the answer to sending it was lost: look it up since then
     not_found: int = 0  # controller answers in a row that did not list it
     tasks: dict[int, "Task"] = field(default_factory=dict)  # open tasks by index
 
@@ -52,7 +54,7 @@ class Submission:
         return f"batches-{self.token}"
 
     def external_id(self, index: int) -> str:
-        return f"{self.slurm_id}_{index}" if self.slurm_id else ""
+        return f"{self.array_id}_{index}" if self.array_id else ""
 
     @classmethod
     def create(cls, *, root: Path, token: str, options: list[str], tasks: list[dict[str, Any]], throttle: int = 0) -> "Submission":
@@ -72,20 +74,20 @@ class Submission:
         attempt's recorded `external_id`, else unknown (its answer was lost)."""
         folder = root / token
         manifest = read_json(folder / "manifest.json") or {}
-        recorded = folder / "slurm_id"
-        slurm_id = recorded.read_text().strip() if recorded.exists() else external_id.split("_")[0]
+        recorded = folder / _ARRAY_ID_FILE
+        array_id = recorded.read_text().strip() if recorded.exists() else external_id.split("_")[0]
         throttle = manifest.get("throttle", 0)
         return cls(
             token=token,
             folder=folder,
             options=list(manifest.get("options", [])),
             throttle=throttle if isinstance(throttle, int) and throttle > 0 else 0,
-            slurm_id=slurm_id,
+            array_id=array_id,
         )
 
-    def record_slurm_id(self, slurm_id: str) -> None:
-        self.slurm_id, self.lost_since, self.not_found = slurm_id, None, 0
-        write_atomic(self.folder / "slurm_id", slurm_id)
+    def record_array_id(self, array_id: str) -> None:
+        self.array_id, self.lost_since, self.not_found = array_id, None, 0
+        write_atomic(self.folder / _ARRAY_ID_FILE, array_id)
 
     def listing(self) -> set[str]:
         """The names in `status/`."""
@@ -122,7 +124,7 @@ class Task:
     cpu: int
     shown: str = ""  # what was last reported: "", "queued:<reason>", "placed", "running"
     cancel_reason: str = ""
-    exit_seen: float | None = None  # an exit file waits for Slurm's state since then
+    exit_seen: float | None = None  # an exit file waits for the scheduler's state since then
     cancel_at: float | None = None  # when this worker asked for it to stop
 
     @property
@@ -131,18 +133,6 @@ class Task:
 
     def status(self, kind: str) -> dict | None:
         return self.submission.status(self.index, kind)
-
-
-def write_script(*, root: Path, python: str) -> Path:
-    """The job script in the shared folder, with the nodes' Python on its first line
-    (sbatch copies it at each submission)."""
-    lines = TASK_SCRIPT.read_text().splitlines(keepends=True)
-    script = root / "slurm_task.py"
-    temporary = script.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(f"#!{python}\n" + "".join(lines[1:]))
-    temporary.chmod(0o755)
-    temporary.replace(script)
-    return script
 
 
 def find_in_manifests(*, root: Path, keys: set[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, int]]:
@@ -171,26 +161,12 @@ def remove_old_folders(*, root: Path) -> None:
                     shutil.rmtree(folder, ignore_errors=True)
 
 
-def array_ranges(indexes: list[int]) -> str:
-    """`0-9,12,15-16`: sbatch's --array syntax for sorted indexes."""
-    parts: list[str] = []
-    start = previous = indexes[0]
-    for index in [*indexes[1:], None]:
-        if index is not None and index == previous + 1:
-            previous = index
-            continue
-        parts.append(f"{start}-{previous}" if previous > start else str(start))
-        if index is not None:
-            start = previous = index
-    return ",".join(parts)
-
-
 def _int_in(value: object, low: int, high: int) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high else None
 
 
 def clean_status(found: dict, *, kind: str) -> dict:
-    """A start or exit status with only well-formed values (what slurm_task.py writes)."""
+    """A start or exit status with only well-formed values (what the job script writes)."""
     if kind == "start":
         node = found.get("node")
         return {
