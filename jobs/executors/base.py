@@ -6,7 +6,7 @@ attempts themselves: it starts many at once, reports when each starts and ends, 
 them by their external ids, adopts the attempts a previous worker left running, and
 cleans up after a dead predecessor. It never touches the database, and nothing here
 assumes the job runs on the machine of the web server or of the worker: a cluster
-backend implements the same methods with sbatch (job arrays), squeue/sacct, scancel and
+backend implements the same methods with sbatch (job arrays), squeue (and exit files its task script writes), scancel and
 a shared log directory.
 
 The contract, in full (a backend is one module implementing it, plus its tests):
