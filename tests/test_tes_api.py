@@ -214,3 +214,36 @@ def test_operators_grant_running_commands_on_the_users_admin_page(admin_client, 
     bob.user_permissions.add(Permission.objects.get(codename="run_commands"))
     Image.objects.create(pattern="alpine*", root="")
     assert make_client(bob).post(f"{TES}/tasks", {"executors": [ECHO]}, format="json").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("status", "cancel", "code", "state"),
+    [
+        (Status.SUBMITTED, False, None, "QUEUED"),
+        (Status.PENDING, False, None, "QUEUED"),
+        (Status.RUNNABLE, False, None, "QUEUED"),
+        (Status.STARTING, False, None, "INITIALIZING"),
+        (Status.RUNNING, False, None, "RUNNING"),
+        (Status.RUNNING, True, None, "CANCELING"),
+        (Status.SUCCEEDED, False, "succeeded", "COMPLETE"),
+        (Status.FAILED, True, "cancelled", "CANCELED"),
+        (Status.FAILED, False, "cancelled", "CANCELED"),
+        (Status.FAILED, False, "exit_code", "EXECUTOR_ERROR"),
+        (Status.FAILED, False, "signal", "EXECUTOR_ERROR"),
+        (Status.FAILED, False, "worker_lost", "SYSTEM_ERROR"),
+        (Status.FAILED, False, "node_failure", "SYSTEM_ERROR"),
+        (Status.FAILED, False, "out_of_memory", "SYSTEM_ERROR"),
+        (Status.FAILED, False, "timeout", "SYSTEM_ERROR"),
+        (Status.FAILED, False, "staging_failed", "SYSTEM_ERROR"),
+        (Status.FAILED, False, "launch_failed", "SYSTEM_ERROR"),
+        (Status.FAILED, False, "internal_error", "SYSTEM_ERROR"),
+        (Status.FAILED, False, None, "SYSTEM_ERROR"),
+    ],
+)
+def test_the_state_mapping_table(status, cancel, code, state):
+    """The README's table, row by row: failed by the task's own commands is
+    EXECUTOR_ERROR; failed by the system (a lost worker, a node, the service's limits,
+    staging) is SYSTEM_ERROR."""
+    from ga4gh.states import tes_state
+
+    assert tes_state(status=status, cancel_requested=cancel, reason="", reason_code=code) == state

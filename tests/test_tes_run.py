@@ -149,9 +149,9 @@ def test_a_step_sees_nothing_of_the_host_but_the_system(tes, loop, store):
 
 
 def test_a_cluster_worker_refuses_a_task_with_a_reason(settings, tmp_path):
-    """A task's runner runs on local workers only so far: a cluster executor (the
-    generic one Slurm uses, here with the test's fake scheduler) fails it at once with
-    a reason, never runs its empty argv."""
+    """A task's runner runs on local workers and on Slurm (whose adapter says it runs
+    tasks): a cluster executor whose scheduler does not (here the test's fake one)
+    fails it at once with a reason, never runs its empty argv."""
     from jobs.executors.base import AttemptSpec
     from tests.fake_cluster import FakeClusterExecutor
 
