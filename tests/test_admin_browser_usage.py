@@ -5,7 +5,10 @@ that ran for hours; a batch's page shows its usage table (screenshots under
 test-output/screenshots/). The same browser, fixtures and skips as
 tests/test_admin_browser.py; the figures themselves are checked in tests/test_admin_usage.py."""
 
+from datetime import timedelta
+
 import pytest
+from django.db.models import F
 
 from jobs.executors.base import Outcome
 from jobs.executors.usage import Usage
@@ -74,8 +77,11 @@ def test_the_job_list_shows_what_jobs_used_and_still_fits_1366_px(page, chief, a
 
 
 def test_the_attempts_list_shows_what_each_used_and_still_fits_1366_px(page, chief, alice, catalog):  # noqa: F811 (the fixtures imported above)
-    widest_jobs(alice, catalog)
+    wide, *_ = widest_jobs(alice, catalog)
     Attempt.objects.filter(reason=LONG_REASON).update(external_id="12345678_1234", node="lab-node-17.example.org")
+    # The long run started on another day, whatever the time the test runs (its cell
+    # then shows the day: the widest form; CI once ran this just after midnight).
+    Attempt.objects.filter(job=wide).update(start_time=F("start_time") - timedelta(days=1), end_time=F("end_time") - timedelta(days=1))
     log_in(page, "chief")
     page.goto("/admin/jobs/attempt/")
     assert rows(page).count() == 3
@@ -83,6 +89,8 @@ def test_the_attempts_list_shows_what_each_used_and_still_fits_1366_px(page, chi
     expect(used).to_have_text(["-", "2.02 cpu-s, 310 MiB", "9,999 cpu-s, 1023 MiB"])  # newest first
     expect(page.locator("#result_list td.field-exit_status").filter(has_text="sig 9")).to_have_count(1)
     # When it ended: in the tooltip of how long it took.
+    started = page.locator("#result_list td.field-started").filter(has_text=" ").last
+    assert started.inner_text().strip()[:3].isalpha(), started.inner_text()  # "Dec 04 12:09:14"
     took = page.locator("#result_list td.field-took").filter(has_text="12 h 05 min").locator("span")
     assert took.get_attribute("title").startswith("ended "), took.get_attribute("title")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
