@@ -21,6 +21,10 @@ Its loop (`Sender.step`), every `POLL_SECONDS`:
    head are never read (the query is bounded by the free threads, whatever the
    backlog), and receivers that never answer hold at most `PER_OWNER` threads.
 
+At its start, and every `RESTORE_SECONDS`, it gives a next_try to each (webhook, batch)
+left without a head (`restore_heads`): one whose head ended without handing it on, as
+the sender of before the heads does between `migrate` and its restart.
+
 Each try resolves the receiver's host again, checks every address (`jobs.webhooks`),
 and connects to the checked address (the name is sent as Host and for TLS), so a name
 that resolves elsewhere since registration reaches no private address. At least once:
@@ -40,7 +44,7 @@ import httpx
 import orjson
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Min
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
@@ -54,6 +58,7 @@ THREADS = 8
 PER_OWNER = 2  # a user's tries in flight at once: the pool's other threads stay everyone else's
 FAN_OUT_PAGE = 1000
 LONGEST_BACKOFF = 3600.0
+RESTORE_SECONDS = 3600.0  # between looks for batches left without a head
 
 
 def fan_out(*, page: int = FAN_OUT_PAGE) -> int:
@@ -189,6 +194,15 @@ def due_heads(
     return list(due.select_related("webhook").order_by("next_try", "id")[:limit])
 
 
+def restore_heads(*, now: datetime | None = None) -> int:
+    """Make due each (webhook, batch)'s oldest pending delivery if it has no next_try:
+    the head its group lost (see the module). Returns how many. Reads every pending
+    delivery (the `delivery_batch_pending` index, in one pass), so not at every step."""
+    pending = Delivery.objects.filter(state=Delivery.State.PENDING)
+    oldest = pending.order_by().values("webhook_id", "batch_id").annotate(first=Min("id")).values("first")
+    return pending.filter(next_try=None, id__in=oldest).update(next_try=now or timezone.now())
+
+
 class Sender:
     """The loop of `deliver_webhooks` (see the module), one `step` at a time."""
 
@@ -196,6 +210,7 @@ class Sender:
         self.threads, self.per_owner = threads, per_owner
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="webhook")
         self.in_flight: dict[Future, tuple[int, int]] = {}  # the try -> (delivery id, owner id)
+        self.next_restore = 0.0  # time.monotonic() of the next `restore_heads`: at the first step
 
     def step(self) -> int:
         """Fan out, record ended tries, start due ones; returns tries recorded."""
@@ -205,6 +220,9 @@ class Sender:
             delivery_id, _ = self.in_flight.pop(future)
             record(delivery_id=delivery_id, outcome=future.result())
             recorded += 1
+        if time.monotonic() >= self.next_restore:
+            restore_heads()
+            self.next_restore = time.monotonic() + RESTORE_SECONDS
         self._start_due()
         return recorded
 
