@@ -18,8 +18,12 @@ Its loop (`Sender.step`), every `POLL_SECONDS`:
    longest due first, on a pool of `THREADS` threads, each try bounded by
    BATCHES_WEBHOOK_TIMEOUT_SECONDS, at most `PER_OWNER` of them a user's at once. So
    another user's backlog delays nobody: deliveries in backoff or waiting behind a
-   head are never read (the query is bounded by the free threads, whatever the
-   backlog), and receivers that never answer hold at most `PER_OWNER` threads.
+   head are never read, and receivers that never answer hold at most `PER_OWNER`
+   threads. What is read is the due heads: one per batch of a webhook at most, so a
+   user at `PER_OWNER` whose many batches are all due is read past each step (measured:
+   49-64 ms with 200,000 of alice's batches due on PostgreSQL, against 3 ms without).
+   A try is bounded per read, not in all: a receiver that dribbles a byte at a time
+   holds its thread (one of its owner's `PER_OWNER`) for as long as it keeps dribbling.
 
 At its start, and every `RESTORE_SECONDS`, it gives a next_try to each (webhook, batch)
 left without a head (`restore_heads`): one whose head ended without handing it on, as
