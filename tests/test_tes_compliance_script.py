@@ -1,6 +1,7 @@
 """scripts/tes-compliance says why it leaves a test file out rather than its tag: the
 count of other files that share the tag, which it gives, must be the suite's."""
 
+import os
 import re
 from pathlib import Path
 
@@ -10,8 +11,13 @@ import yaml
 from tests.worker_helpers import ROOT
 
 SCRIPT = ROOT / "scripts" / "tes-compliance"
-# The script's default: the suite's snapshot beside the clone.
-SUITE = ROOT.parent / "shared" / "vendor" / "tes-compliance-suite"
+# Where .ci/run looks for the suite's snapshot: TES_SUITE, beside the clone, the workplace's.
+_CANDIDATES = [
+    os.environ.get("TES_SUITE", ""),
+    ROOT.parent / "shared" / "vendor" / "tes-compliance-suite",
+    "/work/shared/vendor/tes-compliance-suite",
+]
+SUITE = next((Path(c) for c in _CANDIDATES if c and (Path(c) / "tests").is_dir()), Path(_CANDIDATES[1]))
 
 
 def _tags(path: Path) -> list[str]:
