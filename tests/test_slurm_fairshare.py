@@ -53,6 +53,12 @@ def test_in_slurms_queue_is_at_most_twice_the_cluster_and_bob_overtakes_it(alice
                     sample(time.monotonic() - start)
 
         step_for(8)
+        # Between two of her rounds nothing may run for a moment (CI saw it once, loaded):
+        # wait for her next round rather than read that gap as a failure.
+        deadline = time.monotonic() + 10
+        while not running_by_owner():
+            assert time.monotonic() < deadline, "none of alice's jobs runs on the node"
+            step_for(0.2)
         assert set(running_by_owner()) == {"alice"}  # the node is hers (less any that just ended)
         submitted = time.monotonic()
         bobs = sleepers(bob, catalog, 160)
