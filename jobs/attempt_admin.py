@@ -23,7 +23,7 @@ class AttemptColumns:
         # Today's to the millisecond without their date; another day's with its day and
         # to the second, so the cell is no wider (the exact time is in the tooltip).
         text = to_the_millisecond(attempt.start_time, after=timezone.now())
-        if attempt.start_time is not None and ":" not in text[:3]:
+        if attempt.start_time is not None and timezone.localtime(attempt.start_time).date() != timezone.localdate():
             text = timezone.localtime(attempt.start_time).strftime("%b %d %H:%M:%S")
         return format_html('<span title="{}">{}</span>', to_the_millisecond(attempt.start_time), text)
 
