@@ -7,7 +7,11 @@ work to claim and room for it; never longer than the oldest unrecorded report ma
 renews the lease when due, stops attempts that were cancelled or orphaned, calls the
 deployment's housekeeping when due (`jobs.housekeeping`: done by one elected worker at a
 time), starts claimed attempts that fit, and then, when something is due, writes in one
-transaction what happened since the last write and claims new jobs. Attempts start only once their claim has committed.
+transaction what happened since the last write and claims new jobs. Attempts start only
+once their claim has committed. That write runs on a thread of its own
+(`jobs.db_writer`), and until it is over the loop goes on collecting ends and starting
+queued attempts; a step returns only once its write is over, so between steps the
+database connection is the loop's alone.
 
 Throughput comes from writing in batches: a no-op job costs a few statements shared
 with dozens of others, not a transaction of its own. To keep batches full when jobs
@@ -21,6 +25,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass, replace
 
 from django.conf import settings
@@ -28,6 +33,7 @@ from django.db import DatabaseError, connection, transaction
 
 from core.reason_codes import CANCELLED, WORKER_LOST, WORKER_STOPPED
 from jobs.claiming import claim_jobs
+from jobs.db_writer import DatabaseWriter
 from jobs.executors.base import Adopts, AttemptSpec, Capacity, Executor, Outcome, Recovers, Report, Started, wait
 from jobs.fencing import Fence
 from jobs.housekeeping import HOUSEKEEPING_SECONDS, housekeep
@@ -87,6 +93,7 @@ class WorkerLoop:
         self._fence: Fence | None = None
         self._fence_until = math.inf
         self._listener: WorkListener | LocalWorkListener | None = None
+        self._writer: DatabaseWriter | None = None
         self._queue: deque[AttemptSpec] = deque()  # claimed, not started yet
         self._reports: list[Report] = []  # from the executor, not written yet
         self._oldest_report = math.inf
@@ -102,6 +109,8 @@ class WorkerLoop:
 
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> Worker:
+        if self._writer is None:
+            self._writer = DatabaseWriter()
         self._register()
         if self._listener is None:
             self._listener = WorkListener.open()
@@ -193,6 +202,9 @@ class WorkerLoop:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         logger.info(
             "worker %s stopped (%d attempt(s) requeued); %d attempt end(s) recorded with %d SQL statement(s)",
             self.worker.name,
@@ -223,22 +235,59 @@ class WorkerLoop:
         self._launch()
         if not self._write_due(now):
             return bool(self._reports)
-        claim = self._claim_room()
-        with transaction.atomic():
-            record_reports(worker=self.worker, reports=self._reports, from_queue=self.executor.queues_work)
-            self.recorded += sum(isinstance(r, Outcome) for r in self._reports)
-            specs, broken = (
-                claim_jobs(worker=self.worker, room=claim[0], fits=self.executor.capacity(), limit=claim[1]) if claim else ([], [])
-            )
-        # Written: forget them. Jobs whose attempt could not even be described are
-        # recorded as failed with the next write.
-        self._reports, self._oldest_report, self._start_unwritten = [], math.inf, False
-        self._take(broken)
-        if claim:
-            self._more_work = len(specs) + len(broken) >= claim[1]
-            self._queue.extend(specs)
-            self._launch()
+        self._write()
         return True
+
+    def _write(self) -> None:
+        """Write the reports gathered so far and claim new jobs, in one transaction, on
+        the writer's thread (`jobs.db_writer`), and meanwhile keep the executor going:
+        collect ends, start what is queued (a write takes milliseconds, as long as
+        dozens of short jobs). Returns once the write is over, whatever happened: the
+        connection is the loop's again. A write that failed is tried again with the
+        next one, its reports first."""
+        claim = self._claim_room()
+        reports, fits = self._reports, self.executor.capacity()
+        self._reports, self._oldest_report, self._start_unwritten = [], math.inf, False
+        future = self._writer.submit(self._write_and_claim, reports=reports, claim=claim, fits=fits)
+        interrupted: BaseException | None = None
+        try:
+            while not future.done():
+                wait(self.executor.wake_up(), timeout=self.config.poll_seconds, fds=(self._writer.fileno(),))
+                self._take(self.executor.collect())
+                self._launch()
+        except BaseException as exc:
+            interrupted = exc
+        futures.wait([future])
+        self._writer.acknowledge()
+        failed = future.exception()
+        if failed is not None:
+            self._reports[:0] = reports
+            self._oldest_report = time.monotonic()
+            self._start_unwritten = self._start_unwritten or any(isinstance(r, Started) for r in reports)
+        else:
+            specs, broken = future.result()
+            self.recorded += sum(isinstance(r, Outcome) for r in reports)
+            # Jobs whose attempt could not even be described are recorded as failed
+            # with the next write.
+            self._take(broken)
+            if claim:
+                self._more_work = len(specs) + len(broken) >= claim[1]
+                self._queue.extend(specs)
+                self._launch()
+        if interrupted is not None:
+            raise interrupted
+        if failed is not None:
+            raise failed
+
+    def _write_and_claim(
+        self, *, reports: list[Report], claim: tuple[Capacity, int] | None, fits: Capacity
+    ) -> tuple[list[AttemptSpec], list[Report]]:
+        # On the writer's thread: the database only, nothing of the loop's own state.
+        with transaction.atomic():
+            record_reports(worker=self.worker, reports=reports, from_queue=self.executor.queues_work)
+            if not claim:
+                return [], []
+            return claim_jobs(worker=self.worker, room=claim[0], fits=fits, limit=claim[1])
 
     def _take(self, reports: list[Report]) -> None:
         if not reports:

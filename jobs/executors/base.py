@@ -212,7 +212,9 @@ def wait(wake: WakeUp, *, timeout: float, fds: Iterable[int] = ()) -> set[int]:
 
 
 class Executor(ABC):
-    """A place that runs attempts. Methods are called from one thread, the worker loop.
+    """A place that runs attempts. Methods are called from one thread, the worker loop,
+    and never use the database (the loop calls them while its writes are in flight,
+    `jobs.db_writer`).
 
     Construct with `from_settings` (or the backend's keyword-only constructor, tests
     do), then `bind` it to its worker once before submitting anything."""

@@ -1,0 +1,121 @@
+"""The worker loop's writes run on a thread of their own (`jobs.db_writer`) while the
+loop goes on with the executor: real processes, an in-process loop, the test database.
+
+The one stand-in: a write is made slow, or made to fail once, by wrapping
+`jobs.worker.record_reports` (a database that is slow or fails on cue cannot be had
+otherwise). The wrapped function still writes everything."""
+
+import threading
+import time
+
+import pytest
+from django.db import OperationalError
+
+from jobs import worker as worker_module
+from jobs.executors.base import Outcome, Started
+from jobs.models import Job, JobEvent
+from tests.worker_helpers import all_finished, drive, in_process_loop, make_batch, script_tool
+
+pytestmark = pytest.mark.django_db
+
+
+def writes_wrapped(monkeypatch, *, delay: float = 0.0, delay_from: int = 0, fail_once: bool = False) -> list[tuple[float, float, list]]:
+    """Wrap the loop's recording: each write from the `delay_from`th (0: the first)
+    sleeps `delay` after writing; with
+    `fail_once`, the first write that has reports raises an OperationalError instead of
+    writing them. Returns (start, end, reports) of each write, monotonic seconds."""
+    real = worker_module.record_reports
+    calls: list[tuple[float, float, list]] = []
+    failed = []
+
+    def wrapped(**kwargs):
+        started, reports = time.monotonic(), list(kwargs["reports"])
+        if fail_once and reports and not failed:
+            failed.append(reports)
+            calls.append((started, time.monotonic(), reports))
+            raise OperationalError("the database went away (test)")
+        changed = real(**kwargs)
+        if len(calls) >= delay_from:
+            time.sleep(delay)
+        calls.append((started, time.monotonic(), reports))
+        return changed
+
+    monkeypatch.setattr(worker_module, "record_reports", wrapped)
+    return calls
+
+
+def test_an_attempt_that_ends_while_its_start_is_written_is_collected_meanwhile(monkeypatch, alice, catalog):
+    """Before, nothing was collected or started while the loop wrote: a slot stayed
+    empty for as long as a transaction took."""
+    writes_wrapped(monkeypatch, delay=0.6)
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "sleep 0.2"}}])
+    job = Job.objects.get(batch=batch)
+    loop = in_process_loop(cpus=1)
+    try:
+        drive(loop, lambda: bool(loop.executor.active()))  # claimed and started
+        assert any(isinstance(r, Started) for r in loop._reports)
+        loop.step()  # writes the start; the job ends (0.2 s) while it is written (0.6 s)
+        job.refresh_from_db()
+        assert job.status == "RUNNING", "the start is written"
+        ended = [r for r in loop._reports if isinstance(r, Outcome)]
+        assert [(r.job_id, r.succeeded) for r in ended] == [(str(job.pk), True)], "its end was collected during the write"
+        drive(loop, all_finished(batch))
+    finally:
+        loop.stop()
+    job.refresh_from_db()
+    assert job.status == "SUCCEEDED"
+
+
+def test_queued_jobs_start_while_a_write_is_in_flight(monkeypatch, alice, catalog):
+    """Jobs claimed ahead (short jobs: the loop holds a few more than it runs) start as
+    soon as a slot frees, whether or not a write is being made: some starts fall inside
+    a write (before, none could: the loop did one thing at a time). The first writes are quick, so that jobs end at a
+    rate that makes the loop claim ahead."""
+    writes = writes_wrapped(monkeypatch, delay=0.15, delay_from=6)
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "true"}}] * 60)
+    loop = in_process_loop(cpus=1)
+    starts: list[float] = []
+    submit = loop.executor.submit
+
+    def timed_submit(specs):
+        starts.extend(time.monotonic() for _ in specs)
+        return submit(specs)
+
+    monkeypatch.setattr(loop.executor, "submit", timed_submit)
+    try:
+        drive(loop, all_finished(batch), timeout=30)
+    finally:
+        loop.stop()
+    assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"SUCCEEDED"}
+    during = [t for t in starts if any(begin < t < end for begin, end, _ in writes)]
+    assert len(starts) == 60
+    assert during, f"{len(during)} of 60 starts during {len(writes)} writes"
+
+
+def test_a_failed_write_is_made_again_with_the_next_and_nothing_is_lost(monkeypatch, alice, catalog):
+    writes = writes_wrapped(monkeypatch, fail_once=True)
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "true"}}] * 3)
+    loop = in_process_loop(cpus=1)
+    try:
+        with pytest.raises(OperationalError):
+            drive(loop, all_finished(batch))
+        lost = next(reports for _, _, reports in writes if reports)
+        drive(loop, all_finished(batch))
+    finally:
+        loop.stop()
+    assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"SUCCEEDED"}
+    # The reports of the failed write were written by the next, first.
+    failed_at = next(i for i, (_, _, reports) in enumerate(writes) if reports)
+    assert writes[failed_at + 1][2][: len(lost)] == lost
+    for job in Job.objects.filter(batch=batch):
+        steps = list(JobEvent.objects.filter(job=job).order_by("id").values_list("from_status", "to_status"))
+        assert steps[-2:] == [("STARTING", "RUNNING"), ("RUNNING", "SUCCEEDED")], steps
+        assert len(steps) == len(set(steps)), f"nothing written twice: {steps}"
+
+
+def test_the_writers_thread_ends_with_the_loop(alice, catalog):
+    loop = in_process_loop(cpus=1)
+    loop.step()  # nothing to record: a claim, which finds nothing
+    assert [t for t in threading.enumerate() if t.name.startswith("db-write")]
+    loop.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith("db-write")]
