@@ -12,9 +12,9 @@ p99 where latency is the figure, and ratios.
    ANALYZE: what a submission leaves). Target >= 0.9x.
 2. One dispatch decision (`jobs.claiming._claim_candidates`: the plan and the fetch of
    the jobs it picks, locked, in a transaction rolled back) for a worker taking 128
-   jobs, with `--levels` RUNNABLE jobs waiting across `--users` (1,000) users (one
-   more batch per user at each level, 64 of them with a running job, each with some
-   usage), against a bare fetch of 128 RUNNABLE jobs by the (status, batch, id) index.
+   jobs, with `--levels` RUNNABLE jobs waiting across `--users` (1,000) users (a batch
+   each, the same batches at every level, so that the levels differ in waiting jobs
+   only; 64 users with a running job, each with some usage), against a bare fetch of 128 RUNNABLE jobs by the (status, batch, id) index.
    p50 and p99 at each level; target p99 <= 50 ms and flat from the first level to the
    last. The full claim (with its writes, rolled back) is printed beside it.
 3. No-op jobs (/bin/true) through a real worker (fair share is always on: each claim
@@ -116,24 +116,25 @@ def part_big_batch(options: argparse.Namespace) -> None:
 
 
 # -- 2. one dispatch decision with a large backlog -------------------------------------
-def fill_backlog(*, users: list[Any], add: int, tool: Any) -> None:
-    """One more batch per user holding `add` RUNNABLE jobs in all, evenly, inserted in
-    one statement (ids random, as good as time-ordered for the claim's cost)."""
+def fill_backlog(*, batches: list[Any], have: int, add: int) -> None:
+    """`add` more RUNNABLE jobs spread evenly over `batches` (one per user), after the
+    `have` already there, inserted in one statement (ids random, as good as time-ordered
+    for the claim's cost). The batches stay the same from one level to the next, so the
+    levels differ in waiting jobs only."""
     from django.db import connection
+    from django.db.models import F
 
     from batches.models import Batch
 
-    per_user = max(add // len(users), 1)
-    batches = Batch.objects.bulk_create(
-        [Batch(owner=u, tool=tool, command=tool.command, cpu=1, memory=256, n_jobs=per_user, timeout_seconds=60) for u in users]
-    )
+    start, per_batch = have // len(batches), max(add // len(batches), 1)
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO jobs_job (id, batch_id, index, args, log_id, status, reason, attempts, create_time, charged_attempts)"
             " SELECT gen_random_uuid(), b, g, '{}'::jsonb, gen_random_uuid(), 'RUNNABLE', 'Waiting for a worker', 0, now(), 0"
-            " FROM unnest(%s::uuid[]) AS b, generate_series(0, %s - 1) AS g",
-            [[b.pk for b in batches], per_user],
+            " FROM unnest(%s::uuid[]) AS b, generate_series(%s, %s - 1) AS g",
+            [[b.pk for b in batches], start, start + per_batch],
         )
+    Batch.objects.filter(pk__in=[b.pk for b in batches]).update(n_jobs=F("n_jobs") + per_batch)
 
 
 def running_and_usage(*, users: list[Any], worker: Any) -> None:
@@ -206,15 +207,20 @@ def part_decision(options: argparse.Namespace) -> None:
         "fairshare 2: one dispatch decision with a large backlog",
         decision=f"jobs.claiming._claim_candidates for {CLAIM} jobs (room {CLAIM} cpu), in a transaction rolled back",
         baseline=f"bare SELECT of {CLAIM} RUNNABLE jobs by the (status, batch, id) index, FOR UPDATE SKIP LOCKED, rolled back",
-        backlog=f"{', '.join(f'{n:,}' for n in levels)} RUNNABLE jobs across {options.users:,} users (a batch per user per level)",
+        backlog=f"{', '.join(f'{n:,}' for n in levels)} RUNNABLE jobs across {options.users:,} users (one batch each, the same at every level)",
         running="64 users with one running job each; every user some decayed usage",
         samples=f"{options.samples} of each, interleaved, per level; no ANALYZE after the fill (autovacuum as configured)",
         process="this one, its startup objects frozen out of garbage collection (gc.freeze) as runworker does",
     )
+    from batches.models import Batch
+
+    batches = Batch.objects.bulk_create(
+        [Batch(owner=u, tool=tool, command=tool.command, cpu=1, memory=256, n_jobs=0, timeout_seconds=60) for u in users]
+    )
     have, figures = 0, []
     for level in levels:
         started = time.perf_counter()
-        fill_backlog(users=users, add=level - have, tool=tool)
+        fill_backlog(batches=batches, have=have, add=level - have)
         if not have:
             running_and_usage(users=users, worker=worker)
         have = level
