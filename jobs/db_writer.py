@@ -47,12 +47,16 @@ class DatabaseWriter:
     def submit(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Start `function(*args, **kwargs)` on the writer's thread. The caller must not
         use the database until the returned future is done."""
-        future = self._pool.submit(function, *args, **kwargs)
-        future.add_done_callback(self._signal)
-        return future
+        return self._pool.submit(self._run, function, *args, **kwargs)
 
-    def _signal(self, _future: Future) -> None:
-        os.eventfd_write(self._done, 1)
+    def _run(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            # Before the future is done (a done-callback would run after): once it is
+            # done, `acknowledge()` is sure to find the signal and clear it, and the
+            # next write's wait does not wake at once for this one.
+            os.eventfd_write(self._done, 1)
 
     def fileno(self) -> int:
         return self._done

@@ -5,6 +5,7 @@ The one stand-in: a write is made slow, or made to fail once, by wrapping
 `jobs.worker.record_reports` (a database that is slow or fails on cue cannot be had
 otherwise). The wrapped function still writes everything."""
 
+import select
 import threading
 import time
 
@@ -115,7 +116,10 @@ def test_a_failed_write_is_made_again_with_the_next_and_nothing_is_lost(monkeypa
 
 def test_the_writers_thread_ends_with_the_loop(alice, catalog):
     loop = in_process_loop(cpus=1)
-    loop.step()  # nothing to record: a claim, which finds nothing
+    for _ in range(20):
+        loop.step()  # nothing to record: claims, which find nothing
+        # The write's signal was cleared: the next write's wait would not wake for it.
+        assert select.select([loop._writer.fileno()], [], [], 0)[0] == []
     assert [t for t in threading.enumerate() if t.name.startswith("db-write")]
     loop.stop()
     assert not [t for t in threading.enumerate() if t.name.startswith("db-write")]
