@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 
+import cpu_use
 import harness
 from harness import ROOT, wait_for_worker
 
@@ -40,24 +41,45 @@ SEALED = ("job_user", "sandbox", "cgroup_memory", "cgroup_pids", "cgroup_cpu")
 NOOP = "/bin/true"
 
 
-def raw_rate(jobs: int, parallel: int, argv: list[str] | None = None) -> float:
+def raw_rate(jobs: int, parallel: int, argv: list[str] | None = None, *, pin: bool = False, cpu: list[dict] | None = None) -> float:
+    """Jobs/s of `argv` (/bin/true) spawned `parallel` at a time. `pin`: each on a core of
+    its own, the way the local executor pins an unsealed attempt (the spawning thread
+    pinned to the core for the spawn). `cpu`: where this run's cpu went is appended
+    (bench.cpu_use: this process, its spawns, PostgreSQL)."""
+    cores = sorted(os.sched_getaffinity(0))
+    before = cpu_use.read(os.getpid()) if cpu is not None else None
     started = time.perf_counter()
-    running: dict[int, subprocess.Popen] = {}
+    running: dict[int, tuple[subprocess.Popen, int]] = {}  # pid -> (process, its core)
     launched = 0
     while launched < jobs or running:
         while launched < jobs and len(running) < parallel:
-            process = subprocess.Popen(argv or [NOOP], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            running[process.pid] = process
+            used = [core for _, core in running.values()]
+            core = min(cores, key=used.count)  # the least used
+            if pin:
+                os.sched_setaffinity(0, [core])
+            try:
+                process = subprocess.Popen(argv or [NOOP], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            finally:
+                if pin:
+                    os.sched_setaffinity(0, cores)
+            running[process.pid] = (process, core)
             launched += 1
         pid, status = os.wait()
-        running.pop(pid).returncode = os.waitstatus_to_exitcode(status)
-    return jobs / (time.perf_counter() - started)
+        running.pop(pid)[0].returncode = os.waitstatus_to_exitcode(status)
+    rate = jobs / (time.perf_counter() - started)
+    if before is not None:
+        cpu.append(cpu_use.per_job(before, cpu_use.read(os.getpid()), jobs))
+    return rate
 
 
-def executor_rate(jobs: int, parallel: int, env: dict[str, str], *, sealed: bool | None = None) -> tuple[float, float]:
+def executor_rate(
+    jobs: int, parallel: int, env: dict[str, str], *, sealed: bool | None = None, cpu: list[dict] | None = None
+) -> tuple[float, float]:
     """Jobs per second through a real worker, and SQL statements per job. `sealed`:
     check that the worker reports every isolation part in force (True) or none (False).
-    The database is set up by the caller (harness.fresh_database())."""
+    `cpu`: where the run's cpu went is appended (bench.cpu_use: the worker, its jobs,
+    PostgreSQL), from the submission to the last job's end. The database is set up by
+    the caller (harness.fresh_database())."""
     harness.setup_django()
     from django.contrib.auth.models import User
     from django.db.models import Max
@@ -96,11 +118,14 @@ def executor_rate(jobs: int, parallel: int, env: dict[str, str], *, sealed: bool
         # last job's end (its stop_time, written with its SUCCEEDED event): the wait
         # below only notices the end and adds nothing to the figure. Both times come
         # from this machine's clock.
+        before = cpu_use.read(worker.pid) if cpu is not None else None
         started = timezone.now()
         batch = submit_batch(user=user, tool_id=tool.pk, cpu=1, memory=256, filesystem_ids=[scratch.pk], jobs=[{"args": {}}] * jobs)
         unfinished = Job.objects.filter(batch=batch, status__in=["SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"])
         while unfinished.exists():  # an index-only look-up on (batch, status)
             time.sleep(0.05)
+        if before is not None:
+            cpu.append(cpu_use.per_job(before, cpu_use.read(worker.pid), jobs))
         elapsed = (Job.objects.filter(batch=batch).aggregate(end=Max("stop_time"))["end"] - started).total_seconds()
         failed = Job.objects.filter(batch=batch, status="FAILED").count()
         if failed:

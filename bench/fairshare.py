@@ -19,7 +19,10 @@ p99 where latency is the figure, and ratios.
    last. The full claim (with its writes, rolled back) is printed beside it.
 3. No-op jobs (/bin/true) through a real worker (fair share is always on: each claim
    plans in fair-share order) against raw spawns through the same per-job memory limit
-   (`prlimit --as=<256 MiB>`), P at a time; bare raw spawns for reference. Target >= 0.5x.
+   (`prlimit --as=<256 MiB>`), P at a time; for reference, bare raw spawns and raw spawns
+   through prlimit pinned a core each as the worker pins its jobs. Target >= 0.5x. Where
+   each job's cpu goes (the spawning process, the jobs, PostgreSQL, the machine:
+   bench/cpu_use.py) is printed for both sides.
 4. Submission to RUNNING of one-job batches on an idle worker (`submit_to_running.block`):
    sealed (when run as root; the deployment's way) against unsealed, p50 and p99.
    Target p50 <= 50 ms.
@@ -38,6 +41,7 @@ import tempfile
 import time
 from typing import Any
 
+import cpu_use
 import executor_vs_raw
 import harness
 import submit_to_running
@@ -252,22 +256,30 @@ def part_noop(options: argparse.Namespace) -> None:
         slots=f"{options.parallel} (runworker --cpus {options.parallel}; raw keeps {options.parallel} processes running)",
         batch_size=f"{options.noop_jobs} no-op jobs ({NOOP}) per round",
         baseline=f"raw spawns of {' '.join(limited)}; bare raw spawns for reference",
-        rounds=f"{options.rounds}, interleaved (bare raw, prlimit raw, worker, ...); a fresh worker each round",
+        rounds=f"{options.rounds}, interleaved (bare raw, pinned prlimit raw, prlimit raw, worker, ...); a fresh worker each round",
     )
     bare: list[float] = []
+    pinned: list[float] = []
+    raw_cpu: list[dict] = []
+    worker_cpu: list[dict] = []
 
     def baseline() -> float:
         bare.append(executor_vs_raw.raw_rate(options.noop_jobs, options.parallel))
-        return executor_vs_raw.raw_rate(options.noop_jobs, options.parallel, limited)
+        pinned.append(executor_vs_raw.raw_rate(options.noop_jobs, options.parallel, limited, pin=True))
+        return executor_vs_raw.raw_rate(options.noop_jobs, options.parallel, limited, cpu=raw_cpu)
 
     def measured() -> float:
         env = {**os.environ, "BATCHES_ISOLATION": "off", "BATCHES_WORKER_POLL_MS": "50"}
-        return executor_vs_raw.executor_rate(options.noop_jobs, options.parallel, env, sealed=False)[0]
+        return executor_vs_raw.executor_rate(options.noop_jobs, options.parallel, env, sealed=False, cpu=worker_cpu)[0]
 
     raw, ours = harness.interleave(options.rounds, baseline, measured, label="(jobs/s; prlimit raw, worker)")
     print("results (jobs per second; higher is better):")
     harness.compare("worker vs raw through prlimit", raw, ours, unit="/s", scale=1, baseline_label="prlimit", target="target ratio >= 0.5")
     harness.compare("worker vs bare raw (reference)", bare, ours, unit="/s", scale=1, baseline_label="bare")
+    # The worker pins each unsealed job to its cores (its cpu limit); the raw loop does not.
+    harness.compare("worker vs raw via prlimit, pinned (ref.)", pinned, ours, unit="/s", scale=1, baseline_label="pinned")
+    print(cpu_use.describe("raw through prlimit", raw_cpu, own="the loop", children="its spawns"))
+    print(cpu_use.describe("worker", worker_cpu, own="the worker", children="its jobs"))
 
 
 # -- 4. submission to RUNNING on an idle service ---------------------------------------
