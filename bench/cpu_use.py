@@ -52,9 +52,8 @@ def _postgres() -> float:
 
 def _busy() -> float:
     with open("/proc/stat") as handle:
-        values = [int(value) for value in handle.readline().split()[1:9]]
-    idle = values[3] + values[4]  # idle, iowait
-    return (sum(values) - idle) * _TICK
+        user, nice, system, _idle, _iowait, irq, softirq = (int(value) for value in handle.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) * _TICK  # not idle, nor waiting, nor stolen by a hypervisor
 
 
 def read(pid: int) -> Reading:
