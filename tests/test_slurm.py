@@ -239,6 +239,37 @@ def test_a_lost_sbatch_answer_is_found_again_not_submitted_twice(alice, catalog,
     assert len({external_id.split("_")[0] for external_id in external_ids(batch)}) == 1
 
 
+def test_a_lost_sbatch_answer_of_jobs_that_already_ended_keeps_their_slurm_ids(alice, catalog, slurm, tmp_path):
+    """As above, but the failed answer comes only once every job has run and ended (a
+    wrapper waits for their ends in the status folder): the worker sees the jobs' ends
+    before it has looked the submission up, and must not record them without the Slurm
+    ids that would tell an operator where to look (sacct)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("squeue", "scancel", "sinfo"):
+        (bin_dir / name).symlink_to(shutil.which(name))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(
+        f'#!/bin/sh\n{shutil.which("sbatch")} "$@" >/dev/null\n'
+        f'for i in $(seq 300); do [ "$(ls {marks} | wc -l)" -ge 3 ] && break; sleep 0.1; done\n'
+        "sleep 1\n"  # the job scripts write their exit files after the marks
+        'echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2\nexit 1\n'
+    )
+    sbatch.chmod(0o755)
+    slurm.BATCHES_SLURM_BIN = str(bin_dir)
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": f"echo x >> {marks}/$BATCH_JOB_ID"}} for _ in range(3)])
+    loop = slurm_loop(cpus=16, memory_mib=4096)
+    try:
+        drive(loop, all_finished(batch), timeout=90)
+    finally:
+        loop.stop()
+    assert statuses(batch) == ["SUCCEEDED"] * 3
+    ids = external_ids(batch)
+    assert len(ids) == 3 and len({external_id.split("_")[0] for external_id in ids}) == 1, ids
+
+
 def test_a_restarted_worker_adopts_slurm_jobs_and_none_is_lost_or_run_twice(alice, catalog, slurm, tmp_path):
     marks, release = tmp_path / "marks", tmp_path / "release"
     marks.mkdir()

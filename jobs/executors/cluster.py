@@ -223,9 +223,14 @@ class ClusterExecutor(Executor, Adopts):
         return reports
 
     def _read_files(self, now: float) -> list[Report]:
-        """Starts and ends that the nodes have written."""
+        """Starts and ends that the nodes have written. Not yet for a submission whose
+        sending got no answer: it is looked up first (`_ask_controller`), so that what is
+        recorded of its tasks carries their scheduler ids; one the scheduler has
+        forgotten is settled from these files then (`_not_submitted`)."""
         reports: list[Report] = []
         for submission in list(self._submissions.values()):
+            if not submission.array_id:
+                continue
             names = submission.listing()
             for task in list(submission.tasks.values()):
                 if task.shown != "running" and f"{task.index}.start" in names:
