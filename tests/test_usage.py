@@ -175,3 +175,16 @@ def test_a_small_job_never_reports_the_memory_it_was_started_from(loop, alice, f
     assert attempt.reason_code == "succeeded"
     assert attempt.max_rss_mib is None or attempt.max_rss_mib < 16, attempt.max_rss_mib
     assert attempt.cpu_seconds is not None and attempt.cpu_seconds < 0.5
+
+
+def test_the_workers_peak_is_never_read_below_its_vmhwm():
+    """The floor under which an unsealed job's max RSS is null must be at least the
+    worker's high-water mark (VmHWM), which a spawned program inherits through execve;
+    it is read with getrusage (one system call per spawn) rather than from /proc."""
+    from jobs.executors.usage import own_peak_rss_bytes
+
+    grown = bytearray(64 << 20)  # the peak goes up by 64 MiB, then the memory is freed
+    del grown
+    status = Path("/proc/self/status").read_text()
+    vmhwm = next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    assert own_peak_rss_bytes() >= vmhwm

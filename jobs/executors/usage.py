@@ -51,16 +51,12 @@ class Usage:
         )
 
 
-def own_peak_rss_bytes() -> int | None:
-    """This process's peak resident memory (VmHWM), None where /proc does not say."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+def own_peak_rss_bytes() -> int:
+    """This process's peak resident memory: getrusage's ru_maxrss, which on Linux is at
+    least /proc/self/status's VmHWM (the larger of it and the peak of the image this
+    process was exec'd from), read with one system call. Parsing /proc/self/status for
+    VmHWM took a tenth of a millisecond, once per spawned job."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def rusage_figures(usage: resource.struct_rusage) -> tuple[float, float]:
