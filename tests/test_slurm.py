@@ -210,21 +210,28 @@ def test_deleting_a_batch_scancels_its_slurm_jobs(alice, catalog, slurm):
     assert not Job.objects.filter(batch_id=batch.pk).exists()
 
 
-def test_a_lost_sbatch_answer_is_found_again_not_submitted_twice(alice, catalog, slurm, tmp_path):
-    """sbatch reaches the controller but its answer never comes back (a wrapper runs the
-    real sbatch, then fails as a timed-out connection does)."""
+def lost_answer_sbatch(tmp_path: Path, *, before: str = "", after: str = "") -> str:
+    """A folder of Slurm commands whose sbatch runs the real one, then fails as a
+    timed-out connection does: the job reaches the controller, its answer is lost.
+    `before` and `after`: shell lines run around the real sbatch (the test's own)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name in ("squeue", "scancel", "sinfo"):
         (bin_dir / name).symlink_to(shutil.which(name))
-    calls = tmp_path / "sbatch-calls"
     sbatch = bin_dir / "sbatch"
     sbatch.write_text(
-        f'#!/bin/sh\necho call >> {calls}\n{shutil.which("sbatch")} "$@" >/dev/null\n'
+        f'#!/bin/sh\n{before}{shutil.which("sbatch")} "$@" >/dev/null\n{after}'
         'echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2\nexit 1\n'
     )
     sbatch.chmod(0o755)
-    slurm.BATCHES_SLURM_BIN = str(bin_dir)
+    return str(bin_dir)
+
+
+def test_a_lost_sbatch_answer_is_found_again_not_submitted_twice(alice, catalog, slurm, tmp_path):
+    """sbatch reaches the controller but its answer never comes back (a wrapper runs the
+    real sbatch, then fails as a timed-out connection does)."""
+    calls = tmp_path / "sbatch-calls"
+    slurm.BATCHES_SLURM_BIN = lost_answer_sbatch(tmp_path, before=f"echo call >> {calls}\n")
     marks = tmp_path / "marks"
     marks.mkdir()
     batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": f"echo x >> {marks}/$BATCH_JOB_ID"}} for _ in range(5)])
@@ -244,21 +251,13 @@ def test_a_lost_sbatch_answer_of_jobs_that_already_ended_keeps_their_slurm_ids(a
     wrapper waits for their ends in the status folder): the worker sees the jobs' ends
     before it has looked the submission up, and must not record them without the Slurm
     ids that would tell an operator where to look (sacct)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in ("squeue", "scancel", "sinfo"):
-        (bin_dir / name).symlink_to(shutil.which(name))
     marks = tmp_path / "marks"
     marks.mkdir()
-    sbatch = bin_dir / "sbatch"
-    sbatch.write_text(
-        f'#!/bin/sh\n{shutil.which("sbatch")} "$@" >/dev/null\n'
-        f'for i in $(seq 300); do [ "$(ls {marks} | wc -l)" -ge 3 ] && break; sleep 0.1; done\n'
-        "sleep 1\n"  # the job scripts write their exit files after the marks
-        'echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2\nexit 1\n'
+    slurm.BATCHES_SLURM_BIN = lost_answer_sbatch(
+        tmp_path,
+        after=f'for i in $(seq 300); do [ "$(ls {marks} | wc -l)" -ge 3 ] && break; sleep 0.1; done\n'
+        "sleep 1\n",  # the job scripts write their exit files after the marks
     )
-    sbatch.chmod(0o755)
-    slurm.BATCHES_SLURM_BIN = str(bin_dir)
     batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": f"echo x >> {marks}/$BATCH_JOB_ID"}} for _ in range(3)])
     loop = slurm_loop(cpus=16, memory_mib=4096)
     try:
