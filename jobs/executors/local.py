@@ -12,10 +12,11 @@ Each attempt:
   both in force before the program's first instruction, so nothing it forks escapes
   them. Setting them in a preexec_fn would force a full fork() of the worker (about 4
   times slower than the vfork() subprocess uses otherwise), so instead the program is
-  started through util-linux `prlimit --as=N -- argv...` (one extra exec, in the child),
-  from a worker thread whose own cpu mask is the job's cores for the duration of the
-  spawn (a new process inherits its creator's mask). Without `prlimit` on the machine
-  the limit is set by a preexec_fn;
+  started by a launcher, a small process of the worker's that holds that limit itself
+  (`jobs.executors.launcher`), or else through util-linux `prlimit --as=N -- argv...`
+  (one extra exec, in the child). Either spawns from a thread whose own cpu mask is the
+  job's cores for the duration of the spawn (a new process inherits its creator's
+  mask). Without `prlimit` on the machine the limit is set by a preexec_fn;
 - has a wall-clock limit; at the end (exit, timeout, cancel), whatever is left of its
   processes gets SIGTERM, a grace period, then SIGKILL, and its outcome is reported
   only once they are gone. In a sandbox, SIGTERM goes to the job's processes, not to
@@ -32,6 +33,7 @@ import signal
 import socket
 import subprocess
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,7 @@ from jobs.executors.base import (
 from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.cores import CoreAllocator
 from jobs.executors.isolation import Isolation, NoJobAccount, allow_traverse, probe
+from jobs.executors.launcher import LOST, Launched, Launchers
 from jobs.executors.local_outcomes import LocalEnd, describe, reap
 from jobs.executors.local_spawn import spawn
 from jobs.executors.procs import group_alive, group_members, kill_processes, processes_with_env, signal_group
@@ -78,7 +81,7 @@ def machine_capacity() -> Capacity:
 @dataclass
 class _Running:
     attempt: AttemptSpec
-    popen: subprocess.Popen
+    popen: subprocess.Popen | Launched
     cores: list[int]
     workdir: Path
     output: AttemptOutput
@@ -137,6 +140,8 @@ class LocalExecutor(Executor, Recovers):
         self.log_max_bytes = settings.BATCHES_LOG_MAX_BYTES
         self._leftover_cgroups: list[AttemptCgroup] = []
         self._remover = Remover()
+        self._launchers = Launchers()
+        weakref.finalize(self, self._launchers.close)
         self.node = socket.gethostname()
         self._cores = CoreAllocator()
         self._running: dict[str, _Running] = {}
@@ -207,6 +212,7 @@ class LocalExecutor(Executor, Recovers):
                     out_fd=output.write_fd,
                     cores=cores,
                     user=user,
+                    launchers=self._launchers,
                 )
             except OSError as exc:
                 message = f"could not start {attempt.argv[0] if attempt.argv else 'the task runner'}: {exc.strerror or exc}"
@@ -222,9 +228,13 @@ class LocalExecutor(Executor, Recovers):
         output.started()
         self._selector.register(output.read_fd, selectors.EVENT_READ, ("out", attempt.job_id))
         pidfd = None
-        with contextlib.suppress(OSError, AttributeError):
-            pidfd = os.pidfd_open(popen.pid)
-            self._selector.register(pidfd, selectors.EVENT_READ, attempt.job_id)
+        if isinstance(popen, Launched):  # its launcher reports its end; the floor is the launcher's
+            rss_floor = popen.launcher_peak_rss
+        else:
+            with contextlib.suppress(OSError, AttributeError):
+                pidfd = os.pidfd_open(popen.pid)
+                self._selector.register(pidfd, selectors.EVENT_READ, attempt.job_id)
+            rss_floor = own_peak_rss_bytes() if cgroup is None else None
         self._running[attempt.job_id] = _Running(
             attempt=attempt,
             popen=popen,
@@ -235,7 +245,7 @@ class LocalExecutor(Executor, Recovers):
             pidfd=pidfd,
             cgroup=cgroup,
             spawned=spawned,
-            rss_floor=own_peak_rss_bytes() if cgroup is None else None,
+            rss_floor=rss_floor,
         )
         self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
         # The pid (with the node) names the attempt. Its start time would tell a reused
@@ -284,7 +294,7 @@ class LocalExecutor(Executor, Recovers):
     def wake_up(self) -> WakeUp:
         """The attempts' output pipes and pidfds, and the next deadline (a timeout, the
         end of a grace, a leader without a pidfd to look at again)."""
-        fds = tuple(self._selector.get_map()) if self._running else ()
+        fds = (*self._selector.get_map(), *self._launchers.fds()) if self._running else ()
         return WakeUp(fds=fds, within=self._wait_time(math.inf))
 
     def collect(self) -> list[Report]:
@@ -292,6 +302,7 @@ class LocalExecutor(Executor, Recovers):
         for key, _ in events:
             if isinstance(key.data, tuple) and key.data[1] in self._running:
                 self._drain(self._running[key.data[1]])
+        self._launchers.pump()
         now = time.monotonic()
         outcomes: list[Report] = []
         for job_id, run in list(self._running.items()):
@@ -299,6 +310,8 @@ class LocalExecutor(Executor, Recovers):
                 reaped = reap(run.popen)
                 if reaped is not None:
                     run.returncode, run.rusage, run.ended, run.ended_wall = reaped
+                if isinstance(run.popen, Launched) and run.popen.lost and not run.stop_reason:
+                    run.stop_reason, run.stop_code = LOST, reason_codes.INTERNAL_ERROR
                 if run.returncode is not None and run.pidfd is not None:
                     self._selector.unregister(run.pidfd)
                     os.close(run.pidfd)
@@ -340,7 +353,7 @@ class LocalExecutor(Executor, Recovers):
         now = time.monotonic()
         wait = timeout
         for run in self._running.values():
-            if run.pidfd is None or run.returncode is not None:
+            if (run.pidfd is None and not isinstance(run.popen, Launched)) or run.returncode is not None:
                 wait = min(wait, _DRAIN_POLL)
             wait = min(wait, max(0.0, run.deadline - now))
             if run.term_at is not None and not run.killed:
@@ -410,6 +423,7 @@ class LocalExecutor(Executor, Recovers):
             self._remove_cgroup(None)
             time.sleep(0.02)
         self._remover.flush()
+        self._launchers.close()
         return outcomes
 
     # -- after a crash --------------------------------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from core import reason_codes
 from jobs.executors.base import Outcome
+from jobs.executors.launcher import Launched
 from jobs.executors.procs import signal_name
 from jobs.executors.usage import Usage, rusage_figures
 
@@ -81,10 +82,13 @@ def describe(end: LocalEnd) -> Outcome:
     return Outcome(end.job_id, end.attempt, succeeded=False, reason=reason, reason_code=reason_codes.SIGNAL, **common)
 
 
-def reap(popen: subprocess.Popen) -> tuple[int, resource.struct_rusage | None, float | None, float | None] | None:
+def reap(popen: subprocess.Popen | Launched) -> tuple[int, resource.struct_rusage | None, float | None, float | None] | None:
     """None while the attempt's leader runs; once it has ended, reaped with `wait4` for
     what it used: (its status as Popen gives it, -N for signal N; its rusage; when it
-    was reaped, monotonic and epoch seconds)."""
+    was reaped, monotonic and epoch seconds). A launcher's child was reaped by its
+    launcher, which reported the same (`jobs.executors.launcher`)."""
+    if isinstance(popen, Launched):
+        return None if popen.returncode is None else (popen.returncode, popen.rusage, popen.ended, popen.ended_wall)
     try:
         pid, status, rusage = os.wait4(popen.pid, os.WNOHANG)
     except ChildProcessError:  # reaped elsewhere already: no figures

@@ -15,19 +15,29 @@ from jobs.executors.base import AttemptSpec, LaunchError
 from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.environment import job_environment
 from jobs.executors.isolation import Isolation, JobUser, join_mode, launch, release_launch
+from jobs.executors.launcher import Launched, LauncherGone, Launchers
 
 MIB = 1024 * 1024
 PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
 
 def spawn(
-    attempt: AttemptSpec, *, isolation: Isolation, worker_id: str, workdir: Path, out_fd: int, cores: list[int], user: JobUser | None
-) -> tuple[subprocess.Popen, AttemptCgroup | None]:
+    attempt: AttemptSpec,
+    *,
+    isolation: Isolation,
+    worker_id: str,
+    workdir: Path,
+    out_fd: int,
+    cores: list[int],
+    user: JobUser | None,
+    launchers: Launchers | None = None,
+) -> tuple[subprocess.Popen | Launched, AttemptCgroup | None]:
     """Start the attempt's program (see `jobs.executors.local`): its argv through the
-    sandbox and cgroup `isolation` gives, or under prlimit's address-space limit without
-    a cgroup, pinned to `cores`, its output into `out_fd`. A task's attempt runs its
-    runner instead, which runs each step sealed (`jobs.executors.task_spec`). Raises
-    OSError when it cannot start, LaunchError when it must not."""
+    sandbox and cgroup `isolation` gives, or without a cgroup under an address-space
+    limit (from one of `launchers`, else through prlimit), pinned to `cores`, its output
+    into `out_fd`. A task's attempt runs its runner instead, which runs each step sealed
+    (`jobs.executors.task_spec`). Raises OSError when it cannot start, LaunchError when
+    it must not."""
     if attempt.task is not None:
         if isolation.bwrap is None:
             raise LaunchError("a task's steps run only in the sandbox, and this worker has none (bubblewrap); ask your operator")
@@ -65,8 +75,17 @@ def spawn(
             task_spec.release(workdir)
             release_launch(options, cgroup)
             raise
-    if cgroup is None:
+    if cgroup is None and launchers is not None and set(options) <= {"umask"}:
         # No cgroup: a per-process address-space limit is the best there is.
+        try:
+            launched = launchers.start(
+                limit=limit, argv=argv, env=env, cwd=workdir, out_fd=out_fd, cores=cores, umask=options.get("umask", -1)
+            )
+        except LauncherGone as exc:
+            raise LaunchError(f"could not start it: {exc}") from exc
+        if launched is not None:
+            return launched, None
+    if cgroup is None:
         if PRLIMIT:
             argv = [PRLIMIT, f"--as={limit}", "--", *argv]
         else:

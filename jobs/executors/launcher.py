@@ -1,0 +1,220 @@
+"""Launchers: small processes that start the local executor's attempts that have no
+cgroup, one launcher per memory limit, so that the limit costs no exec per job.
+
+Without a cgroup an attempt's memory limit is RLIMIT_AS, which must be in force before
+the program's first instruction. The worker cannot set it in the child (a preexec_fn
+forces a full fork() of the worker, about 4 times slower than vfork), so it used to run
+every job through `prlimit --as=N -- argv...`, whose exec doubles what a short job costs
+the machine. A launcher holds the limit itself, hard and soft (it cannot be raised
+again, so one process serves one limit), and starts the jobs of that limit by vfork:
+they inherit it, exactly as prlimit would give it. A launcher starts and reaps its
+children and reports each end with wait4's status and rusage
+(`jobs/executors/launcher_process.py` says what goes over the socket).
+
+What does not go through a launcher (prlimit still does it): limits under
+SMALLEST_LIMIT (a launcher's own address space, about 15 MiB, must fit under the limit
+it serves), more distinct limits than MOST_LAUNCHERS with none idle, a request larger
+than MAX_REQUEST, and spawns with a cgroup or a sandbox's extra file descriptors.
+
+A launcher that dies leaves the attempts it started without anyone to report their
+ends: they are killed and end failed, with that reason.
+"""
+
+import json
+import logging
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jobs.executors.procs import signal_group
+
+logger = logging.getLogger("jobs.executors.launcher")
+
+MIB = 1024 * 1024
+SCRIPT = Path(__file__).with_name("launcher_process.py")
+SMALLEST_LIMIT = 128 * MIB
+MOST_LAUNCHERS = 4
+MAX_REQUEST = 64 * 1024  # a packet must fit the socket's buffer; larger ones use prlimit
+ANSWER_SECONDS = 10.0  # a launcher answers a request in about a millisecond
+LOST = "lost: the worker's launcher process that started it ended, so its end could not be seen; it was killed"
+
+
+class LauncherGone(Exception):
+    """The launcher hung up or stopped answering."""
+
+
+class Launched:
+    """An attempt's leader that a launcher started: what the local executor reads of a
+    Popen (`pid`, `returncode`, `poll`), and what the launcher reported of its end."""
+
+    def __init__(self, pid: int, launcher_peak_rss: int) -> None:
+        self.pid = pid
+        self.launcher_peak_rss = launcher_peak_rss  # a vfork child's maxrss is never below it
+        self.returncode: int | None = None
+        self.rusage: resource.struct_rusage | None = None
+        self.ended: float | None = None  # monotonic
+        self.ended_wall: float | None = None
+        self.lost = False  # its launcher died first: killed, its end unseen
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+class Launcher:
+    """One launcher process, serving one address-space limit in bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self.process = subprocess.Popen(  # noqa: S603 (our own script, an argv list)
+                [sys.executable, "-I", "-S", str(SCRIPT), str(theirs.fileno()), str(limit)],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a terminal's ^C is the worker's to handle, not its
+            )
+        self.sock = ours
+        self.live: dict[int, Launched] = {}
+        self.gone = False
+
+    def start(self, payload: bytes, out_fd: int) -> Launched:
+        """Ask for one spawn and wait for its answer. Raises OSError when the program
+        could not start, LauncherGone when the launcher cannot be reached."""
+        try:
+            socket.send_fds(self.sock, [payload], [out_fd])
+        except OSError as exc:
+            self._lost()
+            raise LauncherGone(f"the launcher could not be reached: {exc}") from exc
+        deadline = time.monotonic() + ANSWER_SECONDS
+        while True:
+            answer = self._receive(deadline)
+            if "ended" in answer:  # an earlier child's end, sent before this answer
+                self._record_end(answer)
+                continue
+            if "pid" not in answer:
+                raise OSError(answer["errno"] or None, answer["message"])
+            launched = Launched(answer["pid"], answer["peak_rss"])
+            self.live[launched.pid] = launched
+            return launched
+
+    def _receive(self, deadline: float) -> dict:
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            self._lost()
+            raise LauncherGone(f"the launcher did not answer within {ANSWER_SECONDS:g} s")
+        message = self.sock.recv(MAX_REQUEST)
+        if not message:
+            self._lost()
+            raise LauncherGone("the launcher ended")
+        return json.loads(message)
+
+    def pump(self) -> None:
+        """Take in every end reported since the last call (never waits)."""
+        while not self.gone:
+            try:
+                message = self.sock.recv(MAX_REQUEST, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                message = b""
+            if not message:
+                self._lost()
+                return
+            self._record_end(json.loads(message))
+
+    def _record_end(self, end: dict) -> None:
+        launched = self.live.pop(end["ended"], None)
+        if launched is None:
+            return
+        launched.rusage = resource.struct_rusage(end["rusage"])
+        launched.ended, launched.ended_wall = end["monotonic"], end["wall"]
+        launched.returncode = end["status"]
+
+    def _lost(self) -> None:
+        """The launcher is gone: what it started can no longer be watched, so it is
+        stopped (its process group) and ends as lost."""
+        if self.gone:
+            return
+        self.gone = True
+        logger.error("the launcher for %s MiB (pid %s) ended with %s jobs running", self.limit // MIB, self.process.pid, len(self.live))
+        now, wall = time.monotonic(), time.time()
+        for launched in self.live.values():
+            signal_group(launched.pid, signal.SIGKILL)
+            launched.lost = True
+            launched.ended, launched.ended_wall = now, wall
+            launched.returncode = -signal.SIGKILL
+        self.live.clear()
+        self.close()
+
+    def close(self) -> None:
+        """Hang up; the launcher exits, and what it started runs on."""
+        self.sock.close()
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Launchers:
+    """The local executor's launchers, by limit (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._by_limit: dict[int, Launcher] = {}
+
+    def start(
+        self, *, limit: int, argv: list[str], env: dict[str, str], cwd: Path, out_fd: int, cores: list[int], umask: int
+    ) -> Launched | None:
+        """Start `argv` under an address-space limit of `limit` bytes, pinned to `cores`,
+        its output into `out_fd`; None when no launcher takes it (the caller starts it
+        through prlimit). Raises OSError when the program could not start, LauncherGone
+        when its launcher died on the way (whether it started is unknown)."""
+        payload = json.dumps({"argv": argv, "env": env, "cwd": str(cwd), "cores": cores, "umask": umask}).encode()
+        if len(payload) > MAX_REQUEST:
+            return None
+        launcher = self._launcher(limit)
+        if launcher is None:
+            return None
+        return launcher.start(payload, out_fd)
+
+    def _launcher(self, limit: int) -> Launcher | None:
+        if limit < SMALLEST_LIMIT:
+            return None
+        launcher = self._by_limit.get(limit)
+        if launcher is not None and not launcher.gone:
+            return launcher
+        self._by_limit.pop(limit, None)
+        if len(self._by_limit) >= MOST_LAUNCHERS:
+            idle = next((each for each in self._by_limit.values() if not each.live), None)
+            if idle is None:
+                return None
+            del self._by_limit[idle.limit]
+            idle.close()
+        try:
+            launcher = Launcher(limit)
+        except OSError:
+            logger.exception("could not start a launcher for %s MiB: its jobs go through prlimit", limit // MIB)
+            return None
+        self._by_limit[limit] = launcher
+        return launcher
+
+    def pump(self) -> None:
+        for launcher in list(self._by_limit.values()):
+            launcher.pump()
+            if launcher.gone:
+                self._by_limit.pop(launcher.limit, None)
+
+    def fds(self) -> tuple[int, ...]:
+        """The sockets to wait on: each becomes readable when a child has ended."""
+        return tuple(launcher.sock.fileno() for launcher in self._by_limit.values())
+
+    def close(self) -> None:
+        for launcher in self._by_limit.values():
+            launcher.close()
+        self._by_limit.clear()

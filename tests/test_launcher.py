@@ -1,0 +1,157 @@
+"""Launchers (jobs.executors.launcher): the small processes that start unsealed local
+attempts under their memory limit without prlimit's exec. Real processes throughout:
+through the worker loop, and the launchers on their own."""
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from core import reason_codes
+from jobs.executors import launcher as launcher_module
+from jobs.executors.launcher import LOST, MIB, MOST_LAUNCHERS, Launchers
+from jobs.models import Attempt, Job
+from tests.worker_helpers import all_finished, drive, in_process_loop, make_batch, pid_alive, script_tool, wait_for
+
+SCRIPT = 'ulimit -H -v; ulimit -S -v; tr "\\0" " " < /proc/$PPID/cmdline; echo'
+
+
+@pytest.fixture
+def loop():
+    loop = in_process_loop()
+    yield loop
+    loop.stop()
+
+
+def log_lines(client, job: Job) -> list[str]:
+    response = client.get(f"/logs/{job.log_id}")
+    assert response.status_code == 200
+    return response.content.decode().splitlines()
+
+
+def parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+@pytest.mark.django_db
+def test_a_job_gets_its_memory_limit_from_a_launcher_not_from_an_exec_of_prlimit(loop, alice, alice_client, catalog):
+    """The hard and soft limits are the job's memory, and the program's parent is the
+    launcher (through prlimit it was the worker: prlimit execs into the program)."""
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": SCRIPT}}], memory=256)
+    drive(loop, all_finished(batch))
+    job = Job.objects.get(batch=batch)
+    assert job.status == "SUCCEEDED", job.reason
+    hard, soft, parent = log_lines(alice_client, job)
+    assert hard == soft == str(256 * 1024)  # KiB
+    assert "launcher_process.py" in parent
+    attempt = Attempt.objects.get(job=job)
+    assert attempt.cpu_seconds is not None and attempt.elapsed_seconds is not None  # the launcher's wait4
+
+
+@pytest.mark.django_db
+def test_a_limit_too_small_for_a_launcher_goes_through_prlimit(loop, alice, alice_client, catalog):
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": SCRIPT}}], memory=64)
+    drive(loop, all_finished(batch))
+    job = Job.objects.get(batch=batch)
+    assert job.status == "SUCCEEDED", job.reason
+    hard, soft, parent = log_lines(alice_client, job)
+    assert hard == soft == str(64 * 1024)
+    assert "launcher_process.py" not in parent  # the worker: this test process
+
+
+@pytest.mark.django_db
+def test_a_job_whose_launcher_dies_is_killed_and_run_again_saying_why(loop, alice, catalog):
+    """Its end can no longer be seen, so it is killed; that is not the job's fault, so
+    it runs again (on a new launcher) without using up an attempt."""
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "sleep 30"}}], memory=256, max_attempts=1)
+    drive(loop, lambda: Job.objects.filter(batch=batch, status="RUNNING").exists())
+    job = Job.objects.get(batch=batch)
+    pid = int(Attempt.objects.get(job=job).external_id)
+    launcher = parent_of(pid)
+    assert "launcher_process.py" in Path(f"/proc/{launcher}/cmdline").read_text()
+    os.kill(launcher, signal.SIGKILL)
+    drive(loop, lambda: Attempt.objects.filter(job=job, number=2).exclude(external_id="").exists())
+    first, second = Attempt.objects.filter(job=job).order_by("number")
+    assert (first.reason, first.reason_code) == (LOST, reason_codes.INTERNAL_ERROR)
+    wait_for(lambda: not pid_alive(pid), timeout=5, message="the lost attempt's process was killed")
+    new_launcher = parent_of(int(second.external_id))
+    assert new_launcher != launcher and "launcher_process.py" in Path(f"/proc/{new_launcher}/cmdline").read_text()
+
+
+def start(launchers: Launchers, tmp_path: Path, argv: list[str], *, limit_mib: int):
+    read, write = os.pipe()
+    try:
+        return launchers.start(
+            limit=limit_mib * MIB, argv=argv, env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path, out_fd=write, cores=[0], umask=0o077
+        )
+    finally:
+        os.close(write)
+        os.close(read)
+
+
+def ended(launchers: Launchers, launched) -> bool:
+    launchers.pump()
+    return launched.returncode is not None
+
+
+def test_a_program_that_cannot_be_executed_raises_its_errno(tmp_path):
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01 not a program")
+    garbage.chmod(0o755)
+    launchers = Launchers()
+    try:
+        with pytest.raises(OSError) as caught:
+            start(launchers, tmp_path, [str(garbage)], limit_mib=256)
+        assert caught.value.errno == errno.ENOEXEC
+        # The launcher serves on.
+        launched = start(launchers, tmp_path, ["/bin/true"], limit_mib=256)
+        wait_for(lambda: ended(launchers, launched), timeout=5)
+        assert launched.returncode == 0 and launched.rusage is not None
+    finally:
+        launchers.close()
+
+
+def test_more_limits_than_launchers_fall_back_to_prlimit_until_one_is_idle(tmp_path):
+    launchers = Launchers()
+    try:
+        busy = [start(launchers, tmp_path, ["/bin/sleep", "30"], limit_mib=256 + i) for i in range(MOST_LAUNCHERS)]
+        assert all(launched is not None for launched in busy)
+        assert start(launchers, tmp_path, ["/bin/true"], limit_mib=512) is None  # all busy: the caller uses prlimit
+        os.killpg(busy[0].pid, signal.SIGKILL)
+        wait_for(lambda: ended(launchers, busy[0]), timeout=5)
+        assert busy[0].returncode == -signal.SIGKILL
+        launched = start(launchers, tmp_path, ["/bin/true"], limit_mib=512)  # the idle launcher made room
+        assert launched is not None
+        wait_for(lambda: ended(launchers, launched), timeout=5)
+        assert launched.returncode == 0
+    finally:
+        for launched in busy:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(launched.pid, signal.SIGKILL)
+        launchers.close()
+
+
+def test_a_request_too_large_for_one_packet_goes_through_prlimit(tmp_path):
+    launchers = Launchers()
+    try:
+        assert start(launchers, tmp_path, ["/bin/echo", "x" * launcher_module.MAX_REQUEST], limit_mib=256) is None
+    finally:
+        launchers.close()
+
+
+def test_closing_the_launchers_ends_them_and_leaves_running_jobs_alone(tmp_path):
+    launchers = Launchers()
+    launched = start(launchers, tmp_path, ["/bin/sleep", "30"], limit_mib=256)
+    launcher_pid = parent_of(launched.pid)
+    launchers.close()
+    try:
+        wait_for(lambda: not pid_alive(launcher_pid), timeout=5, message="the launcher exits when the worker hangs up")
+        time.sleep(0.2)
+        assert pid_alive(launched.pid)  # the worker's own stop (or its recovery) ends its jobs
+    finally:
+        os.killpg(launched.pid, signal.SIGKILL)
