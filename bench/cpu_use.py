@@ -1,5 +1,6 @@
-"""Where a run's cpu goes, read from /proc (Linux): a process's own cpu (all its threads),
-that of the children it reaped (a worker's jobs, a raw loop's spawns), PostgreSQL's
+"""Where a run's cpu goes, read from /proc (Linux): a process's own cpu (all its threads,
+and its live children's: a worker's launchers and fence), that of the children it and
+they reaped (a worker's jobs, a raw loop's spawns), PostgreSQL's
 (every process named `postgres` on the machine: the backends and the server's own work)
 and the machine's busy time, as milliseconds of cpu per job.
 
@@ -56,8 +57,32 @@ def _busy() -> float:
     return (user + nice + system + irq + softirq) * _TICK  # not idle, nor waiting, nor stolen by a hypervisor
 
 
+def _live_children(pid: int) -> list[str]:
+    found: list[str] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                text = handle.read()
+        except OSError:  # gone meanwhile
+            continue
+        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
+            found.append(entry)
+    return found
+
+
 def read(pid: int) -> Reading:
     own, children = _times(f"/proc/{pid}/stat")
+    # A worker's launchers start and reap its unsealed jobs: their cpu, and their
+    # children's, is the worker's and its jobs'.
+    for child in _live_children(pid):
+        try:
+            child_own, child_children = _times(f"/proc/{child}/stat")
+        except OSError:  # gone meanwhile (and reaped: then it is in `children`)
+            continue
+        own += child_own
+        children += child_children
     return Reading(time.monotonic(), own, children, _postgres(), _busy(), os.cpu_count() or 1)
 
 

@@ -13,7 +13,10 @@ import pytest
 
 from core import reason_codes
 from jobs.executors import launcher as launcher_module
+from jobs.executors.base import AttemptSpec, Outcome, Started
+from jobs.executors.isolation import Isolation
 from jobs.executors.launcher import LOST, MIB, MOST_LAUNCHERS, Launchers
+from jobs.executors.local import LocalExecutor
 from jobs.models import Attempt, Job
 from tests.worker_helpers import all_finished, drive, in_process_loop, make_batch, pid_alive, script_tool, wait_for
 
@@ -84,14 +87,18 @@ def test_a_job_whose_launcher_dies_is_killed_and_run_again_saying_why(loop, alic
 
 
 def start(launchers: Launchers, tmp_path: Path, argv: list[str], *, limit_mib: int):
+    """Ask for a spawn and wait for the launcher's answer (None: no launcher took it)."""
     read, write = os.pipe()
     try:
-        return launchers.start(
+        launched = launchers.start(
             limit=limit_mib * MIB, argv=argv, env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path, out_fd=write, cores=[0], umask=0o077
         )
     finally:
         os.close(write)
         os.close(read)
+    if launched is not None:
+        wait_for(lambda: launchers.pump() or launched.answered, timeout=5, message="the launcher answers")
+    return launched
 
 
 def ended(launchers: Launchers, launched) -> bool:
@@ -105,9 +112,8 @@ def test_a_program_that_cannot_be_executed_raises_its_errno(tmp_path):
     garbage.chmod(0o755)
     launchers = Launchers()
     try:
-        with pytest.raises(OSError) as caught:
-            start(launchers, tmp_path, [str(garbage)], limit_mib=256)
-        assert caught.value.errno == errno.ENOEXEC
+        refused = start(launchers, tmp_path, [str(garbage)], limit_mib=256)
+        assert refused.pid is None and refused.error.errno == errno.ENOEXEC
         # The launcher serves on.
         launched = start(launchers, tmp_path, ["/bin/true"], limit_mib=256)
         wait_for(lambda: ended(launchers, launched), timeout=5)
@@ -155,3 +161,41 @@ def test_closing_the_launchers_ends_them_and_leaves_running_jobs_alone(tmp_path)
         assert pid_alive(launched.pid)  # the worker's own stop (or its recovery) ends its jobs
     finally:
         os.killpg(launched.pid, signal.SIGKILL)
+
+
+def executor_in(tmp_path: Path) -> LocalExecutor:
+    executor = LocalExecutor(cpus=2, memory_mib=4096, grace_seconds=0.5, work_dir=tmp_path / "work", isolation=Isolation.none("launcher tests"))
+    executor.bind("launcher-tests")
+    return executor
+
+
+def test_a_cancel_before_the_launcher_answered_stops_the_job_once_it_has(tmp_path, settings):
+    settings.BATCHES_LOG_DIR = tmp_path / "logs"
+    executor = executor_in(tmp_path)
+    try:
+        assert executor.submit([AttemptSpec("j1", "b", 1, "l1", ["/bin/sleep", "30"], 1, 256, 60)]) == []  # its Started comes later
+        executor.cancel(keys=[("j1", 1)], reason="cancelled by its owner")
+        reports = executor.collect_within(10, until=lambda got: any(isinstance(report, Outcome) for report in got))
+        started, outcome = reports
+        assert isinstance(started, Started) and started.external_id.isdigit()
+        assert (outcome.succeeded, outcome.reason, outcome.reason_code) == (False, "cancelled by its owner", reason_codes.CANCELLED)
+        assert not pid_alive(int(started.external_id))
+    finally:
+        executor.shutdown(grace=1)
+
+
+def test_a_program_the_launcher_cannot_execute_fails_to_launch_with_the_reason(tmp_path, settings):
+    settings.BATCHES_LOG_DIR = tmp_path / "logs"
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01 not a program")
+    garbage.chmod(0o755)
+    executor = executor_in(tmp_path)
+    try:
+        assert executor.submit([AttemptSpec("j1", "b", 1, "l1", [str(garbage)], 1, 256, 60)]) == []
+        (outcome,) = executor.collect_within(10, until=bool)
+        assert (outcome.succeeded, outcome.reason_code) == (False, reason_codes.LAUNCH_FAILED)
+        assert outcome.reason == f"could not start {garbage}: Exec format error"
+        assert executor.active() == {} and executor.free().cpus == 2
+        assert not (tmp_path / "work" / "j1.1").exists()
+    finally:
+        executor.shutdown(grace=1)

@@ -20,10 +20,10 @@ A launcher that dies leaves the attempts it started without anyone to report the
 ends: they are killed and end failed, with that reason.
 """
 
+import collections
 import json
 import logging
 import resource
-import select
 import signal
 import socket
 import subprocess
@@ -40,7 +40,7 @@ SCRIPT = Path(__file__).with_name("launcher_process.py")
 SMALLEST_LIMIT = 128 * MIB
 MOST_LAUNCHERS = 4
 MAX_REQUEST = 64 * 1024  # a packet must fit the socket's buffer; larger ones use prlimit
-ANSWER_SECONDS = 10.0  # a launcher answers a request in about a millisecond
+ANSWER_SECONDS = 10.0  # a launcher answers in about a millisecond; one that does not is stuck
 LOST = "lost: the worker's launcher process that started it ended, so its end could not be seen; it was killed"
 
 
@@ -49,12 +49,16 @@ class LauncherGone(Exception):
 
 
 class Launched:
-    """An attempt's leader that a launcher started: what the local executor reads of a
-    Popen (`pid`, `returncode`, `poll`), and what the launcher reported of its end."""
+    """An attempt's leader asked of a launcher: what the local executor reads of a
+    Popen (`pid`, `returncode`, `poll`) once the launcher has answered, and what it
+    reported of its end."""
 
-    def __init__(self, pid: int, launcher_peak_rss: int) -> None:
-        self.pid = pid
-        self.launcher_peak_rss = launcher_peak_rss  # a vfork child's maxrss is never below it
+    def __init__(self) -> None:
+        self.asked = time.monotonic()
+        self.answered = False  # the launcher said whether it started
+        self.pid: int | None = None  # once started
+        self.error: OSError | None = None  # once it could not start
+        self.launcher_peak_rss: int | None = None  # a vfork child's maxrss is never below it
         self.returncode: int | None = None
         self.rusage: resource.struct_rusage | None = None
         self.ended: float | None = None  # monotonic
@@ -79,43 +83,30 @@ class Launcher:
                 start_new_session=True,  # a terminal's ^C is the worker's to handle, not its
             )
         self.sock = ours
-        self.live: dict[int, Launched] = {}
+        self.waiting: collections.deque[Launched] = collections.deque()  # asked, not yet answered
+        self.live: dict[int, Launched] = {}  # started, not yet ended
         self.gone = False
 
-    def start(self, payload: bytes, out_fd: int) -> Launched:
-        """Ask for one spawn and wait for its answer. Raises OSError when the program
-        could not start, LauncherGone when the launcher cannot be reached."""
+    def request(self, payload: bytes, out_fd: int) -> Launched:
+        """Ask for one spawn; the answer comes in order, through `pump`. Raises
+        LauncherGone when the launcher cannot be reached."""
         try:
             socket.send_fds(self.sock, [payload], [out_fd])
         except OSError as exc:
             self._lost()
             raise LauncherGone(f"the launcher could not be reached: {exc}") from exc
-        deadline = time.monotonic() + ANSWER_SECONDS
-        while True:
-            answer = self._receive(deadline)
-            if "ended" in answer:  # an earlier child's end, sent before this answer
-                self._record_end(answer)
-                continue
-            if "pid" not in answer:
-                raise OSError(answer["errno"] or None, answer["message"])
-            launched = Launched(answer["pid"], answer["peak_rss"])
-            self.live[launched.pid] = launched
-            return launched
-
-    def _receive(self, deadline: float) -> dict:
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
-            self._lost()
-            raise LauncherGone(f"the launcher did not answer within {ANSWER_SECONDS:g} s")
-        message = self.sock.recv(MAX_REQUEST)
-        if not message:
-            self._lost()
-            raise LauncherGone("the launcher ended")
-        return json.loads(message)
+        launched = Launched()
+        self.waiting.append(launched)
+        return launched
 
     def pump(self) -> None:
-        """Take in every end reported since the last call (never waits)."""
+        """Take in every answer and end reported since the last call (never waits)."""
+        if self.waiting and time.monotonic() - self.waiting[0].asked > ANSWER_SECONDS:
+            logger.error(
+                "the launcher for %s MiB (pid %s) did not answer within %g s: killed", self.limit // MIB, self.process.pid, ANSWER_SECONDS
+            )
+            self.process.kill()
+            self._lost()
         while not self.gone:
             try:
                 message = self.sock.recv(MAX_REQUEST, socket.MSG_DONTWAIT)
@@ -126,9 +117,19 @@ class Launcher:
             if not message:
                 self._lost()
                 return
-            self._record_end(json.loads(message))
+            self._take(json.loads(message))
 
-    def _record_end(self, end: dict) -> None:
+    def _take(self, message: dict) -> None:
+        if "ended" not in message:  # the answer to the oldest request
+            launched = self.waiting.popleft()
+            launched.answered = True
+            if "pid" in message:
+                launched.pid, launched.launcher_peak_rss = message["pid"], message["peak_rss"]
+                self.live[launched.pid] = launched
+            else:
+                launched.error = OSError(message["errno"] or None, message["message"])
+            return
+        end = message
         launched = self.live.pop(end["ended"], None)
         if launched is None:
             return
@@ -144,6 +145,10 @@ class Launcher:
         self.gone = True
         logger.error("the launcher for %s MiB (pid %s) ended with %s jobs running", self.limit // MIB, self.process.pid, len(self.live))
         now, wall = time.monotonic(), time.time()
+        for launched in self.waiting:  # whether it started is unknown: nothing to stop
+            launched.answered = True
+            launched.error = OSError(None, "the worker's launcher process ended before it answered")
+        self.waiting.clear()
         for launched in self.live.values():
             signal_group(launched.pid, signal.SIGKILL)
             launched.lost = True
@@ -181,7 +186,7 @@ class Launchers:
         launcher = self._launcher(limit)
         if launcher is None:
             return None
-        return launcher.start(payload, out_fd)
+        return launcher.request(payload, out_fd)
 
     def _launcher(self, limit: int) -> Launcher | None:
         if limit < SMALLEST_LIMIT:
@@ -191,7 +196,7 @@ class Launchers:
             return launcher
         self._by_limit.pop(limit, None)
         if len(self._by_limit) >= MOST_LAUNCHERS:
-            idle = next((each for each in self._by_limit.values() if not each.live), None)
+            idle = next((each for each in self._by_limit.values() if not each.live and not each.waiting), None)
             if idle is None:
                 return None
             del self._by_limit[idle.limit]

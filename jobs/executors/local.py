@@ -98,10 +98,16 @@ class _Running:
     ended_wall: float | None = None  # the same, epoch seconds
     rusage: resource.struct_rusage | None = None  # wait4's, of its leader
     rss_floor: int | None = None  # the worker's peak RSS just after the spawn (jobs.executors.usage)
+    announced: bool = True  # its Started was reported (a launcher's answer comes later)
+    spawned_wall: float = 0.0
 
     @property
-    def pgid(self) -> int:
-        return self.popen.pid
+    def pgid(self) -> int | None:
+        return self.popen.pid  # None until its launcher has answered
+
+
+def _could_not_start(attempt: AttemptSpec, exc: OSError) -> str:
+    return f"could not start {attempt.argv[0] if attempt.argv else 'the task runner'}: {exc.strerror or exc}"
 
 
 class LocalExecutor(Executor, Recovers):
@@ -171,7 +177,9 @@ class LocalExecutor(Executor, Recovers):
         reports: list[Report] = []
         for spec in specs:
             try:
-                reports.append(self._start(spec))
+                started = self._start(spec)
+                if started is not None:
+                    reports.append(started)
             except LaunchError as exc:
                 reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=str(exc), reason_code=reason_codes.LAUNCH_FAILED))
             except Exception as exc:  # one bad attempt must not stop the others
@@ -180,7 +188,9 @@ class LocalExecutor(Executor, Recovers):
                 reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=reason, reason_code=reason_codes.INTERNAL_ERROR))
         return reports
 
-    def _start(self, attempt: AttemptSpec) -> Started:
+    def _start(self, attempt: AttemptSpec) -> Started | None:
+        """Its Started, or None when a launcher was asked to start it (its answer comes
+        through `collect`)."""
         if attempt.job_id in self._running:
             raise LaunchError(f"job {attempt.job_id} already has a live attempt here")
         # A directory per attempt: a late-dying earlier attempt can never share (or
@@ -215,7 +225,7 @@ class LocalExecutor(Executor, Recovers):
                     launchers=self._launchers,
                 )
             except OSError as exc:
-                message = f"could not start {attempt.argv[0] if attempt.argv else 'the task runner'}: {exc.strerror or exc}"
+                message = _could_not_start(attempt, exc)
                 output.note(message)
                 raise LaunchError(message) from exc
         except BaseException:
@@ -228,14 +238,13 @@ class LocalExecutor(Executor, Recovers):
         output.started()
         self._selector.register(output.read_fd, selectors.EVENT_READ, ("out", attempt.job_id))
         pidfd = None
-        if isinstance(popen, Launched):  # its launcher reports its end; the floor is the launcher's
-            rss_floor = popen.launcher_peak_rss
-        else:
+        rss_floor = None  # a launcher's child's: the launcher's, told in its answer
+        if not isinstance(popen, Launched):  # a launcher reports its children's ends
             with contextlib.suppress(OSError, AttributeError):
                 pidfd = os.pidfd_open(popen.pid)
                 self._selector.register(pidfd, selectors.EVENT_READ, attempt.job_id)
             rss_floor = own_peak_rss_bytes() if cgroup is None else None
-        self._running[attempt.job_id] = _Running(
+        run = _Running(
             attempt=attempt,
             popen=popen,
             cores=cores,
@@ -245,14 +254,54 @@ class LocalExecutor(Executor, Recovers):
             pidfd=pidfd,
             cgroup=cgroup,
             spawned=spawned,
+            spawned_wall=spawned_wall,
             rss_floor=rss_floor,
+            announced=not isinstance(popen, Launched),
         )
+        self._running[attempt.job_id] = run
         self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
+        return self._started(run) if run.announced else None
+
+    def _started(self, run: _Running) -> Started:
         # The pid (with the node) names the attempt. Its start time would tell a reused
         # pid apart, but reading /proc/<pid>/stat of a process that is still exec'ing
         # waits for the exec, which cost as much as the spawn itself.
-        external_id = str(popen.pid)
-        return Started(attempt.job_id, attempt.attempt, external_id=external_id, node=self.node, log_offset=output.start, time=spawned_wall)
+        attempt = run.attempt
+        return Started(
+            attempt.job_id, attempt.attempt, external_id=str(run.pgid), node=self.node, log_offset=run.output.start, time=run.spawned_wall
+        )
+
+    def _answered(self, run: _Running, launched: Launched) -> Report:
+        """A launcher's answer for `run`: its Started (and the stop asked meanwhile), or
+        the Outcome of a program that could not start."""
+        attempt = run.attempt
+        if launched.error is not None:
+            del self._running[attempt.job_id]
+            self._free(run)
+            message = _could_not_start(attempt, launched.error)
+            self._unwatch(run)
+            run.output.note(message)
+            run.output.close()
+            task_spec.release(run.workdir)
+            remove_dir(run.workdir)
+            return Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=message, reason_code=reason_codes.LAUNCH_FAILED)
+        run.announced = True
+        run.rss_floor = launched.launcher_peak_rss
+        if run.killed:
+            self._kill(run)
+        elif run.term_at is not None:
+            run.term_at = None
+            self._terminate(run, time.monotonic())
+        return self._started(run)
+
+    def _unwatch(self, run: _Running) -> None:
+        for fd in (run.pidfd, run.output.read_fd):
+            if fd is not None and fd in self._selector.get_map():
+                self._selector.unregister(fd)
+
+    def _free(self, run: _Running) -> None:
+        self._cores.release(run.cores)
+        self._used = Capacity(self._used.cpus - run.attempt.cpu, self._used.memory_mib - run.attempt.memory_mib)
 
     # -- stopping -------------------------------------------------------------------
     def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str, force: bool = False) -> None:
@@ -270,6 +319,8 @@ class LocalExecutor(Executor, Recovers):
     def _terminate(self, run: _Running, now: float) -> None:
         if run.term_at is None:
             run.term_at = now
+            if run.pgid is None:  # its launcher has not answered yet: signalled then
+                return
             if self.isolation.bwrap is None:
                 signal_group(run.pgid, signal.SIGTERM)
                 if run.cgroup is not None:
@@ -286,6 +337,8 @@ class LocalExecutor(Executor, Recovers):
 
     def _kill(self, run: _Running) -> None:
         run.killed = True
+        if run.pgid is None:  # its launcher has not answered yet: killed then
+            return
         signal_group(run.pgid, signal.SIGKILL)
         if run.cgroup is not None:
             run.cgroup.signal_all(signal.SIGKILL)
@@ -306,6 +359,12 @@ class LocalExecutor(Executor, Recovers):
         now = time.monotonic()
         outcomes: list[Report] = []
         for job_id, run in list(self._running.items()):
+            if not run.announced:
+                if not run.popen.answered:
+                    continue
+                outcomes.append(self._answered(run, run.popen))
+                if job_id not in self._running:
+                    continue
             if run.returncode is None:
                 reaped = reap(run.popen)
                 if reaped is not None:
@@ -361,9 +420,8 @@ class LocalExecutor(Executor, Recovers):
         return wait
 
     def _finish(self, run: _Running) -> Outcome:
-        self._cores.release(run.cores)
+        self._free(run)
         attempt = run.attempt
-        self._used = Capacity(self._used.cpus - attempt.cpu, self._used.memory_mib - attempt.memory_mib)
         results = task_spec.read_results(task_spec.local_results(run.workdir)) if attempt.task is not None else None
         if attempt.task is not None:
             task_spec.release(run.workdir)
@@ -410,11 +468,8 @@ class LocalExecutor(Executor, Recovers):
             if run is None or run.attempt.attempt != attempt:
                 continue
             del self._running[job_id]
-            for fd in (run.pidfd, run.output.read_fd):
-                if fd is not None and fd in self._selector.get_map():
-                    self._selector.unregister(fd)
-            self._cores.release(run.cores)
-            self._used = Capacity(self._used.cpus - run.attempt.cpu, self._used.memory_mib - run.attempt.memory_mib)
+            self._unwatch(run)
+            self._free(run)
 
     def shutdown(self, *, grace: float, reason: str = "worker stopped") -> list[Outcome]:
         outcomes = super().shutdown(grace=grace, reason=reason)
