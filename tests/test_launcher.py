@@ -164,7 +164,9 @@ def test_closing_the_launchers_ends_them_and_leaves_running_jobs_alone(tmp_path)
 
 
 def executor_in(tmp_path: Path) -> LocalExecutor:
-    executor = LocalExecutor(cpus=2, memory_mib=4096, grace_seconds=0.5, work_dir=tmp_path / "work", isolation=Isolation.none("launcher tests"))
+    executor = LocalExecutor(
+        cpus=2, memory_mib=4096, grace_seconds=0.5, work_dir=tmp_path / "work", isolation=Isolation.none("launcher tests")
+    )
     executor.bind("launcher-tests")
     return executor
 
