@@ -57,6 +57,24 @@ def test_a_job_gets_its_memory_limit_from_a_launcher_not_from_an_exec_of_prlimit
 
 
 @pytest.mark.django_db
+def test_a_launched_job_starts_as_any_job_does(loop, alice, alice_client, catalog, settings):
+    """Started by a launcher, a job still gets its working directory, umask 077, its own
+    session, no descriptor but 0-2, and SIGPIPE as default (the launcher is a Python
+    process, which ignores it: a `yes | head` would then print an error)."""
+    script = 'pwd; umask; ls /proc/self/fd | tr "\\n" " "; echo; yes | head -1; ps -o sid= -p $$ | tr -d " "; echo $$'
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": script}}], memory=256)
+    drive(loop, all_finished(batch))
+    job = Job.objects.get(batch=batch)
+    assert job.status == "SUCCEEDED", job.reason
+    cwd, umask, fds, yes, sid, pid = log_lines(alice_client, job)
+    assert cwd == str(settings.BATCHES_WORK_DIR / f"{job.pk}.1")
+    assert umask == "0077"
+    assert fds.split() == ["0", "1", "2", "3"]  # 3: ls's own, of /proc/self/fd
+    assert yes == "y"
+    assert sid == pid  # a session (and process group) of its own
+
+
+@pytest.mark.django_db
 def test_a_limit_too_small_for_a_launcher_goes_through_prlimit(loop, alice, alice_client, catalog):
     batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": SCRIPT}}], memory=64)
     drive(loop, all_finished(batch))

@@ -63,7 +63,7 @@ class Launched:
         self.rusage: resource.struct_rusage | None = None
         self.ended: float | None = None  # monotonic
         self.ended_wall: float | None = None
-        self.lost = False  # its launcher died first: killed, its end unseen
+        self.lost = False  # its launcher died first: killed, its end unseen (or its start)
 
     def poll(self) -> int | None:
         return self.returncode
@@ -146,7 +146,7 @@ class Launcher:
         logger.error("the launcher for %s MiB (pid %s) ended with %s jobs running", self.limit // MIB, self.process.pid, len(self.live))
         now, wall = time.monotonic(), time.time()
         for launched in self.waiting:  # whether it started is unknown: nothing to stop
-            launched.answered = True
+            launched.answered = launched.lost = True
             launched.error = OSError(None, "the worker's launcher process ended before it answered")
         self.waiting.clear()
         for launched in self.live.values():

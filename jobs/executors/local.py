@@ -284,7 +284,9 @@ class LocalExecutor(Executor, Recovers):
             run.output.close()
             task_spec.release(run.workdir)
             remove_dir(run.workdir)
-            return Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=message, reason_code=reason_codes.LAUNCH_FAILED)
+            # A launcher that died is the service's fault, not the job's: it runs again.
+            code = reason_codes.INTERNAL_ERROR if launched.lost else reason_codes.LAUNCH_FAILED
+            return Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=message, reason_code=code)
         run.announced = True
         run.rss_floor = launched.launcher_peak_rss
         if run.killed:
