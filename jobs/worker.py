@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -53,6 +54,8 @@ logger = logging.getLogger("jobs.worker")
 _RECORD_WITHIN = 0.02
 _RECORD_WITHIN_BUSY = 0.1
 # ...or until this many have gathered.
+T = TypeVar("T")
+
 _RECORD_BATCH = 512
 # Claim ahead at most this many jobs beyond the free capacity, and about as many as
 # end in this many seconds at the rate they have been ending; claim again when half
@@ -279,6 +282,22 @@ class WorkerLoop:
         if failed is not None:
             raise failed
 
+    def _on_writer(self, function: Callable[..., T], /, **kwargs: Any) -> T:
+        """`function(**kwargs)` (the database only, nothing of the loop's own state) on
+        the writer's thread, while the executor goes on (ends collected, queued
+        attempts started), as for a write: what it returns, or what it raised. Returns
+        once it is over, whatever happened: the connection is the loop's again."""
+        future = self._writer.submit(function, **kwargs)
+        try:
+            while not future.done():
+                wait(self.executor.wake_up(), timeout=self.config.poll_seconds, fds=(self._writer.fileno(),))
+                self._take(self.executor.collect())
+                self._launch()
+        finally:
+            futures.wait([future])
+            self._writer.acknowledge()
+        return future.result()
+
     def _write_and_claim(
         self, *, reports: list[Report], claim: tuple[Capacity, int] | None, fits: Capacity
     ) -> tuple[list[AttemptSpec], list[Report]]:
@@ -409,7 +428,7 @@ class WorkerLoop:
         attempts = {**self.executor.active(), **{spec.job_id: spec.attempt for spec in self._queue}}
         if not attempts:
             return
-        check = check_attempts(worker=self.worker, attempts=attempts)
+        check = self._on_writer(check_attempts, worker=self.worker, attempts=attempts)
         if not (check.orphaned or check.cancelled):
             return
         unstarted = [spec for spec in self._queue if spec.job_id in check.orphaned or spec.job_id in check.cancelled]
@@ -428,15 +447,16 @@ class WorkerLoop:
                 self.executor.cancel(keys=keys, reason=reason)
 
     def _sweep(self, *, force_recover: bool = False) -> None:
-        expired = expire_dead_local_workers(worker=self.worker)
+        expired = self._on_writer(expire_dead_local_workers, worker=self.worker)
         if (expired or force_recover) and isinstance(self.executor, Recovers):
             killed = self.executor.recover(is_dead=worker_is_dead)
             if killed:
                 logger.warning("killed %d process(es) left running by dead workers", killed)
         # The deployment's housekeeping (lost workers, placing queued jobs, purging
         # deleted batches, batch cancels): done by the elected sweeper only; for the
-        # others this is one query.
-        swept = housekeep(worker=self.worker)
+        # others this is one query. Placing a large submission's jobs takes tens of
+        # milliseconds: the executor goes on meanwhile.
+        swept = self._on_writer(housekeep, worker=self.worker)
         if swept and swept.recovered:
             logger.warning("recovered %d job(s) of lost workers", swept.recovered)
         if self.executor.attempts_survive_worker:
