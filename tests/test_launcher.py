@@ -219,3 +219,15 @@ def test_a_program_the_launcher_cannot_execute_fails_to_launch_with_the_reason(t
         assert not (tmp_path / "work" / "j1.1").exists()
     finally:
         executor.shutdown(grace=1)
+
+
+def test_a_launcher_holds_none_of_the_workers_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgres://service:secret@db/batches")
+    launchers = Launchers()
+    try:
+        launched = start(launchers, tmp_path, ["/bin/sleep", "5"], limit_mib=256)
+        environ = Path(f"/proc/{parent_of(launched.pid)}/environ").read_bytes()
+        assert b"secret" not in environ and b"SECRET_KEY" not in environ
+        os.killpg(launched.pid, signal.SIGKILL)
+    finally:
+        launchers.close()

@@ -79,6 +79,7 @@ class Launcher:
             self.process = subprocess.Popen(  # noqa: S603 (our own script, an argv list)
                 [sys.executable, "-I", "-S", str(SCRIPT), str(theirs.fileno()), str(limit)],
                 pass_fds=(theirs.fileno(),),
+                env={},  # it needs none, and the worker's (the database's password) is not its jobs' business
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a terminal's ^C is the worker's to handle, not its
             )
