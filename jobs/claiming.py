@@ -74,9 +74,15 @@ def claim_jobs(
         # The candidate rows were locked (FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE
         # transaction holds the whole database) from their SELECT to the UPDATE, so what
         # they say is what was claimed, and the attempt is the one the UPDATE counted.
-        rows = sorted((chosen[pk] for pk in changed), key=lambda row: row.pk)
+        # The specs go in the plan's order, which is the order they start in (a batch of
+        # priority 10 before the rest); the attempt rows are written in key order.
+        claimed = set(changed)
+        rows = [row for pk, row in chosen.items() if pk in claimed]
         attempt_rows.open_attempts(
-            worker=worker, executor=worker.executor, items=[(row.pk, row.attempts + 1, row.cpu, row.memory) for row in rows], now=now
+            worker=worker,
+            executor=worker.executor,
+            items=[(row.pk, row.attempts + 1, row.cpu, row.memory) for row in sorted(rows, key=lambda row: row.pk)],
+            now=now,
         )
     return _specs(rows)
 
