@@ -231,3 +231,26 @@ def test_a_launcher_holds_none_of_the_workers_environment(tmp_path, monkeypatch)
         os.killpg(launched.pid, signal.SIGKILL)
     finally:
         launchers.close()
+
+
+def test_a_launcher_that_stops_answering_is_killed_and_its_request_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(launcher_module, "ANSWER_SECONDS", 0.5)
+    launchers = Launchers()
+    try:
+        sleeper = start(launchers, tmp_path, ["/bin/sleep", "5"], limit_mib=256)
+        launcher = parent_of(sleeper.pid)
+        os.kill(launcher, signal.SIGSTOP)  # hung
+        read, write = os.pipe()
+        stuck = launchers.start(limit=256 * MIB, argv=["/bin/true"], env={}, cwd=tmp_path, out_fd=write, cores=[0], umask=0o077)
+        os.close(write)
+        os.close(read)
+        launchers.pump()
+        assert not stuck.answered  # not yet: it has ANSWER_SECONDS
+        time.sleep(0.6)
+        launchers.pump()
+        assert stuck.answered and stuck.lost and stuck.pid is None
+        assert "ended before it answered" in str(stuck.error)
+        assert sleeper.lost and not pid_alive(sleeper.pid)  # what it started is killed
+        wait_for(lambda: not pid_alive(launcher), timeout=5, message="the stuck launcher is killed")
+    finally:
+        launchers.close()

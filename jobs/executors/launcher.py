@@ -101,24 +101,26 @@ class Launcher:
         return launched
 
     def pump(self) -> None:
-        """Take in every answer and end reported since the last call (never waits)."""
-        if self.waiting and time.monotonic() - self.waiting[0].asked > ANSWER_SECONDS:
-            logger.error(
-                "the launcher for %s MiB (pid %s) did not answer within %g s: killed", self.limit // MIB, self.process.pid, ANSWER_SECONDS
-            )
-            self.process.kill()
-            self._lost()
+        """Take in every answer and end reported since the last call (never waits). A
+        launcher that has left a request unanswered for ANSWER_SECONDS is stuck: it is
+        killed, and what it started is lost."""
         while not self.gone:
             try:
                 message = self.sock.recv(MAX_REQUEST, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                return
+                break
             except OSError:
                 message = b""
             if not message:
                 self._lost()
                 return
             self._take(json.loads(message))
+        if self.waiting and time.monotonic() - self.waiting[0].asked > ANSWER_SECONDS:
+            logger.error(
+                "the launcher for %s MiB (pid %s) did not answer within %g s: killed", self.limit // MIB, self.process.pid, ANSWER_SECONDS
+            )
+            self.process.kill()
+            self._lost()
 
     def _take(self, message: dict) -> None:
         if "ended" not in message:  # the answer to the oldest request
