@@ -37,7 +37,7 @@ from jobs.claiming import claim_jobs
 from jobs.db_writer import DatabaseWriter
 from jobs.executors.base import Adopts, AttemptSpec, Capacity, Executor, Outcome, Recovers, Report, Started, wait
 from jobs.fencing import Fence
-from jobs.housekeeping import HOUSEKEEPING_SECONDS, housekeep
+from jobs.housekeeping import HOUSEKEEPING_SECONDS, Swept, housekeep
 from jobs.leases import expire_dead_local_workers, register_worker, renew_lease, stop_worker, worker_is_dead
 from jobs.models import Worker
 from jobs.policy import refusal
@@ -254,10 +254,7 @@ class WorkerLoop:
         future = self._writer.submit(self._write_and_claim, reports=reports, claim=claim, fits=fits)
         interrupted: BaseException | None = None
         try:
-            while not future.done():
-                wait(self.executor.wake_up(), timeout=self.config.poll_seconds, fds=(self._writer.fileno(),))
-                self._take(self.executor.collect())
-                self._launch()
+            self._meanwhile(future)
         except BaseException as exc:
             interrupted = exc
         futures.wait([future])
@@ -289,14 +286,26 @@ class WorkerLoop:
         once it is over, whatever happened: the connection is the loop's again."""
         future = self._writer.submit(function, **kwargs)
         try:
-            while not future.done():
-                wait(self.executor.wake_up(), timeout=self.config.poll_seconds, fds=(self._writer.fileno(),))
-                self._take(self.executor.collect())
-                self._launch()
+            self._meanwhile(future)
         finally:
             futures.wait([future])
             self._writer.acknowledge()
         return future.result()
+
+    def _meanwhile(self, future: futures.Future) -> None:
+        """Keep the executor going (ends collected, queued attempts started) until
+        `future`, the writer's, is done."""
+        signal = self._writer.fileno()
+        while not future.done():
+            ready = wait(self.executor.wake_up(), timeout=self.config.poll_seconds, fds=(signal,))
+            self._take(self.executor.collect())
+            self._launch()
+            if signal in ready:
+                # Its function has returned (the signal comes just before its future is
+                # done): wait on the future itself. Polling the signal again returns at
+                # once, and that spin kept the GIL from the writer's thread for a switch
+                # interval (5 ms) each time.
+                futures.wait([future])
 
     def _write_and_claim(
         self, *, reports: list[Report], claim: tuple[Capacity, int] | None, fits: Capacity
@@ -447,16 +456,18 @@ class WorkerLoop:
                 self.executor.cancel(keys=keys, reason=reason)
 
     def _sweep(self, *, force_recover: bool = False) -> None:
-        expired = self._on_writer(expire_dead_local_workers, worker=self.worker)
-        if (expired or force_recover) and isinstance(self.executor, Recovers):
-            killed = self.executor.recover(is_dead=worker_is_dead)
-            if killed:
-                logger.warning("killed %d process(es) left running by dead workers", killed)
         # The deployment's housekeeping (lost workers, placing queued jobs, purging
         # deleted batches, batch cancels): done by the elected sweeper only; for the
         # others this is one query. Placing a large submission's jobs takes tens of
-        # milliseconds: the executor goes on meanwhile.
-        swept = self._on_writer(housekeep, worker=self.worker)
+        # milliseconds: it runs on the writer's thread, and the executor goes on.
+        recover, swept = self._on_writer(self._sweep_database, force_recover=force_recover)
+        if recover and isinstance(self.executor, Recovers):
+            # Processes left on this machine by dead workers are killed before their
+            # jobs are requeued.
+            killed = self.executor.recover(is_dead=worker_is_dead)
+            if killed:
+                logger.warning("killed %d process(es) left running by dead workers", killed)
+            swept = self._on_writer(housekeep, worker=self.worker)
         if swept and swept.recovered:
             logger.warning("recovered %d job(s) of lost workers", swept.recovered)
         if self.executor.attempts_survive_worker:
@@ -466,6 +477,15 @@ class WorkerLoop:
         # per sweep.
         self._more_work = True
         self._next_sweep = time.monotonic() + max(self.config.poll_seconds, HOUSEKEEPING_SECONDS)
+
+    def _sweep_database(self, *, force_recover: bool) -> tuple[bool, Swept | None]:
+        """On the writer's thread, in one hand-over: expire dead workers of this machine,
+        then housekeep; or, when the executor must first kill what dead workers left
+        (`force_recover`, or some expired), (True, None) without housekeeping."""
+        expired = expire_dead_local_workers(worker=self.worker)
+        if isinstance(self.executor, Recovers) and (expired or force_recover):
+            return True, None
+        return False, housekeep(worker=self.worker)
 
     def _adopt(self) -> None:
         if not isinstance(self.executor, Adopts):
