@@ -47,6 +47,7 @@ from jobs.statuses import CANCELLED_REASON
 from jobs.wakeup import LocalWorkListener, WorkListener
 
 logger = logging.getLogger("jobs.worker")
+T = TypeVar("T")
 
 # Reports (a start, an end) wait at most this long to be written; while short jobs
 # stream through, up to the longer time (each write costs milliseconds in which nothing
@@ -54,8 +55,6 @@ logger = logging.getLogger("jobs.worker")
 _RECORD_WITHIN = 0.02
 _RECORD_WITHIN_BUSY = 0.1
 # ...or until this many have gathered.
-T = TypeVar("T")
-
 _RECORD_BATCH = 512
 # Claim ahead at most this many jobs beyond the free capacity, and about as many as
 # end in this many seconds at the rate they have been ending; claim again when half
