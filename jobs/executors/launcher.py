@@ -50,7 +50,7 @@ class LauncherGone(Exception):
 
 class Launched:
     """An attempt's leader asked of a launcher: what the local executor reads of a
-    Popen (`pid`, `returncode`, `poll`) once the launcher has answered, and what it
+    Popen (`pid`, `returncode`) once the launcher has answered, and what it
     reported of its end."""
 
     def __init__(self) -> None:
@@ -64,9 +64,6 @@ class Launched:
         self.ended: float | None = None  # monotonic
         self.ended_wall: float | None = None
         self.lost = False  # its launcher died first: killed, its end unseen (or its start)
-
-    def poll(self) -> int | None:
-        return self.returncode
 
 
 class Launcher:
