@@ -20,6 +20,7 @@ once and keeps them in a local queue (STARTING: placed, launching); with long jo
 claims only what fits, so idle workers elsewhere get the rest.
 """
 
+import itertools
 import logging
 import math
 import time
@@ -35,7 +36,7 @@ from django.db import DatabaseError, connection, transaction
 from core.reason_codes import CANCELLED, WORKER_LOST, WORKER_STOPPED
 from jobs.claiming import claim_jobs
 from jobs.db_writer import DatabaseWriter
-from jobs.executors.base import Adopts, AttemptSpec, Capacity, Executor, Outcome, Recovers, Report, Started, wait
+from jobs.executors.base import Adopts, AttemptSpec, Capacity, Executor, Holds, Outcome, Recovers, Report, Returned, Started, wait
 from jobs.fencing import Fence
 from jobs.housekeeping import HOUSEKEEPING_SECONDS, Swept, housekeep
 from jobs.leases import expire_dead_local_workers, register_worker, renew_lease, stop_worker, worker_is_dead
@@ -319,6 +320,12 @@ class WorkerLoop:
     def _take(self, reports: list[Report]) -> None:
         if not reports:
             return
+        returned = [report.spec for report in reports if isinstance(report, Returned)]
+        if returned:  # held and given back unstarted: first in the queue again
+            self._queue.extendleft(reversed(returned))
+            reports = [report for report in reports if not isinstance(report, Returned)]
+            if not reports:
+                return
         now = time.monotonic()
         if now >= self._fence_until:
             # The fence has killed our attempts: the database, not the job, is to blame.
@@ -345,6 +352,11 @@ class WorkerLoop:
             batch.append(spec)
         if batch:
             self._take(self.executor.submit(batch))
+        if self._queue and isinstance(self.executor, Holds):
+            # The next ones, to start the moment a running job ends, in its place.
+            held = self.executor.hold(list(itertools.islice(self._queue, self.executor.capacity().cpus)))
+            for _ in range(held):
+                self._queue.popleft()
 
     def _claim_room(self) -> tuple[Capacity, int] | None:
         """What to claim now (room, how many), or None: nothing can or need be claimed."""

@@ -74,20 +74,26 @@ def test_queued_jobs_start_while_a_write_is_in_flight(monkeypatch, alice, catalo
     writes = writes_wrapped(monkeypatch, delay=0.15, delay_from=6)
     batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "true"}}] * 60)
     loop = in_process_loop(cpus=1)
-    starts: list[float] = []
-    submit = loop.executor.submit
+    starts: dict[str, float] = {}  # job id -> when it was last handed to the executor
+    submit, hold = loop.executor.submit, loop.executor.hold
 
     def timed_submit(specs):
-        starts.extend(time.monotonic() for _ in specs)
+        starts.update((spec.job_id, time.monotonic()) for spec in specs)
         return submit(specs)
 
+    def timed_hold(specs):  # handed over to start in a running one's place
+        held = hold(specs)
+        starts.update((spec.job_id, time.monotonic()) for spec in specs[:held])
+        return held
+
     monkeypatch.setattr(loop.executor, "submit", timed_submit)
+    monkeypatch.setattr(loop.executor, "hold", timed_hold)
     try:
         drive(loop, all_finished(batch), timeout=30)
     finally:
         loop.stop()
     assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"SUCCEEDED"}
-    during = [t for t in starts if any(begin < t < end for begin, end, _ in writes)]
+    during = [t for t in starts.values() if any(begin < t < end for begin, end, _ in writes)]
     assert len(starts) == 60
     assert during, f"{len(during)} of 60 starts during {len(writes)} writes"
 

@@ -3,6 +3,7 @@ to the cap. The job never holds the log file, so it cannot take disk past what i
 wrote (preallocation, holes), and what it writes past the cap is read and dropped (it
 is never blocked on a full pipe while it is being stopped)."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -31,14 +32,16 @@ class AttemptOutput:
             if attempt > 1:
                 os.write(self.log_fd, f"--- attempt {attempt} ---\n".encode())
             self.read_fd: int | None
+            self.write_fd: int | None
             self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
         except BaseException:
             os.close(self.log_fd)
             raise
 
     def started(self) -> None:
-        """The program has its end of the pipe: the worker keeps only its own."""
+        """The program (or its launcher) has its end of the pipe: the worker keeps only its own."""
         os.close(self.write_fd)
+        self.write_fd = None
         os.set_blocking(self.read_fd, False)
 
     def note(self, message: str) -> None:
@@ -89,6 +92,13 @@ class AttemptOutput:
                 self.note(f"\n--- log cut at {attempt_logs.human_size(self.cap)}: the attempt was stopped ---")
         finally:
             os.close(self.log_fd)
+
+    def withdraw(self) -> None:
+        """The program was never started, and the attempt may start again later: take
+        back what was written for it (the attempt's marker line), and close."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.log_fd, self.start)
+        self.abandon()
 
     def abandon(self) -> None:
         """The program never started: close without a word more."""

@@ -24,7 +24,8 @@ The contract, in full (a backend is one module implementing it, plus its tests):
 - optional capabilities, declared by inheriting their mixin, never stubbed:
   `Adopts` (takes over a lost worker's attempts; required when attempts survive the
   worker), `Recovers` (stops what dead workers left running on this machine), `Probes`
-  (can tell /readyz whether the backend takes work now).
+  (can tell /readyz whether the backend takes work now), `Holds` (takes attempts ahead,
+  each to start the moment a running one ends).
 
 `queues_work`: the executor has a queue and a scheduler of its own (Slurm). The worker
 then hands it every RUNNABLE job that fits its largest job, up to a bound, instead of
@@ -169,7 +170,16 @@ class Outcome:
         return not self.succeeded and self.reason_code not in INFRASTRUCTURE
 
 
-Report = Started | Queued | Outcome
+@dataclass(frozen=True)
+class Returned:
+    """The attempt never started and is the worker's again, to start as it starts any
+    claimed attempt: it was held to take a running attempt's place (`Holds`), and that
+    one ran on, or never started."""
+
+    spec: AttemptSpec
+
+
+Report = Started | Queued | Outcome | Returned
 
 
 def internal_error(exc: BaseException) -> str:
@@ -397,6 +407,21 @@ class Recovers(ABC):
     def recover(self, *, is_dead: Callable[[str], bool]) -> int:
         """Find attempts left running by workers for which `is_dead(worker_id)` is true
         and stop them for good. Returns how many processes (or jobs) were stopped."""
+
+
+class Holds(ABC):
+    """Capability: takes attempts beyond its free capacity, each held to start the
+    moment a running attempt of the same cores and memory ends, in its place, so that a
+    slot goes from one short job to the next without waiting for the worker loop to see
+    the end and ask for the next start. A held attempt uses nothing until it starts;
+    one whose place is not free within a short while comes back out of `collect` as
+    `Returned` (or, if it was cancelled meanwhile, as its Outcome)."""
+
+    @abstractmethod
+    def hold(self, specs: list[AttemptSpec]) -> int:
+        """Hold the leading `specs`, in order, as long as each has a running attempt to
+        take the place of; how many were taken. Their Started (or Outcome, or Returned)
+        comes out of `collect`."""
 
 
 class Probes(ABC):

@@ -20,7 +20,7 @@ A launcher that dies leaves the attempts it started without anyone to report the
 ends: they are killed and end failed, with that reason.
 """
 
-import collections
+import itertools
 import json
 import logging
 import resource
@@ -48,15 +48,27 @@ class LauncherGone(Exception):
     """The launcher hung up or stopped answering."""
 
 
+class NotHeld(Exception):
+    """An attempt to be held behind another cannot be (it would not go through that
+    one's launcher)."""
+
+
 class Launched:
     """An attempt's leader asked of a launcher: what the local executor reads of a
     Popen (`pid`, `returncode`) once the launcher has answered, and what it
-    reported of its end."""
+    reported of its start and end. `after`: the spawn it is held behind (it starts the
+    moment that one's process is reaped), or None."""
 
-    def __init__(self) -> None:
+    def __init__(self, launcher: "Launcher", spawn_id: int, after: "Launched | None" = None) -> None:
+        self.launcher = launcher
+        self.id = spawn_id
+        self.after = after
         self.asked = time.monotonic()
         self.answered = False  # the launcher said whether it started
+        self.withdrawn = False  # it was held and given back unstarted
         self.pid: int | None = None  # once started
+        self.spawned: float | None = None  # monotonic, at the spawn
+        self.spawned_wall: float | None = None
         self.error: OSError | None = None  # once it could not start
         self.launcher_peak_rss: int | None = None  # a vfork child's maxrss is never below it
         self.returncode: int | None = None
@@ -64,6 +76,15 @@ class Launched:
         self.ended: float | None = None  # monotonic
         self.ended_wall: float | None = None
         self.lost = False  # its launcher died first: killed, its end unseen (or its start)
+
+    def answer_due(self) -> float | None:
+        """When the launcher should have answered (monotonic), None while it is held
+        behind a spawn that has not ended."""
+        if self.after is None or self.after.error is not None:
+            return self.asked
+        if self.after.ended is None:
+            return None
+        return max(self.asked, self.after.ended)
 
 
 class Launcher:
@@ -81,21 +102,35 @@ class Launcher:
                 start_new_session=True,  # a terminal's ^C is the worker's to handle, not its
             )
         self.sock = ours
-        self.waiting: collections.deque[Launched] = collections.deque()  # asked, not yet answered
+        self._ids = itertools.count(1)
+        self.waiting: dict[int, Launched] = {}  # asked, not yet answered, by id
         self.live: dict[int, Launched] = {}  # started, not yet ended
         self.gone = False
 
-    def request(self, payload: bytes, out_fd: int) -> Launched:
-        """Ask for one spawn; the answer comes in order, through `pump`. Raises
-        LauncherGone when the launcher cannot be reached."""
+    def request(self, request: dict, out_fd: int, *, after: Launched | None = None) -> Launched | None:
+        """Ask for one spawn (held behind `after`, one of this launcher's, if given); the
+        answer comes through `pump`. None when the request is too large for a packet.
+        Raises LauncherGone when the launcher cannot be reached."""
+        spawn_id = next(self._ids)
+        payload = json.dumps({**request, "id": spawn_id, "after": after.id if after is not None else None}).encode()
+        if len(payload) > MAX_REQUEST:
+            return None
+        self._send(payload, [out_fd])
+        launched = Launched(self, spawn_id, after)
+        self.waiting[spawn_id] = launched
+        return launched
+
+    def withdraw(self, launched: Launched) -> None:
+        """Ask for a held spawn back; the launcher answers `withdrawn`, unless it has
+        started it already (that answer then comes first)."""
+        self._send(json.dumps({"withdraw": launched.id}).encode(), [])
+
+    def _send(self, payload: bytes, fds: list[int]) -> None:
         try:
-            socket.send_fds(self.sock, [payload], [out_fd])
+            socket.send_fds(self.sock, [payload], fds)
         except OSError as exc:
             self._lost()
             raise LauncherGone(f"the launcher could not be reached: {exc}") from exc
-        launched = Launched()
-        self.waiting.append(launched)
-        return launched
 
     def pump(self) -> None:
         """Take in every answer and end reported since the last call (never waits). A
@@ -112,7 +147,9 @@ class Launcher:
                 self._lost()
                 return
             self._take(json.loads(message))
-        if self.waiting and time.monotonic() - self.waiting[0].asked > ANSWER_SECONDS:
+        now = time.monotonic()
+        due = (launched.answer_due() for launched in self.waiting.values())
+        if any(when is not None and now - when > ANSWER_SECONDS for when in due):
             logger.error(
                 "the launcher for %s MiB (pid %s) did not answer within %g s: killed", self.limit // MIB, self.process.pid, ANSWER_SECONDS
             )
@@ -120,12 +157,15 @@ class Launcher:
             self._lost()
 
     def _take(self, message: dict) -> None:
-        if "ended" not in message:  # the answer to the oldest request
-            launched = self.waiting.popleft()
+        if "ended" not in message:  # the answer to a request
+            launched = self.waiting.pop(message["id"])
             launched.answered = True
             if "pid" in message:
                 launched.pid, launched.launcher_peak_rss = message["pid"], message["peak_rss"]
+                launched.spawned, launched.spawned_wall = message["monotonic"], message["wall"]
                 self.live[launched.pid] = launched
+            elif message.get("withdrawn"):
+                launched.withdrawn = True
             else:
                 launched.error = OSError(message["errno"] or None, message["message"])
             return
@@ -145,7 +185,7 @@ class Launcher:
         self.gone = True
         logger.error("the launcher for %s MiB (pid %s) ended with %s jobs running", self.limit // MIB, self.process.pid, len(self.live))
         now, wall = time.monotonic(), time.time()
-        for launched in self.waiting:  # whether it started is unknown: nothing to stop
+        for launched in self.waiting.values():  # whether it started is unknown: nothing to stop
             launched.answered = launched.lost = True
             launched.error = OSError(None, "the worker's launcher process ended before it answered")
         self.waiting.clear()
@@ -174,19 +214,30 @@ class Launchers:
         self._by_limit: dict[int, Launcher] = {}
 
     def start(
-        self, *, limit: int, argv: list[str], env: dict[str, str], cwd: Path, out_fd: int, cores: list[int], umask: int
+        self,
+        *,
+        limit: int,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        out_fd: int,
+        cores: list[int],
+        umask: int,
+        after: Launched | None = None,
     ) -> Launched | None:
-        """Start `argv` under an address-space limit of `limit` bytes, pinned to `cores`,
-        its output into `out_fd`; None when no launcher takes it (the caller starts it
-        through prlimit). Raises OSError when the program could not start, LauncherGone
-        when its launcher died on the way (whether it started is unknown)."""
-        payload = json.dumps({"argv": argv, "env": env, "cwd": str(cwd), "cores": cores, "umask": umask}).encode()
-        if len(payload) > MAX_REQUEST:
-            return None
-        launcher = self._launcher(limit)
+        """Ask for `argv` to start under an address-space limit of `limit` bytes, pinned
+        to `cores`, its output into `out_fd`; with `after`, held until that spawn's
+        process has been reaped (it must be of the same limit). None when no launcher
+        takes it (the caller starts it through prlimit, or does not hold it). Raises
+        LauncherGone when the launcher cannot be reached."""
+        if after is not None:
+            launcher = after.launcher if after.launcher.limit == limit and not after.launcher.gone else None
+        else:
+            launcher = self._launcher(limit)
         if launcher is None:
             return None
-        return launcher.request(payload, out_fd)
+        request = {"argv": argv, "env": env, "cwd": str(cwd), "cores": cores, "umask": umask}
+        return launcher.request(request, out_fd, after=after)
 
     def _launcher(self, limit: int) -> Launcher | None:
         if limit < SMALLEST_LIMIT:

@@ -48,10 +48,12 @@ from jobs.executors.base import (
     AttemptSpec,
     Capacity,
     Executor,
+    Holds,
     LaunchError,
     Outcome,
     Recovers,
     Report,
+    Returned,
     Started,
     WakeUp,
     internal_error,
@@ -59,7 +61,7 @@ from jobs.executors.base import (
 from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.cores import CoreAllocator
 from jobs.executors.isolation import Isolation, NoJobAccount, allow_traverse, probe
-from jobs.executors.launcher import LOST, Launched, Launchers
+from jobs.executors.launcher import LOST, Launched, LauncherGone, Launchers, NotHeld
 from jobs.executors.local_outcomes import LocalEnd, describe, reap
 from jobs.executors.local_spawn import spawn
 from jobs.executors.procs import group_alive, group_members, kill_processes, processes_with_env, signal_group
@@ -70,6 +72,11 @@ logger = logging.getLogger("jobs.executors.local")
 
 MIB = 1024 * 1024
 _DRAIN_POLL = 0.02  # while a finished leader's group is still being stopped
+# How long an attempt may run and still have the next one held behind it (`hold`); one
+# held behind an attempt that runs on past it is given back. Holding saves the loop's
+# latency between one end and the next start, a millisecond or two: it matters only
+# for jobs about that short, and a job longer than this must not keep another waiting.
+HOLD_SECONDS = 0.05
 
 
 def machine_capacity() -> Capacity:
@@ -100,6 +107,12 @@ class _Running:
     rss_floor: int | None = None  # the worker's peak RSS just after the spawn (jobs.executors.usage)
     announced: bool = True  # its Started was reported (a launcher's answer comes later)
     spawned_wall: float = 0.0
+    # Holding (see LocalExecutor.hold): the attempt it is held behind, until that one's
+    # slot passes to it; the attempt held behind it.
+    after: "_Running | None" = None
+    successor: "_Running | None" = None
+    owns_slot: bool = True  # its cores and memory are counted as used (a held one's are not yet)
+    withdrawing: bool = False  # its launcher was asked to give it back
 
     @property
     def pgid(self) -> int | None:
@@ -110,7 +123,7 @@ def _could_not_start(attempt: AttemptSpec, exc: OSError) -> str:
     return f"could not start {attempt.argv[0] if attempt.argv else 'the task runner'}: {exc.strerror or exc}"
 
 
-class LocalExecutor(Executor, Recovers):
+class LocalExecutor(Executor, Recovers, Holds):
     kind = "local"
 
     @classmethod
@@ -188,9 +201,52 @@ class LocalExecutor(Executor, Recovers):
                 reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=reason, reason_code=reason_codes.INTERNAL_ERROR))
         return reports
 
-    def _start(self, attempt: AttemptSpec) -> Started | None:
+    def hold(self, specs: list[AttemptSpec]) -> int:
+        """Hold the leading specs behind running attempts of the same cores and memory
+        started by a launcher less than HOLD_SECONDS ago (`Holds`): the launcher starts
+        each the moment its predecessor is reaped, on its cores. One that cannot be held
+        (no such attempt, sealed, a request too large...) ends the run: it is left for
+        `submit`, which says what is wrong with it if anything is."""
+        held = 0
+        for spec in specs:
+            before = self._to_hold_behind(spec)
+            if before is None:
+                break
+            try:
+                self._start(spec, after=before)
+            except (NotHeld, LaunchError):
+                break
+            except Exception:
+                logger.exception("could not hold job %s attempt %s", spec.job_id, spec.attempt)
+                break
+            held += 1
+        return held
+
+    def _to_hold_behind(self, spec: AttemptSpec) -> "_Running | None":
+        """The oldest of the young, live, launcher-started attempts of `spec`'s shape
+        with nothing held behind it yet."""
+        now = time.monotonic()
+        best = None
+        for run in self._running.values():
+            if (
+                isinstance(run.popen, Launched)
+                and run.owns_slot
+                and run.successor is None
+                and run.returncode is None
+                and not run.stop_reason
+                and run.popen.error is None
+                and now - run.spawned < HOLD_SECONDS
+                and run.attempt.cpu == spec.cpu
+                and run.attempt.memory_mib == spec.memory_mib
+                and (best is None or run.spawned < best.spawned)
+            ):
+                best = run
+        return best
+
+    def _start(self, attempt: AttemptSpec, *, after: "_Running | None" = None) -> Started | None:
         """Its Started, or None when a launcher was asked to start it (its answer comes
-        through `collect`)."""
+        through `collect`). `after`: held behind that attempt, to take its cores and
+        memory when it ends (raises NotHeld if it cannot be)."""
         if attempt.job_id in self._running:
             raise LaunchError(f"job {attempt.job_id} already has a live attempt here")
         # A directory per attempt: a late-dying earlier attempt can never share (or
@@ -202,7 +258,7 @@ class LocalExecutor(Executor, Recovers):
             task_spec.release(workdir)
             remove_dir(workdir)
             workdir.mkdir(parents=True)
-        cores = self._cores.take(attempt.cpu)
+        cores = self._cores.take(attempt.cpu) if after is None else after.cores
         output = None
         try:
             try:
@@ -223,15 +279,19 @@ class LocalExecutor(Executor, Recovers):
                     cores=cores,
                     user=user,
                     launchers=self._launchers,
+                    after=after.popen if after is not None else None,
                 )
             except OSError as exc:
+                if after is not None:  # left for submit, which says why
+                    raise NotHeld(str(exc)) from exc
                 message = _could_not_start(attempt, exc)
                 output.note(message)
                 raise LaunchError(message) from exc
         except BaseException:
             if output is not None:
                 output.abandon()
-            self._cores.release(cores)
+            if after is None:
+                self._cores.release(cores)
             task_spec.release(workdir)
             remove_dir(workdir)
             raise
@@ -257,9 +317,14 @@ class LocalExecutor(Executor, Recovers):
             spawned_wall=spawned_wall,
             rss_floor=rss_floor,
             announced=not isinstance(popen, Launched),
+            after=after,
+            owns_slot=after is None,
         )
         self._running[attempt.job_id] = run
-        self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
+        if after is not None:
+            after.successor = run
+        else:
+            self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
         return self._started(run) if run.announced else None
 
     def _started(self, run: _Running) -> Started:
@@ -272,9 +337,19 @@ class LocalExecutor(Executor, Recovers):
         )
 
     def _answered(self, run: _Running, launched: Launched) -> Report:
-        """A launcher's answer for `run`: its Started (and the stop asked meanwhile), or
-        the Outcome of a program that could not start."""
+        """A launcher's answer for `run`: its Started (and the stop asked meanwhile), the
+        Outcome of a program that could not start, or a held one given back."""
         attempt = run.attempt
+        if launched.withdrawn:
+            del self._running[attempt.job_id]
+            self._free(run)
+            self._unwatch(run)
+            run.output.withdraw()
+            task_spec.release(run.workdir)
+            remove_dir(run.workdir)
+            if run.stop_reason:  # cancelled while held: it ends without having started
+                return Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=run.stop_reason, reason_code=run.stop_code)
+            return Returned(attempt)
         if launched.error is not None:
             del self._running[attempt.job_id]
             self._free(run)
@@ -289,6 +364,8 @@ class LocalExecutor(Executor, Recovers):
             return Outcome(attempt.job_id, attempt.attempt, succeeded=False, reason=message, reason_code=code)
         run.announced = True
         run.rss_floor = launched.launcher_peak_rss
+        run.spawned, run.spawned_wall = launched.spawned, launched.spawned_wall
+        run.deadline = run.spawned + attempt.timeout_seconds
         if run.killed:
             self._kill(run)
         elif run.term_at is not None:
@@ -302,8 +379,28 @@ class LocalExecutor(Executor, Recovers):
                 self._selector.unregister(fd)
 
     def _free(self, run: _Running) -> None:
+        """`run` is done with its cores and memory: they pass to the attempt held behind
+        it, if that one is still to start or has started, else they are free again."""
+        if run.after is not None:  # held, and never given a slot
+            run.after.successor = None
+            run.after = None
+        successor, run.successor = run.successor, None
+        if not run.owns_slot:
+            return
+        run.owns_slot = False
+        if successor is not None and self._running.get(successor.attempt.job_id) is successor:
+            launched = successor.popen
+            if not (launched.answered and launched.pid is None):  # not failed, not given back
+                successor.after, successor.owns_slot = None, True
+                return
         self._cores.release(run.cores)
         self._used = Capacity(self._used.cpus - run.attempt.cpu, self._used.memory_mib - run.attempt.memory_mib)
+
+    def _withdraw(self, run: _Running) -> None:
+        """Ask for a held attempt back (its predecessor runs on, or it was cancelled)."""
+        run.withdrawing = True
+        with contextlib.suppress(LauncherGone):  # then it ends as lost, through collect
+            run.popen.launcher.withdraw(run.popen)
 
     # -- stopping -------------------------------------------------------------------
     def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str, force: bool = False) -> None:
@@ -315,6 +412,8 @@ class LocalExecutor(Executor, Recovers):
             if not run.stop_reason:
                 run.stop_reason, run.stop_code = reason, reason_codes.CANCELLED
                 self._terminate(run, now)
+            if run.after is not None and not run.popen.answered and not run.withdrawing:
+                self._withdraw(run)
             if force and not run.killed:
                 self._kill(run)
 
@@ -362,6 +461,8 @@ class LocalExecutor(Executor, Recovers):
         outcomes: list[Report] = []
         for job_id, run in list(self._running.items()):
             if not run.announced:
+                if run.after is not None and self._hold_over(run, now):
+                    self._withdraw(run)
                 if not run.popen.answered:
                     continue
                 outcomes.append(self._answered(run, run.popen))
@@ -410,10 +511,17 @@ class LocalExecutor(Executor, Recovers):
             self._selector.unregister(output.read_fd)
             output.close_pipe()
 
+    @staticmethod
+    def _hold_over(run: _Running, now: float) -> bool:
+        """A held attempt's predecessor has run HOLD_SECONDS and runs on: ask for it back."""
+        return not run.withdrawing and run.after.returncode is None and now - run.after.spawned >= HOLD_SECONDS
+
     def _wait_time(self, timeout: float) -> float:
         now = time.monotonic()
         wait = timeout
         for run in self._running.values():
+            if run.after is not None and not run.announced and not run.withdrawing and run.after.returncode is None:
+                wait = min(wait, max(0.0, run.after.spawned + HOLD_SECONDS - now))
             if (run.pidfd is None and not isinstance(run.popen, Launched)) or run.returncode is not None:
                 wait = min(wait, _DRAIN_POLL)
             wait = min(wait, max(0.0, run.deadline - now))

@@ -15,7 +15,7 @@ from jobs.executors.base import AttemptSpec, LaunchError
 from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.environment import job_environment
 from jobs.executors.isolation import Isolation, JobUser, join_mode, launch, release_launch
-from jobs.executors.launcher import Launched, LauncherGone, Launchers
+from jobs.executors.launcher import Launched, LauncherGone, Launchers, NotHeld
 
 MIB = 1024 * 1024
 PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
@@ -31,13 +31,17 @@ def spawn(
     cores: list[int],
     user: JobUser | None,
     launchers: Launchers | None = None,
+    after: Launched | None = None,
 ) -> tuple[subprocess.Popen | Launched, AttemptCgroup | None]:
     """Start the attempt's program (see `jobs.executors.local`): its argv through the
     sandbox and cgroup `isolation` gives, or without a cgroup under an address-space
     limit (from one of `launchers`, else through prlimit), pinned to `cores`, its output
     into `out_fd`. A task's attempt runs its runner instead, which runs each step sealed
-    (`jobs.executors.task_spec`). Raises OSError when it cannot start, LaunchError when
-    it must not."""
+    (`jobs.executors.task_spec`). With `after`, it is held by that spawn's launcher until
+    that one has ended (`LocalExecutor.hold`), or not started at all (NotHeld). Raises
+    OSError when it cannot start, LaunchError when it must not."""
+    if attempt.task is not None and after is not None:
+        raise NotHeld("a task's runner does not go through a launcher")
     if attempt.task is not None:
         if isolation.bwrap is None:
             raise LaunchError("a task's steps run only in the sandbox, and this worker has none (bubblewrap); ask your operator")
@@ -75,16 +79,20 @@ def spawn(
             task_spec.release(workdir)
             release_launch(options, cgroup)
             raise
+    launched = None
     if cgroup is None and launchers is not None and set(options) <= {"umask"}:
         # No cgroup: a per-process address-space limit is the best there is.
         try:
             launched = launchers.start(
-                limit=limit, argv=argv, env=env, cwd=workdir, out_fd=out_fd, cores=cores, umask=options.get("umask", -1)
+                limit=limit, argv=argv, env=env, cwd=workdir, out_fd=out_fd, cores=cores, umask=options.get("umask", -1), after=after
             )
         except LauncherGone as exc:
             raise LaunchError(f"could not start it: {exc}") from exc
-        if launched is not None:
-            return launched, None
+    if launched is not None:
+        return launched, None
+    if after is not None:
+        release_launch(options, cgroup)
+        raise NotHeld("it does not go through its predecessor's launcher")
     if cgroup is None:
         if PRLIMIT:
             argv = [PRLIMIT, f"--as={limit}", "--", *argv]
