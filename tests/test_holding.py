@@ -10,7 +10,7 @@ import time
 import pytest
 
 from core import reason_codes
-from jobs.executors import local as local_module
+from jobs.executors import local_attempt
 from jobs.executors.base import AttemptSpec, Capacity, Outcome, Returned, Started
 from jobs.executors.launcher import LOST
 from jobs.models import Attempt, Job
@@ -87,7 +87,7 @@ def test_one_held_behind_an_attempt_that_runs_on_is_given_back_leaving_no_trace(
 
 def test_an_old_attempt_gets_nothing_held_behind_it(executor, monkeypatch):
     """An attempt that has run HOLD_SECONDS is no short job: the next one would wait."""
-    monkeypatch.setattr(local_module, "HOLD_SECONDS", 0.2)
+    monkeypatch.setattr(local_attempt, "HOLD_SECONDS", 0.2)
     executor.submit([spec("j1", ["/bin/sleep", "30"])])
     time.sleep(0.3)
     assert executor.hold([spec("j2", ["/bin/true"])]) == 0

@@ -27,15 +27,11 @@ import contextlib
 import logging
 import math
 import os
-import resource
 import selectors
-import signal
 import socket
-import subprocess
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -61,10 +57,11 @@ from jobs.executors.base import (
 from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.cores import CoreAllocator
 from jobs.executors.isolation import Isolation, NoJobAccount, allow_traverse, probe
-from jobs.executors.launcher import LOST, Launched, LauncherGone, Launchers, NotHeld
-from jobs.executors.local_outcomes import LocalEnd, describe, reap
+from jobs.executors.launcher import LOST, Launched, Launchers, NotHeld
+from jobs.executors.local_attempt import LocalAttempt, could_not_start, to_hold_behind
+from jobs.executors.local_outcomes import describe, reap
 from jobs.executors.local_spawn import spawn
-from jobs.executors.procs import group_alive, group_members, kill_processes, processes_with_env, signal_group
+from jobs.executors.procs import group_alive, kill_processes, processes_with_env
 from jobs.executors.usage import own_peak_rss_bytes
 from jobs.executors.workdirs import Remover, remove_dir
 
@@ -72,55 +69,12 @@ logger = logging.getLogger("jobs.executors.local")
 
 MIB = 1024 * 1024
 _DRAIN_POLL = 0.02  # while a finished leader's group is still being stopped
-# How long an attempt may run and still have the next one held behind it (`hold`); one
-# held behind an attempt that runs on past it is given back. Holding saves the loop's
-# latency between one end and the next start, a millisecond or two: it matters only
-# for jobs about that short, and a job longer than this must not keep another waiting.
-HOLD_SECONDS = 0.05
 
 
 def machine_capacity() -> Capacity:
     cores = len(os.sched_getaffinity(0))
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MIB
     return Capacity(cpus=cores, memory_mib=memory)
-
-
-@dataclass
-class _Running:
-    attempt: AttemptSpec
-    popen: subprocess.Popen | Launched
-    cores: list[int]
-    workdir: Path
-    output: AttemptOutput
-    deadline: float
-    pidfd: int | None
-    returncode: int | None = None
-    stop_reason: str = ""
-    term_at: float | None = None
-    killed: bool = False
-    cgroup: AttemptCgroup | None = None
-    stop_code: str = ""  # core.reason_codes, of stop_reason
-    spawned: float = 0.0  # monotonic, just before the spawn
-    ended: float | None = None  # monotonic, when its leader was reaped
-    ended_wall: float | None = None  # the same, epoch seconds
-    rusage: resource.struct_rusage | None = None  # wait4's, of its leader
-    rss_floor: int | None = None  # the worker's peak RSS just after the spawn (jobs.executors.usage)
-    announced: bool = True  # its Started was reported (a launcher's answer comes later)
-    spawned_wall: float = 0.0
-    # Holding (see LocalExecutor.hold): the attempt it is held behind, until that one's
-    # slot passes to it; the attempt held behind it.
-    after: "_Running | None" = None
-    successor: "_Running | None" = None
-    owns_slot: bool = True  # its cores and memory are counted as used (a held one's are not yet)
-    withdrawing: bool = False  # its launcher was asked to give it back
-
-    @property
-    def pgid(self) -> int | None:
-        return self.popen.pid  # None until its launcher has answered
-
-
-def _could_not_start(attempt: AttemptSpec, exc: OSError) -> str:
-    return f"could not start {attempt.argv[0] if attempt.argv else 'the task runner'}: {exc.strerror or exc}"
 
 
 class LocalExecutor(Executor, Recovers, Holds):
@@ -163,7 +117,7 @@ class LocalExecutor(Executor, Recovers, Holds):
         weakref.finalize(self, self._launchers.close)
         self.node = socket.gethostname()
         self._cores = CoreAllocator()
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, LocalAttempt] = {}
         self._used = Capacity(0, 0)
         self._selector = selectors.DefaultSelector()
         log_dir = self.log_store.directory
@@ -209,7 +163,7 @@ class LocalExecutor(Executor, Recovers, Holds):
         `submit`, which says what is wrong with it if anything is."""
         held = 0
         for spec in specs:
-            before = self._to_hold_behind(spec)
+            before = to_hold_behind(self._running.values(), spec, time.monotonic())
             if before is None:
                 break
             try:
@@ -222,28 +176,7 @@ class LocalExecutor(Executor, Recovers, Holds):
             held += 1
         return held
 
-    def _to_hold_behind(self, spec: AttemptSpec) -> "_Running | None":
-        """The oldest of the young, live, launcher-started attempts of `spec`'s shape
-        with nothing held behind it yet."""
-        now = time.monotonic()
-        best = None
-        for run in self._running.values():
-            if (
-                isinstance(run.popen, Launched)
-                and run.owns_slot
-                and run.successor is None
-                and run.returncode is None
-                and not run.stop_reason
-                and run.popen.error is None
-                and now - run.spawned < HOLD_SECONDS
-                and run.attempt.cpu == spec.cpu
-                and run.attempt.memory_mib == spec.memory_mib
-                and (best is None or run.spawned < best.spawned)
-            ):
-                best = run
-        return best
-
-    def _start(self, attempt: AttemptSpec, *, after: "_Running | None" = None) -> Started | None:
+    def _start(self, attempt: AttemptSpec, *, after: LocalAttempt | None = None) -> Started | None:
         """Its Started, or None when a launcher was asked to start it (its answer comes
         through `collect`). `after`: held behind that attempt, to take its cores and
         memory when it ends (raises NotHeld if it cannot be)."""
@@ -284,7 +217,7 @@ class LocalExecutor(Executor, Recovers, Holds):
             except OSError as exc:
                 if after is not None:  # left for submit, which says why
                     raise NotHeld(str(exc)) from exc
-                message = _could_not_start(attempt, exc)
+                message = could_not_start(attempt, exc)
                 output.note(message)
                 raise LaunchError(message) from exc
         except BaseException:
@@ -304,7 +237,7 @@ class LocalExecutor(Executor, Recovers, Holds):
                 pidfd = os.pidfd_open(popen.pid)
                 self._selector.register(pidfd, selectors.EVENT_READ, attempt.job_id)
             rss_floor = own_peak_rss_bytes() if cgroup is None else None
-        run = _Running(
+        run = LocalAttempt(
             attempt=attempt,
             popen=popen,
             cores=cores,
@@ -327,7 +260,7 @@ class LocalExecutor(Executor, Recovers, Holds):
             self._used = Capacity(self._used.cpus + attempt.cpu, self._used.memory_mib + attempt.memory_mib)
         return self._started(run) if run.announced else None
 
-    def _started(self, run: _Running) -> Started:
+    def _started(self, run: LocalAttempt) -> Started:
         # The pid (with the node) names the attempt. Its start time would tell a reused
         # pid apart, but reading /proc/<pid>/stat of a process that is still exec'ing
         # waits for the exec, which cost as much as the spawn itself.
@@ -336,7 +269,7 @@ class LocalExecutor(Executor, Recovers, Holds):
             attempt.job_id, attempt.attempt, external_id=str(run.pgid), node=self.node, log_offset=run.output.start, time=run.spawned_wall
         )
 
-    def _answered(self, run: _Running, launched: Launched) -> Report:
+    def _answered(self, run: LocalAttempt, launched: Launched) -> Report:
         """A launcher's answer for `run`: its Started (and the stop asked meanwhile), the
         Outcome of a program that could not start, or a held one given back."""
         attempt = run.attempt
@@ -353,7 +286,7 @@ class LocalExecutor(Executor, Recovers, Holds):
         if launched.error is not None:
             del self._running[attempt.job_id]
             self._free(run)
-            message = _could_not_start(attempt, launched.error)
+            message = could_not_start(attempt, launched.error)
             self._unwatch(run)
             run.output.note(message)
             run.output.close()
@@ -367,40 +300,23 @@ class LocalExecutor(Executor, Recovers, Holds):
         run.spawned, run.spawned_wall = launched.spawned, launched.spawned_wall
         run.deadline = run.spawned + attempt.timeout_seconds
         if run.killed:
-            self._kill(run)
+            run.kill()
         elif run.term_at is not None:
             run.term_at = None
             self._terminate(run, time.monotonic())
         return self._started(run)
 
-    def _unwatch(self, run: _Running) -> None:
+    def _unwatch(self, run: LocalAttempt) -> None:
         for fd in (run.pidfd, run.output.read_fd):
             if fd is not None and fd in self._selector.get_map():
                 self._selector.unregister(fd)
 
-    def _free(self, run: _Running) -> None:
+    def _free(self, run: LocalAttempt) -> None:
         """`run` is done with its cores and memory: they pass to the attempt held behind
-        it, if that one is still to start or has started, else they are free again."""
-        if run.after is not None:  # held, and never given a slot
-            run.after.successor = None
-            run.after = None
-        successor, run.successor = run.successor, None
-        if not run.owns_slot:
-            return
-        run.owns_slot = False
-        if successor is not None and self._running.get(successor.attempt.job_id) is successor:
-            launched = successor.popen
-            if not (launched.answered and launched.pid is None):  # not failed, not given back
-                successor.after, successor.owns_slot = None, True
-                return
-        self._cores.release(run.cores)
-        self._used = Capacity(self._used.cpus - run.attempt.cpu, self._used.memory_mib - run.attempt.memory_mib)
-
-    def _withdraw(self, run: _Running) -> None:
-        """Ask for a held attempt back (its predecessor runs on, or it was cancelled)."""
-        run.withdrawing = True
-        with contextlib.suppress(LauncherGone):  # then it ends as lost, through collect
-            run.popen.launcher.withdraw(run.popen)
+        it, if any, else they are free again."""
+        if run.leave_slot():
+            self._cores.release(run.cores)
+            self._used = Capacity(self._used.cpus - run.attempt.cpu, self._used.memory_mib - run.attempt.memory_mib)
 
     # -- stopping -------------------------------------------------------------------
     def cancel(self, *, keys: Iterable[tuple[str, int]], reason: str, force: bool = False) -> None:
@@ -412,37 +328,13 @@ class LocalExecutor(Executor, Recovers, Holds):
             if not run.stop_reason:
                 run.stop_reason, run.stop_code = reason, reason_codes.CANCELLED
                 self._terminate(run, now)
-            if run.after is not None and not run.popen.answered and not run.withdrawing:
-                self._withdraw(run)
+            if run.held and not run.withdrawing:
+                run.ask_back()
             if force and not run.killed:
-                self._kill(run)
+                run.kill()
 
-    def _terminate(self, run: _Running, now: float) -> None:
-        if run.term_at is None:
-            run.term_at = now
-            if run.pgid is None:  # its launcher has not answered yet: signalled then
-                return
-            if self.isolation.bwrap is None:
-                signal_group(run.pgid, signal.SIGTERM)
-                if run.cgroup is not None:
-                    run.cgroup.signal_all(signal.SIGTERM)
-            elif run.cgroup is not None:
-                run.cgroup.signal_all(signal.SIGTERM, but=run.pgid)
-            else:
-                for pid in group_members(run.pgid):
-                    if pid != run.pgid:
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.kill(pid, signal.SIGTERM)
-            if self.grace <= 0:
-                self._kill(run)
-
-    def _kill(self, run: _Running) -> None:
-        run.killed = True
-        if run.pgid is None:  # its launcher has not answered yet: killed then
-            return
-        signal_group(run.pgid, signal.SIGKILL)
-        if run.cgroup is not None:
-            run.cgroup.signal_all(signal.SIGKILL)
+    def _terminate(self, run: LocalAttempt, now: float) -> None:
+        run.terminate(now, sandboxed=self.isolation.bwrap is not None, grace=self.grace)
 
     # -- waiting --------------------------------------------------------------------
     def wake_up(self) -> WakeUp:
@@ -461,8 +353,9 @@ class LocalExecutor(Executor, Recovers, Holds):
         outcomes: list[Report] = []
         for job_id, run in list(self._running.items()):
             if not run.announced:
-                if run.after is not None and self._hold_over(run, now):
-                    self._withdraw(run)
+                ask_back_at = run.ask_back_at()
+                if ask_back_at is not None and now >= ask_back_at:
+                    run.ask_back()
                 if not run.popen.answered:
                     continue
                 outcomes.append(self._answered(run, run.popen))
@@ -482,7 +375,7 @@ class LocalExecutor(Executor, Recovers, Holds):
                 run.stop_reason, run.stop_code = f"timed out after {run.attempt.timeout_seconds} s", reason_codes.TIMEOUT
                 self._terminate(run, now)
             if run.term_at is not None and not run.killed and now >= run.term_at + self.grace:
-                self._kill(run)
+                run.kill()
             if run.returncode is None:
                 continue
             # In a sandbox nothing can be left: its PID namespace died with bubblewrap.
@@ -497,7 +390,7 @@ class LocalExecutor(Executor, Recovers, Holds):
             self._remove_cgroup(None)  # processes that were still dying a moment ago
         return outcomes
 
-    def _drain(self, run: _Running, *, everything: bool = False) -> None:
+    def _drain(self, run: LocalAttempt, *, everything: bool = False) -> None:
         """Move the attempt's output into its log; past the cap, stop it (`log over N
         MiB`). `everything`: it is gone, read what is left and close the pipe."""
         output = run.output
@@ -511,17 +404,13 @@ class LocalExecutor(Executor, Recovers, Holds):
             self._selector.unregister(output.read_fd)
             output.close_pipe()
 
-    @staticmethod
-    def _hold_over(run: _Running, now: float) -> bool:
-        """A held attempt's predecessor has run HOLD_SECONDS and runs on: ask for it back."""
-        return not run.withdrawing and run.after.returncode is None and now - run.after.spawned >= HOLD_SECONDS
-
     def _wait_time(self, timeout: float) -> float:
         now = time.monotonic()
         wait = timeout
         for run in self._running.values():
-            if run.after is not None and not run.announced and not run.withdrawing and run.after.returncode is None:
-                wait = min(wait, max(0.0, run.after.spawned + HOLD_SECONDS - now))
+            ask_back_at = run.ask_back_at()
+            if ask_back_at is not None:
+                wait = min(wait, max(0.0, ask_back_at - now))
             if (run.pidfd is None and not isinstance(run.popen, Launched)) or run.returncode is not None:
                 wait = min(wait, _DRAIN_POLL)
             wait = min(wait, max(0.0, run.deadline - now))
@@ -529,7 +418,7 @@ class LocalExecutor(Executor, Recovers, Holds):
                 wait = min(wait, max(0.0, run.term_at + self.grace - now))
         return wait
 
-    def _finish(self, run: _Running) -> Outcome:
+    def _finish(self, run: LocalAttempt) -> Outcome:
         self._free(run)
         attempt = run.attempt
         results = task_spec.read_results(task_spec.local_results(run.workdir)) if attempt.task is not None else None
@@ -537,32 +426,8 @@ class LocalExecutor(Executor, Recovers, Holds):
             task_spec.release(run.workdir)
         if not self.keep_work_dirs:
             self._remover.remove(run.workdir)
-        cgroup = run.cgroup
-        code = run.returncode
-        says_oom = (
-            cgroup is None
-            and not run.stop_reason
-            and code not in (0, None)
-            and attempt_logs.says_out_of_memory(path=self.log_store.path(attempt.log_id), start=run.output.start)
-        )
-        end = LocalEnd(
-            job_id=attempt.job_id,
-            attempt=attempt.attempt,
-            memory_mib=attempt.memory_mib,
-            returncode=code,
-            sandboxed=self.isolation.bwrap is not None,
-            stop_reason=run.stop_reason,
-            stop_code=run.stop_code,
-            out_of_memory=cgroup is not None and cgroup.out_of_memory(),
-            log_says_out_of_memory=says_oom,
-            rusage=run.rusage,
-            rss_floor_bytes=run.rss_floor,
-            cgroup_peak_bytes=cgroup.memory_peak_bytes() if cgroup is not None else None,
-            cgroup_cpu_seconds=cgroup.cpu_seconds() if cgroup is not None else None,
-            elapsed_seconds=run.ended - run.spawned if run.ended is not None else None,
-            ended_at=run.ended_wall,
-        )
-        self._remove_cgroup(cgroup)
+        end = run.end(sandboxed=self.isolation.bwrap is not None, log_path=self.log_store.path(attempt.log_id))
+        self._remove_cgroup(run.cgroup)
         run.output.close()
         if attempt.task is not None:
             return task_spec.task_outcome(describe(end), results=results)
