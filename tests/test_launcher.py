@@ -255,3 +255,27 @@ def test_a_launcher_that_stops_answering_is_killed_and_its_request_fails(tmp_pat
         wait_for(lambda: not pid_alive(launcher), timeout=5, message="the stuck launcher is killed")
     finally:
         launchers.close()
+
+
+def test_a_launcher_found_dead_when_asked_fails_the_attempt_as_the_services_fault(tmp_path, settings):
+    """A launcher that died before anyone noticed: the request cannot be sent. That is
+    no more the job's fault than a launcher dying after the request (`LOST`): not
+    charged, it runs again. It used to be launch_failed, which uses up an attempt."""
+    settings.BATCHES_LOG_DIR = tmp_path / "logs"
+    executor = executor_in(tmp_path)
+    try:
+        executor.submit([AttemptSpec("j1", "b", 1, "l1", ["/bin/sleep", "30"], 1, 256, 60)])
+        (started,) = executor.collect_within(10, until=bool)
+        launcher = parent_of(int(started.external_id))
+        os.kill(launcher, signal.SIGKILL)
+        wait_for(lambda: Path(f"/proc/{launcher}/stat").read_text().split(") ")[1].startswith("Z"), timeout=5, message="it is dead")
+        (outcome,) = executor.submit([AttemptSpec("j2", "b", 1, "l2", ["/bin/true"], 1, 256, 60)])
+        assert (outcome.job_id, outcome.succeeded, outcome.reason_code) == ("j2", False, reason_codes.INTERNAL_ERROR)
+        assert not outcome.charged
+        assert outcome.reason == "could not start /bin/true: the worker's launcher process could not be reached (Broken pipe)"
+        assert executor.active() == {"j1": 1}  # which ends as lost
+        (lost,) = executor.collect_within(10, until=bool)
+        assert (lost.job_id, lost.reason) == ("j1", LOST)
+        assert executor.active() == {} and executor.free().cpus == 2
+    finally:
+        executor.shutdown(grace=1)

@@ -130,7 +130,7 @@ class Launcher:
             socket.send_fds(self.sock, [payload], fds)
         except OSError as exc:
             self._lost()
-            raise LauncherGone(f"the launcher could not be reached: {exc}") from exc
+            raise LauncherGone(f"the worker's launcher process could not be reached ({exc.strerror or exc})") from exc
 
     def pump(self) -> None:
         """Take in every answer and end reported since the last call (never waits). A

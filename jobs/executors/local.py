@@ -57,7 +57,7 @@ from jobs.executors.base import (
 from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.cores import CoreAllocator
 from jobs.executors.isolation import Isolation, NoJobAccount, allow_traverse, probe
-from jobs.executors.launcher import LOST, Launched, Launchers, NotHeld
+from jobs.executors.launcher import LOST, Launched, LauncherGone, Launchers, NotHeld
 from jobs.executors.local_attempt import LocalAttempt, could_not_start, to_hold_behind
 from jobs.executors.local_outcomes import describe, reap
 from jobs.executors.local_spawn import spawn
@@ -149,6 +149,9 @@ class LocalExecutor(Executor, Recovers, Holds):
                     reports.append(started)
             except LaunchError as exc:
                 reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=str(exc), reason_code=reason_codes.LAUNCH_FAILED))
+            except LauncherGone as exc:  # as when it dies after the request: not the job's fault, it runs again
+                reason = f"could not start {spec.argv[0] if spec.argv else 'the task runner'}: {exc}"
+                reports.append(Outcome(spec.job_id, spec.attempt, succeeded=False, reason=reason, reason_code=reason_codes.INTERNAL_ERROR))
             except Exception as exc:  # one bad attempt must not stop the others
                 logger.exception("could not start job %s attempt %s", spec.job_id, spec.attempt)
                 reason = internal_error(exc)
@@ -168,7 +171,7 @@ class LocalExecutor(Executor, Recovers, Holds):
                 break
             try:
                 self._start(spec, after=before)
-            except (NotHeld, LaunchError):
+            except (NotHeld, LaunchError, LauncherGone):
                 break
             except Exception:
                 logger.exception("could not hold job %s attempt %s", spec.job_id, spec.attempt)

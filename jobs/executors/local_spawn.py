@@ -15,7 +15,7 @@ from jobs.executors.base import AttemptSpec, LaunchError
 from jobs.executors.cgroups import AttemptCgroup
 from jobs.executors.environment import job_environment
 from jobs.executors.isolation import Isolation, JobUser, join_mode, launch, release_launch
-from jobs.executors.launcher import Launched, LauncherGone, Launchers, NotHeld
+from jobs.executors.launcher import Launched, Launchers, NotHeld
 
 MIB = 1024 * 1024
 PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
@@ -39,7 +39,8 @@ def spawn(
     into `out_fd`. A task's attempt runs its runner instead, which runs each step sealed
     (`jobs.executors.task_spec`). With `after`, it is held by that spawn's launcher until
     that one has ended (`LocalExecutor.hold`), or not started at all (NotHeld). Raises
-    OSError when it cannot start, LaunchError when it must not."""
+    OSError when it cannot start, LaunchError when it must not, LauncherGone when its
+    launcher could not be reached."""
     if attempt.task is not None and after is not None:
         raise NotHeld("a task's runner does not go through a launcher")
     if attempt.task is not None:
@@ -82,12 +83,10 @@ def spawn(
     launched = None
     if cgroup is None and launchers is not None and set(options) <= {"umask"}:
         # No cgroup: a per-process address-space limit is the best there is.
-        try:
-            launched = launchers.start(
-                limit=limit, argv=argv, env=env, cwd=workdir, out_fd=out_fd, cores=cores, umask=options.get("umask", -1), after=after
-            )
-        except LauncherGone as exc:
-            raise LaunchError(f"could not start it: {exc}") from exc
+        # LauncherGone (the launcher died): the service's failure, not the job's.
+        launched = launchers.start(
+            limit=limit, argv=argv, env=env, cwd=workdir, out_fd=out_fd, cores=cores, umask=options.get("umask", -1), after=after
+        )
     if launched is not None:
         return launched, None
     if after is not None:
