@@ -216,13 +216,21 @@ def test_the_readmes_fair_share_blocks_work_pasted(run):
 def test_the_readmes_py_tes_example_works_pasted(run):
     """The set-up lines and the ten lines of py-tes, against make run's server: the
     demo user allowed its own commands, the demo catalog's alpine image."""
-    ready = run.get("/readyz")
+    while not (ready := run.get("/readyz"))["workers"]:  # make run's worker registers a moment after the server is up
+        assert time.monotonic() < run.deadline, f"make run's worker did not register: {ready}"
+        time.sleep(0.2)
     if not ready["isolation"].get("sandbox"):
+        assert not os.environ.get("BATCHES_REQUIRE_ISOLATION"), f"BATCHES_REQUIRE_ISOLATION is set: {ready}"
         pytest.skip(f"TES tasks run only sealed, and make run's worker seals nothing here (readyz: {ready})")
     readme = (run.clone / "README.md").read_text()
     example = readme_block(readme, "py-tes (`pip install py-tes`", kind="python")
     assert ":8000" not in example
     assert len([line for line in example.splitlines() if line.strip()]) == 10, "the README says ten lines of code"
     setup = readme_block(readme, "To try it on `make run`'s server")
-    out = run.shell(f"set -eu -o pipefail\n{setup}\n{PYTHON} - <<'EXAMPLE'\n{example}EXAMPLE\n")
+    try:
+        out = run.shell(f"set -eu -o pipefail\n{setup}\n{PYTHON} - <<'EXAMPLE'\n{example}EXAMPLE\n")
+    except AssertionError:
+        # What the task came to, as its owner sees it: the example's traceback does not say.
+        print(json.dumps(run.get("/ga4gh/tes/v1/tasks?view=FULL"), indent=1))
+        raise
     assert out.split()[-1] == "HELLO", out
