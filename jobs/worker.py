@@ -62,6 +62,12 @@ _RECORD_BATCH = 512
 # of them have started.
 _PREFETCH_MAX = 256
 _PREFETCH_HORIZON = 0.25
+# Until a second of ends has been seen, the rate is also judged from the length of the
+# jobs that ended (a moving average): a slot turns over once per job, plus about this
+# much for its spawn, reap and the loop's turn. Without it a stream of short jobs
+# ramped up over a whole second, claiming a few at a time because few had ended.
+_SLOT_TURN_SECONDS = 0.002
+_JOB_SECONDS_WEIGHT = 0.2  # of each newly ended job in the average
 _CLAIM_LIMIT = 128
 
 
@@ -104,6 +110,7 @@ class WorkerLoop:
         self._more_work = True  # the last claim was full, or new work was announced
         self._ended: deque[tuple[float, int]] = deque()  # (time, attempts ended) over the last second
         self._ended_total = 0
+        self._job_seconds: float | None = None  # moving average of the ended jobs' run time
         self._next_heartbeat = 0.0
         self._next_check = 0.0
         self._next_sweep = 0.0
@@ -330,7 +337,11 @@ class WorkerLoop:
         if now >= self._fence_until:
             # The fence has killed our attempts: the database, not the job, is to blame.
             reports = [_not_the_jobs(r, reason=LOST_CONTACT, code=WORKER_LOST) if isinstance(r, Outcome) else r for r in reports]
-        ended = sum(isinstance(r, Outcome) for r in reports)
+        ended = 0
+        for report in reports:
+            if isinstance(report, Outcome):
+                ended += 1
+                self._job_took(report)
         if ended:
             self._ended.append((now, ended))
             self._ended_total += ended
@@ -377,13 +388,25 @@ class WorkerLoop:
             return None
         return room, limit
 
+    def _job_took(self, outcome: Outcome) -> None:
+        seconds = outcome.usage.elapsed_seconds if outcome.usage is not None else None
+        if seconds is None:
+            return
+        if self._job_seconds is None:
+            self._job_seconds = seconds
+        else:
+            self._job_seconds += _JOB_SECONDS_WEIGHT * (seconds - self._job_seconds)
+
     def _prefetch(self) -> int:
         """How many jobs to hold beyond what runs now: as many as end within the horizon
-        at the recent rate (none while jobs are long)."""
+        at the recent rate, or at the rate the slots turn over at the recent jobs'
+        length, whichever is higher (none while jobs are long)."""
         now = time.monotonic()
         while self._ended and self._ended[0][0] < now - 1.0:
             self._ended_total -= self._ended.popleft()[1]
-        rate = self._ended_total  # per second
+        rate = float(self._ended_total)  # per second
+        if self._job_seconds is not None and not self.executor.queues_work:
+            rate = max(rate, self.executor.capacity().cpus / (self._job_seconds + _SLOT_TURN_SECONDS))
         return min(_PREFETCH_MAX, int(rate * _PREFETCH_HORIZON))
 
     def _record_within(self) -> float:

@@ -14,6 +14,7 @@ from django.db import OperationalError
 
 from jobs import worker as worker_module
 from jobs.executors.base import Outcome
+from jobs.executors.usage import Usage
 from jobs.models import Job, JobEvent
 from tests.worker_helpers import all_finished, drive, in_process_loop, make_batch, script_tool
 
@@ -128,3 +129,27 @@ def test_the_writers_thread_ends_with_the_loop(alice, catalog):
     assert [t for t in threading.enumerate() if t.name.startswith("db-write")]
     loop.stop()
     assert not [t for t in threading.enumerate() if t.name.startswith("db-write")]
+
+
+def ended_after(seconds: float, n: int) -> Outcome:
+    usage = Usage.measured(max_rss_bytes=None, cpu_seconds=None, elapsed_seconds=seconds)
+    return Outcome(f"j{n}", 1, succeeded=True, usage=usage)
+
+
+def test_short_jobs_are_claimed_ahead_from_the_first_ends_not_a_second_later():
+    """The claim-ahead followed only the rate of ends over the last second, so a stream
+    of no-op jobs ramped up over a whole second (two claimed at a time while few had
+    ended: 2, 8, 15, 21, 28... ends per 100 ms). The length of the jobs that ended says
+    at once how fast the slots turn over."""
+    loop = in_process_loop(cpus=2)
+    try:
+        assert loop._prefetch() == 0
+        loop._take([ended_after(0.002, 1)])
+        assert loop._prefetch() == 125  # 2 slots / (2 ms + 2 ms a turn) over 0.25 s
+        loop._take([ended_after(5.0, n) for n in range(2, 40)])  # then long jobs: nothing ahead
+        assert loop._prefetch() == int(39 * 0.25)  # the 39 ends of the last second, over 0.25 s
+        time.sleep(1.1)
+        assert loop._prefetch() == 0
+    finally:
+        loop._reports.clear()  # made up: not to be written
+        loop.stop()
