@@ -28,7 +28,7 @@ from jobs.transitions import set_reason, transition
 # One sweep places at most this many jobs, from at most this many batches per state:
 # short transactions (placing costs about 60 us a job, and the sweeper is a worker that
 # claims nothing meanwhile), and the next sweep goes on.
-_DISPATCH_LIMIT = 1000
+DISPATCH_LIMIT = 1000
 _BATCHES_PER_SWEEP = 100
 # A batch's SUBMITTED jobs are made RUNNABLE only while it has fewer than this many
 # RUNNABLE ones: enough for every worker's next claims until the next sweep tops it up,
@@ -44,12 +44,12 @@ class Placement(NamedTuple):
     fresh: bool  # some batch that had no RUNNABLE job has some now: idle workers should look
 
 
-def dispatch_submitted(*, limit: int = _DISPATCH_LIMIT) -> int:
+def dispatch_submitted(*, limit: int = DISPATCH_LIMIT) -> int:
     """`dispatch`, returning how many jobs moved."""
     return dispatch(limit=limit).moved
 
 
-def dispatch(*, limit: int = _DISPATCH_LIMIT) -> Placement:
+def dispatch(*, limit: int = DISPATCH_LIMIT) -> Placement:
     """Move SUBMITTED jobs on, and PENDING jobs whose wait is over. Returns how many moved,
     and whether a batch without RUNNABLE jobs got some (or PENDING jobs became RUNNABLE):
     then idle workers are to be woken; a batch topped up is one they already claim from.

@@ -25,7 +25,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from jobs.batch_finished import record_finished_batches
-from jobs.dispatch import dispatch
+from jobs.dispatch import DISPATCH_LIMIT, dispatch
 from jobs.models import Worker
 from jobs.recovery import recover_lost_workers
 from jobs.removal import PURGE_CHUNK, purge_deleted_batches
@@ -47,17 +47,20 @@ class Swept:
     finished: int = 0  # batch.finished events written
 
 
-def housekeep(*, worker: Worker | None = None, purge_budget: int = PURGE_CHUNK, purge_chunk: int = PURGE_CHUNK) -> Swept | None:
+def housekeep(
+    *, worker: Worker | None = None, purge_budget: int = PURGE_CHUNK, purge_chunk: int = PURGE_CHUNK, place: int = DISPATCH_LIMIT
+) -> Swept | None:
     """One round of housekeeping, if `worker` is the sweeper (see the module) and no
     other run is under way; None otherwise, having done nothing. Without `worker`
-    (commands, tests) only the second condition holds."""
+    (commands, tests) only the second condition holds. `place`: at most this many
+    queued jobs are placed (`dispatched` reaching it means there may be more)."""
     if worker is not None and sweeper_id() != worker.pk:
         return None
     if not _take_lock():
         return None
     try:
         recovered = recover_lost_workers()
-        placed = dispatch()
+        placed = dispatch(limit=place)
         if placed.fresh:
             # Every idle worker claims what was placed, not only the sweeper, which
             # would otherwise run a whole small batch alone before the others' next look.

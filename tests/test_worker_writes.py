@@ -153,3 +153,23 @@ def test_short_jobs_are_claimed_ahead_from_the_first_ends_not_a_second_later():
     finally:
         loop._reports.clear()  # made up: not to be written
         loop.stop()
+
+
+def test_a_large_submission_is_placed_a_sweep_at_a_time_its_first_jobs_claimed_in_between(monkeypatch, alice, catalog):
+    """Placing a thousand jobs took one 220 ms transaction, and the first job waited for
+    all of it. A sweep now places at most _PLACE_PER_SWEEP; the turn that placed them
+    claims some, and the next turn sweeps again."""
+    monkeypatch.setattr(worker_module, "_PLACE_PER_SWEEP", 50)
+    loop = in_process_loop(cpus=2)
+    batch = make_batch(alice, script_tool(), catalog, [{"args": {"script": "true"}}] * 120)
+    try:
+        loop._next_sweep = 0.0  # as when the submission's announcement arrives
+        loop.step()
+        statuses = list(Job.objects.filter(batch=batch).values_list("status", flat=True))
+        assert statuses.count("SUBMITTED") == 70, statuses  # the rest waits for the next turns
+        assert len([s for s in statuses if s not in ("SUBMITTED", "RUNNABLE")]) >= 2  # claimed in the same turn
+        assert loop._next_sweep == 0.0
+        drive(loop, all_finished(batch), timeout=60)
+    finally:
+        loop.stop()
+    assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"SUCCEEDED"}
