@@ -24,7 +24,10 @@ class Fence:
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the guard
-            os.close(write_end)
+            # Nothing of the worker's but its pipe: a launcher's socket held here would
+            # not hang up when the worker dies (nor would the database's connection).
+            os.closerange(3, read_end)
+            os.closerange(read_end + 1, os.sysconf("SC_OPEN_MAX"))
             try:
                 _guard(read_end, worker_id)
             finally:

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -279,3 +280,27 @@ def test_a_launcher_found_dead_when_asked_fails_the_attempt_as_the_services_faul
         assert executor.active() == {} and executor.free().cpus == 2
     finally:
         executor.shutdown(grace=1)
+
+
+def test_the_fence_guard_holds_none_of_the_workers_descriptors_but_its_pipe():
+    """A guard forked while launchers run (a worker that registered again) held the
+    worker's end of their sockets: a launcher would not see the worker hang up until
+    the guard left too."""
+    from jobs.fencing import Fence
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fence = Fence(worker_id="no-such-worker")
+    try:
+
+        def guard_fds() -> list[int]:
+            return sorted(int(fd) for fd in os.listdir(f"/proc/{fence.pid}/fd"))
+
+        with contextlib.suppress(AssertionError):  # it closes them a moment after the fork
+            wait_for(lambda: len(guard_fds()) == 4, timeout=5)
+        fds = guard_fds()
+        assert len(fds) == 4 and fds[:3] == [0, 1, 2], fds  # and the pipe
+        assert ours.fileno() not in fds[3:] and theirs.fileno() not in fds[3:]
+    finally:
+        fence.close()
+        ours.close()
+        theirs.close()
