@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
 from core.reason_codes import CANCELLED, WORKER_LOST, WORKER_STOPPED
+from jobs.claim_pace import ClaimPace
 from jobs.claiming import claim_jobs
 from jobs.db_writer import DatabaseWriter
 from jobs.executors.base import Adopts, AttemptSpec, Capacity, Executor, Holds, Outcome, Recovers, Report, Returned, Started, wait
@@ -57,17 +58,6 @@ _RECORD_WITHIN = 0.02
 _RECORD_WITHIN_BUSY = 0.1
 # ...or until this many have gathered.
 _RECORD_BATCH = 512
-# Claim ahead at most this many jobs beyond the free capacity, and about as many as
-# end in this many seconds at the rate they have been ending; claim again when half
-# of them have started.
-_PREFETCH_MAX = 256
-_PREFETCH_HORIZON = 0.25
-# Until a second of ends has been seen, the rate is also judged from the length of the
-# jobs that ended (a moving average): a slot turns over once per job, plus about this
-# much for its spawn, reap and the loop's turn. Without it a stream of short jobs
-# ramped up over a whole second, claiming a few at a time because few had ended.
-_SLOT_TURN_SECONDS = 0.002
-_JOB_SECONDS_WEIGHT = 0.2  # of each newly ended job in the average
 _CLAIM_LIMIT = 128
 # A sweep places at most this many queued jobs, in about 50 ms here, and the next turn
 # sweeps again if there are more: placing a thousand in one transaction took 220 ms,
@@ -112,9 +102,7 @@ class WorkerLoop:
         self._oldest_report = math.inf
         self._start_unwritten = False  # a Started report among them
         self._more_work = True  # the last claim was full, or new work was announced
-        self._ended: deque[tuple[float, int]] = deque()  # (time, attempts ended) over the last second
-        self._ended_total = 0
-        self._job_seconds: float | None = None  # moving average of the ended jobs' run time
+        self._pace = ClaimPace()
         self._next_heartbeat = 0.0
         self._next_check = 0.0
         self._next_sweep = 0.0
@@ -341,14 +329,9 @@ class WorkerLoop:
         if now >= self._fence_until:
             # The fence has killed our attempts: the database, not the job, is to blame.
             reports = [_not_the_jobs(r, reason=LOST_CONTACT, code=WORKER_LOST) if isinstance(r, Outcome) else r for r in reports]
-        ended = 0
-        for report in reports:
-            if isinstance(report, Outcome):
-                ended += 1
-                self._job_took(report)
+        ended = [report for report in reports if isinstance(report, Outcome)]
         if ended:
-            self._ended.append((now, ended))
-            self._ended_total += ended
+            self._pace.ended(ended, now=now)
             self._more_work = True  # room freed, and a failed attempt may be retried
         self._reports.extend(reports)
         self._oldest_report = min(self._oldest_report, now)
@@ -380,7 +363,7 @@ class WorkerLoop:
         free = self.executor.free()
         queued_cpus = sum(spec.cpu for spec in self._queue)
         queued_memory = sum(spec.memory_mib for spec in self._queue)
-        ahead = 0 if self.executor.queues_work else self._prefetch()
+        ahead = self._prefetch()
         capacity = self.executor.capacity()
         factor = math.ceil(ahead / max(capacity.cpus, 1))
         room = Capacity(
@@ -392,26 +375,10 @@ class WorkerLoop:
             return None
         return room, limit
 
-    def _job_took(self, outcome: Outcome) -> None:
-        seconds = outcome.usage.elapsed_seconds if outcome.usage is not None else None
-        if seconds is None:
-            return
-        if self._job_seconds is None:
-            self._job_seconds = seconds
-        else:
-            self._job_seconds += _JOB_SECONDS_WEIGHT * (seconds - self._job_seconds)
-
     def _prefetch(self) -> int:
-        """How many jobs to hold beyond what runs now: as many as end within the horizon
-        at the recent rate, or at the rate the slots turn over at the recent jobs'
-        length, whichever is higher (none while jobs are long)."""
-        now = time.monotonic()
-        while self._ended and self._ended[0][0] < now - 1.0:
-            self._ended_total -= self._ended.popleft()[1]
-        rate = float(self._ended_total)  # per second
-        if self._job_seconds is not None and not self.executor.queues_work:
-            rate = max(rate, self.executor.capacity().cpus / (self._job_seconds + _SLOT_TURN_SECONDS))
-        return min(_PREFETCH_MAX, int(rate * _PREFETCH_HORIZON))
+        """How many jobs to claim beyond the free capacity (`jobs.claim_pace`); none for
+        an executor with a queue of its own."""
+        return 0 if self.executor.queues_work else self._pace.ahead(slots=self.executor.capacity().cpus)
 
     def _record_within(self) -> float:
         """How long the oldest unwritten report may wait: longer while jobs stream
@@ -421,7 +388,7 @@ class WorkerLoop:
         while attempts are ending, whose reports the start may as well share)."""
         if self._queue:
             return _RECORD_WITHIN_BUSY
-        if self._start_unwritten and not (self._ended and self._ended[-1][0] > time.monotonic() - _RECORD_WITHIN_BUSY):
+        if self._start_unwritten and not self._pace.ended_since(time.monotonic() - _RECORD_WITHIN_BUSY):
             return 0.0
         return _RECORD_WITHIN
 
