@@ -21,6 +21,10 @@ PREFETCH_HORIZON = 0.25
 # up over a whole second, claiming a few at a time because few had ended.
 SLOT_TURN_SECONDS = 0.002
 JOB_SECONDS_WEIGHT = 0.2  # of each newly ended job in the average
+# The length says nothing of jobs to come once ends stop coming at about that pace (the
+# next batch's jobs may be long): it counts only while the last end is at most two
+# turns and this much old.
+STALE_AFTER = 0.02
 
 
 class ClaimPace:
@@ -51,12 +55,14 @@ class ClaimPace:
 
     def ahead(self, *, slots: int) -> int:
         """How many jobs to hold beyond what runs now: as many as end within the horizon
-        at the recent rate, or at the rate `slots` turn over at the recent jobs' length,
-        whichever is higher (none while jobs are long)."""
+        at the recent rate, or, while ends keep coming, at the rate `slots` turn over at
+        the recent jobs' length, whichever is higher (none while jobs are long)."""
         now = time.monotonic()
         while self._ended and self._ended[0][0] < now - 1.0:
             self._ended_total -= self._ended.popleft()[1]
         rate = float(self._ended_total)  # per second
-        if self._job_seconds is not None:
-            rate = max(rate, slots / (self._job_seconds + SLOT_TURN_SECONDS))
+        if self._job_seconds is not None and self._ended:
+            turn = self._job_seconds + SLOT_TURN_SECONDS
+            if now - self._ended[-1][0] <= 2 * turn + STALE_AFTER:
+                rate = max(rate, slots / turn)
         return min(PREFETCH_MAX, int(rate * PREFETCH_HORIZON))

@@ -361,8 +361,9 @@ class WorkerLoop:
         if not self._more_work:
             return None
         free = self.executor.free()
-        queued_cpus = sum(spec.cpu for spec in self._queue)
-        queued_memory = sum(spec.memory_mib for spec in self._queue)
+        held = self._held()
+        queued_cpus = sum(spec.cpu for spec in itertools.chain(self._queue, held))
+        queued_memory = sum(spec.memory_mib for spec in itertools.chain(self._queue, held))
         ahead = self._prefetch()
         capacity = self.executor.capacity()
         factor = math.ceil(ahead / max(capacity.cpus, 1))
@@ -370,10 +371,15 @@ class WorkerLoop:
             free.cpus - queued_cpus + factor * capacity.cpus,
             free.memory_mib - queued_memory + factor * capacity.memory_mib,
         )
-        limit = min(_CLAIM_LIMIT, max(free.cpus, 0) + ahead - len(self._queue))
+        limit = min(_CLAIM_LIMIT, max(free.cpus, 0) + ahead - len(self._queue) - len(held))
         if limit < 1 or room.cpus < 1 or room.memory_mib < 1:
             return None
         return room, limit
+
+    def _held(self) -> list[AttemptSpec]:
+        """Claimed and handed to the executor to start in a running job's place (`Holds`):
+        claimed ahead, as the local queue is."""
+        return self.executor.held() if isinstance(self.executor, Holds) else []
 
     def _prefetch(self) -> int:
         """How many jobs to claim beyond the free capacity (`jobs.claim_pace`); none for
@@ -393,10 +399,10 @@ class WorkerLoop:
         return _RECORD_WITHIN
 
     def _needs_jobs(self) -> bool:
-        """The local queue is low (below half the prefetch, or empty) and a claim could
-        take something."""
+        """What is claimed ahead (the local queue, the executor's held attempts) is low
+        (below half the prefetch, or nothing) and a claim could take something."""
         low = max(self._prefetch() // 2, self.executor.free().cpus, 1)
-        return len(self._queue) < low and self._claim_room() is not None
+        return len(self._queue) + len(self._held()) < low and self._claim_room() is not None
 
     def _write_due(self, now: float) -> bool:
         if self._reports and (now - self._oldest_report >= self._record_within() or len(self._reports) >= _RECORD_BATCH):

@@ -161,3 +161,25 @@ def test_short_jobs_through_the_loop_go_from_one_to_the_next_in_their_slots(alic
     for start, end, elapsed in Attempt.objects.filter(job__batch=batch).values_list("start_time", "end_time", "elapsed_seconds"):
         assert start is not None and end is not None and start <= end
         assert elapsed is not None and elapsed < 5
+
+
+@pytest.mark.django_db
+def test_a_job_held_ahead_counts_as_claimed_ahead(alice, catalog):
+    """A worker of 1 cpu that has just run 5 short jobs claims one job ahead of its next
+    ones (5 ends in the last second, over the 0.25 s horizon). Held behind the running
+    one, that job vanished from the worker's count of what it had claimed ahead, and the
+    worker claimed one more: all three long jobs STARTING or RUNNING, none left to
+    other workers."""
+    loop = in_process_loop(cpus=1)
+    try:
+        short = make_batch(alice, script_tool(), catalog, [{"args": {"script": "true"}}] * 5)
+        drive(loop, all_finished(short))
+        long = make_batch(alice, script_tool(), catalog, [{"args": {"script": "sleep 30"}}] * 3)
+        drive(loop, lambda: Job.objects.filter(batch=long, status="RUNNING").exists())
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            loop.step()
+        statuses = sorted(Job.objects.filter(batch=long).values_list("status", flat=True))
+    finally:
+        loop.stop()
+    assert statuses == ["RUNNABLE", "RUNNING", "STARTING"]

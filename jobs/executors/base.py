@@ -423,6 +423,10 @@ class Holds(ABC):
         take the place of; how many were taken. Their Started (or Outcome, or Returned)
         comes out of `collect`."""
 
+    @abstractmethod
+    def held(self) -> list[AttemptSpec]:
+        """The attempts held now, not started yet (claimed ahead, as a worker's queue is)."""
+
 
 class Probes(ABC):
     """Capability: can say whether the backend takes work now (for /readyz); an

@@ -179,6 +179,9 @@ class LocalExecutor(Executor, Recovers, Holds):
             held += 1
         return held
 
+    def held(self) -> list[AttemptSpec]:
+        return [run.attempt for run in self._running.values() if run.held]
+
     def _start(self, attempt: AttemptSpec, *, after: LocalAttempt | None = None) -> Started | None:
         """Its Started, or None when a launcher was asked to start it (its answer comes
         through `collect`). `after`: held behind that attempt, to take its cores and
